@@ -1,0 +1,82 @@
+"""Serializable specs: what decorators record and what the server runs.
+
+Plain dataclasses with to_dict/from_dict, so the CLI can send an app to the control plane as
+JSON and the server can store it in SQLite and hand it to containers.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+WebKind = Literal["webhook", "asgi", "wsgi"]
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+
+
+@dataclass(frozen=True)
+class WebSpec:
+    kind: WebKind
+    method: str = "GET"  # webhooks only
+    label: str | None = None
+    docs: bool = False  # webhooks only: serve FastAPI's /docs and /openapi.json
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    name: str
+    image: dict[str, Any]
+    web: WebSpec | None = None
+    timeout: int = 300
+    container_idle_timeout: int = 60
+    keep_warm: int = 0
+    concurrency_limit: int | None = None  # at most this many containers at once
+    allow_concurrent_inputs: int = 1  # requests one container takes at once
+    # Recorded for other runtimes; the local runtime does not limit these.
+    cpu: float | None = None
+    memory: int | None = None
+    gpu: str | None = None
+    retries: int | None = None
+    secrets: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FunctionSpec:
+        web = data.get("web")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in fields}
+        values["web"] = WebSpec(**web) if web else None
+        values["secrets"] = tuple(values.get("secrets", ()))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    name: str
+    module: str  # the user's script, imported by this module name inside containers
+    stub_attr: str  # the module-level name of the Stub
+    functions: tuple[FunctionSpec, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "module": self.module,
+            "stub_attr": self.stub_attr,
+            "functions": [f.to_dict() for f in self.functions],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AppSpec:
+        return cls(
+            name=data["name"],
+            module=data["module"],
+            stub_attr=data["stub_attr"],
+            functions=tuple(FunctionSpec.from_dict(f) for f in data["functions"]),
+        )
+
+    def function(self, name: str) -> FunctionSpec:
+        for fn in self.functions:
+            if fn.name == name:
+                return fn
+        raise KeyError(name)

@@ -1,0 +1,34 @@
+"""URL labels: pure naming rules, shared by the CLI (to print URLs) and the server (to route)."""
+from __future__ import annotations
+
+import hashlib
+import re
+
+MAX_LABEL = 63  # a DNS label's limit, so `<label>.localhost` stays a valid host name
+_INVALID = re.compile(r"[^a-z0-9-]+")
+
+
+def slug(name: str) -> str:
+    """Lowercase letters, digits and single dashes; what is left of `name` in a DNS label."""
+    cleaned = _INVALID.sub("-", name.lower().replace("_", "-"))
+    return re.sub(r"-{2,}", "-", cleaned).strip("-")
+
+
+def make_label(app: str, function: str, *, label: str | None = None, dev: bool = False) -> str:
+    """`<app>--<function>` (or the user's `label`), `-dev` under serve, cut to 63 characters.
+
+    A cut label keeps a short hash of the whole one, so two long names never collide.
+    """
+    base = slug(label) if label else f"{slug(app)}--{slug(function)}"
+    suffix = "-dev" if dev else ""
+    full = base + suffix
+    if len(full) <= MAX_LABEL:
+        return full
+    digest = hashlib.sha256(full.encode()).hexdigest()[:6]
+    keep = MAX_LABEL - len(suffix) - len(digest) - 1
+    return f"{base[:keep].rstrip('-')}-{digest}{suffix}"
+
+
+def endpoint_urls(label: str, port: int, host: str = "127.0.0.1") -> tuple[str, str]:
+    """The two URL forms the gateway routes: by Host name, and by path prefix."""
+    return f"http://{label}.localhost:{port}/", f"http://{host}:{port}/{label}/"

@@ -1,0 +1,46 @@
+"""The `wisp` command: serve, deploy, app and server."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import app, deploy, serve, server
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wisp", description="Autoscaled HTTP endpoints for Python functions.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run an ephemeral app that live-reloads until Ctrl-C")
+    p.add_argument("script", help="the Python script defining a wisp.Stub (`script.py` or `script.py::stub`)")
+    p.add_argument("--port", type=int, help="gateway port if the server must be started (default 8400, $WISP_PORT)")
+    p.set_defaults(run=serve.run)
+
+    p = sub.add_parser("deploy", help="create or update a persistent app")
+    p.add_argument("script", help="the Python script defining a wisp.Stub")
+    p.add_argument("--port", type=int, help="gateway port if the server must be started")
+    p.set_defaults(run=deploy.run)
+
+    apps = sub.add_parser("app", help="list, stop and read the logs of apps").add_subparsers(dest="action", required=True, metavar="ACTION")
+    apps.add_parser("list", help="apps with their state, URLs and containers").set_defaults(run=app.list_apps)
+    p = apps.add_parser("stop", help="stop an app and its containers")
+    p.add_argument("name")
+    p.set_defaults(run=app.stop)
+    p = apps.add_parser("logs", help="what an app's containers wrote to stdout/stderr")
+    p.add_argument("name")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    p.set_defaults(run=app.logs)
+
+    servers = sub.add_parser("server", help="manage the background server").add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = servers.add_parser("start", help="start the server in the background")
+    p.add_argument("--port", type=int, help="gateway port (default 8400, $WISP_PORT)")
+    p.add_argument("--host", default="127.0.0.1", help="gateway address (default 127.0.0.1)")
+    p.set_defaults(run=server.start)
+    servers.add_parser("stop", help="stop the server and every container").set_defaults(run=server.stop)
+    servers.add_parser("status", help="is a server running, and where").set_defaults(run=server.status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    sys.exit(args.run(args))

@@ -1,0 +1,66 @@
+"""`wisp app list|stop|logs`."""
+from __future__ import annotations
+
+import argparse
+import time
+
+from .._config import wisp_home
+from ..client import Client, ClientError, connect
+from . import _output
+
+
+def _client() -> Client | None:
+    client = connect(wisp_home())
+    if client is None:
+        _output.fail("No wisp server is running. Start one with `wisp server start`, or run `wisp deploy script.py`.")
+    return client
+
+
+def list_apps(args: argparse.Namespace) -> int:
+    client = _client()
+    if client is None:
+        return 1
+    apps = client.request("GET", "/v1/apps")["apps"]
+    if not apps:
+        _output.say("No apps yet. `wisp deploy script.py` creates one.")
+    for app in apps:
+        _output.say(f"{app['id']}  {app['state']}  {app['mode']}  version {app['version']}")
+        for ep in app["endpoints"]:
+            counts = ", ".join(f"{n} {state}" for state, n in sorted(ep["containers"].items())) or "no containers"
+            _output.say(f"  {ep['function']}: {ep['url']}  [{counts}; {ep['in_flight']} in flight, {ep['queued']} queued]")
+            if ep.get("last_error"):
+                _output.say(f"    last error: {ep['last_error']}")
+    return 0
+
+
+def stop(args: argparse.Namespace) -> int:
+    client = _client()
+    if client is None:
+        return 1
+    try:
+        client.request("DELETE", f"/v1/apps/{args.name}")
+    except ClientError as exc:
+        _output.fail(exc.message)
+        return 1
+    _output.say(f"Stopped app {args.name}.")
+    return 0
+
+
+def logs(args: argparse.Namespace) -> int:
+    client = _client()
+    if client is None:
+        return 1
+    offset = 0
+    try:
+        while True:
+            text, headers = client.request("GET", f"/v1/apps/{args.name}/logs?offset={offset}")
+            print(text, end="", flush=True)
+            offset = int(headers.get("x-wisp-log-offset", offset))
+            if not args.follow:
+                return 0
+            time.sleep(0.5)
+    except ClientError as exc:
+        _output.fail(exc.message)
+        return 1
+    except KeyboardInterrupt:
+        return 0

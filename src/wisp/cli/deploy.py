@@ -1,0 +1,22 @@
+"""`wisp deploy script.py`: a persistent app that outlives the command and server restarts."""
+from __future__ import annotations
+
+import argparse
+
+from ..client import ClientError
+from . import _common, _output
+from ._package import PackageError, Target
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        target = Target.parse(args.script)
+        client = _common.server(args.port)
+        app = _common.push(client, target, "deploy")
+    except (PackageError, ClientError) as exc:
+        _output.fail(exc.args[0] if isinstance(exc, PackageError) else exc.message)
+        return 1
+    _output.say(f"Deployed app {app['name']} (version {app['version']}). Its endpoints:")
+    _output.endpoints(app)
+    _output.say(f"`wisp app logs {app['id']}` shows its logs; `wisp app stop {app['id']}` stops it.")
+    return 0

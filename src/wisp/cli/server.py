@@ -1,0 +1,61 @@
+"""`wisp server start|stop|status`: the background server on this WISP_HOME."""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from .._config import default_port, read_server_info, wisp_home
+from ..client import ClientError, connect, start_server
+from . import _output
+
+STOP_TIMEOUT = 30.0
+
+
+def start(args: argparse.Namespace) -> int:
+    home = wisp_home()
+    client = connect(home)
+    if client is not None:
+        _output.say(f"The wisp server is already running (pid {client.info.pid}, port {client.info.gateway_port}).")
+        return 0
+    try:
+        client = start_server(home, args.port or default_port(), args.host)
+    except ClientError as exc:
+        _output.fail(exc.message)
+        return 1
+    _output.say(f"Started the wisp server (pid {client.info.pid}): gateway on http://{args.host}:{client.info.gateway_port}")
+    return 0
+
+
+def stop(args: argparse.Namespace) -> int:
+    home = wisp_home()
+    client = connect(home)
+    if client is None:
+        _output.say("No wisp server is running.")
+        return 0
+    pid = client.info.pid
+    client.request("POST", "/v1/shutdown")
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            _output.say(f"Stopped the wisp server (pid {pid}).")
+            return 0
+        time.sleep(0.05)
+    _output.fail(f"The wisp server (pid {pid}) did not stop within {STOP_TIMEOUT:.0f} s; `kill {pid}` ends it.")
+    return 1
+
+
+def status(args: argparse.Namespace) -> int:
+    home = wisp_home()
+    client = connect(home)
+    if client is None:
+        stale = read_server_info(home)
+        _output.say("No wisp server is running." + (" (a stale server.json was found)" if stale else ""))
+        return 1
+    apps = client.request("GET", "/v1/apps")["apps"]
+    running = sum(1 for a in apps if a["state"] == "running")
+    _output.say(f"wisp server running: pid {client.info.pid}, gateway http://{client.info.host}:{client.info.gateway_port}, "
+                f"control API {client.info.admin_url}, home {home}, {running} app(s) running")
+    return 0

@@ -1,0 +1,101 @@
+"""The CLI's HTTP client for the control plane (stdlib only: the CLI needs no event loop)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from ._config import ServerInfo, read_server_info, read_token
+
+START_TIMEOUT = 30.0
+
+
+class ClientError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Client:
+    def __init__(self, home: Path, info: ServerInfo, token: str) -> None:
+        self.home = home
+        self.info = info
+        self._token = token
+
+    def request(self, method: str, path: str, body: Any = None, *, timeout: float = 600) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.info.admin_url + path, data=data, method=method)
+        req.add_header("Authorization", f"Bearer {self._token}")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                raw = resp.read()
+                if resp.headers.get_content_type() == "application/json":
+                    return json.loads(raw)
+                return raw.decode(), dict(resp.headers)
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                message = json.loads(raw)["error"]
+            except (ValueError, KeyError, TypeError):
+                message = raw.decode(errors="replace") or exc.reason
+            raise ClientError(exc.code, message) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise ClientError(0, f"The wisp server at {self.info.admin_url} did not answer ({exc}). "
+                                 "Check `wisp server status`.") from None
+
+
+def connect(home: Path) -> Client | None:
+    """A client for the server running on this WISP_HOME, or None if none answers."""
+    info = read_server_info(home)
+    token = read_token(home)
+    if info is None or token is None:
+        return None
+    client = Client(home, info, token)
+    try:
+        client.request("GET", "/v1/health", timeout=5)
+    except ClientError:
+        return None
+    return client
+
+
+def start_server(home: Path, port: int, host: str = "127.0.0.1") -> Client:
+    """Start the embedded server in the background and wait until it answers."""
+    log_path = home / "server.log"
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "wisp.server", "--home", str(home), "--port", str(port), "--host", host],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        client = connect(home)
+        if client is not None and client.info.pid == proc.pid:
+            return client
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    with log_path.open("rb") as f:
+        f.seek(offset)
+        output = f.read().decode(errors="replace").strip()
+    if proc.poll() is None:
+        proc.terminate()
+    raise ClientError(0, f"The wisp server did not start.\n{output}\n(full log: {log_path})")
+
+
+def ensure_server(home: Path, port: int) -> tuple[Client, bool]:
+    """The running server, starting one if none answers; True when this call started it."""
+    client = connect(home)
+    if client is not None:
+        return client, False
+    return start_server(home, port), True

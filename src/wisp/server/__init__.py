@@ -1,0 +1,1 @@
+"""The wisp server: control plane, gateway, pools of containers, image builder."""

@@ -1,0 +1,248 @@
+"""Apps and their versions: build images, unpack code, swap routes, drain what was replaced."""
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import shutil
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .._spec import AppSpec, FunctionSpec
+from .._urls import endpoint_urls, make_label
+from .images import ImageBuildError, LocalImageBuilder
+from .logs import AppLog
+from .pool import Container, FunctionPool
+from .runtime import ContainerProcess, Runtime
+from .store import Store
+
+HEARTBEAT_TIMEOUT = 10.0  # an ephemeral app whose `wisp serve` went silent this long is stopped
+
+
+class DeployError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def app_id_for(name: str, mode: str) -> str:
+    return f"{name}-dev" if mode == "serve" else name
+
+
+@dataclass
+class RunningApp:
+    id: str
+    name: str
+    mode: str
+    version: int
+    spec: AppSpec
+    pools: dict[str, FunctionPool]  # label -> pool
+    owner: str | None = None
+    heartbeat: float = field(default_factory=time.monotonic)
+
+
+class AppManager:
+    def __init__(self, home: Path, store: Store, builder: LocalImageBuilder, runtime: Runtime,
+                 routes: dict[str, Any], gateway_port: int, socket_dir: str) -> None:
+        self.home = home
+        self.store = store
+        self.builder = builder
+        self.runtime = runtime
+        self.routes = routes
+        self.gateway_port = gateway_port
+        self.socket_dir = socket_dir
+        self.apps: dict[str, RunningApp] = {}
+        self.logs: dict[str, AppLog] = {}
+        self._draining: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()
+
+    def log(self, app_id: str) -> AppLog:
+        if app_id not in self.logs:
+            self.logs[app_id] = AppLog(self.home / "logs" / f"{app_id}.log")
+        return self.logs[app_id]
+
+    # -- deploy ----------------------------------------------------------------------------
+    async def deploy(self, spec_data: dict[str, Any], mode: str, files: bytes, owner: str | None) -> dict[str, Any]:
+        spec = AppSpec.from_dict(spec_data)
+        app_id = app_id_for(spec.name, mode)
+        labels = _labels(spec, mode)
+        self._check_labels(app_id, labels)
+        async with self._lock:  # one deploy at a time keeps versions and routes consistent
+            pythons = await self._build_images(app_id, list(labels.values()))
+            version = self.store.next_version(app_id)
+            files_dir = self._unpack(app_id, version, files)
+            self.store.save_version(app_id, spec.name, mode, version, spec.to_dict(), str(files_dir))
+            self._swap(RunningApp(app_id, spec.name, mode, version, spec,
+                                  self._pools(app_id, spec, labels, pythons, files_dir), owner))
+        self.log(app_id).write(f"[wisp] {mode} {spec.name} version {version}: {', '.join(labels) or 'no web functions'}")
+        return self.describe(self.apps[app_id])
+
+    def _check_labels(self, app_id: str, labels: dict[str, FunctionSpec]) -> None:
+        for other in self.apps.values():
+            if other.id == app_id:
+                continue
+            clash = set(other.pools) & set(labels)
+            if clash:
+                raise DeployError(409, f"URL label {sorted(clash)[0]!r} is already served by app {other.id!r}. "
+                                       f"Give the function another `label=`, or stop that app with `wisp app stop {other.id}`.")
+
+    async def _build_images(self, app_id: str, functions: list[FunctionSpec]) -> dict[str, Path]:
+        log = self.log(app_id)
+        try:
+            built = await asyncio.gather(*(self.builder.ensure(f.image) for f in functions))
+        except ImageBuildError as exc:
+            log.write(f"[wisp] image build failed: {exc}")
+            raise DeployError(400, str(exc)) from None
+        return {f.name: python for f, python in zip(functions, built)}
+
+    def _unpack(self, app_id: str, version: int, files: bytes) -> Path:
+        target = self.home / "apps" / app_id / f"v{version}"
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        with tarfile.open(fileobj=io.BytesIO(files), mode="r:gz") as tar:
+            tar.extractall(target, filter="data")
+        return target
+
+    def _pools(self, app_id: str, spec: AppSpec, labels: dict[str, FunctionSpec], pythons: dict[str, Path],
+               files_dir: Path) -> dict[str, FunctionPool]:
+        log = self.log(app_id)
+        return {label: self._pool(app_id, spec, fn, pythons[fn.name], files_dir, log) for label, fn in labels.items()}
+
+    def _pool(self, app_id: str, spec: AppSpec, fn: FunctionSpec, python: Path, files_dir: Path, log: AppLog) -> FunctionPool:
+        argv = [str(python), "-m", "wisp._runtime", "--dir", str(files_dir), "--module", spec.module,
+                "--stub", spec.stub_attr, "--function", fn.name]
+        env = {**_container_env(), "WISP_APP": app_id, "WISP_FUNCTION": fn.name}
+
+        async def launch(container: Container) -> ContainerProcess:
+            return await self.runtime.start([*argv, "--socket", container.socket_path], env=env, cwd=files_dir)
+
+        return FunctionPool(fn, launch, log, self.socket_dir)
+
+    def _swap(self, new: RunningApp, old: RunningApp | None = None) -> None:
+        """New requests go to the new version at once; the old one finishes what it holds."""
+        old = old or self.apps.get(new.id)
+        for label, pool in new.pools.items():
+            previous = old.pools.get(label) if old else None
+            if previous is not None and previous.status()["containers"]:
+                pool.prestart()  # the replacing version is warm if the old one was
+            pool.ensure_warm()
+            self.routes[label] = pool
+        if old is not None:
+            for label in set(old.pools) - set(new.pools):
+                self.routes.pop(label, None)
+            self._drain(old)
+        self.apps[new.id] = new
+
+    def _drain(self, app: RunningApp) -> None:
+        for pool in app.pools.values():
+            task = asyncio.ensure_future(pool.drain())
+            self._draining.add(task)
+            task.add_done_callback(self._draining.discard)
+
+    # -- stop, restore, heartbeats -----------------------------------------------------------
+    async def stop(self, app_id: str, owner: str | None = None) -> bool:
+        app = self.apps.get(app_id)
+        if app is None:
+            if self.store.app(app_id) is None:
+                return False
+            self.store.set_state(app_id, "stopped")
+            return True
+        if owner is not None and app.owner != owner:
+            return True  # another `serve` has taken this app over; it is theirs to stop
+        del self.apps[app_id]
+        for label in app.pools:
+            self.routes.pop(label, None)
+        self.store.set_state(app_id, "stopped")
+        await asyncio.gather(*(pool.stop() for pool in app.pools.values()))
+        self.log(app_id).write(f"[wisp] app {app.name} stopped")
+        return True
+
+    async def restore(self) -> None:
+        """After a server restart, deployed apps serve again; ephemeral ones are gone."""
+        for row in self.store.apps():
+            if row.state != "running":
+                continue
+            if row.mode != "deploy":
+                self.store.set_state(row.id, "stopped")
+                continue
+            saved = self.store.version(row.id, row.version)
+            spec = AppSpec.from_dict(saved.spec)
+            labels = _labels(spec, row.mode)
+            try:
+                pythons = await self._build_images(row.id, list(labels.values()))
+            except DeployError as exc:
+                self.log(row.id).write(f"[wisp] could not restore {row.id}: {exc.message}")
+                continue
+            pools = self._pools(row.id, spec, labels, pythons, Path(saved.files_dir))
+            self._swap(RunningApp(row.id, spec.name, row.mode, row.version, spec, pools))
+
+    def heartbeat(self, app_id: str, owner: str) -> bool:
+        app = self.apps.get(app_id)
+        if app is None or app.owner != owner:
+            return False
+        app.heartbeat = time.monotonic()
+        return True
+
+    async def tick(self) -> None:
+        now = time.monotonic()
+        for app in list(self.apps.values()):
+            if app.mode == "serve" and now - app.heartbeat > HEARTBEAT_TIMEOUT:
+                self.log(app.id).write(f"[wisp] `wisp serve` for {app.name} stopped sending heartbeats; stopping the app")
+                await self.stop(app.id)
+                continue
+            for pool in app.pools.values():
+                pool.tick()
+
+    async def close(self) -> None:
+        await asyncio.gather(*(self.stop_running(app) for app in list(self.apps.values())))
+        for task in list(self._draining):
+            await task
+        for log in self.logs.values():
+            log.close()
+
+    async def stop_running(self, app: RunningApp) -> None:
+        """Server shutdown: stop containers but keep the app's state, so it comes back."""
+        for label in app.pools:
+            self.routes.pop(label, None)
+        await asyncio.gather(*(pool.stop() for pool in app.pools.values()))
+
+    # -- views ---------------------------------------------------------------------------------
+    def describe(self, app: RunningApp) -> dict[str, Any]:
+        endpoints = []
+        for label, pool in app.pools.items():
+            by_host, by_path = endpoint_urls(label, self.gateway_port)
+            endpoints.append({"function": pool.spec.name, "label": label, "url": by_host, "path_url": by_path,
+                              "web": pool.spec.web.kind if pool.spec.web else None, **pool.status()})
+        return {"id": app.id, "name": app.name, "mode": app.mode, "state": "running", "version": app.version,
+                "endpoints": endpoints}
+
+    def list(self) -> list[dict[str, Any]]:
+        out = []
+        for row in self.store.apps():
+            running = self.apps.get(row.id)
+            if running is not None:
+                out.append(self.describe(running))
+            else:
+                out.append({"id": row.id, "name": row.name, "mode": row.mode, "state": "stopped",
+                            "version": row.version, "endpoints": []})
+        return out
+
+
+def _labels(spec: AppSpec, mode: str) -> dict[str, FunctionSpec]:
+    """URL label -> web function; functions without a web decorator get no URL."""
+    return {make_label(spec.name, f.name, label=f.web.label, dev=mode == "serve"): f
+            for f in spec.functions if f.web is not None}
+
+
+def _container_env() -> dict[str, str]:
+    """The container's environment: the server's, minus what would point Python elsewhere."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+

@@ -1,0 +1,91 @@
+"""The control plane's HTTP API, used by the CLI. Loopback only; every call carries the token."""
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from .apps import AppManager, DeployError
+
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], None], info: dict[str, Any]) -> Starlette:
+    async def health(request: Request) -> Response:
+        return JSONResponse({"ok": True, "pid": os.getpid(), **info})
+
+    async def put_app(request: Request) -> Response:
+        body = await request.json()
+        try:
+            files = base64.b64decode(body["files"], validate=True)
+            mode = body.get("mode", "deploy")
+            if mode not in ("deploy", "serve"):
+                return _error(400, f"mode must be 'deploy' or 'serve', got {mode!r}.")
+            result = await manager.deploy(body["spec"], mode, files, body.get("owner"))
+        except (KeyError, TypeError, binascii.Error) as exc:
+            return _error(400, f"Malformed deploy request ({exc!r}); use the wisp CLI of the same version as the server.")
+        except DeployError as exc:
+            return _error(exc.status, exc.message)
+        return JSONResponse(result)
+
+    async def list_apps(request: Request) -> Response:
+        return JSONResponse({"apps": manager.list()})
+
+    async def stop_app(request: Request) -> Response:
+        app_id = request.path_params["app_id"]
+        if not await manager.stop(app_id, request.query_params.get("owner")):
+            return _error(404, f"No app named {app_id!r}. `wisp app list` shows the apps.")
+        return JSONResponse({"stopped": app_id})
+
+    async def logs(request: Request) -> Response:
+        app_id = request.path_params["app_id"]
+        if manager.store.app(app_id) is None and app_id not in manager.logs:
+            return _error(404, f"No app named {app_id!r}. `wisp app list` shows the apps.")
+        text, offset = manager.log(app_id).read(int(request.query_params.get("offset", "0")))
+        return PlainTextResponse(text, headers={"x-wisp-log-offset": str(offset)})
+
+    async def heartbeat(request: Request) -> Response:
+        app_id = request.path_params["app_id"]
+        owner = request.query_params.get("owner", "")
+        if not manager.heartbeat(app_id, owner):
+            return _error(409, f"App {app_id!r} is no longer served by this `wisp serve`.")
+        return JSONResponse({"ok": True})
+
+    async def stop_server(request: Request) -> Response:
+        shutdown()
+        return JSONResponse({"stopping": True})
+
+    routes = [
+        Route("/v1/health", health),
+        Route("/v1/apps", list_apps),
+        Route("/v1/apps/{app_id}", put_app, methods=["PUT"]),
+        Route("/v1/apps/{app_id}", stop_app, methods=["DELETE"]),
+        Route("/v1/apps/{app_id}/logs", logs),
+        Route("/v1/apps/{app_id}/heartbeat", heartbeat, methods=["POST"]),
+        Route("/v1/shutdown", stop_server, methods=["POST"]),
+    ]
+    app = Starlette(routes=routes)
+    expected = f"Bearer {token}".encode()
+
+    @app.middleware("http")
+    async def require_token(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            return _error(401, "Missing or wrong token. The CLI reads it from $WISP_HOME/token.")
+        return await call_next(request)
+
+    return app
+
+
+__all__ = ["build_control_app"]

@@ -1,0 +1,37 @@
+"""What the gateway needs from the rest of the server: a way to get a container for a label.
+
+The gateway knows nothing about apps, pools or processes. The server keeps a live mapping of
+label -> Target and the gateway asks the target for a container slot per request.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Lease(Protocol):
+    """One request's slot on one container, held from dispatch until the response ends."""
+
+    socket_path: str  # the container's uvicorn listens on this Unix socket
+
+    def release(self, *, broken: bool = False) -> None:
+        """Give the slot back. broken=True: the container failed this request (connect error,
+        connection lost before the response ended); the pool checks on the container."""
+
+
+class Target(Protocol):
+    """One web function: hands out container slots, waiting for a cold start if needed."""
+
+    async def acquire(self) -> Lease:
+        """Wait for a free slot. Raises TargetUnavailable when no container can be had."""
+        ...
+
+
+class TargetUnavailable(Exception):
+    """The function cannot take the request; the gateway answers with `status` and a JSON body
+    {"error": message}."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}

@@ -1,0 +1,118 @@
+"""The server process: gateway + control plane + app manager on one event loop.
+
+Started in the background by `wisp server start` (or by `serve`/`deploy` when none is running):
+`python -m wisp.server --home H --port P`.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from .._config import SERVER_FILE, ServerInfo, read_token, write_server_info
+from .apps import AppManager
+from .control import build_control_app
+from .gateway import Gateway
+from .images import LocalImageBuilder
+from .runtime import get_runtime
+from .store import Store
+
+TICK = 1.0  # seconds between idle checks; idle scale-down is precise to about this
+
+
+class _AdminServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # the server process owns SIGINT/SIGTERM, not the control API
+
+
+def _admin_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+async def _ticker(manager: AppManager) -> None:
+    while True:
+        await asyncio.sleep(TICK)
+        try:
+            await manager.tick()
+        except Exception as exc:  # a bug in one tick must not stop idle handling for good
+            print(f"wisp server: tick failed: {exc!r}", file=sys.stderr, flush=True)
+
+
+async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int) -> int:
+    token = read_token(home, create=True)
+    assert token is not None
+    routes: dict[str, Any] = {}
+    gateway = Gateway(routes, max_body_size=max_body_size)
+    try:
+        await gateway.start(host, port)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            print(f"Port {port} is in use by another program. Either identify and stop that program, "
+                  f"or start the server with a different port: `wisp server start --port {port + 1}`.",
+                  file=sys.stderr, flush=True)
+            return 1
+        raise
+    socket_dir = tempfile.mkdtemp(prefix="wisp-")  # short: Unix socket paths max out at 107 bytes
+    store = Store(home / "state.db")
+    manager = AppManager(home, store, LocalImageBuilder(home), get_runtime(runtime), routes, gateway.port, socket_dir)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    admin_sock = _admin_socket()
+    info = ServerInfo(os.getpid(), host, gateway.port, admin_sock.getsockname()[1])
+    admin = _AdminServer(uvicorn.Config(build_control_app(manager, token, stop.set, {"gateway_port": gateway.port}),
+                                        log_level="warning", access_log=False, lifespan="off"))
+    admin_task = asyncio.ensure_future(admin.serve(sockets=[admin_sock]))
+    await manager.restore()
+    write_server_info(home, info)
+    print(f"wisp server {info.pid}: gateway on http://{host}:{gateway.port}, control API on {info.admin_url}", flush=True)
+    ticker = asyncio.ensure_future(_ticker(manager))
+    try:
+        await stop.wait()
+    finally:
+        print("wisp server: stopping", flush=True)
+        (home / SERVER_FILE).unlink(missing_ok=True)
+        ticker.cancel()
+        await gateway.close()
+        await manager.close()
+        admin.should_exit = True
+        await admin_task
+        store.close()
+        shutil.rmtree(socket_dir, ignore_errors=True)
+        print("wisp server: stopped", flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m wisp.server")
+    parser.add_argument("--home", type=Path, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--runtime", default="local")
+    parser.add_argument("--max-body-size", type=int, default=int(os.environ.get("WISP_MAX_BODY_SIZE", 100 * 1024 * 1024)))
+    args = parser.parse_args(argv)
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None
+    if uvloop is not None:
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    sys.exit(asyncio.run(run(args.home.resolve(), args.host, args.port, args.runtime, args.max_body_size)))

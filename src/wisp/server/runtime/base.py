@@ -1,0 +1,28 @@
+"""The Runtime interface: what the pools need to run a container."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+
+class ContainerProcess(Protocol):
+    pid: int
+
+    def lines(self) -> AsyncIterator[bytes]:
+        """What the container writes to stdout and stderr, a line at a time, until it exits."""
+        ...
+
+    async def wait(self) -> int:
+        """Wait for the container to exit; its exit code."""
+        ...
+
+    async def stop(self, grace: float) -> None:
+        """Ask the container to stop (it drains), and force it after `grace` seconds."""
+        ...
+
+
+class Runtime(Protocol):
+    name: str
+
+    async def start(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path) -> ContainerProcess: ...

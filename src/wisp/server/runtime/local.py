@@ -1,0 +1,62 @@
+"""The local runtime: each container is a process group on this machine."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+
+
+class LocalProcess:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self._proc = proc
+        self.pid = proc.pid
+
+    async def lines(self) -> AsyncIterator[bytes]:
+        assert self._proc.stdout is not None
+        while True:
+            try:
+                line = await self._proc.stdout.readline()
+            except ValueError:  # a line over the stream limit: pass it on in pieces
+                line = await self._proc.stdout.read(65536)
+            if not line:
+                return
+            yield line
+
+    async def wait(self) -> int:
+        return await self._proc.wait()
+
+    def _signal_group(self, sig: int) -> None:
+        # The whole group, so whatever the user's code started goes too.
+        try:
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    async def stop(self, grace: float) -> None:
+        if self._proc.returncode is None:
+            self._signal_group(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self._proc.wait(), grace)
+            except asyncio.TimeoutError:
+                pass
+        self._signal_group(signal.SIGKILL)  # leftovers of the group, even after a clean exit
+        await self._proc.wait()
+
+
+class LocalRuntime:
+    name = "local"
+
+    async def start(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path) -> LocalProcess:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            env=dict(env),
+            cwd=str(cwd),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            limit=1 << 20,
+        )
+        return LocalProcess(proc)

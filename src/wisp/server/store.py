@@ -1,0 +1,96 @@
+"""SQLite persistence for apps and their versions: what must survive a server restart."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS apps (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    mode TEXT NOT NULL,            -- 'deploy' (persistent) or 'serve' (ephemeral)
+    state TEXT NOT NULL,           -- 'running' or 'stopped'
+    version INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS versions (
+    app_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    spec TEXT NOT NULL,
+    files_dir TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (app_id, version)
+);
+"""
+
+
+@dataclass(frozen=True)
+class AppRow:
+    id: str
+    name: str
+    mode: str
+    state: str
+    version: int
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    app_id: str
+    version: int
+    spec: dict[str, Any]
+    files_dir: str
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(str(path), isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def next_version(self, app_id: str) -> int:
+        row = self._db.execute("SELECT MAX(version) FROM versions WHERE app_id = ?", (app_id,)).fetchone()
+        return (row[0] or 0) + 1
+
+    def save_version(self, app_id: str, name: str, mode: str, version: int, spec: dict[str, Any], files_dir: str) -> None:
+        now = time.time()
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT INTO versions (app_id, version, spec, files_dir, created_at) VALUES (?, ?, ?, ?, ?)",
+                (app_id, version, json.dumps(spec), files_dir, now),
+            )
+            self._db.execute(
+                "INSERT INTO apps (id, name, mode, state, version, created_at, updated_at) "
+                "VALUES (?, ?, ?, 'running', ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                "state = 'running', version = excluded.version, mode = excluded.mode, updated_at = excluded.updated_at",
+                (app_id, name, mode, version, now, now),
+            )
+
+    def set_state(self, app_id: str, state: str) -> None:
+        self._db.execute("UPDATE apps SET state = ?, updated_at = ? WHERE id = ?", (state, time.time(), app_id))
+
+    def apps(self) -> list[AppRow]:
+        rows = self._db.execute("SELECT id, name, mode, state, version, created_at, updated_at FROM apps ORDER BY id")
+        return [AppRow(*row) for row in rows]
+
+    def app(self, app_id: str) -> AppRow | None:
+        row = self._db.execute(
+            "SELECT id, name, mode, state, version, created_at, updated_at FROM apps WHERE id = ?", (app_id,)
+        ).fetchone()
+        return AppRow(*row) if row else None
+
+    def version(self, app_id: str, version: int) -> VersionRow:
+        row = self._db.execute(
+            "SELECT spec, files_dir FROM versions WHERE app_id = ? AND version = ?", (app_id, version)
+        ).fetchone()
+        return VersionRow(app_id, version, json.loads(row[0]), row[1])
