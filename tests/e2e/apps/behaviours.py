@@ -1,0 +1,56 @@
+"""Functions the end-to-end tests use to see inside containers."""
+import os
+import time
+
+from fastapi import Request
+
+import wisp
+
+stub = wisp.Stub("behaviours")
+
+
+@stub.webhook
+def pid():
+    return {"pid": os.getpid(), "cwd": os.getcwd()}
+
+
+@stub.webhook
+def slow(seconds: float = 1.0):
+    time.sleep(seconds)
+    return {"pid": os.getpid(), "slept": seconds}
+
+
+@stub.webhook
+def boom():
+    raise ValueError("secret detail that must stay in the logs")
+
+
+@stub.webhook
+def die(exit: bool = True):
+    if exit:
+        print(f"about to die: {os.getpid()}", flush=True)
+        os._exit(3)
+    return {"pid": os.getpid()}
+
+
+@stub.webhook(method="POST")
+async def size(request: Request):
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+    return {"bytes": total}
+
+
+@stub.webhook(container_idle_timeout=2)
+def short_lived():
+    return {"pid": os.getpid()}
+
+
+@stub.webhook(keep_warm=3)
+def warm():
+    return {"pid": os.getpid()}
+
+
+@stub.webhook
+async def root(request: Request):
+    return {"root_path": request.scope.get("root_path"), "url": str(request.url), "host": request.headers["host"]}

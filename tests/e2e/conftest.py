@@ -1,0 +1,143 @@
+"""End-to-end fixtures: a real wisp server on a free port, real `wisp` CLI processes, real HTTP."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+WISP = [sys.executable, "-m", "wisp.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Wisp:
+    """One WISP_HOME with its server; runs CLI commands against it."""
+
+    def __init__(self, home: Path, port: int) -> None:
+        self.home = home
+        self.port = port
+        self.env = {**os.environ, "WISP_HOME": str(home), "WISP_PORT": str(port), "PYTHONUNBUFFERED": "1"}
+
+    def run(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([*WISP, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"wisp {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def url(self, label: str, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}/{label}{path}"
+
+    def server_pid(self) -> int:
+        return json.loads((self.home / "server.json").read_text())["pid"]
+
+    def serve(self, script: Path | str, *extra: str) -> ServeProcess:
+        return ServeProcess(self, [*WISP, "serve", str(script), *extra])
+
+
+class ServeProcess:
+    """A running `wisp serve`; its output is collected in the background."""
+
+    def __init__(self, wisp: Wisp, argv: list[str]) -> None:
+        self.proc = subprocess.Popen(argv, env=wisp.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float = 120, start: int = 0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in "".join(self.lines[start:]):
+                return
+            if self.proc.poll() is not None:
+                time.sleep(0.2)
+                if text in "".join(self.lines[start:]):
+                    return
+                raise AssertionError(f"wisp serve exited {self.proc.returncode} before printing {text!r}:\n{self.output}")
+            time.sleep(0.05)
+        raise AssertionError(f"wisp serve did not print {text!r} in {timeout} s:\n{self.output}")
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout)
+        self._reader.join(5)
+        return code
+
+    def __enter__(self) -> ServeProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_wisp(home: Path) -> Wisp:
+    wisp = Wisp(home, free_port())
+    wisp.run("server", "start")
+    return wisp
+
+
+@pytest.fixture(scope="session")
+def wisp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wisp]:
+    """The shared server most tests use."""
+    w = start_wisp(tmp_path_factory.mktemp("home"))
+    yield w
+    w.run("server", "stop", check=False)
+
+
+@pytest.fixture
+def own_wisp(tmp_path: Path) -> Iterator[Wisp]:
+    """A server of the test's own, for tests that stop or restart it."""
+    w = start_wisp(tmp_path / "home")
+    yield w
+    w.run("server", "stop", check=False)
+
+
+def get(url: str, **kwargs: object) -> requests.Response:
+    kwargs.setdefault("timeout", 120)
+    return requests.get(url, **kwargs)  # type: ignore[arg-type]
+
+
+def post(url: str, **kwargs: object) -> requests.Response:
+    kwargs.setdefault("timeout", 120)
+    return requests.post(url, **kwargs)  # type: ignore[arg-type]
+
+
+def wait_until(predicate, timeout: float = 30, interval: float = 0.1, message: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+
+
+def processes_in_group(pgid_hint: str) -> list[str]:
+    """Command lines of live processes mentioning `pgid_hint` (an app's files dir, say)."""
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if pgid_hint in line and "ps -eo" not in line]
