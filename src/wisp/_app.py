@@ -68,6 +68,8 @@ def _function_fields(where: str, kwargs: dict[str, Any], default_image: Image) -
         target = _FUNCTION_KEYWORDS.get(key)
         if target is None:
             raise _unknown_keyword(where, key, sorted(_FUNCTION_KEYWORDS))
+        if value is None and target in ("image", "timeout", "container_idle_timeout"):
+            continue  # None means the default, as in Modal
         if target == "image":
             if not isinstance(value, Image):
                 raise TypeError(
@@ -194,9 +196,8 @@ class Stub:
         self.image = image or Image.debian_slim()
         self._functions: dict[str, tuple[Callable[..., Any], FunctionSpec]] = {}
 
-    def _register(self, where: str, fn: Callable[..., Any], web: WebSpec | None, kwargs: dict[str, Any]) -> None:
+    def _register(self, where: str, fn: Callable[..., Any], web: WebSpec | None, fields: dict[str, Any]) -> None:
         _check_callable(where, fn)
-        fields = _function_fields(where, kwargs, self.image)
         name = fn.__name__
         if name in self._functions and self._functions[name][0] is not fn:
             raise ValueError(
@@ -209,9 +210,10 @@ class Stub:
     def function(self, _fn: Any = None, /, **kwargs: Any) -> Any:
         """Register a function; stack `@wisp.fastapi_endpoint()` etc. under it to serve it."""
         where = "@stub.function"
+        fields = _function_fields(where, kwargs, self.image)
 
         def wrap(fn: F) -> F:
-            self._register(where, fn, getattr(fn, "__wisp_web__", None), kwargs)
+            self._register(where, fn, getattr(fn, "__wisp_web__", None), fields)
             return fn
 
         return _bare_or_factory(where, _fn, wrap, "@stub.function(timeout=60)")
@@ -224,18 +226,21 @@ class Stub:
         if _fn is not None and not callable(_fn):
             raise _positional(where, _fn, f"@stub.webhook(method={_fn!r})")
         web = WebSpec("webhook", _check_method(where, method), label, docs)
+        fields = _function_fields(where, kwargs, self.image)
 
         def wrap(fn: F) -> F:
-            self._register(where, fn, web, kwargs)
+            self._register(where, fn, web, fields)
             return fn
 
         return _bare_or_factory(where, _fn, wrap, "@stub.webhook(method=\"POST\")")
 
     def _app_decorator(self, where: str, kind: str, first: Any, label: str | None, kwargs: dict[str, Any]) -> Any:
+        fields = _function_fields(where, kwargs, self.image)
+
         def wrap(fn: F) -> F:
             _check_callable(where, fn)
             _check_factory(where, fn)
-            self._register(where, fn, WebSpec(kind, label=label), kwargs)  # type: ignore[arg-type]
+            self._register(where, fn, WebSpec(kind, label=label), fields)  # type: ignore[arg-type]
             return fn
 
         return _bare_or_factory(where, first, wrap, f"{where}(image=image)")

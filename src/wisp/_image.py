@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-_PYTHON_VERSION = re.compile(r"^3\.\d+(\.\d+)?$")
+_PYTHON_VERSION = re.compile(r"3\.\d+(\.\d+)?")
 
 
 def _flatten(packages: Iterable[Any]) -> list[str]:
@@ -20,7 +20,7 @@ def _flatten(packages: Iterable[Any]) -> list[str]:
         if isinstance(item, str):
             if item.strip():
                 out.append(item.strip())
-        elif isinstance(item, Iterable):
+        elif isinstance(item, Iterable) and not isinstance(item, (bytes, bytearray)):
             out.extend(_flatten(item))
         else:
             raise TypeError(
@@ -44,9 +44,11 @@ class Image:
 
     @classmethod
     def debian_slim(cls, python_version: str | None = None) -> Image:
-        if python_version is not None and not _PYTHON_VERSION.match(str(python_version)):
-            raise ValueError(
-                f"python_version must look like '3.11' or '3.11.7', got {python_version!r}."
+        if python_version is not None and not (
+            isinstance(python_version, str) and _PYTHON_VERSION.fullmatch(python_version)
+        ):
+                raise ValueError(
+                f"python_version must be a string like '3.11' or '3.11.7', got {python_version!r}."
             )
         return cls({"base": "debian_slim", "python_version": python_version, "pip": []})
 

@@ -14,12 +14,17 @@ def slug(name: str) -> str:
     return re.sub(r"-{2,}", "-", cleaned).strip("-")
 
 
+def _part(name: str) -> str:
+    """A name's slug; a name with nothing DNS-safe in it (`_`, `日本`) gets a stable stand-in."""
+    return slug(name) or "x" + hashlib.sha256(name.encode()).hexdigest()[:6]
+
+
 def make_label(app: str, function: str, *, label: str | None = None, dev: bool = False) -> str:
     """`<app>--<function>` (or the user's `label`), `-dev` under serve, cut to 63 characters.
 
     A cut label keeps a short hash of the whole one, so two long names never collide.
     """
-    base = slug(label) if label else f"{slug(app)}--{slug(function)}"
+    base = _part(label) if label else f"{_part(app)}--{_part(function)}"
     suffix = "-dev" if dev else ""
     full = base + suffix
     if len(full) <= MAX_LABEL:

@@ -120,7 +120,7 @@ _NAMES = ["a", "My_App", "x" * 63, "Z" * 100, "web.hooks v2", "__init__", "émoj
 _CASES = [
     (app, function, label, dev)
     for (app, function), label, dev in itertools.product(
-        itertools.product(_NAMES, _NAMES[:4]), [None, "Label_X", "q" * 90], [False, True]
+        itertools.product(_NAMES, ["f", "Z" * 100]), [None, "q" * 90], [False, True]
     )
 ]
 
@@ -136,10 +136,6 @@ def test_label_is_always_a_valid_dns_label(app: str, function: str, label: str |
     assert make_label(app, function, label=label, dev=dev) == result  # deterministic
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_urls.make_label: names that slug to nothing give '' / '--f' / 'app--', not a DNS label",
-)
 @pytest.mark.parametrize(
     ("app", "function", "kwargs"),
     [

@@ -47,6 +47,8 @@ def inspect_app(target: Target) -> dict[str, Any]:
 
 
 def _wanted(path: Path) -> bool:
+    if path.is_dir() and path.is_symlink():  # a link back up the tree would never end
+        return False
     return not path.name.startswith(".") and path.name not in _SKIP_DIRS and not path.name.endswith(".pyc")
 
 

@@ -235,8 +235,16 @@ class AppManager:
 
 def _labels(spec: AppSpec, mode: str) -> dict[str, FunctionSpec]:
     """URL label -> web function; functions without a web decorator get no URL."""
-    return {make_label(spec.name, f.name, label=f.web.label, dev=mode == "serve"): f
-            for f in spec.functions if f.web is not None}
+    labels: dict[str, FunctionSpec] = {}
+    for f in spec.functions:
+        if f.web is None:
+            continue
+        label = make_label(spec.name, f.name, label=f.web.label, dev=mode == "serve")
+        if label in labels:
+            raise DeployError(400, f"Functions `{labels[label].name}` and `{f.name}` would share the URL label "
+                                   f"{label!r}. Give one of them another name or `label=`.")
+        labels[label] = f
+    return labels
 
 
 def _container_env() -> dict[str, str]:
