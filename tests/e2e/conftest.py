@@ -86,6 +86,8 @@ class ServeProcess:
             self.proc.send_signal(sig)
         code = self.proc.wait(timeout)
         self._reader.join(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         return code
 
     def __enter__(self) -> ServeProcess:
@@ -137,7 +139,17 @@ def wait_until(predicate, timeout: float = 30, interval: float = 0.1, message: s
     raise AssertionError(f"timed out after {timeout} s waiting for {message}")
 
 
-def processes_in_group(pgid_hint: str) -> list[str]:
-    """Command lines of live processes mentioning `pgid_hint` (an app's files dir, say)."""
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if pgid_hint in line and "ps -eo" not in line]
+def processes_in_group(hint: str) -> list[str]:
+    """Command lines of live processes mentioning `hint` (an app's files folder, say)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if hint in argv and state != "Z":
+            found.append(f"{entry.name} {argv}")
+    return found

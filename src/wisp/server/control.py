@@ -5,13 +5,14 @@ import base64
 import binascii
 import hmac
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .apps import AppManager, DeployError
 
@@ -21,7 +22,7 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], None], info: dict[str, Any]) -> Starlette:
+def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], None], info: dict[str, Any]) -> ASGIApp:
     async def health(request: Request) -> Response:
         return JSONResponse({"ok": True, "pid": os.getpid(), **info})
 
@@ -75,17 +76,22 @@ def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], No
         Route("/v1/apps/{app_id}/heartbeat", heartbeat, methods=["POST"]),
         Route("/v1/shutdown", stop_server, methods=["POST"]),
     ]
-    app = Starlette(routes=routes)
-    expected = f"Bearer {token}".encode()
+    return _require_token(Starlette(routes=routes), f"Bearer {token}".encode())
 
-    @app.middleware("http")
-    async def require_token(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        given = request.headers.get("authorization", "").encode()
-        if not hmac.compare_digest(given, expected):
-            return _error(401, "Missing or wrong token. The CLI reads it from $WISP_HOME/token.")
-        return await call_next(request)
 
-    return app
+def _require_token(app: ASGIApp, expected: bytes) -> ASGIApp:
+    """Every control call carries the token the server wrote to $WISP_HOME/token (mode 0600)."""
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, expected):
+                response = _error(401, "Missing or wrong token. The CLI reads it from $WISP_HOME/token.")
+                await response(scope, receive, send)
+                return
+        await app(scope, receive, send)
+
+    return guarded
 
 
 __all__ = ["build_control_app"]
