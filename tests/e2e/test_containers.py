@@ -114,3 +114,11 @@ def test_body_over_limit_is_413(tmp_path: Path) -> None:
         assert r.status_code == 413
     finally:
         small.run("server", "stop", check=False)
+
+
+def test_container_that_fails_to_start_gives_503_with_the_reason(deployed: Wisp) -> None:
+    r = get(deployed.url(f"{APP}--broken-factory", "/"))
+    assert r.status_code == 503
+    assert "RuntimeError: factory broke inside the container" in r.json()["error"]
+    assert "wisp app logs" in r.json()["error"]
+    assert get(deployed.url(f"{APP}--pid")).status_code == 200  # the app's other functions serve on

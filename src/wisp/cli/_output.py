@@ -17,6 +17,4 @@ def endpoints(app: dict[str, Any]) -> None:
     if not app["endpoints"]:
         say("  (no web functions: decorate one with @stub.webhook, @stub.asgi or @stub.wsgi)")
     for ep in app["endpoints"]:
-        say(f"  {ep['function']} ({ep['web']})")
-        say(f"    {ep['url']}")
-        say(f"    {ep['path_url']}")
+        say(f"  {ep['function']}: {ep['url']}  (also {ep['path_url']})")

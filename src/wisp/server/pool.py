@@ -80,6 +80,7 @@ class FunctionPool:
         self._closed = False
         self._failures = 0
         self._retry_at = 0.0
+        self._retry_scheduled = False
         self.last_error: str | None = None
 
     # -- the gateway's side ------------------------------------------------------------------
@@ -151,8 +152,10 @@ class FunctionPool:
         waiting = sum(1 for w in self._waiters if not w.done())
         coming = sum(per for c in self._containers if c.state is State.STARTING)
         limit = self.spec.concurrency_limit or MAX_CONTAINERS
-        if self._clock() < self._retry_at:
-            self._later(self._retry_at - self._clock(), self._scale_up)
+        if self._clock() < self._retry_at:  # backing off after failed starts
+            if not self._retry_scheduled:
+                self._retry_scheduled = True
+                self._later(self._retry_at - self._clock(), self._retry_scale_up)
             return
         need = math.ceil(max(0, waiting - coming) / per)
         for _ in range(min(need, limit - len(self._live()))):
@@ -162,6 +165,10 @@ class FunctionPool:
         """Start one container ahead of the first request (used when a version replaces a warm one)."""
         if not self._live():
             self._start()
+
+    def _retry_scale_up(self) -> None:
+        self._retry_scheduled = False
+        self._scale_up()
 
     def ensure_warm(self) -> None:
         """Keep `keep_warm` containers started (S11); they never expire."""

@@ -54,3 +54,8 @@ def warm():
 @stub.webhook
 async def root(request: Request):
     return {"root_path": request.scope.get("root_path"), "url": str(request.url), "host": request.headers["host"]}
+
+
+@stub.asgi
+def broken_factory():
+    raise RuntimeError("factory broke inside the container")
