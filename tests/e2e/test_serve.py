@@ -134,3 +134,19 @@ def test_serve_of_a_broken_script_fails_clearly(wisp: Wisp, tmp_path: Path) -> N
 def test_cli_help_runs() -> None:
     out = subprocess.run([sys.executable, "-m", "wisp.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "serve" in out.stdout and "deploy" in out.stdout
+
+
+def test_serve_that_started_the_server_stops_it_when_nothing_else_runs(tmp_path: Path) -> None:
+    from .conftest import free_port, processes_in_group
+
+    lone = Wisp(tmp_path / "home", free_port())
+    (tmp_path / "home").mkdir()
+    script = write_app(tmp_path / "src", "lonely", 1)
+    serve = lone.serve(script)
+    serve.wait_for("Watching")
+    assert "Started the wisp server" in serve.output
+    assert current(lone, "lonely--version-dev")["version"] == 1  # type: ignore[index]
+    assert serve.stop() == 0
+    assert "Stopped the wisp server this command started" in serve.output
+    assert not processes_in_group(str(tmp_path / "home"))
+    assert lone.run("server", "status", check=False).returncode == 1

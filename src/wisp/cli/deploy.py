@@ -11,7 +11,7 @@ from ._package import PackageError, Target
 def run(args: argparse.Namespace) -> int:
     try:
         target = Target.parse(args.script)
-        client = _common.server(args.port)
+        client, _ = _common.server(args.port)
         app = _common.push(client, target, "deploy")
     except (PackageError, ClientError) as exc:
         _output.fail(exc.args[0] if isinstance(exc, PackageError) else exc.message)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import watchfiles
 
 from ..client import Client, ClientError
-from . import _common, _output
+from . import _common, _output, server
 from ._package import PackageError, Target, source_dirs
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ def _update(client: Client, target: Target, owner: str) -> None:
 def serve(target: Target, port: int | None) -> int:
     owner = uuid.uuid4().hex
     try:
-        client = _common.server(port)
+        client, started = _common.server(port)
         app = _common.push(client, target, "serve", owner)
     except (PackageError, ClientError) as exc:
         _output.fail(exc.args[0] if isinstance(exc, PackageError) else exc.message)
@@ -84,14 +84,18 @@ def serve(target: Target, port: int | None) -> int:
     finally:
         done.set()
         signal.signal(signal.SIGTERM, previous)
-        _stop(client, app["id"], owner)
+        _stop(client, app["id"], owner, stop_server=started)
     return 0
 
 
-def _stop(client: Client, app_id: str, owner: str) -> None:
+def _stop(client: Client, app_id: str, owner: str, *, stop_server: bool) -> None:
+    """Stop the app; and the server too if this command started it and nothing else runs there."""
     try:
         client.request("DELETE", f"/v1/apps/{app_id}?owner={owner}", timeout=60)
         _output.say("Stopped the app and its containers.")
+        if stop_server and not any(a["state"] == "running" for a in client.request("GET", "/v1/apps")["apps"]):
+            if server.shutdown(client):
+                _output.say("Stopped the wisp server this command started (no other app was running).")
     except ClientError as exc:
         _output.fail(f"Could not stop the app: {exc.message}")
 

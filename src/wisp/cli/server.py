@@ -6,7 +6,7 @@ import os
 import time
 
 from .._config import default_port, read_server_info, wisp_home
-from ..client import ClientError, connect, start_server
+from ..client import Client, ClientError, connect, start_server
 from . import _output
 
 STOP_TIMEOUT = 30.0
@@ -33,18 +33,36 @@ def stop(args: argparse.Namespace) -> int:
     if client is None:
         _output.say("No wisp server is running.")
         return 0
+    if shutdown(client):
+        _output.say(f"Stopped the wisp server (pid {client.info.pid}).")
+        return 0
+    return 1
+
+
+def shutdown(client: Client) -> bool:
+    """Ask the server to stop its containers and exit; wait until its process is gone."""
     pid = client.info.pid
     client.request("POST", "/v1/shutdown")
     deadline = time.monotonic() + STOP_TIMEOUT
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            _output.say(f"Stopped the wisp server (pid {pid}).")
-            return 0
+        if not _alive(pid):
+            return True
         time.sleep(0.05)
     _output.fail(f"The wisp server (pid {pid}) did not stop within {STOP_TIMEOUT:.0f} s; `kill {pid}` ends it.")
-    return 1
+    return False
+
+
+def _alive(pid: int) -> bool:
+    try:  # our own child (`serve` started the server): reap it, or it lingers as a zombie
+        reaped, _ = os.waitpid(pid, os.WNOHANG)
+        return reaped == 0
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def status(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ BAD_GATEWAY = (
     "Its logs (`wisp app logs <app>`) show why; the request can be retried."
 )
 BAD_REQUEST = "The request is not valid HTTP/1.1, so the gateway cannot route it."
+HEAD_TOO_LARGE = "The request line and headers are larger than 64 KiB; send fewer or shorter headers."
 INTERNAL = "The gateway failed while handling this request. This is a bug in wisp; the server log has the traceback."
 
 

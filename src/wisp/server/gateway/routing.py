@@ -43,4 +43,6 @@ def _is_ip_literal(hostname: str) -> bool:
     # bracketed IPv6 literals never name a label either.
     if hostname.startswith("["):
         return True
+    if not hostname[-1:].isdigit():  # the common case, a name
+        return False
     return hostname.count(".") == 3 and hostname.replace(".", "").isdigit()

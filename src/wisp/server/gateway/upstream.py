@@ -20,10 +20,13 @@ MAX_IDLE_PER_CONTAINER = 64  # beyond this a finished connection is closed, not 
 class ResponseHandler(Protocol):
     """What a connection reports to the exchange it serves."""
 
-    def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool) -> None: ...
+    def response_head(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool
+    ) -> None: ...
     def response_body(self, data: bytes) -> None: ...
     def response_complete(self) -> None: ...
     def upstream_lost(self, exc: BaseException | None) -> None: ...
+    def flush(self) -> None: ...
     def upstream_paused(self) -> None: ...
     def upstream_resumed(self) -> None: ...
 
@@ -32,7 +35,7 @@ class UpstreamConnection(asyncio.Protocol):
     def __init__(self, pool: UpstreamPool, path: str) -> None:
         self.pool = pool
         self.path = path
-        self.transport: asyncio.Transport | None = None
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set at once
         self.handler: ResponseHandler | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
@@ -49,24 +52,30 @@ class UpstreamConnection(asyncio.Protocol):
         self.received = False
 
     def write(self, data: bytes) -> None:
-        if not self.closed:
-            self.transport.write(data)  # type: ignore[union-attr]
+        transport = self.transport
+        if not self.closed and not transport.is_closing():
+            transport.write(data)
 
     def close(self) -> None:
         self.handler = None
         if not self.closed:
             self.closed = True
-            self.transport.close()  # type: ignore[union-attr]
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.handler = None
+        self.closed = True
+        self.transport.abort()
 
     def pause_reading(self) -> None:
         if self._reading and not self.closed:
             self._reading = False
-            self.transport.pause_reading()  # type: ignore[union-attr]
+            self.transport.pause_reading()
 
     def resume_reading(self) -> None:
         if not self._reading and not self.closed:
             self._reading = True
-            self.transport.resume_reading()  # type: ignore[union-attr]
+            self.transport.resume_reading()
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -90,6 +99,9 @@ class UpstreamConnection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._broken(exc)
+        else:
+            if self.handler is not None:
+                self.handler.flush()
 
     def pause_writing(self) -> None:
         if self.handler is not None:
@@ -176,8 +188,9 @@ class UpstreamPool:
         return sum(not c.closed for c in self._idle.get(path, ()))
 
     def close(self) -> None:
+        """Cut every connection, idle or not (at shutdown)."""
         for conn in list(self._open):
-            conn.close()
+            conn.abort()
         self._idle.clear()
 
     def opened(self, conn: UpstreamConnection) -> None:

@@ -1,0 +1,332 @@
+"""One proxied request: a lease on a container, a connection to it, and the bytes between.
+
+Driven by callbacks from both sides, with one task per request for `Target.acquire()` (and
+one more only when no idle connection to the container exists). Every way out releases the
+lease exactly once: normally, broken (the container failed this request), or plainly when the
+client went away.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Coroutine, Mapping
+from typing import Any, Protocol
+
+from . import responses
+from ._target import Lease, Target, TargetUnavailable
+from .request import Request
+from .response_head import CHUNKED, NO_BODY, client_head
+from .upstream import UpstreamConnection, UpstreamPool
+
+logger = logging.getLogger("wisp.gateway")
+
+if sys.version_info >= (3, 12):
+    def _spawn(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        # Run the first step at once: a warm container is handed out without waiting.
+        return asyncio.Task(coro, loop=asyncio.get_running_loop(), eager_start=True)
+else:
+    def _spawn(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        return asyncio.get_running_loop().create_task(coro)
+
+# Request body held while no container connection exists yet; past this, stop reading.
+PENDING_LIMIT = 256 * 1024
+# A request is replayed on a fresh connection only if no more than this was sent.
+REPLAY_LIMIT = 64 * 1024
+_LAST_CHUNK = b"0\r\n\r\n"
+# The container never read the request: it closed an idle connection as we reused it.
+_UNREAD = (BrokenPipeError, ConnectionResetError)
+
+
+class Client(Protocol):
+    """What an exchange needs from the client connection it answers."""
+
+    write_paused: bool
+
+    def write(self, data: bytes) -> None: ...
+    def respond(self, status: int, payload: Mapping[str, object], headers: Mapping[str, str] | None = None) -> None: ...
+    def send_continue(self) -> None: ...
+    def finish_response(self, keep_alive: bool) -> None: ...
+    def break_response(self) -> None: ...
+    def hold_body(self, hold: bool) -> None: ...
+
+
+class Exchange:
+    __slots__ = (
+        "client", "request", "pool", "lease", "conn", "head_sent", "done", "_head",
+        "_acquiring", "_connecting", "_pending", "_pending_size", "_body_done", "_sent",
+        "_sent_size", "_retried", "_framing", "_keep_alive", "_reusable", "_until_eof", "_held",
+        "_upstream_full", "_out",
+    )
+
+    def __init__(self, client: Client, pool: UpstreamPool, request: Request, head: bytes) -> None:
+        self.client = client
+        self.request = request
+        self.pool = pool
+        self.lease: Lease | None = None
+        self.conn: UpstreamConnection | None = None
+        self.head_sent = False  # the client has been sent a response head
+        self.done = False
+        self._head = head  # what to send first on a new connection
+        self._acquiring: asyncio.Task[None] | None = None
+        self._connecting: asyncio.Task[UpstreamConnection] | None = None
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._body_done = False
+        # What a reused connection was sent, kept to replay on a fresh one if it was dead.
+        self._sent: list[bytes] | None = None
+        self._sent_size = 0
+        self._retried = False
+        self._framing = NO_BODY
+        self._keep_alive = True
+        self._reusable = False
+        self._until_eof = False
+        self._held = False
+        self._upstream_full = False
+        # Response bytes from one read of the container, sent to the client in one write:
+        # a small response's head and body go out in one syscall.
+        self._out: list[bytes] = []
+
+    # -- from the client connection ------------------------------------------------------------
+    def start(self, target: Target) -> None:
+        task = _spawn(self._acquire(target))
+        if not task.done():
+            self._acquiring = task
+
+    async def _acquire(self, target: Target) -> None:
+        # The continuation runs inside the task, not in a done callback: one turn of the loop
+        # less per request. If the client leaves meanwhile, the cancellation lands in
+        # Target.acquire(), which must then keep no slot (a lease that still arrives is
+        # released by _acquired).
+        try:
+            lease = await target.acquire()
+        except Exception as exc:  # not CancelledError: a cancelled acquire just ends here
+            self._acquiring = None
+            self._acquire_failed(exc)
+            return
+        self._acquiring = None
+        self._acquired(lease)
+
+    def feed_body(self, data: bytes) -> None:
+        if not self.done:
+            self._send(b"%x\r\n%b\r\n" % (len(data), data) if self.request.chunked else data)
+
+    def end_body(self) -> None:
+        if not self.done:
+            self._body_done = True
+            if self.request.chunked:
+                self._send(_LAST_CHUNK)
+
+    def client_paused(self) -> None:
+        if self.conn is not None:
+            self.conn.pause_reading()
+
+    def client_resumed(self) -> None:
+        if self.conn is not None:
+            self.conn.resume_reading()
+
+    def abort(self) -> None:
+        """The client left (or must be cut off): drop the container connection, free the slot."""
+        if self.done:
+            return
+        self.done = True
+        if self._acquiring is not None:
+            self._acquiring.cancel()  # a lease that still arrives is released by _acquired
+        if self._connecting is not None:
+            self._connecting.cancel()  # a connection that still arrives goes to the pool
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        self._update_hold()
+        self._release(broken=False)
+
+    # -- getting a container -------------------------------------------------------------------
+    def _acquired(self, lease: Lease) -> None:
+        if self.done:
+            lease.release()  # the client left while this request waited for a container
+            return
+        self.lease = lease
+        req = self.request
+        if req.expect_continue and req.has_body and not req.complete and req.body_size == 0:
+            self.client.send_continue()
+        conn = self.pool.take(lease.socket_path)
+        if conn is None:
+            self._connect()
+        else:
+            self._attach(conn)
+
+    def _acquire_failed(self, exc: BaseException) -> None:
+        if self.done:
+            return
+        self.done = True
+        self._update_hold()
+        if isinstance(exc, TargetUnavailable):
+            self.client.respond(exc.status, {"error": exc.message}, exc.headers)
+        else:
+            logger.error("Target.acquire() failed", exc_info=exc)
+            self.client.respond(500, {"error": responses.INTERNAL})
+
+    def _connect(self) -> None:
+        assert self.lease is not None
+        task = self._connecting = asyncio.ensure_future(self.pool.connect(self.lease.socket_path))
+        task.add_done_callback(self._on_connected)
+
+    def _on_connected(self, task: asyncio.Task[UpstreamConnection]) -> None:
+        self._connecting = None
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            if not self.done:
+                logger.debug("cannot connect to %s: %r", self.lease and self.lease.socket_path, exc)
+                self._fail()
+            return
+        conn = task.result()
+        if self.done:
+            self.pool.put(conn)  # fresh and unused: the next request can have it
+        else:
+            self._attach(conn)
+
+    def _attach(self, conn: UpstreamConnection) -> None:
+        self.conn = conn
+        conn.bind(self)
+        payload = b"".join((self._head, *self._pending)) if self._pending else self._head
+        self._head = b""
+        self._pending = []
+        self._pending_size = 0
+        if conn.reused and not self._retried:
+            self._sent = [payload]
+            self._sent_size = len(payload)
+        if self.client.write_paused:
+            conn.pause_reading()
+        conn.write(payload)
+        self._update_hold()
+
+    # -- request body --------------------------------------------------------------------------
+    def _send(self, data: bytes) -> None:
+        conn = self.conn
+        if conn is not None:
+            if self._sent is not None:
+                self._keep_sent(data)
+            conn.write(data)
+            return
+        self._pending.append(data)
+        self._pending_size += len(data)
+        if self._pending_size > PENDING_LIMIT:
+            self._update_hold()
+
+    def _keep_sent(self, data: bytes) -> None:
+        assert self._sent is not None
+        self._sent_size += len(data)
+        if self._sent_size > REPLAY_LIMIT:
+            self._sent = None  # too much to hold: this request will not be retried
+        else:
+            self._sent.append(data)
+
+    def upstream_paused(self) -> None:
+        self._upstream_full = True
+        self._update_hold()
+
+    def upstream_resumed(self) -> None:
+        self._upstream_full = False
+        self._update_hold()
+
+    def _update_hold(self) -> None:
+        hold = not self.done and (self._upstream_full or self._pending_size > PENDING_LIMIT)
+        if hold != self._held:
+            self._held = hold
+            self.client.hold_body(hold)
+
+    # -- response ------------------------------------------------------------------------------
+    def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool) -> None:
+        req = self.request
+        is_head = req.method == b"HEAD"
+        out = client_head(status, reason, headers, head_request=is_head, http11=req.http11, keep_alive=req.keep_alive)
+        self._framing = out.framing
+        self._keep_alive = out.keep_alive
+        self._until_eof = out.until_eof
+        self._reusable = keep_alive
+        self._sent = None
+        self.head_sent = True
+        self._out.append(out.head)
+        if is_head:
+            # The container may have sent a Content-Length it will not honour with a body;
+            # its parser would wait for that body, so this connection is not reused.
+            self._reusable = False
+            self._finish()
+
+    def response_body(self, data: bytes) -> None:
+        if self._framing == CHUNKED:
+            data = b"%x\r\n%b\r\n" % (len(data), data)
+        self._out.append(data)
+
+    def flush(self) -> None:
+        out = self._out
+        if out:
+            self.client.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+
+    def response_complete(self) -> None:
+        if not self.done:
+            self._finish()
+
+    def upstream_lost(self, exc: BaseException | None) -> None:
+        conn, self.conn = self.conn, None
+        if self.done:
+            return
+        self._upstream_full = False  # that connection's buffer is gone with it
+        if self.head_sent and self._until_eof and exc is None:
+            self._reusable = False
+            self._finish()  # a close-delimited body ends with the connection
+        elif self._may_retry(conn, exc):
+            assert self._sent is not None
+            self._head = b"".join(self._sent)
+            self._sent = None
+            self._retried = True
+            self._connect()
+        else:
+            logger.debug("container connection lost mid-request: %r", exc)
+            self._fail()
+
+    def _may_retry(self, conn: UpstreamConnection | None, exc: BaseException | None) -> bool:
+        return (
+            self._sent is not None
+            and conn is not None
+            and not conn.received
+            and isinstance(exc, _UNREAD)
+        )
+
+    # -- endings -------------------------------------------------------------------------------
+    def _finish(self) -> None:
+        if self._framing == CHUNKED:
+            self._out.append(_LAST_CHUNK)
+        self.flush()
+        self.done = True
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            if self._reusable and self._body_done:
+                self.pool.put(conn)
+            else:
+                conn.close()
+        self._update_hold()
+        self._release(broken=False)
+        self.client.finish_response(self._keep_alive)
+
+    def _fail(self) -> None:
+        self.flush()  # what the container did send reaches the client before the cut
+        self.done = True
+        self._update_hold()
+        self._release(broken=True)
+        if self.head_sent:
+            self.client.break_response()
+        else:
+            self.client.respond(502, {"error": responses.BAD_GATEWAY})
+
+    def _release(self, *, broken: bool) -> None:
+        lease, self.lease = self.lease, None
+        if lease is None:
+            return
+        try:
+            lease.release(broken=broken)
+        except Exception:
+            logger.exception("Lease.release() failed")

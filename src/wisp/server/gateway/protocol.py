@@ -1,0 +1,358 @@
+"""The client side: one asyncio protocol per client connection, parsing with httptools.
+
+Requests on a connection are answered strictly in order. A request becomes *active* when its
+head is complete and no earlier one is still in progress; later pipelined requests queue (with
+reading paused) until it is done, i.e. fully read and fully answered.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import httptools
+
+from . import responses
+from ._target import Target
+from .exchange import Exchange
+from .request import Request, read_headers, upstream_head
+from .routing import resolve
+from .upstream import UpstreamPool
+
+logger = logging.getLogger("wisp.gateway")
+
+LINGER_SECONDS = 2.0  # after an early answer, how long unread request bytes are drained
+DRAIN_LIMIT = 64 * 1024  # an early answer keeps the connection if at most this is left to read
+MAX_HEAD = 64 * 1024  # request line and headers; llhttp itself sets no limit
+# Why reading from the client is paused; reading resumes when no reason is left.
+_PIPELINE = 1  # a later request arrived while one is in progress
+_BODY = 2  # the container is not taking the request body as fast as it arrives
+
+
+def _drainable(req: Request) -> bool:
+    """Whether what is left of an answered request's body is small enough to read and drop,
+    keeping the connection. A client waiting for 100 Continue may never send it: no."""
+    left = req.content_length - req.body_size
+    return not req.chunked and not req.expect_continue and left <= DRAIN_LIMIT
+
+
+@dataclass(eq=False)
+class GatewayState:
+    """What every client connection of one gateway shares."""
+
+    routes: Mapping[str, Target]
+    pool: UpstreamPool
+    max_body_size: int
+    port: int = 0
+    connections: set[ClientConnection] = field(default_factory=set)
+
+
+class ClientConnection(asyncio.Protocol):
+    def __init__(self, state: GatewayState) -> None:
+        self.state = state
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set at once
+        self.parser = httptools.HttpRequestParser(self)
+        self.client_ip = b""
+        self.idle_since: float | None = self.loop.time()  # None while a request is in progress
+        self.write_paused = False
+        self._parsing: Request = Request()
+        self._active: Request | None = None
+        self._queue: deque[Request] = deque()
+        self._pauses = 0
+        self._closing = False
+        self._unreadable = False  # bytes past this point are not parsed (bad input, an upgrade)
+        self._unreadable_answer = (400, responses.BAD_REQUEST)
+        self._chunk_size = 0  # of the data being parsed
+        # Bytes of the head being parsed, counted from the chunk after the one it began in
+        # (an underestimate, so only heads truly over the limit are refused); None: no head.
+        self._head_size: int | None = None
+        self._linger: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.client_ip = peer[0].encode()
+        self.state.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self.state.connections.discard(self)
+        if self._linger is not None:
+            self._linger.cancel()
+        self._abort_active()
+        self._queue.clear()
+
+    # No eof_received: like uvicorn and nginx, a client's EOF counts as leaving (a full close
+    # looks the same until a write fails), so the transport closes and connection_lost aborts.
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing or self._unreadable:
+            return  # draining before close, or past bytes that cannot be parsed
+        self._chunk_size = len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._upgrade_refused()
+        except httptools.HttpParserCallbackError as exc:
+            logger.error("gateway error while reading a request", exc_info=exc.__context__ or exc)
+            self._internal_error()
+        except httptools.HttpParserError:
+            self._bad_request(400, responses.BAD_REQUEST)
+        else:
+            if self._head_size is not None:
+                self._count_head(self._head_size + len(data))
+
+    def _count_head(self, size: int) -> None:
+        # httptools gathers a header value whole before calling on_header, and llhttp has no
+        # limit of its own: an endless head would take all memory.
+        self._head_size = size
+        if size > MAX_HEAD:
+            self._bad_request(431, responses.HEAD_TOO_LARGE)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self._active is not None and self._active.exchange is not None:
+            self._active.exchange.client_paused()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self._active is not None and self._active.exchange is not None:
+            self._active.exchange.client_resumed()
+
+    # -- httptools callbacks ---------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._parsing = Request()
+        self._head_size = -self._chunk_size
+
+    def on_url(self, url: bytes) -> None:
+        self._parsing.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._parsing.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._head_size = None
+        req = self._parsing
+        parser = self.parser
+        req.method = parser.get_method()
+        req.http11 = parser.get_http_version() == "1.1"
+        req.keep_alive = parser.should_keep_alive()
+        read_headers(req)
+        self.idle_since = None
+        if self._closing:
+            return
+        if self._active is None:
+            self._start(req)
+        else:
+            self._queue.append(req)
+            self._pause(_PIPELINE)
+
+    def on_body(self, body: bytes) -> None:
+        req = self._parsing
+        req.body_size += len(body)
+        if req.body_size > self.state.max_body_size:
+            if req is self._active:
+                self._too_large(req)
+            return
+        if req.exchange is not None:
+            req.exchange.feed_body(body)
+        elif req is not self._active:
+            req.body.append(body)  # queued: sent upstream when its turn comes
+
+    def on_message_complete(self) -> None:
+        req = self._parsing
+        req.complete = True
+        if req.exchange is not None:
+            req.exchange.end_body()
+        if req is self._active and req.responded:
+            self._done(req)
+
+    # -- one request -----------------------------------------------------------------------
+    def _start(self, req: Request) -> None:
+        self._active = req
+        state = self.state
+        routes = state.routes
+        found = resolve(req.host.decode("latin-1"), req.url.decode("latin-1"), routes)
+        target = routes.get(found[0]) if found is not None else None
+        if found is None or target is None:
+            self.respond(404, responses.not_found(routes, state.port))
+        elif max(req.content_length, req.body_size) > state.max_body_size:
+            self.respond(413, responses.too_large(state.max_body_size))
+        else:
+            head = upstream_head(req, self.client_ip, found[1].encode("latin-1"))
+            exchange = req.exchange = Exchange(self, state.pool, req, head)
+            for chunk in req.body:
+                exchange.feed_body(chunk)
+            req.body = []
+            if req.complete:
+                exchange.end_body()
+            exchange.start(target)
+
+    def _done(self, req: Request) -> None:
+        """The active request is fully read and fully answered."""
+        self._active = None
+        if self._closing:
+            return
+        if not req.keep_alive:
+            self._close()
+        elif self._queue:
+            # Not at once: a long pipeline of instant answers would recurse.
+            self.loop.call_soon(self._next)
+        elif self._unreadable:
+            self._reject(*self._unreadable_answer)
+        else:
+            self.idle_since = self.loop.time()
+
+    def _next(self) -> None:
+        if self._closing or self._active is not None or not self._queue:
+            return
+        req = self._queue.popleft()
+        if not self._queue:
+            self._resume(_PIPELINE)  # the request's own body may still be on its way
+        self._start(req)
+
+    def _too_large(self, req: Request) -> None:
+        exchange = req.exchange
+        if exchange is not None and exchange.head_sent:
+            exchange.abort()
+            self._close()
+        elif not req.responded:
+            if exchange is not None:
+                exchange.abort()
+            self.respond(413, responses.too_large(self.state.max_body_size))
+
+    # -- used by the exchange (and for the gateway's own answers) --------------------------
+    def write(self, data: bytes) -> None:
+        # is_closing(): a failed write closes the transport before connection_lost is called.
+        if not self._closing and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def respond(self, status: int, payload: Mapping[str, object], headers: Mapping[str, str] | None = None) -> None:
+        """Answer the active request from the gateway itself (a JSON error)."""
+        req = self._active
+        assert req is not None
+        req.responded = True
+        unread = not req.complete and req.has_body and not _drainable(req)
+        if unread:
+            req.keep_alive = False  # the body would be read as the next request: close instead
+        connection = b"close" if not req.keep_alive else b"" if req.http11 else b"keep-alive"
+        self.write(responses.json_response(
+            status, payload, connection=connection, headers=headers, with_body=req.method != b"HEAD"
+        ))
+        if unread:
+            self._close(linger=True)
+        elif req.complete:
+            self._done(req)
+
+    def send_continue(self) -> None:
+        self.write(responses.CONTINUE)
+
+    def finish_response(self, keep_alive: bool) -> None:
+        req = self._active
+        assert req is not None
+        req.responded = True
+        req.keep_alive = req.keep_alive and keep_alive
+        if req.complete:
+            self._done(req)
+        elif not req.keep_alive or not _drainable(req):
+            self._close(linger=True)
+        # else: the rest of the body is read and dropped, then the next request starts
+
+    def break_response(self) -> None:
+        """The response cannot be completed: a cut connection is how the client learns it."""
+        self._close()
+
+    def hold_body(self, hold: bool) -> None:
+        if hold:
+            self._pause(_BODY)
+        else:
+            self._resume(_BODY)
+
+    # -- closing ---------------------------------------------------------------------------
+    def close_idle(self) -> None:
+        if self._active is None:
+            self._close()
+
+    def shutdown(self) -> None:
+        """Cut the connection now: a client that does not read must not hold up a shutdown."""
+        self._abort_active()
+        self._closing = True
+        self.transport.abort()
+
+    def _close(self, *, linger: bool = False) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        transport = self.transport
+        if linger and transport.can_write_eof() and not transport.is_closing():
+            # Closing with unread input makes the kernel send RST, which can destroy the answer
+            # before the client reads it; half-close and drain for a while instead.
+            self._pauses = 0
+            transport.resume_reading()
+            transport.write_eof()
+            self._linger = self.loop.call_later(LINGER_SECONDS, transport.close)
+        else:
+            transport.close()
+
+    def _abort_active(self) -> None:
+        req = self._active
+        if req is not None and req.exchange is not None:
+            req.exchange.abort()
+
+    def _reject(self, status: int, message: str) -> None:
+        """Answer input that is not a request (or a failure of ours), then close."""
+        self.write(responses.json_response(status, {"error": message}, connection=b"close"))
+        self._close(linger=True)
+
+    def _bad_request(self, status: int, message: str) -> None:
+        self._unreadable = True
+        self._unreadable_answer = (status, message)
+        self._pause(_PIPELINE)  # nothing after the bad bytes can be parsed
+        req = self._active
+        if req is None:
+            self._reject(status, message)
+        elif not req.complete:  # the bad bytes are in the active request's body
+            self._cut_active(status, message)
+        # else: the requests before the bad bytes are answered first; see _done
+
+    def _internal_error(self) -> None:
+        self._unreadable = True
+        self._cut_active(500, responses.INTERNAL)
+
+    def _cut_active(self, status: int, message: str) -> None:
+        req = self._active
+        exchange = req.exchange if req is not None else None
+        if exchange is not None:
+            exchange.abort()
+        if req is None or req.responded or (exchange is not None and exchange.head_sent):
+            self._close()
+        else:
+            req.responded = True
+            self._reject(status, message)
+
+    def _upgrade_refused(self) -> None:
+        # WebSocket and other upgrades are not proxied: the request was forwarded without its
+        # Upgrade header; whatever the client sends after it is not HTTP, so nothing follows.
+        self._unreadable = True
+        req = self._parsing
+        if req is self._active or req in self._queue:
+            req.keep_alive = False  # so _done closes rather than answering 400
+            self._pause(_PIPELINE)
+        else:
+            self._close()
+
+    def _pause(self, reason: int) -> None:
+        if not self._pauses and not self._closing:
+            self.transport.pause_reading()
+        self._pauses |= reason
+
+    def _resume(self, reason: int) -> None:
+        if self._pauses & reason:
+            self._pauses &= ~reason
+            if not self._pauses and not self._closing:
+                self.transport.resume_reading()
