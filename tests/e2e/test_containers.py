@@ -122,3 +122,12 @@ def test_container_that_fails_to_start_gives_503_with_the_reason(deployed: Wisp)
     assert "RuntimeError: factory broke inside the container" in r.json()["error"]
     assert "wisp app logs" in r.json()["error"]
     assert get(deployed.url(f"{APP}--pid")).status_code == 200  # the app's other functions serve on
+
+
+def test_wsgi_script_name_for_path_routing(deployed: Wisp) -> None:
+    label = f"{APP}--flask-links"
+    by_path = get(deployed.url(label, "/page")).json()
+    assert by_path == {"script_root": f"/{label}", "path": "/page", "link": f"/{label}/page"}
+    host = f"{label}.localhost:{deployed.port}"
+    by_host = get(f"http://127.0.0.1:{deployed.port}/page", headers={"Host": host}).json()
+    assert by_host == {"script_root": "", "path": "/page", "link": "/page"}

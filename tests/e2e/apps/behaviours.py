@@ -59,3 +59,16 @@ async def root(request: Request):
 @stub.asgi
 def broken_factory():
     raise RuntimeError("factory broke inside the container")
+
+
+@stub.wsgi(image=wisp.Image.debian_slim().pip_install("flask"))
+def flask_links():
+    from flask import Flask, request, url_for
+
+    app = Flask(__name__)
+
+    @app.get("/page")
+    def page():
+        return {"script_root": request.script_root, "path": request.path, "link": url_for("page")}
+
+    return app
