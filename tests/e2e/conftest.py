@@ -84,7 +84,12 @@ class ServeProcess:
     def stop(self, sig: int = signal.SIGINT, timeout: float = 60) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        code = self.proc.wait(timeout)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()  # leave nothing running, but still fail the test
+            self.proc.wait()
+            raise
         self._reader.join(5)
         if self.proc.stdout is not None:
             self.proc.stdout.close()

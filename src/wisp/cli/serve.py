@@ -72,7 +72,8 @@ def serve(target: Target, port: int | None) -> int:
     done = threading.Event()
     beat = threading.Thread(target=_heartbeats, args=(client, app["id"], owner, done), daemon=True)
     beat.start()
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Both, explicitly: a shell starting us in the background may have left SIGINT ignored.
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         for changes in watchfiles.watch(*source_dirs(root), watch_filter=_watch_filter, recursive=False,
                                         stop_event=done, debounce=400, step=50, rust_timeout=500):
@@ -83,7 +84,8 @@ def serve(target: Target, port: int | None) -> int:
         pass
     finally:
         done.set()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         _stop(client, app["id"], owner, stop_server=started)
     return 0
 
