@@ -32,6 +32,8 @@ _FUNCTION_KEYWORDS = {
     "keep_warm": "keep_warm",
     "min_containers": "keep_warm",
     "allow_concurrent_inputs": "allow_concurrent_inputs",
+    "buffer_containers": "buffer_containers",
+    "startup_timeout": "startup_timeout",
 }
 KEEP_WARM_TRUE = 2  # Modal's fixed warm pool size for keep_warm=True
 
@@ -68,7 +70,7 @@ def _function_fields(where: str, kwargs: dict[str, Any], default_image: Image) -
         target = _FUNCTION_KEYWORDS.get(key)
         if target is None:
             raise _unknown_keyword(where, key, sorted(_FUNCTION_KEYWORDS))
-        if value is None and target in ("image", "timeout", "container_idle_timeout"):
+        if value is None and target in ("image", "timeout", "container_idle_timeout", "startup_timeout", "buffer_containers"):
             continue  # None means the default, as in Modal
         if target == "image":
             if not isinstance(value, Image):
@@ -81,6 +83,10 @@ def _function_fields(where: str, kwargs: dict[str, Any], default_image: Image) -
             fields[target] = _int_in(where, key, value, 1, 24 * 3600)
         elif target == "container_idle_timeout":
             fields[target] = _int_in(where, key, value, 2, 3600)
+        elif target == "startup_timeout":
+            fields[target] = _int_in(where, key, value, 1, 3600)
+        elif target == "buffer_containers":
+            fields[target] = _int_in(where, key, value, 0, 1000)
         elif target == "keep_warm":
             fields[target] = _keep_warm(where, value)
         elif target in ("concurrency_limit", "allow_concurrent_inputs"):
@@ -184,6 +190,29 @@ def wsgi_app(_warn_parentheses_missing: Any = None, *, label: str | None = None)
     return _web_decorator("@wisp.wsgi_app", _warn_parentheses_missing, WebSpec("wsgi", label=label))
 
 
+def concurrent(
+    _warn_parentheses_missing: Any = None, *, max_inputs: int, target_inputs: int | None = None
+) -> Callable[[F], F]:
+    """Let one container take up to `max_inputs` requests at once; the autoscaler aims for
+    `target_inputs` (default: max_inputs). Stack under `@stub.function(...)` or `@stub.cls(...)`."""
+    where = "@wisp.concurrent"
+    if _warn_parentheses_missing is not None:
+        raise TypeError(f"Positional arguments are not allowed in {where}. Did you forget parentheses? "
+                        f"Suggestion: `{where}(max_inputs=10)`.")
+    max_inputs = _int_in(where, "max_inputs", max_inputs, 1, 10_000)
+    if target_inputs is not None:
+        target_inputs = _int_in(where, "target_inputs", target_inputs, 1, max_inputs)
+
+    def mark(fn: F) -> F:
+        _check_callable(where, fn)
+        if getattr(fn, "__wisp_function__", None) is not None:
+            raise TypeError(f"{where} is below `@stub.function` here; put it closer to the function.")
+        fn.__wisp_concurrent__ = (max_inputs, target_inputs)  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
 class Stub:
     """A group of functions served or deployed together: `stub = wisp.Stub("my-app")`."""
 
@@ -203,6 +232,9 @@ class Stub:
             raise ValueError(
                 f"{where}: this stub already has a function named `{name}`. Rename one of them."
             )
+        concurrency = getattr(fn, "__wisp_concurrent__", None)
+        if concurrency is not None:
+            fields = {**fields, "allow_concurrent_inputs": concurrency[0], "target_inputs": concurrency[1]}
         spec = FunctionSpec(name=name, web=web, **fields)
         self._functions[name] = (fn, spec)
         fn.__wisp_function__ = spec  # type: ignore[attr-defined]

@@ -30,7 +30,10 @@ class FunctionSpec:
     container_idle_timeout: int = 60
     keep_warm: int = 0
     concurrency_limit: int | None = None  # at most this many containers at once
-    allow_concurrent_inputs: int = 1  # requests one container takes at once
+    allow_concurrent_inputs: int = 1  # requests one container takes at once (max_inputs)
+    target_inputs: int | None = None  # in-flight per container the autoscaler aims for
+    buffer_containers: int = 0  # extra idle containers kept while the function is busy
+    startup_timeout: int = 300  # seconds a container may take to become ready (enter included)
     # Recorded for other runtimes; the local runtime does not limit these.
     cpu: float | None = None
     memory: int | None = None
