@@ -36,14 +36,16 @@ class FakeLease:
         self.target = target
         self.socket_path = target.socket_path
 
-    def release(self, *, broken: bool = False) -> None:
+    def release(self, *, broken: bool = False, status: int | None = None) -> None:
         self.target.releases.append(broken)
+        self.target.statuses.append(status)
 
 
 class FakeTarget:
     def __init__(self, socket_path: str) -> None:
         self.socket_path = socket_path
         self.releases: list[bool] = []  # one entry per release: was it broken?
+        self.statuses: list[int | None] = []  # the status passed with each release
         self.acquired = 0
         self.granted = 0
         self.cancelled = 0

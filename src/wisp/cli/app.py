@@ -28,7 +28,9 @@ def list_apps(args: argparse.Namespace) -> int:
         for ep in app["endpoints"]:
             counts = ", ".join(f"{n} {state}" for state, n in sorted(ep["containers"].items())) or "no containers"
             _output.say(f"  {ep['function']}: {ep['url']}  [{counts}; {ep['in_flight']} in flight, {ep['queued']} queued]")
-            if ep.get("last_error"):
+            if ep.get("state") == "failed":
+                _output.say(f"    FAILED: containers keep failing to start; last error: {ep['last_error']}")
+            elif ep.get("last_error"):
                 _output.say(f"    last error: {ep['last_error']}")
     return 0
 

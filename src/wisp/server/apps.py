@@ -15,7 +15,8 @@ from .._spec import AppSpec, FunctionSpec
 from .._urls import endpoint_urls, make_label
 from .images import ImageBuildError, LocalImageBuilder
 from .logs import AppLog
-from .pool import Container, FunctionPool
+from .metrics import Gauge, Labels, Metrics
+from .pool import Container, FunctionPool, PoolConfig
 from .runtime import ContainerProcess, Runtime
 from .store import Store
 
@@ -47,7 +48,8 @@ class RunningApp:
 
 class AppManager:
     def __init__(self, home: Path, store: Store, builder: LocalImageBuilder, runtime: Runtime,
-                 routes: dict[str, Any], gateway_port: int, socket_dir: str) -> None:
+                 routes: dict[str, Any], gateway_port: int, socket_dir: str,
+                 config: PoolConfig = PoolConfig(), metrics: Metrics | None = None) -> None:
         self.home = home
         self.store = store
         self.builder = builder
@@ -55,6 +57,13 @@ class AppManager:
         self.routes = routes
         self.gateway_port = gateway_port
         self.socket_dir = socket_dir
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.metrics.gauges += [
+            Gauge("wisp_containers", "Containers by app, function and state.", self._container_gauge),
+            Gauge("wisp_queued_requests", "Requests waiting for a container slot.", lambda: self._pool_gauge("queued")),
+            Gauge("wisp_in_flight_requests", "Requests being served.", lambda: self._pool_gauge("in_flight")),
+        ]
         self.apps: dict[str, RunningApp] = {}
         self.logs: dict[str, AppLog] = {}
         self._draining: set[asyncio.Task[None]] = set()
@@ -76,8 +85,8 @@ class AppManager:
             version = self.store.next_version(app_id)
             files_dir = self._unpack(app_id, version, files)
             self.store.save_version(app_id, spec.name, mode, version, spec.to_dict(), str(files_dir))
-            self._swap(RunningApp(app_id, spec.name, mode, version, spec,
-                                  self._pools(app_id, spec, labels, pythons, files_dir), owner))
+            await self._swap(RunningApp(app_id, spec.name, mode, version, spec,
+                                        self._pools(app_id, spec, labels, pythons, files_dir), owner))
         self.log(app_id).write(f"[wisp] {mode} {spec.name} version {version}: {', '.join(labels) or 'no web functions'}")
         return self.describe(self.apps[app_id])
 
@@ -121,16 +130,23 @@ class AppManager:
         async def launch(container: Container) -> ContainerProcess:
             return await self.runtime.start([*argv, "--socket", container.socket_path], env=env, cwd=files_dir)
 
-        return FunctionPool(fn, launch, log, self.socket_dir)
+        labels = (("app", app_id), ("function", fn.name))
+        return FunctionPool(fn, launch, log, self.socket_dir, config=self.config, metrics=self.metrics, labels=labels)
 
-    def _swap(self, new: RunningApp, old: RunningApp | None = None) -> None:
-        """New requests go to the new version at once; the old one finishes what it holds."""
+    async def _swap(self, new: RunningApp, old: RunningApp | None = None) -> None:
+        """Start the new version's containers, route to it, then drain the old version."""
         old = old or self.apps.get(new.id)
+        if old is not None:
+            warming = []
+            for label, pool in new.pools.items():
+                previous = old.pools.get(label)
+                running = previous.live_count() if previous else 0
+                if running:  # the replacing version is as warm as the old one before it takes over
+                    pool.prestart(running)
+                    warming.append(pool.wait_ready(pool.spec.startup_timeout))
+            await asyncio.gather(*warming)
         for label, pool in new.pools.items():
-            previous = old.pools.get(label) if old else None
-            if previous is not None and previous.status()["containers"]:
-                pool.prestart()  # the replacing version is warm if the old one was
-            pool.ensure_warm()
+            pool.autoscale()  # the warm pool, if any
             self.routes[label] = pool
         if old is not None:
             for label in set(old.pools) - set(new.pools):
@@ -179,7 +195,7 @@ class AppManager:
                 self.log(row.id).write(f"[wisp] could not restore {row.id}: {exc.message}")
                 continue
             pools = self._pools(row.id, spec, labels, pythons, Path(saved.files_dir))
-            self._swap(RunningApp(row.id, spec.name, row.mode, row.version, spec, pools))
+            await self._swap(RunningApp(row.id, spec.name, row.mode, row.version, spec, pools))
 
     def heartbeat(self, app_id: str, owner: str) -> bool:
         app = self.apps.get(app_id)
@@ -212,6 +228,21 @@ class AppManager:
         await asyncio.gather(*(pool.stop() for pool in app.pools.values()))
 
     # -- views ---------------------------------------------------------------------------------
+    def _pools_with_labels(self) -> list[tuple[Labels, FunctionPool]]:
+        return [((("app", app.id), ("function", pool.spec.name)), pool)
+                for app in self.apps.values() for pool in app.pools.values()]
+
+    def _container_gauge(self) -> list[tuple[Labels, float]]:
+        out = []
+        for labels, pool in self._pools_with_labels():
+            states = pool.container_states()
+            for state in ("starting", "ready", "busy", "draining"):
+                out.append(((*labels, ("state", state)), float(states.get(state, 0))))
+        return out
+
+    def _pool_gauge(self, key: str) -> list[tuple[Labels, float]]:
+        return [(labels, float(pool.status()[key])) for labels, pool in self._pools_with_labels()]  # type: ignore[arg-type]
+
     def describe(self, app: RunningApp) -> dict[str, Any]:
         endpoints = []
         for label, pool in app.pools.items():

@@ -63,6 +63,9 @@ def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], No
             return _error(409, f"App {app_id!r} is no longer served by this `wisp serve`.")
         return JSONResponse({"ok": True})
 
+    async def metrics(request: Request) -> Response:
+        return PlainTextResponse(manager.metrics.render(), media_type="text/plain; version=0.0.4")
+
     async def stop_server(request: Request) -> Response:
         shutdown()
         return JSONResponse({"stopping": True})
@@ -75,6 +78,7 @@ def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], No
         Route("/v1/apps/{app_id}/logs", logs),
         Route("/v1/apps/{app_id}/heartbeat", heartbeat, methods=["POST"]),
         Route("/v1/shutdown", stop_server, methods=["POST"]),
+        Route("/metrics", metrics),
     ]
     return _require_token(Starlette(routes=routes), f"Bearer {token}".encode())
 

@@ -26,6 +26,7 @@ from .apps import AppManager
 from .control import build_control_app
 from .gateway import Gateway
 from .images import LocalImageBuilder
+from .pool import PoolConfig
 from .runtime import get_runtime
 from .store import Store
 
@@ -54,6 +55,16 @@ async def _ticker(manager: AppManager) -> None:
             print(f"wisp server: tick failed: {exc!r}", file=sys.stderr, flush=True)
 
 
+def pool_config_from_env() -> PoolConfig:
+    """The activator's limits: WISP_MAX_QUEUE, WISP_QUEUE_TIMEOUT (s), WISP_MAX_CONTAINERS."""
+    defaults = PoolConfig()
+    return PoolConfig(
+        max_queue=int(os.environ.get("WISP_MAX_QUEUE", defaults.max_queue)),
+        queue_timeout=float(os.environ.get("WISP_QUEUE_TIMEOUT", defaults.queue_timeout)),
+        max_containers=int(os.environ.get("WISP_MAX_CONTAINERS", defaults.max_containers)),
+    )
+
+
 async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int) -> int:
     token = read_token(home, create=True)
     assert token is not None
@@ -70,7 +81,8 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
         raise
     socket_dir = tempfile.mkdtemp(prefix="wisp-")  # short: Unix socket paths max out at 107 bytes
     store = Store(home / "state.db")
-    manager = AppManager(home, store, LocalImageBuilder(home), get_runtime(runtime), routes, gateway.port, socket_dir)
+    manager = AppManager(home, store, LocalImageBuilder(home), get_runtime(runtime), routes, gateway.port, socket_dir,
+                         config=pool_config_from_env())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

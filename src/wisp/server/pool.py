@@ -1,14 +1,14 @@
-"""A function's containers: start on demand, dispatch to the least loaded, stop when idle.
+"""A function's containers: the activator queue, dispatch, and carrying out `decide()`.
 
-This is the basic autoscaler: a container starts when a request finds no free slot and the
-containers already starting cannot take it; idle containers beyond the warm pool stop after the
-function's idle timeout; a draining pool finishes what it holds, then stops everything.
+Requests that find no free slot wait in a bounded queue and go to a container the moment one
+is ready. The autoscaler's decision (autoscaler.decide) is re-taken when a request queues or
+finishes and on every tick; this module only carries it out: start containers, or drain idle
+ones (no new requests, SIGTERM, uvicorn finishes what it holds, exit hooks run).
 """
 from __future__ import annotations
 
 import asyncio
 import itertools
-import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -17,16 +17,26 @@ from enum import Enum
 
 from .._runtime.__main__ import READY_MARKER
 from .._spec import FunctionSpec
+from .autoscaler import Observed, ScaleState, Settings, decide
 from .gateway import TargetUnavailable
 from .logs import AppLog
+from .metrics import Labels, Metrics
 from .runtime import ContainerProcess
 
-_READY = (READY_MARKER + "\n").encode()
+_READY = READY_MARKER.encode()
 _ids = itertools.count(1)
 STOP_GRACE = 10.0  # seconds a stopping container gets before SIGKILL
-START_TIMEOUT = 120.0  # a request waits at most this long for a container
-MAX_CONTAINERS = 64  # when the function sets no concurrency_limit
-FAILURE_BACKOFF = (0.5, 1, 2, 4, 8, 16, 30)
+FAILURE_BACKOFF = (0.5, 1, 2, 4, 8, 16, 30)  # seconds before the next start after failures
+FAILED_AFTER = 3  # consecutive failed starts before the function shows as failed
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """The activator's settings, the same for every function of a server."""
+
+    max_queue: int = 1000  # requests one function may have waiting; more get 503
+    queue_timeout: float = 300.0  # seconds a request may wait for a slot; then 503
+    max_containers: int = 64  # when the function sets no concurrency_limit
 
 
 class State(str, Enum):
@@ -57,25 +67,37 @@ class Lease:
         self.socket_path = container.socket_path
         self._released = False
 
-    def release(self, *, broken: bool = False) -> None:
+    def release(self, *, broken: bool = False, status: int | None = None) -> None:
         if not self._released:
             self._released = True
-            self._pool._release(self._container)
+            self._pool._release(self._container, status)
 
 
 Launcher = Callable[[Container], Awaitable[ContainerProcess]]
 
 
 class FunctionPool:
-    def __init__(self, spec: FunctionSpec, launch: Launcher, log: AppLog, socket_dir: str,
+    def __init__(self, spec: FunctionSpec, launch: Launcher, log: AppLog, socket_dir: str, *,
+                 config: PoolConfig = PoolConfig(), metrics: Metrics | None = None, labels: Labels = (),
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.spec = spec
+        self.config = config
         self._launch = launch
         self._log = log
         self._socket_dir = socket_dir
         self._clock = clock
+        self._metrics = metrics or Metrics()
+        self._labels = labels
+        self.settings = Settings(
+            min_containers=spec.keep_warm,
+            max_containers=spec.concurrency_limit or config.max_containers,
+            target_per_container=spec.target_inputs or spec.allow_concurrent_inputs,
+            buffer_containers=spec.buffer_containers,
+            scaledown_window=spec.container_idle_timeout,
+        )
+        self._scale = ScaleState()
         self._containers: list[Container] = []
-        self._waiters: deque[asyncio.Future[Lease]] = deque()
+        self._waiters: deque[tuple[asyncio.Future[Lease], float]] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._failures = 0
@@ -83,36 +105,47 @@ class FunctionPool:
         self._retry_scheduled = False
         self.last_error: str | None = None
 
-    # -- the gateway's side ------------------------------------------------------------------
+    # -- the gateway's side: the activator ------------------------------------------------------
     async def acquire(self) -> Lease:
         container = self._pick()
         if container is not None:
             return self._lease(container)
         if self._closed:
-            raise TargetUnavailable(503, f"`{self.spec.name}` is stopping; retry the request.", {"Retry-After": "1"})
+            raise self._unavailable(f"`{self.spec.name}` is stopping; retry the request.", retry_after=1)
+        if len(self._waiters) >= self.config.max_queue:
+            raise self._unavailable(
+                f"`{self.spec.name}` already has {len(self._waiters)} requests waiting for a container "
+                f"(the queue holds {self.config.max_queue}); retry shortly.", retry_after=1)
         future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
-        self._waiters.append(future)
-        self._scale_up()
+        self._waiters.append((future, self._clock()))
+        self.autoscale()
         try:
-            done, _ = await asyncio.wait({future}, timeout=START_TIMEOUT)
+            done, _ = await asyncio.wait({future}, timeout=self.config.queue_timeout)
         except asyncio.CancelledError:
             self._abandon(future)
             raise
         if not done:
             self._abandon(future)
-            raise TargetUnavailable(503, f"No container for `{self.spec.name}` became ready in {START_TIMEOUT:.0f} s.")
+            raise self._unavailable(
+                f"No container for `{self.spec.name}` became free within {self.config.queue_timeout:.0f} s.",
+                retry_after=5)
         return future.result()
+
+    def _unavailable(self, message: str, retry_after: int | None = None) -> TargetUnavailable:
+        self._metrics.requests.inc((*self._labels, ("status", "503")))
+        headers = {"Retry-After": str(retry_after)} if retry_after else {}
+        return TargetUnavailable(503, message, headers)
 
     def _abandon(self, future: asyncio.Future[Lease]) -> None:
         """A waiter that gave up must not hold a slot it was handed meanwhile."""
         if future.done() and not future.cancelled() and future.exception() is None:
             future.result().release()
-        else:
-            future.cancel()
-            try:
-                self._waiters.remove(future)
-            except ValueError:
-                pass
+            return
+        future.cancel()
+        for entry in self._waiters:
+            if entry[0] is future:
+                self._waiters.remove(entry)
+                break
 
     def _pick(self) -> Container | None:
         limit = self.spec.allow_concurrent_inputs
@@ -127,68 +160,87 @@ class FunctionPool:
         container.last_active = self._clock()
         return Lease(self, container)
 
-    def _release(self, container: Container) -> None:
+    def _release(self, container: Container, status: int | None) -> None:
         container.in_flight -= 1
         container.last_active = self._clock()
+        if status is not None:
+            self._metrics.requests.inc((*self._labels, ("status", str(status))))
+        self.autoscale(finished=1)  # the request counts once more, so the window starts now
         self._dispatch()
 
     def _dispatch(self) -> None:
         while self._waiters:
-            if self._waiters[0].done():
+            future, since = self._waiters[0]
+            if future.done():
                 self._waiters.popleft()
                 continue
             container = self._pick()
             if container is None:
                 return
-            self._waiters.popleft().set_result(self._lease(container))
+            self._waiters.popleft()
+            self._metrics.queue_wait.observe(self._labels, self._clock() - since)
+            future.set_result(self._lease(container))
 
-    # -- scaling -------------------------------------------------------------------------------
+    # -- carrying out decide() -------------------------------------------------------------
     def _live(self) -> list[Container]:
         return [c for c in self._containers if c.state in (State.STARTING, State.READY)]
 
-    def _scale_up(self) -> None:
-        """Start enough containers that every waiting request has a slot coming."""
-        per = self.spec.allow_concurrent_inputs
-        waiting = sum(1 for w in self._waiters if not w.done())
-        coming = sum(per for c in self._containers if c.state is State.STARTING)
-        limit = self.spec.concurrency_limit or MAX_CONTAINERS
+    def live_count(self) -> int:
+        return len(self._live())
+
+    def observed(self, finished: int = 0) -> Observed:
+        queued = sum(1 for f, _ in self._waiters if not f.done())
+        return Observed(in_flight=sum(c.in_flight for c in self._containers) + finished, queued=queued)
+
+    def autoscale(self, finished: int = 0) -> None:
+        """Take the decision for now and act on it."""
+        if self._closed:
+            return
+        desired, self._scale = decide(self.settings, self.observed(finished), self._clock(), self._scale)
+        live = self._live()
+        if desired > len(live):
+            self._start_some(desired - len(live))
+        elif desired < len(live):
+            idle = sorted((c for c in live if c.state is State.READY and c.in_flight == 0), key=lambda c: c.last_active)
+            for c in idle[: len(live) - desired]:
+                self._log.write(f"[wisp] container {c.id} of {self.spec.name} not needed for "
+                                f"{self.settings.scaledown_window:g} s, stopping")
+                self._stop(c)
+
+    def _start_some(self, count: int) -> None:
         if self._clock() < self._retry_at:  # backing off after failed starts
             if not self._retry_scheduled:
                 self._retry_scheduled = True
-                self._later(self._retry_at - self._clock(), self._retry_scale_up)
+                asyncio.get_running_loop().call_later(self._retry_at - self._clock(), self._retry)
             return
-        need = math.ceil(max(0, waiting - coming) / per)
-        for _ in range(min(need, limit - len(self._live()))):
+        for _ in range(count):
             self._start()
 
-    def prestart(self) -> None:
-        """Start one container ahead of the first request (used when a version replaces a warm one)."""
-        if not self._live():
-            self._start()
-
-    def _retry_scale_up(self) -> None:
+    def _retry(self) -> None:
         self._retry_scheduled = False
-        self._scale_up()
-
-    def ensure_warm(self) -> None:
-        """Keep `keep_warm` containers started (S11); they never expire."""
-        if self._closed or self._clock() < self._retry_at:
-            return
-        for _ in range(self.spec.keep_warm - len(self._live())):
-            self._start()
+        self.autoscale()
 
     def tick(self) -> None:
-        """Called about once a second: stop idle containers, refill the warm pool."""
-        now = self._clock()
-        idle = [c for c in self._containers if c.state is State.READY and c.in_flight == 0
-                and now - c.last_active >= self.spec.container_idle_timeout]
-        surplus = len(self._live()) - self.spec.keep_warm
-        for c in sorted(idle, key=lambda c: c.last_active)[: max(0, surplus)]:
-            self._log.write(f"[wisp] container {c.id} of {self.spec.name} idle for "
-                            f"{now - c.last_active:.0f} s, stopping")
-            self._stop(c)
-        self.ensure_warm()
+        """Called about once a second by the server."""
+        self.autoscale()
 
+    def prestart(self, count: int) -> None:
+        """Start containers ahead of requests (a new version replacing a warm one)."""
+        for _ in range(max(0, count - len(self._live()))):
+            self._start()
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait for one ready container; False if none came (all failed, or timed out)."""
+        deadline = self._clock() + timeout
+        while self._clock() < deadline:
+            if any(c.state is State.READY for c in self._containers):
+                return True
+            if not self._live():
+                return False
+            await asyncio.sleep(0.02)
+        return False
+
+    # -- one container's life ----------------------------------------------------------------
     def _start(self) -> None:
         cid = f"c{next(_ids)}"
         container = Container(id=cid, socket_path=f"{self._socket_dir}/{cid}.sock")
@@ -200,42 +252,52 @@ class FunctionPool:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _later(self, delay: float, fn: Callable[[], None]) -> None:
-        asyncio.get_running_loop().call_later(delay, fn)
-
     async def _run(self, c: Container) -> None:
         started = self._clock()
         try:
             c.process = await self._launch(c)
         except Exception as exc:  # could not even exec the interpreter
             c.recent.append(str(exc))
-            self._exited(c, -1, started)
+            self._exited(c, -1)
             return
         if c.state is State.DRAINING:  # stopped while its process was being created
             self._spawn(c.process.stop(STOP_GRACE))
         self._log.write(f"[wisp] container {c.id} of {self.spec.name} starting (pid {c.process.pid})")
+        timer = asyncio.get_running_loop().call_later(self.spec.startup_timeout, self._startup_timeout, c)
         async for raw in c.process.lines():
-            if raw == _READY:
-                self._ready(c, started)
+            if raw.startswith(_READY):
+                timer.cancel()
+                self._ready(c, started, raw)
                 continue
             line = raw.decode(errors="replace").rstrip("\n")
             c.recent.append(line)
             self._log.write(line, source=f"{self.spec.name} {c.id}")
-        self._exited(c, await c.process.wait(), started)
+        timer.cancel()
+        self._exited(c, await c.process.wait())
 
-    def _ready(self, c: Container, started: float) -> None:
+    def _startup_timeout(self, c: Container) -> None:
+        if c.state is State.STARTING and c.process is not None:
+            c.recent.append(f"the container did not become ready within startup_timeout={self.spec.startup_timeout} s")
+            self._spawn(c.process.stop(0))
+
+    def _ready(self, c: Container, started: float, marker: bytes) -> None:
         if c.state is not State.STARTING:
             return
         c.state = State.READY
         c.last_active = self._clock()
         self._failures = 0
-        self._log.write(f"[wisp] container {c.id} of {self.spec.name} ready in {self._clock() - started:.2f} s")
+        took = self._clock() - started
+        self._metrics.cold_start.observe(self._labels, took)
+        for token in marker.split():
+            if token.startswith(b"enter="):
+                self._metrics.enter.observe(self._labels, float(token[6:]))
+        self._log.write(f"[wisp] container {c.id} of {self.spec.name} ready in {took:.2f} s")
         if self._closed and not self._waiters:
             self._stop(c)
             return
         self._dispatch()
 
-    def _exited(self, c: Container, code: int, started: float) -> None:
+    def _exited(self, c: Container, code: int) -> None:
         was = c.state
         c.state = State.STOPPED if was is State.DRAINING else State.FAILED
         self._containers.remove(c)
@@ -251,18 +313,18 @@ class FunctionPool:
             delay = FAILURE_BACKOFF[min(self._failures, len(FAILURE_BACKOFF)) - 1]
             self._retry_at = self._clock() + delay
             self._fail_waiters_without_capacity(summary)
-        if not self._closed:
-            self._later(max(0.0, self._retry_at - self._clock()), self.ensure_warm)
+        self.autoscale()  # replace it if it is still wanted
 
     def _fail_waiters_without_capacity(self, summary: str) -> None:
         """Requests waiting on a container that failed get the reason instead of a hang."""
-        if any(c.state in (State.STARTING, State.READY) for c in self._containers):
+        if self._live():
             return
         message = (f"The container for `{self.spec.name}` failed to start: {summary}. "
                    "See `wisp app logs` for the whole output.")
         while self._waiters:
-            waiter = self._waiters.popleft()
+            waiter, _ = self._waiters.popleft()
             if not waiter.done():
+                self._metrics.requests.inc((*self._labels, ("status", "503")))
                 waiter.set_exception(TargetUnavailable(503, message))
 
     def _stop(self, c: Container) -> None:
@@ -270,7 +332,7 @@ class FunctionPool:
             return
         c.state = State.DRAINING
         if c.process is not None:  # else _run stops it as soon as it exists
-            self._spawn(c.process.stop(STOP_GRACE))
+            self._spawn(c.process.stop(self.spec.timeout if c.in_flight else STOP_GRACE))
 
     # -- shutdown --------------------------------------------------------------------------
     async def drain(self, timeout: float | None = None) -> None:
@@ -284,7 +346,7 @@ class FunctionPool:
     async def stop(self) -> None:
         self._closed = True
         while self._waiters:
-            waiter = self._waiters.popleft()
+            waiter, _ = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(TargetUnavailable(503, f"`{self.spec.name}` was stopped.", {"Retry-After": "1"}))
         for c in list(self._containers):
@@ -292,14 +354,24 @@ class FunctionPool:
         while self._containers or self._tasks:
             await asyncio.sleep(0.02)
 
-    def status(self) -> dict[str, object]:
+    # -- what `wisp app list` and /metrics show ----------------------------------------------
+    def container_states(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for c in self._containers:
             key = "busy" if c.state is State.READY and c.in_flight else c.state.value
             counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    @property
+    def failed(self) -> bool:
+        return self._failures >= FAILED_AFTER
+
+    def status(self) -> dict[str, object]:
+        observed = self.observed()
         return {
-            "containers": counts,
-            "in_flight": sum(c.in_flight for c in self._containers),
-            "queued": sum(1 for w in self._waiters if not w.done()),
+            "containers": self.container_states(),
+            "in_flight": observed.in_flight,
+            "queued": observed.queued,
+            "state": "failed" if self.failed else "ok",
             "last_error": self.last_error,
         }

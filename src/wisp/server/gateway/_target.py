@@ -13,9 +13,10 @@ class Lease(Protocol):
 
     socket_path: str  # the container's uvicorn listens on this Unix socket
 
-    def release(self, *, broken: bool = False) -> None:
+    def release(self, *, broken: bool = False, status: int | None = None) -> None:
         """Give the slot back. broken=True: the container failed this request (connect error,
-        connection lost before the response ended); the pool checks on the container."""
+        connection lost before the response ended). status: the HTTP status the client got,
+        None if the client left before an answer."""
 
 
 class Target(Protocol):

@@ -56,7 +56,7 @@ class Exchange:
         "client", "request", "pool", "lease", "conn", "head_sent", "done", "_head",
         "_acquiring", "_connecting", "_pending", "_pending_size", "_body_done", "_sent",
         "_sent_size", "_retried", "_framing", "_keep_alive", "_reusable", "_until_eof", "_held",
-        "_upstream_full", "_out",
+        "_upstream_full", "_out", "_status",
     )
 
     def __init__(self, client: Client, pool: UpstreamPool, request: Request, head: bytes) -> None:
@@ -83,6 +83,7 @@ class Exchange:
         self._until_eof = False
         self._held = False
         self._upstream_full = False
+        self._status: int | None = None  # what the client was answered, for metrics
         # Response bytes from one read of the container, sent to the client in one write:
         # a small response's head and body go out in one syscall.
         self._out: list[bytes] = []
@@ -242,6 +243,7 @@ class Exchange:
         req = self.request
         is_head = req.method == b"HEAD"
         out = client_head(status, reason, headers, head_request=is_head, http11=req.http11, keep_alive=req.keep_alive)
+        self._status = status
         self._framing = out.framing
         self._keep_alive = out.keep_alive
         self._until_eof = out.until_eof
@@ -327,6 +329,6 @@ class Exchange:
         if lease is None:
             return
         try:
-            lease.release(broken=broken)
+            lease.release(broken=broken, status=self._status)
         except Exception:
             logger.exception("Lease.release() failed")
