@@ -1,0 +1,46 @@
+"""Functions the autoscaling tests drive."""
+import os
+import time
+
+import wisp
+
+stub = wisp.Stub("scaling")
+VERSION = 1
+
+
+@stub.webhook(container_idle_timeout=30)
+def burst(seconds: float = 1.0):
+    time.sleep(seconds)
+    return {"pid": os.getpid()}
+
+
+@stub.webhook(container_idle_timeout=2)
+def work(seconds: float = 0.05):
+    time.sleep(seconds)
+    return {"pid": os.getpid(), "version": VERSION}
+
+
+@stub.webhook(keep_warm=True, container_idle_timeout=2)
+def warm():
+    return {"pid": os.getpid()}
+
+
+@stub.function(container_idle_timeout=10)
+@wisp.concurrent(max_inputs=4)
+@wisp.fastapi_endpoint()
+async def shared(seconds: float = 1.0):
+    import asyncio
+
+    await asyncio.sleep(seconds)
+    return {"pid": os.getpid()}
+
+
+@stub.webhook(concurrency_limit=1)
+def single(seconds: float = 2.0):
+    time.sleep(seconds)
+    return {"pid": os.getpid()}
+
+
+@stub.asgi
+def never_starts():
+    raise RuntimeError("this factory always fails")
