@@ -14,6 +14,7 @@ from ._image import Image
 from ._spec import HTTP_METHODS, AppSpec, FunctionSpec, WebSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C", bound=type)
 
 # Modal's keyword names, with their wisp spec field (aliases map onto one field).
 _FUNCTION_KEYWORDS = {
@@ -105,13 +106,32 @@ def _check_callable(where: str, obj: Any) -> None:
         raise TypeError(f"{where} must decorate a function, got {obj!r}.")
 
 
-def _check_factory(where: str, fn: Callable[..., Any]) -> None:
-    """ASGI/WSGI factories are called with no arguments inside the container."""
+def _method_of(fn: Any) -> tuple[str, str] | None:
+    """(class path, method name) when `fn` was defined in a class body, read from its qualname.
+
+    `Model.predict` is a method; `make.<locals>.inner` is a function nested in a function.
+    """
+    path, _, method = getattr(fn, "__qualname__", "").rpartition(".")
+    if not path or path.endswith("<locals>"):
+        return None
+    return path, method
+
+
+def _required_parameters(fn: Callable[..., Any], *, skip_self: bool) -> list[str] | None:
+    """Names the caller would have to pass; None when Python cannot tell (builtins)."""
     try:
-        params = inspect.signature(fn).parameters.values()
+        params = list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):
-        return
-    required = [p.name for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        return None
+    if skip_self and params and params[0].kind in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
+        params = params[1:]
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in params if p.default is p.empty and p.kind in kinds]
+
+
+def _check_factory(where: str, fn: Callable[..., Any]) -> None:
+    """ASGI/WSGI factories are called with no arguments (a method: on its instance) in the container."""
+    required = _required_parameters(fn, skip_self=_method_of(fn) is not None)
     if required:
         raise TypeError(
             f"{where} decorates a function that returns the app and takes no arguments; "
@@ -147,6 +167,8 @@ def _bare_or_factory(where: str, first: Any, wrap: Callable[[F], F], suggestion:
 
 def _mark_web(where: str, fn: Any, web: WebSpec) -> Any:
     _check_callable(where, fn)
+    if getattr(fn, "__wisp_lifecycle__", None) is not None:
+        raise _web_and_lifecycle(fn)
     if getattr(fn, "__wisp_function__", None) is not None:
         raise TypeError(
             f"{where} is below `@stub.function` here; put it closer to the function:\n"
@@ -158,13 +180,17 @@ def _mark_web(where: str, fn: Any, web: WebSpec) -> Any:
     return fn
 
 
-def _web_decorator(where: str, first: Any, web: WebSpec) -> Callable[[F], F]:
-    """The modern stackable forms, which always take parentheses, as in Modal."""
+def _forgot_parentheses(where: str, first: Any) -> None:
+    """The modern stackable forms always take parentheses, as in Modal."""
     if first is not None:
         raise TypeError(
             f"Positional arguments are not allowed in {where}. Did you forget parentheses? "
             f"Suggestion: `{where}()`."
         )
+
+
+def _web_decorator(where: str, first: Any, web: WebSpec) -> Callable[[F], F]:
+    _forgot_parentheses(where, first)
     return lambda fn: _mark_web(where, fn, web)
 
 
@@ -205,12 +231,130 @@ def concurrent(
 
     def mark(fn: F) -> F:
         _check_callable(where, fn)
+        if inspect.isclass(fn) and "__wisp_cls__" in vars(fn):
+            raise TypeError(f"{where} is above `@stub.cls` here; put it under `@stub.cls(...)`, closer to the class.")
         if getattr(fn, "__wisp_function__", None) is not None:
             raise TypeError(f"{where} is below `@stub.function` here; put it closer to the function.")
         fn.__wisp_concurrent__ = (max_inputs, target_inputs)  # type: ignore[attr-defined]
         return fn
 
     return mark
+
+
+# -- container lifecycle (S12) -----------------------------------------------------------------
+ENTER, EXIT = "enter", "exit"
+
+
+def _web_and_lifecycle(fn: Any) -> TypeError:
+    return TypeError(
+        f"`{getattr(fn, '__name__', fn)}` is marked both as a web endpoint and as an enter/exit hook. "
+        "Hooks run once per container and are not served: put them on separate methods."
+    )
+
+
+def _check_hook(where: str, fn: Any) -> None:
+    """Hooks are called on the container's instance with no other arguments."""
+    if not callable(fn):
+        raise TypeError(f"{where} must decorate a method, got {fn!r}.")
+    if getattr(fn, "__wisp_web__", None) is not None:
+        raise _web_and_lifecycle(fn)
+    name = getattr(fn, "__name__", "hook")
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return
+    if not params or params[0].kind not in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
+        raise TypeError(f"{where} marks a method of a class; `{name}` takes no `self`. Write `def {name}(self): ...`.")
+    required = _required_parameters(fn, skip_self=True)
+    if required:
+        raise TypeError(
+            f"{where}: the container calls `{name}` with no arguments besides `self`, but it requires "
+            f"{', '.join(required)}. Give them defaults, or read them from class attributes or the environment."
+        )
+
+
+def _lifecycle_decorator(where: str, kind: str, first: Any) -> Callable[[F], F]:
+    _forgot_parentheses(where, first)
+
+    def mark(fn: F) -> F:
+        _check_hook(where, fn)
+        fn.__wisp_lifecycle__ = kind  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def enter(_warn_parentheses_missing: Any = None, *, snap: bool = False) -> Callable[[F], F]:
+    """Mark a method to run once per container before it takes requests (load weights here).
+
+    `snap` is accepted for Modal scripts; wisp has no memory snapshots, so the method just runs.
+    """
+    return _lifecycle_decorator("@wisp.enter", ENTER, _warn_parentheses_missing)
+
+
+def exit(_warn_parentheses_missing: Any = None) -> Callable[[F], F]:  # noqa: A001 - Modal's name
+    """Mark a method to run once when the container shuts down."""
+    return _lifecycle_decorator("@wisp.exit", EXIT, _warn_parentheses_missing)
+
+
+def class_members(klass: type) -> dict[str, Any]:
+    """The class's attributes by name, base classes first, each in definition order (as Modal)."""
+    members: dict[str, Any] = {}
+    for base in reversed(klass.__mro__):
+        if base is not object:
+            members.update(vars(base))
+    return members
+
+
+def lifecycle_hooks(klass: type, kind: str) -> list[str]:
+    """Names of the methods marked `@wisp.enter()` (kind ENTER) or `@wisp.exit()`, in order."""
+    return [name for name, value in class_members(klass).items()
+            if inspect.isfunction(value) and getattr(value, "__wisp_lifecycle__", None) == kind]
+
+
+def _class_path(klass: type) -> str:
+    """Where the container finds the class: its dotted path in the module.
+
+    A class defined inside a function has none; the stub keeps the class object for it, under
+    the part of its qualname after `<locals>.`.
+    """
+    return klass.__qualname__.rpartition("<locals>.")[2]
+
+
+def _web_methods(where: str, klass: type) -> dict[str, Any]:
+    """The methods of an `@stub.cls` class marked as web endpoints; misuse fails here, at import."""
+    webs = {}
+    for name, value in class_members(klass).items():
+        wrapped = value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
+        if not inspect.isfunction(wrapped):
+            continue  # other class attributes (values, properties, proxies) are the user's business
+        if getattr(wrapped, "__wisp_function__", None) is not None:
+            raise TypeError(
+                f"{where}: `{klass.__name__}.{name}` has its own `@stub.function`/`@stub.webhook`; inside "
+                f"`@stub.cls` mark web methods with `@wisp.fastapi_endpoint()` (or `asgi_app()`, `wsgi_app()`)."
+            )
+        if getattr(wrapped, "__wisp_web__", None) is None and getattr(value, "__wisp_web__", None) is None:
+            continue
+        if wrapped is not value:
+            raise TypeError(
+                f"{where}: `{klass.__name__}.{name}` must be a plain method (`def {name}(self, ...)`) "
+                "to be served; static and class methods are not."
+            )
+        webs[name] = value
+    return webs
+
+
+def _check_constructible(where: str, klass: type) -> None:
+    """The container makes the instance with `klass()` and calls `__enter__()` on it."""
+    required = _required_parameters(klass.__init__, skip_self=True) if klass.__init__ is not object.__init__ else []
+    if required:
+        raise TypeError(
+            f"{where}: the container creates `{klass.__name__}()` with no arguments, but its `__init__` requires "
+            f"{', '.join(required)}. Give them defaults, or set them up in an `@wisp.enter()` method."
+        )
+    enter_dunder = getattr(klass, "__enter__", None)
+    if inspect.isfunction(enter_dunder):
+        _check_hook(f"{where}: `{klass.__name__}.__enter__`", enter_dunder)
 
 
 class Stub:
@@ -224,20 +368,35 @@ class Stub:
         self.name = name
         self.image = image or Image.debian_slim()
         self._functions: dict[str, tuple[Callable[..., Any], FunctionSpec]] = {}
+        self._classes: dict[str, type] = {}  # @stub.cls classes by path, for the container
 
     def _register(self, where: str, fn: Callable[..., Any], web: WebSpec | None, fields: dict[str, Any]) -> None:
         _check_callable(where, fn)
         name = fn.__name__
+        method = _method_of(fn)
+        if method is not None:  # the seed's form: `@stub.webhook` on a method in a class body
+            if "<locals>" in method[0]:
+                raise TypeError(
+                    f"{where} decorates `{method[0].rpartition('.')[2]}.{method[1]}`, a method of a class defined "
+                    "inside a function; the container cannot import that class. Define the class at module level."
+                )
+            name = ".".join(method)
+            fields = {**fields, "cls": method[0], "method_name": method[1]}
+        self._add(where, name, fn, web, fields, getattr(fn, "__wisp_concurrent__", None))
+        fn.__wisp_function__ = self._functions[name][1]  # type: ignore[attr-defined]
+
+    def _check_free(self, where: str, name: str, fn: Callable[..., Any]) -> None:
         if name in self._functions and self._functions[name][0] is not fn:
             raise ValueError(
                 f"{where}: this stub already has a function named `{name}`. Rename one of them."
             )
-        concurrency = getattr(fn, "__wisp_concurrent__", None)
+
+    def _add(self, where: str, name: str, fn: Callable[..., Any], web: WebSpec | None, fields: dict[str, Any],
+             concurrency: tuple[int, int | None] | None) -> None:
+        self._check_free(where, name, fn)
         if concurrency is not None:
             fields = {**fields, "allow_concurrent_inputs": concurrency[0], "target_inputs": concurrency[1]}
-        spec = FunctionSpec(name=name, web=web, **fields)
-        self._functions[name] = (fn, spec)
-        fn.__wisp_function__ = spec  # type: ignore[attr-defined]
+        self._functions[name] = (fn, FunctionSpec(name=name, web=web, **fields))
 
     def function(self, _fn: Any = None, /, **kwargs: Any) -> Any:
         """Register a function; stack `@wisp.fastapi_endpoint()` etc. under it to serve it."""
@@ -284,6 +443,39 @@ class Stub:
     def wsgi(self, _fn: Any = None, /, *, label: str | None = None, **kwargs: Any) -> Any:
         """Serve the WSGI app (Flask, Django, ...) that the decorated function returns."""
         return self._app_decorator("@stub.wsgi", "wsgi", _fn, label, kwargs)
+
+    def cls(self, _cls: Any = None, /, **kwargs: Any) -> Any:
+        """Register a class: `@wisp.enter()` methods run once per container before it takes
+        requests, `@wisp.exit()` methods at shutdown, and each method marked
+        `@wisp.fastapi_endpoint()` / `asgi_app()` / `wsgi_app()` is served as `Class.method`."""
+        where = "@stub.cls"
+        fields = _function_fields(where, kwargs, self.image)
+
+        def wrap(klass: C) -> C:
+            if not inspect.isclass(klass):
+                raise TypeError(
+                    f"{where} must decorate a class, got {klass!r}. "
+                    "For a function write `@stub.function(...)` over `@wisp.fastapi_endpoint()`."
+                )
+            self._register_class(where, klass, fields)
+            return klass
+
+        return _bare_or_factory(where, _cls, wrap, "@stub.cls(timeout=60)")
+
+    def _register_class(self, where: str, klass: type, fields: dict[str, Any]) -> None:
+        path = _class_path(klass)
+        if self._classes.get(path, klass) is not klass:
+            raise ValueError(f"{where}: this stub already has a class named `{path}`. Rename one of them.")
+        _check_constructible(where, klass)
+        webs = _web_methods(where, klass)
+        for name, fn in webs.items():  # check every name before recording any
+            self._check_free(where, f"{path}.{name}", fn)
+        concurrency = vars(klass).get("__wisp_concurrent__")
+        self._classes[path] = klass
+        klass.__wisp_cls__ = path  # type: ignore[attr-defined]
+        for name, fn in webs.items():
+            self._add(where, f"{path}.{name}", fn, fn.__wisp_web__, {**fields, "cls": path, "method_name": name},
+                      concurrency)
 
     @property
     def registered_functions(self) -> dict[str, Callable[..., Any]]:

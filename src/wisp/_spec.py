@@ -40,6 +40,10 @@ class FunctionSpec:
     gpu: str | None = None
     retries: int | None = None
     secrets: tuple[str, ...] = ()
+    # A method of a class (S12): the container makes one instance of `cls` (the class's dotted
+    # path in the module), runs its enter hooks, then serves the bound method `method_name`.
+    cls: str | None = None
+    method_name: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,6 +124,18 @@ def own_wisp(tmp_path: Path) -> Iterator[Wisp]:
     w = start_wisp(tmp_path / "home")
     yield w
     w.run("server", "stop", check=False)
+
+
+def admin(wisp: Wisp, path: str, token: bool = True) -> tuple[int, str]:
+    """GET on the control API, with (or without) the token; (status, body)."""
+    info = json.loads((wisp.home / "server.json").read_text())
+    headers = {"Authorization": f"Bearer {(wisp.home / 'token').read_text().strip()}"} if token else {}
+    req = urllib.request.Request(f"http://127.0.0.1:{info['admin_port']}{path}", headers=headers)
+    try:
+        with urllib.request.urlopen(req) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
 
 
 def get(url: str, **kwargs: object) -> requests.Response:

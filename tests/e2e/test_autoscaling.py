@@ -6,7 +6,6 @@ import os
 import shutil
 import signal
 import threading
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,21 +13,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import REPO, Wisp, get, start_wisp, wait_until
+from .conftest import REPO, Wisp, admin, get, start_wisp, wait_until
 
 pytestmark = pytest.mark.e2e
 APP = "scaling"
-
-
-def admin(wisp: Wisp, path: str, token: bool = True) -> tuple[int, str]:
-    info = json.loads((wisp.home / "server.json").read_text())
-    headers = {"Authorization": f"Bearer {(wisp.home / 'token').read_text().strip()}"} if token else {}
-    req = urllib.request.Request(f"http://127.0.0.1:{info['admin_port']}{path}", headers=headers)
-    try:
-        with urllib.request.urlopen(req) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def endpoint(wisp: Wisp, function: str) -> dict[str, object]:

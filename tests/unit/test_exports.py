@@ -5,7 +5,9 @@ import pytest
 
 import wisp
 
-EXPECTED_EXPORTS = {"App", "Image", "Stub", "asgi_app", "concurrent", "fastapi_endpoint", "web_endpoint", "wsgi_app"}
+EXPECTED_EXPORTS = {
+    "App", "Image", "Stub", "asgi_app", "concurrent", "enter", "exit", "fastapi_endpoint", "web_endpoint", "wsgi_app",
+}
 
 
 def test_all_is_exactly_the_public_surface() -> None:

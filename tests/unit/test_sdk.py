@@ -109,11 +109,17 @@ def _decorate(stub: Stub, form: str, **kwargs: Any) -> None:
         stub.wsgi(**kwargs)(make_function("app_factory"))
     elif form == "function":
         stub.function(**kwargs)(wisp.fastapi_endpoint()(make_function("handler")))
+    elif form == "cls":
+        stub.cls(**kwargs)(type("Model", (), {"handler": wisp.fastapi_endpoint()(make_function("handler"))}))
     else:  # pragma: no cover
         raise AssertionError(form)
 
 
-FORMS = ["webhook", "asgi", "wsgi", "function"]
+def _registered_name(form: str) -> str:
+    return {"asgi": "app_factory", "wsgi": "app_factory", "cls": "Model.handler"}.get(form, "handler")
+
+
+FORMS = ["webhook", "asgi", "wsgi", "function", "cls"]
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -171,7 +177,7 @@ def test_unknown_keyword_without_close_match_lists_known_keywords(form: str) -> 
 def test_keywords_and_aliases_land_on_spec_fields(form: str, kwargs: dict[str, Any], field: str, expected: Any) -> None:
     stub = Stub()
     _decorate(stub, form, **kwargs)
-    name = "app_factory" if form in ("asgi", "wsgi") else "handler"
+    name = _registered_name(form)
     assert getattr(spec_of(stub, name), field) == expected
 
 
@@ -222,7 +228,7 @@ def test_image_keyword_is_recorded(form: str) -> None:
     stub = Stub(image=Image.debian_slim("3.12"))
     image = Image.debian_slim().pip_install("boto3")
     _decorate(stub, form, image=image)
-    name = "app_factory" if form in ("asgi", "wsgi") else "handler"
+    name = _registered_name(form)
     assert spec_of(stub, name).image == image.spec
 
 

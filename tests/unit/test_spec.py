@@ -20,6 +20,8 @@ FUNCTIONS = [
         name="site", image=IMAGE, web=WebSpec("wsgi"), timeout=60, concurrency_limit=5, allow_concurrent_inputs=10,
         cpu=1.5, memory=512, gpu="A10G", retries=3, secrets=("db", "api-key"),
     ),
+    FunctionSpec(name="Model.predict", image=IMAGE, web=WebSpec("webhook", "POST"), cls="Model", method_name="predict"),
+    FunctionSpec(name="Outer.Inner.api", image=IMAGE, web=WebSpec("asgi"), cls="Outer.Inner", method_name="api"),
 ]
 
 
@@ -64,6 +66,7 @@ def test_function_spec_from_dict_fills_defaults() -> None:
     spec = FunctionSpec.from_dict({"name": "f", "image": IMAGE})
     assert spec == FunctionSpec(name="f", image=IMAGE)
     assert (spec.web, spec.timeout, spec.keep_warm, spec.secrets) == (None, 300, 0, ())
+    assert (spec.cls, spec.method_name) == (None, None)  # a plain function, as specs saved before classes
 
 
 def test_app_spec_function_lookup() -> None:

@@ -1,15 +1,20 @@
 """The container agent: `python -m wisp._runtime --dir D --module M --function F --socket S`.
 
-Imports the user's script, builds the function's ASGI app, serves it with uvicorn on a Unix
-socket, and prints READY_MARKER on stdout once it accepts connections. SIGTERM drains.
+Imports the user's script, runs the enter hooks of a class's instance, builds the function's ASGI
+app, serves it with uvicorn on a Unix socket, and prints READY_MARKER on stdout once it accepts
+connections. SIGTERM drains, then the exit hooks run.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .._spec import FunctionSpec
 
 READY_MARKER = "\x00wisp-ready"
 
@@ -27,9 +32,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parse(sys.argv[1:] if argv is None else argv)
-    import uvicorn
-
     from ._asgi import build_app, with_errors, with_root_path
+    from ._lifecycle import StopSignals, close_loop, enter, find_class, new_loop, run_exits
     from ._load import find_stub, import_script
 
     directory = args.dir.resolve()
@@ -37,13 +41,32 @@ def main(argv: list[str] | None = None) -> None:
     module = import_script(directory, args.module)
     _, stub = find_stub(module, args.stub)
     fn, spec = stub._functions[args.function]
-    app = with_root_path(with_errors(build_app(fn, spec), spec.name))
+    loop = new_loop()
+    # Enter runs before uvicorn binds its socket, so before READY_MARKER: the pool counts this
+    # container ready (and the warm pool warm) only once it has finished (S12).
+    entering = time.monotonic()
+    instance = None if spec.cls is None else enter(loop, find_class(module, stub, spec.cls))
+    ready_line = READY_MARKER if instance is None else f"{READY_MARKER} enter={time.monotonic() - entering:.6f}"
+    with StopSignals() as stop:
+        try:
+            handler = fn if instance is None else getattr(instance, str(spec.method_name))
+            app = with_root_path(with_errors(build_app(handler, spec), spec.name))
+            if not stop.received:
+                loop.run_until_complete(_server(app, spec, args, ready_line).serve())
+        finally:  # after a drain, a startup error or a factory that raised alike
+            if instance is not None:
+                run_exits(loop, instance)
+    close_loop(loop)
+
+
+def _server(app: Any, spec: FunctionSpec, args: argparse.Namespace, ready_line: str) -> Any:
+    import uvicorn
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets)
             if self.started:
-                print(READY_MARKER, flush=True)
+                print(ready_line, flush=True)  # the pool reads enter=<seconds> for its metrics
 
     config = uvicorn.Config(
         app,
@@ -54,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         timeout_keep_alive=args.timeout_keep_alive,
         timeout_graceful_shutdown=spec.timeout,
     )
-    Server(config).run()
+    return Server(config)
 
 
 if __name__ == "__main__":
