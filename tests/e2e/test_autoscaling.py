@@ -159,3 +159,14 @@ def test_full_queue_answers_503_with_retry_after(tmp_path: Path) -> None:
         assert "waiting" in rejected[0].json()["error"]
     finally:
         small.run("server", "stop", check=False)
+
+
+def test_enter_past_startup_timeout_fails_the_container_with_the_reason(scaling: tuple[Wisp, Path]) -> None:
+    wisp, _ = scaling
+    r = get(wisp.url(f"{APP}--sleepy-hello"))
+    assert r.status_code == 503
+    assert "startup_timeout=2" in r.json()["error"]
+    wait_until(lambda: endpoint(wisp, "Sleepy.hello")["containers"] == {}, timeout=15, message="killed")
+    for _ in range(30):  # nobody is waiting: no restarts for a request that already got its answer
+        assert endpoint(wisp, "Sleepy.hello")["containers"] == {}
+        threading.Event().wait(0.1)

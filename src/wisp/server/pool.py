@@ -17,7 +17,7 @@ from enum import Enum
 
 from .._runtime.__main__ import READY_MARKER
 from .._spec import FunctionSpec
-from .autoscaler import Observed, ScaleState, Settings, decide
+from .autoscaler import Observed, ScaleState, Settings, decide, need
 from .gateway import TargetUnavailable
 from .logs import AppLog
 from .metrics import Labels, Metrics
@@ -196,7 +196,10 @@ class FunctionPool:
         """Take the decision for now and act on it."""
         if self._closed:
             return
-        desired, self._scale = decide(self.settings, self.observed(finished), self._clock(), self._scale)
+        observed = self.observed(finished)
+        desired, self._scale = decide(self.settings, observed, self._clock(), self._scale)
+        if self._failures:  # after failed starts, retry for real demand only, not a past peak
+            desired = min(desired, max(need(self.settings, observed), self.settings.min_containers))
         live = self._live()
         if desired > len(live):
             self._start_some(desired - len(live))

@@ -44,3 +44,14 @@ def single(seconds: float = 2.0):
 @stub.asgi
 def never_starts():
     raise RuntimeError("this factory always fails")
+
+
+@stub.cls(startup_timeout=2)
+class Sleepy:
+    @wisp.enter()
+    def load(self):
+        time.sleep(60)
+
+    @wisp.fastapi_endpoint()
+    def hello(self):
+        return {"never": "reached"}
