@@ -216,6 +216,36 @@ def wsgi_app(_warn_parentheses_missing: Any = None, *, label: str | None = None)
     return _web_decorator("@wisp.wsgi_app", _warn_parentheses_missing, WebSpec("wsgi", label=label))
 
 
+def web_server(
+    port: Any = None, *, startup_timeout: float = 5.0, label: str | None = None
+) -> Callable[[F], F]:
+    """Mark a function that starts an HTTP server listening on `port` (any server, in any
+    language); the gateway proxies HTTP and WebSockets to it. Stack under `@stub.function(...)`.
+
+    The container counts as ready once the port accepts connections, at most `startup_timeout`
+    seconds after the function was called. The port is also in `$PORT`; see the docs for
+    several containers of one function on one machine.
+    """
+    where = "@wisp.web_server"
+    if callable(port):
+        raise TypeError(f"{where} needs the port the server listens on. Did you forget it? "
+                        f"Suggestion: `{where}(8000)`.")
+    if port is None:
+        raise TypeError(f"{where} needs the port the server listens on: `{where}(8000)`.")
+    port = _int_in(where, "port", port, 1, 65535)
+    if isinstance(startup_timeout, bool) or not isinstance(startup_timeout, (int, float)) or \
+            not 0 < startup_timeout <= 3600:
+        raise ValueError(f"{where}: `startup_timeout` must be a number of seconds above 0 and at most 3600, "
+                         f"got {startup_timeout!r}.")
+    web = WebSpec("web_server", label=label, port=port, startup_timeout=float(startup_timeout))
+    return lambda fn: _mark_web(where, fn, web)
+
+
+# A web server handles concurrency itself, and on the local runtime a second container of the
+# same function would want the same port: one container takes this many requests by default.
+WEB_SERVER_INPUTS = 1000
+
+
 def concurrent(
     _warn_parentheses_missing: Any = None, *, max_inputs: int, target_inputs: int | None = None
 ) -> Callable[[F], F]:
@@ -396,6 +426,8 @@ class Stub:
         self._check_free(where, name, fn)
         if concurrency is not None:
             fields = {**fields, "allow_concurrent_inputs": concurrency[0], "target_inputs": concurrency[1]}
+        elif web is not None and web.kind == "web_server" and "allow_concurrent_inputs" not in fields:
+            fields = {**fields, "allow_concurrent_inputs": WEB_SERVER_INPUTS}
         self._functions[name] = (fn, FunctionSpec(name=name, web=web, **fields))
 
     def function(self, _fn: Any = None, /, **kwargs: Any) -> Any:

@@ -9,7 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-WebKind = Literal["webhook", "asgi", "wsgi"]
+WebKind = Literal["webhook", "asgi", "wsgi", "web_server"]
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
 
@@ -19,6 +19,8 @@ class WebSpec:
     method: str = "GET"  # webhooks only
     label: str | None = None
     docs: bool = False  # webhooks only: serve FastAPI's /docs and /openapi.json
+    port: int | None = None  # web_server only: the port the user's server listens on
+    startup_timeout: float = 5.0  # web_server only: seconds for that port to accept connections
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,43 @@ class Client:
         except (urllib.error.URLError, OSError) as exc:
             raise ClientError(0, f"The wisp server at {self.info.admin_url} did not answer ({exc}). "
                                  "Check `wisp server status`.") from None
+
+
+    def stream(self, method: str, path: str, body: Any, on_event: Callable[[dict[str, Any]], None], *,
+               timeout: float = 600) -> Any:
+        """A request answered with NDJSON events (build progress); each goes to on_event as it
+        arrives, and the last line, {"result": ...} or {"error": ...}, is returned or raised."""
+        req = urllib.request.Request(self.info.admin_url + path, data=json.dumps(body).encode(), method=method)
+        req.add_header("Authorization", f"Bearer {self._token}")
+        req.add_header("Content-Type", "application/json")
+        req.add_header("Accept", "application/x-ndjson")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                if resp.headers.get_content_type() == "application/json":
+                    return json.loads(resp.read())  # a server that does not stream
+                for raw in resp:
+                    event = json.loads(raw)
+                    if "event" in event:
+                        on_event(event)
+                    elif "result" in event:
+                        return event["result"]
+                    else:
+                        raise ClientError(int(event.get("status", 500)), event.get("error", str(event)))
+        except urllib.error.HTTPError as exc:
+            raise _http_error(exc) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise ClientError(0, f"The wisp server at {self.info.admin_url} did not answer ({exc}). "
+                                 "Check `wisp server status`.") from None
+        raise ClientError(0, "The wisp server ended the answer early; `wisp app logs` or $WISP_HOME/server.log may say why.")
+
+
+def _http_error(exc: urllib.error.HTTPError) -> ClientError:
+    raw = exc.read()
+    try:
+        message = json.loads(raw)["error"]
+    except (ValueError, KeyError, TypeError):
+        message = raw.decode(errors="replace") or exc.reason
+    return ClientError(exc.code, message)
 
 
 def connect(home: Path) -> Client | None:

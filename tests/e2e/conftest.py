@@ -159,16 +159,19 @@ def wait_until(predicate, timeout: float = 30, interval: float = 0.1, message: s
 
 
 def processes_in_group(hint: str) -> list[str]:
-    """Command lines of live processes mentioning `hint` (an app's files folder, say)."""
+    """Live processes whose command line or working directory mentions `hint` (an app's files
+    folder, say: containers forked from a zygote keep the zygote's command line, but run in
+    their version's folder)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             argv = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(entry / "cwd") + "/"
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if hint in argv and state != "Z":
-            found.append(f"{entry.name} {argv}")
+        if (hint in argv or hint in cwd) and state != "Z":
+            found.append(f"{entry.name} {cwd} {argv}")
     return found

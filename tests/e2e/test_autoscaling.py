@@ -65,7 +65,8 @@ def test_killed_warm_container_is_noticed_and_replaced(scaling: tuple[Wisp, Path
     wait_until(lambda: serving(wisp, "warm") == 2, timeout=60, message="2 warm containers")
     victim = get(wisp.url(f"{APP}--warm")).json()["pid"]
     os.kill(victim, signal.SIGKILL)
-    wait_until(lambda: serving(wisp, "warm") < 2, timeout=5, interval=0.05, message="the death noticed")
+    wait_until(lambda: "exited while serving (code -9)" in wisp.run("app", "logs", APP).stdout, timeout=5,
+               interval=0.2, message="the death noticed")
     wait_until(lambda: serving(wisp, "warm") == 2, timeout=60, message="a replacement")
     assert victim not in {get(wisp.url(f"{APP}--warm")).json()["pid"] for _ in range(6)}
 

@@ -6,7 +6,8 @@ import pytest
 import wisp
 
 EXPECTED_EXPORTS = {
-    "App", "Image", "Stub", "asgi_app", "concurrent", "enter", "exit", "fastapi_endpoint", "web_endpoint", "wsgi_app",
+    "App", "Image", "Stub", "asgi_app", "concurrent", "enter", "exit", "fastapi_endpoint", "web_endpoint", "web_server",
+    "wsgi_app",
 }
 
 

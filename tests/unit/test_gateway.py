@@ -44,6 +44,7 @@ class FakeLease:
 class FakeTarget:
     def __init__(self, socket_path: str) -> None:
         self.socket_path = socket_path
+        self.timeout = 300.0
         self.releases: list[bool] = []  # one entry per release: was it broken?
         self.statuses: list[int | None] = []  # the status passed with each release
         self.acquired = 0
@@ -161,13 +162,14 @@ RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Coroutine[An
 
 
 class Harness:
-    def __init__(self, tmp_path: Path, loop: str, max_body_size: int, idle_timeout: float) -> None:
+    def __init__(self, tmp_path: Path, loop: str, max_body_size: int, idle_timeout: float,
+                 **options: float) -> None:
         self.tmp_path = tmp_path
         self.routes: dict[str, FakeTarget] = {}
         self.loop = uvloop.new_event_loop() if loop == "uvloop" else asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.gateway = Gateway(self.routes, max_body_size=max_body_size)
+        self.gateway = Gateway(self.routes, max_body_size=max_body_size, **options)
         self.gateway.idle_timeout = idle_timeout
         self.call(self.gateway.start("127.0.0.1", 0))
         self.port = self.gateway.port
@@ -179,10 +181,13 @@ class Harness:
     def app(self, label: str) -> tuple[FakeTarget, AppRecord]:
         """A uvicorn server running the test app, routed as `label`."""
         record = AppRecord()
+        return self.serve(label, make_app(record), http=counting_protocol(record)), record
+
+    def serve(self, label: str, app: Any, **config: Any) -> FakeTarget:
+        """A uvicorn server running `app` on a Unix socket, routed as `label`."""
         path = str(self.tmp_path / f"{label}.sock")
-        config = uvicorn.Config(make_app(record), uds=path, log_level="warning", lifespan="off",
-                                ws="none", http=counting_protocol(record))
-        server = uvicorn.Server(config)
+        config.setdefault("ws", "none")
+        server = uvicorn.Server(uvicorn.Config(app, uds=path, log_level="warning", lifespan="off", **config))
 
         async def start() -> asyncio.Task[None]:
             task = asyncio.ensure_future(server.serve())
@@ -196,7 +201,7 @@ class Harness:
             server.should_exit = True
             await task
         self._stops.append(stop)
-        return self.target(label, path), record
+        return self.target(label, path)
 
     def raw(self, label: str, handler: RawHandler) -> FakeTarget:
         """A misbehaving upstream: `handler` speaks (or fails to speak) HTTP itself."""
@@ -252,8 +257,8 @@ def make_harness(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cal
     """Every test runs on the default loop (tests, embedded use) and on uvloop (the server)."""
     made: list[Harness] = []
 
-    def make(max_body_size: int = 100 * 1024 * 1024, idle_timeout: float = 75.0) -> Harness:
-        made.append(Harness(tmp_path, request.param, max_body_size, idle_timeout))
+    def make(max_body_size: int = 100 * 1024 * 1024, idle_timeout: float = 75.0, **options: float) -> Harness:
+        made.append(Harness(tmp_path, request.param, max_body_size, idle_timeout, **options))
         return made[-1]
 
     yield make

@@ -165,3 +165,25 @@ def test_a_large_head_under_the_limit_is_fine() -> None:
         conn.data_received(b"\r\n\r\n")
 
     assert statuses(run(feed).written) == [b"404"]
+
+
+def test_a_huge_head_in_one_read_is_431_too() -> None:
+    headers = b"".join(b"X-Big-%d: %s\r\n" % (i, b"y" * 1000) for i in range(80))
+    t = run(lambda c: c.data_received(b"GET /a HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n"))
+    assert statuses(t.written) == [b"431"]
+    t = run(lambda c: c.data_received(b"GET /a HTTP/1.1\r\nHost: x\r\n" + headers))  # not even finished
+    assert statuses(t.written) == [b"431"]
+
+
+def test_a_websocket_handshake_waits_for_its_answer_keeping_what_follows() -> None:
+    conns: list[ClientConnection] = []
+
+    def feed(conn: ClientConnection) -> None:
+        conns.append(conn)
+        conn.data_received(b"GET /known/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                           b"Sec-WebSocket-Key: k\r\nSec-WebSocket-Version: 13\r\n\r\n\x81\x82frame")
+
+    t = run(feed)
+    req = conns[0]._active
+    assert req is not None and req.websocket and req.tunnel_data == b"\x81\x82frame"
+    assert not t.reading and t.written == b""  # nothing parsed past the handshake

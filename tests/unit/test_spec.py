@@ -54,7 +54,8 @@ def test_app_spec_to_dict_is_plain_json() -> None:
     spec = AppSpec(name="a", module="m", stub_attr="s", functions=(FUNCTIONS[2],))
     data = spec.to_dict()
     json.dumps(data)  # no dataclasses or other non-JSON values left
-    assert data["functions"][0]["web"] == {"kind": "webhook", "method": "POST", "label": "my-label", "docs": True}
+    assert data["functions"][0]["web"] == {"kind": "webhook", "method": "POST", "label": "my-label", "docs": True,
+                                           "port": None, "startup_timeout": 5.0}
 
 
 def test_function_spec_from_dict_ignores_unknown_keys() -> None:

@@ -2,7 +2,8 @@
 
 Imports the user's script, runs the enter hooks of a class's instance, builds the function's ASGI
 app, serves it with uvicorn on a Unix socket, and prints READY_MARKER on stdout once it accepts
-connections. SIGTERM drains, then the exit hooks run.
+connections. SIGTERM drains, then the exit hooks run. A web_server function is called to start
+the user's own server instead, and the socket is a byte proxy to its port (`_web_server`).
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     from ._load import find_stub, import_script
 
     directory = args.dir.resolve()
-    os.chdir(directory)
+    os.chdir(os.environ.get("WISP_WORKDIR") or directory)  # the image's workdir(), else the app's folder
     module = import_script(directory, args.module)
     _, stub = find_stub(module, args.stub)
     fn, spec = stub._functions[args.function]
@@ -50,9 +51,15 @@ def main(argv: list[str] | None = None) -> None:
     with StopSignals() as stop:
         try:
             handler = fn if instance is None else getattr(instance, str(spec.method_name))
-            app = with_root_path(with_errors(build_app(handler, spec), spec.name))
-            if not stop.received:
-                loop.run_until_complete(_server(app, spec, args, ready_line).serve())
+            if spec.web is not None and spec.web.kind == "web_server":
+                from . import _web_server
+
+                if not stop.received:
+                    _web_server.serve(loop, handler, spec, args.socket, ready_line, stop)
+            else:
+                app = with_root_path(with_errors(build_app(handler, spec), spec.name))
+                if not stop.received:
+                    loop.run_until_complete(_server(app, spec, args, ready_line).serve())
         finally:  # after a drain, a startup error or a factory that raised alike
             if instance is not None:
                 run_exits(loop, instance)

@@ -11,6 +11,7 @@ from .._spec import FunctionSpec
 
 ASGIApp = Callable[..., Any]
 ROOT_PATH_HEADER = b"x-wisp-root-path"
+REQUEST_ID_HEADER = b"x-wisp-request-id"  # set by the gateway on every request, and on its response
 
 
 def webhook_app(fn: Callable[..., Any], spec: FunctionSpec) -> ASGIApp:
@@ -104,7 +105,9 @@ def with_errors(app: ASGIApp, function: str) -> ASGIApp:
         try:
             await app(scope, receive, tracking_send)
         except Exception as exc:
-            print(f"Error in function `{function}` handling {scope.get('method')} {scope.get('path')}:", file=sys.stderr)
+            request_id = next((v.decode("latin-1") for k, v in scope["headers"] if k == REQUEST_ID_HEADER), "-")
+            print(f"Error in function `{function}` handling {scope.get('method')} {scope.get('path')} "
+                  f"(request {request_id}):", file=sys.stderr)
             traceback.print_exc(file=sys.stderr)
             sys.stderr.flush()
             if started:

@@ -133,6 +133,12 @@ class StopSignals:
         self._previous = {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS}
         return self
 
+    def reinstall(self) -> None:
+        """Hold the signals again after something else handled them for a while (an event loop's
+        own handlers, removed with the default left behind)."""
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._handle)
+
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)

@@ -1,10 +1,10 @@
-"""The `wisp` command: serve, deploy, app and server."""
+"""The `wisp` command: serve, deploy, app, image and server."""
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import app, deploy, serve, server
+from . import app, deploy, image, serve, server
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,6 +30,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     p.set_defaults(run=app.logs)
+
+    images = sub.add_parser("image", help="list and prune built images").add_subparsers(dest="action", required=True, metavar="ACTION")
+    images.add_parser("list", help="built images: hash, size, last use, packages").set_defaults(run=image.list_images)
+    images.add_parser("prune", help="remove images that no running app uses").set_defaults(run=image.prune)
 
     servers = sub.add_parser("server", help="manage the background server").add_subparsers(dest="action", required=True, metavar="ACTION")
     p = servers.add_parser("start", help="start the server in the background")

@@ -6,7 +6,7 @@ from typing import Any
 
 from .._config import default_port, wisp_home
 from ..client import Client, ensure_server
-from . import _output
+from . import _output, image
 from ._package import Target, inspect_app, pack_files
 
 
@@ -20,8 +20,12 @@ def server(port: int | None) -> tuple[Client, bool]:
 
 
 def push(client: Client, target: Target, mode: str, owner: str | None = None) -> dict[str, Any]:
-    """Import the script afresh, send spec + files; raises PackageError or ClientError."""
+    """Import the script afresh, send spec + files (the images' local files too), print the image
+    builds as they run; raises PackageError or ClientError. The app's "watch" lists the folders of
+    the images' local files."""
     spec = inspect_app(target)
-    body = {"spec": spec, "mode": mode, "files": pack_files(Path(target.script).parent), "owner": owner}
+    files = pack_files(Path(target.script).parent, image.mount_blobs(spec))
+    body = {"spec": spec, "mode": mode, "files": files, "owner": owner}
     app_id = spec["name"] + ("-dev" if mode == "serve" else "")
-    return client.request("PUT", f"/v1/apps/{app_id}", body)
+    app: dict[str, Any] = client.stream("PUT", f"/v1/apps/{app_id}", body, image.BuildProgress())
+    return {**app, "watch": image.watch_dirs(spec)}

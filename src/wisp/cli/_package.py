@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import subprocess
 import sys
 import tarfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .._image import MOUNT_BLOBS
 
 MAX_FILES_BYTES = 100 * 1024 * 1024
 _SKIP_DIRS = {"__pycache__", "node_modules", "venv", "env"}
@@ -63,11 +67,23 @@ def source_dirs(root: Path) -> list[Path]:
     return dirs
 
 
-def pack_files(root: Path) -> str:
-    """The script's folder as a base64 tar.gz: its files plus the packages beside it."""
+def pack_files(root: Path, blobs: Mapping[str, str] | None = None) -> str:
+    """The script's folder as a base64 tar.gz: its files plus the packages beside it, and the
+    images' local files (`blobs`: sha256 -> local path) under .wisp-mounts/<sha256>."""
     buffer = io.BytesIO()
     total = 0
     with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
+        for sha, local in sorted((blobs or {}).items()):
+            data = Path(local).read_bytes()
+            if hashlib.sha256(data).hexdigest() != sha:
+                raise PackageError(f"{local} changed while it was being sent; run the command again.")
+            total += len(data)
+            if total > MAX_FILES_BYTES:
+                raise PackageError(f"The images' local files add up to more than {MAX_FILES_BYTES >> 20} MiB. "
+                                   "Narrow add_local_dir() with ignore=, or keep large data out of the image.")
+            info = tarfile.TarInfo(f"{MOUNT_BLOBS}/{sha}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
         for directory in source_dirs(root):
             for path in sorted(directory.iterdir()):
                 if path.is_file() and _wanted(path):

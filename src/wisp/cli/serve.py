@@ -75,7 +75,8 @@ def serve(target: Target, port: int | None) -> int:
     # Both, explicitly: a shell starting us in the background may have left SIGINT ignored.
     previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        for changes in watchfiles.watch(*source_dirs(root), watch_filter=_watch_filter, recursive=False,
+        watched = list(dict.fromkeys([*source_dirs(root), *(Path(d) for d in app.get("watch", []) if Path(d).is_dir())]))
+        for changes in watchfiles.watch(*watched, watch_filter=_watch_filter, recursive=False,
                                         stop_event=done, debounce=400, step=50, rust_timeout=500):
             names = sorted({Path(p).name for _, p in changes})
             _output.say(f"Change in {', '.join(names)}; updating.")

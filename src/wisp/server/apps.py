@@ -13,7 +13,9 @@ from typing import Any
 
 from .._spec import AppSpec, FunctionSpec
 from .._urls import endpoint_urls, make_label
-from .images import ImageBuildError, LocalImageBuilder
+from .images import (
+    ImageBuildError, LocalImageBuilder, Progress, build_key, check_local_runtime, container_settings, place_files,
+)
 from .logs import AppLog
 from .metrics import Gauge, Labels, Metrics
 from .pool import Container, FunctionPool, PoolConfig
@@ -67,6 +69,8 @@ class AppManager:
         self.apps: dict[str, RunningApp] = {}
         self.logs: dict[str, AppLog] = {}
         self._draining: set[asyncio.Task[None]] = set()
+        self._retiring: dict[FunctionPool, str] = {}  # draining or stopping -> app id: their images stay
+        self._deploying: list[tuple[str, AppSpec]] = []
         self._lock = asyncio.Lock()
 
     def log(self, app_id: str) -> AppLog:
@@ -75,18 +79,33 @@ class AppManager:
         return self.logs[app_id]
 
     # -- deploy ----------------------------------------------------------------------------
-    async def deploy(self, spec_data: dict[str, Any], mode: str, files: bytes, owner: str | None) -> dict[str, Any]:
+    async def deploy(self, spec_data: dict[str, Any], mode: str, files: bytes, owner: str | None,
+                     progress: Progress | None = None) -> dict[str, Any]:
         spec = AppSpec.from_dict(spec_data)
         app_id = app_id_for(spec.name, mode)
         labels = _labels(spec, mode)
         self._check_labels(app_id, labels)
-        async with self._lock:  # one deploy at a time keeps versions and routes consistent
-            pythons = await self._build_images(app_id, list(labels.values()))
-            version = self.store.next_version(app_id)
-            files_dir = self._unpack(app_id, version, files)
-            self.store.save_version(app_id, spec.name, mode, version, spec.to_dict(), str(files_dir))
-            await self._swap(RunningApp(app_id, spec.name, mode, version, spec,
-                                        self._pools(app_id, spec, labels, pythons, files_dir), owner))
+        images = [f.image for f in labels.values()]
+        try:
+            check_local_runtime(images)
+        except ImageBuildError as exc:
+            raise DeployError(400, str(exc)) from None
+        self._deploying.append((app_id, spec))  # `wisp image prune` keeps its images from now on
+        try:
+            # Outside the lock: builds of different apps run in parallel; the builder shares equal ones.
+            pythons = await self._build_images(app_id, list(labels.values()), progress)
+            async with self._lock:  # one deploy at a time keeps versions and routes consistent
+                version = self.store.next_version(app_id)
+                files_dir = self._unpack(app_id, version, files)
+                try:
+                    place_files(images, files_dir)
+                except ImageBuildError as exc:
+                    raise DeployError(400, str(exc)) from None
+                self.store.save_version(app_id, spec.name, mode, version, spec.to_dict(), str(files_dir))
+                await self._swap(RunningApp(app_id, spec.name, mode, version, spec,
+                                            self._pools(app_id, spec, labels, pythons, files_dir), owner))
+        finally:
+            self._deploying.remove((app_id, spec))
         self.log(app_id).write(f"[wisp] {mode} {spec.name} version {version}: {', '.join(labels) or 'no web functions'}")
         return self.describe(self.apps[app_id])
 
@@ -99,14 +118,20 @@ class AppManager:
                 raise DeployError(409, f"URL label {sorted(clash)[0]!r} is already served by app {other.id!r}. "
                                        f"Give the function another `label=`, or stop that app with `wisp app stop {other.id}`.")
 
-    async def _build_images(self, app_id: str, functions: list[FunctionSpec]) -> dict[str, Path]:
+    async def _build_images(self, app_id: str, functions: list[FunctionSpec],
+                            progress: Progress | None = None) -> dict[str, Path]:
         log = self.log(app_id)
+        by_key: dict[str, list[FunctionSpec]] = {}
+        for f in functions:
+            by_key.setdefault(build_key(f.image), []).append(f)
+        groups = list(by_key.values())
         try:
-            built = await asyncio.gather(*(self.builder.ensure(f.image) for f in functions))
+            built = await asyncio.gather(*(self.builder.ensure(group[0].image, progress, ", ".join(f.name for f in group))
+                                           for group in groups))
         except ImageBuildError as exc:
             log.write(f"[wisp] image build failed: {exc}")
             raise DeployError(400, str(exc)) from None
-        return {f.name: python for f, python in zip(functions, built)}
+        return {f.name: python for group, python in zip(groups, built) for f in group}
 
     def _unpack(self, app_id: str, version: int, files: bytes) -> Path:
         target = self.home / "apps" / app_id / f"v{version}"
@@ -120,15 +145,18 @@ class AppManager:
     def _pools(self, app_id: str, spec: AppSpec, labels: dict[str, FunctionSpec], pythons: dict[str, Path],
                files_dir: Path) -> dict[str, FunctionPool]:
         log = self.log(app_id)
+        for python in set(pythons.values()):
+            self.runtime.prepare(str(python))  # a zygote per image, ready before the first request
         return {label: self._pool(app_id, spec, fn, pythons[fn.name], files_dir, log) for label, fn in labels.items()}
 
     def _pool(self, app_id: str, spec: AppSpec, fn: FunctionSpec, python: Path, files_dir: Path, log: AppLog) -> FunctionPool:
         argv = [str(python), "-m", "wisp._runtime", "--dir", str(files_dir), "--module", spec.module,
                 "--stub", spec.stub_attr, "--function", fn.name]
-        env = {**_container_env(), "WISP_APP": app_id, "WISP_FUNCTION": fn.name}
+        image_env, cwd = container_settings(fn.image, python, files_dir)
+        env = {**_container_env(), **image_env, "WISP_APP": app_id, "WISP_FUNCTION": fn.name}
 
         async def launch(container: Container) -> ContainerProcess:
-            return await self.runtime.start([*argv, "--socket", container.socket_path], env=env, cwd=files_dir)
+            return await self.runtime.start([*argv, "--socket", container.socket_path], env=env, cwd=cwd)
 
         labels = (("app", app_id), ("function", fn.name))
         return FunctionPool(fn, launch, log, self.socket_dir, config=self.config, metrics=self.metrics, labels=labels)
@@ -158,7 +186,9 @@ class AppManager:
         for pool in app.pools.values():
             task = asyncio.ensure_future(pool.drain())
             self._draining.add(task)
+            self._retiring[pool] = app.id
             task.add_done_callback(self._draining.discard)
+            task.add_done_callback(lambda _, pool=pool: self._retiring.pop(pool, None))  # type: ignore[misc]
 
     # -- stop, restore, heartbeats -----------------------------------------------------------
     async def stop(self, app_id: str, owner: str | None = None) -> bool:
@@ -174,7 +204,12 @@ class AppManager:
         for label in app.pools:
             self.routes.pop(label, None)
         self.store.set_state(app_id, "stopped")
-        await asyncio.gather(*(pool.stop() for pool in app.pools.values()))
+        self._retiring.update((pool, app_id) for pool in app.pools.values())
+        try:
+            await asyncio.gather(*(pool.stop() for pool in app.pools.values()))
+        finally:
+            for pool in app.pools.values():
+                self._retiring.pop(pool, None)
         self.log(app_id).write(f"[wisp] app {app.name} stopped")
         return True
 
@@ -218,6 +253,7 @@ class AppManager:
         await asyncio.gather(*(self.stop_running(app) for app in list(self.apps.values())))
         for task in list(self._draining):
             await task
+        await self.runtime.close()
         for log in self.logs.values():
             log.close()
 
@@ -228,6 +264,19 @@ class AppManager:
         await asyncio.gather(*(pool.stop() for pool in app.pools.values()))
 
     # -- views ---------------------------------------------------------------------------------
+    def images_in_use(self) -> dict[str, list[str]]:
+        """Image build key -> ids of the apps whose running (or restorable, or draining) versions use it."""
+        used: dict[str, list[str]] = {}
+        specs = [(app.id, app.spec) for app in self.apps.values()] + self._deploying
+        specs += [(row.id, AppSpec.from_dict(self.store.version(row.id, row.version).spec)) for row in self.store.apps()
+                  if row.state == "running" and row.mode == "deploy" and row.id not in self.apps]
+        for app_id, spec in specs:
+            for fn in spec.functions:
+                used.setdefault(build_key(fn.image), []).append(app_id)
+        for pool, app_id in self._retiring.items():
+            used.setdefault(build_key(pool.spec.image), []).append(app_id)
+        return used
+
     def _pools_with_labels(self) -> list[tuple[Labels, FunctionPool]]:
         return [((("app", app.id), ("function", pool.spec.name)), pool)
                 for app in self.apps.values() for pool in app.pools.values()]

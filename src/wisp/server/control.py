@@ -1,16 +1,18 @@
 """The control plane's HTTP API, used by the CLI. Loopback only; every call carries the token."""
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
+import json
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -33,12 +35,21 @@ def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], No
             mode = body.get("mode", "deploy")
             if mode not in ("deploy", "serve"):
                 return _error(400, f"mode must be 'deploy' or 'serve', got {mode!r}.")
-            result = await manager.deploy(body["spec"], mode, files, body.get("owner"))
+            args: DeployArgs = (body["spec"], mode, files, body.get("owner"))
+            if "application/x-ndjson" in request.headers.get("accept", ""):  # build progress, then the result
+                return StreamingResponse(_deploy_events(manager, args), media_type="application/x-ndjson")
+            result = await manager.deploy(*args)
         except (KeyError, TypeError, binascii.Error) as exc:
             return _error(400, f"Malformed deploy request ({exc!r}); use the wisp CLI of the same version as the server.")
         except DeployError as exc:
             return _error(exc.status, exc.message)
         return JSONResponse(result)
+
+    async def list_images(request: Request) -> Response:
+        return JSONResponse({"images": manager.builder.list_images(manager.images_in_use())})
+
+    async def prune_images(request: Request) -> Response:
+        return JSONResponse(manager.builder.prune(manager.images_in_use()))
 
     async def list_apps(request: Request) -> Response:
         return JSONResponse({"apps": manager.list()})
@@ -77,10 +88,39 @@ def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], No
         Route("/v1/apps/{app_id}", stop_app, methods=["DELETE"]),
         Route("/v1/apps/{app_id}/logs", logs),
         Route("/v1/apps/{app_id}/heartbeat", heartbeat, methods=["POST"]),
+        Route("/v1/images", list_images),
+        Route("/v1/images/prune", prune_images, methods=["POST"]),
         Route("/v1/shutdown", stop_server, methods=["POST"]),
         Route("/metrics", metrics),
     ]
     return _require_token(Starlette(routes=routes), f"Bearer {token}".encode())
+
+
+DeployArgs = tuple[dict[str, Any], str, bytes, "str | None"]
+
+
+async def _deploy_events(manager: AppManager, args: DeployArgs) -> AsyncIterator[bytes]:
+    """NDJSON: one line per build event as it happens, then {"result": ...} or {"error": ...}.
+
+    The deploy runs on in its own task even if the client goes away, as a plain PUT would.
+    """
+    events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    task = asyncio.ensure_future(manager.deploy(*args, progress=events.put_nowait))
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved even if the client left
+    while not task.done() or not events.empty():
+        getter = asyncio.ensure_future(events.get())
+        await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+        if not getter.done():
+            getter.cancel()
+            continue
+        yield json.dumps(getter.result()).encode() + b"\n"
+    try:
+        final: dict[str, Any] = {"result": task.result()}
+    except DeployError as exc:
+        final = {"error": exc.message, "status": exc.status}
+    except Exception as exc:  # a bug: say so rather than cut the stream
+        final = {"error": f"The deploy failed inside the server: {exc!r}. See $WISP_HOME/server.log.", "status": 500}
+    yield json.dumps(final).encode() + b"\n"
 
 
 def _require_token(app: ASGIApp, expected: bytes) -> ASGIApp:

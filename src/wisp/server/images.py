@@ -1,30 +1,54 @@
-"""Local image builder: one virtual environment per image, made with uv, cached by hash.
+"""Local image builder: one virtual environment per image, made with uv, cached by build key.
 
-A build happens in a temporary folder that is renamed into place only when complete, so an
-interrupted build never leaves an environment that a later run would use.
+A build runs in place in `$WISP_HOME/images/<key>/` and counts only once `.complete` has been
+written, atomically and last: an interrupted build leaves a folder without it, which nothing
+uses and which is cleared before the next build of that key. Building in place rather than in a
+temporary folder keeps the absolute paths that `run_commands` and pip write (script shebangs,
+`.pth` files) valid. Concurrent requests for one key share one build and see its progress; builds
+of different keys run in parallel. Every step reports progress events (plain dicts) that the
+control API streams to the CLI.
+
+The local runtime has no filesystem of its own, so an image's container paths are mapped: `/root`
+(the code folder and default working directory, as in Modal) is the app version's folder; other
+absolute paths are the host's. Local files may only go below `/root`; `apt_install` can only check
+that the host already has the packages. Both fail loudly otherwise.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import hashlib
 import json
+import os
 import re
 import shutil
+import signal
 import sys
-import sysconfig
+import time
 import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import wisp
 
-from .._image import spec_hash
+from .._image import (
+    BUILD_OPS, MOUNT_BLOBS, ROOT, Image, image_env, image_workdir, local_files, requested_packages,
+    spec_hash,
+)
 
 # What the container agent imports; pinned to the server's versions so the agent behaves the
 # same in every image and uv can install them from its cache.
 RUNTIME_PACKAGES = ("fastapi", "starlette", "pydantic", "uvicorn", "httptools", "uvloop", "python-multipart", "a2wsgi")
+COMPLETE = ".complete"  # the build's metadata (JSON); its presence is what makes an image usable
+LAST_USED = ".last-used"  # touched at each serve/deploy that resolves the image
+OUTPUT_TAIL = 60  # lines of a failed step's output in the error message
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+Progress = Callable[[dict[str, Any]], None]
 
 
 class ImageBuildError(Exception):
@@ -40,31 +64,50 @@ def requirement_name(requirement: str) -> str | None:
     return _normalize(match.group(1)) if match else None
 
 
+@functools.lru_cache(maxsize=1)
+def _server_versions() -> tuple[tuple[str, str], ...]:
+    found = []
+    for package in RUNTIME_PACKAGES:
+        try:
+            found.append((package, metadata.version(package)))
+        except metadata.PackageNotFoundError:
+            continue  # uvloop is optional (not on Windows)
+    return tuple(found)
+
+
 def runtime_requirements(user_packages: list[str]) -> list[str]:
     """Pins for the agent's packages, except those the user names (the user's choice wins)."""
     named = {requirement_name(p) for p in user_packages}
-    pins = []
-    for package in RUNTIME_PACKAGES:
-        if _normalize(package) in named:
-            continue
-        try:
-            pins.append(f"{package}=={metadata.version(package)}")
-        except metadata.PackageNotFoundError:
-            continue  # uvloop is optional (not on Windows)
-    return pins
+    return [f"{package}=={version}" for package, version in _server_versions() if _normalize(package) not in named]
 
 
+@functools.lru_cache(maxsize=1)
 def _wisp_source_root() -> Path:
     return Path(wisp.__file__).resolve().parent.parent
 
 
+def build_steps(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The steps that shape the environment: up to the last build step (later env, workdir and
+    local files only configure containers, so changing them never rebuilds)."""
+    steps: list[dict[str, Any]] = Image.from_spec(spec).spec["steps"]
+    last = max((i for i, s in enumerate(steps) if s["op"] in BUILD_OPS), default=-1)
+    return steps[: last + 1]
+
+
+def host_python() -> str:
+    return ".".join(map(str, sys.version_info[:3]))
+
+
 def build_key(spec: dict[str, Any]) -> str:
-    """The image's hash plus what else shapes the environment: the agent's pins and interpreter."""
+    """What the environment depends on: the build steps, the agent's pins, the interpreter, wisp."""
+    image = Image.from_spec(spec).spec
     extra = {
-        "image": spec_hash(spec),
-        "runtime": runtime_requirements(spec.get("pip", [])),
-        "python": spec.get("python_version") or sys.version.split()[0],
+        "base": image["base"],
+        "python": image.get("python_version") or host_python(),
+        "steps": build_steps(image),
+        "runtime": runtime_requirements(requested_packages(image)),
         "wisp": str(_wisp_source_root()),
+        "format": 2,
     }
     return hashlib.sha256(json.dumps(extra, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -75,71 +118,433 @@ def _uv() -> str:
     return find_uv_bin()
 
 
+def _labelled(progress: Progress | None, label: str) -> Progress:
+    if progress is None:
+        return lambda event: None
+    return lambda event: progress({**event, "for": label})
+
+
+class _SharedBuild:
+    """One running build; every requester of the same key listens to it (past events replayed)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.listeners: list[Progress] = []
+        self.task: asyncio.Future[None] | None = None
+
+    def emit(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+        for listener in list(self.listeners):
+            listener(event)
+
+    def listen(self, listener: Progress) -> None:
+        for event in self.events:
+            listener(event)
+        self.listeners.append(listener)
+
+
 class LocalImageBuilder:
     def __init__(self, home: Path) -> None:
         self.root = home / "images"
         self.root.mkdir(parents=True, exist_ok=True)
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._builds: dict[str, _SharedBuild] = {}
+        self._sweep()
 
-    def python_for(self, spec: dict[str, Any]) -> Path:
-        return self.root / build_key(spec) / "bin" / "python"
-
-    async def ensure(self, spec: dict[str, Any]) -> Path:
+    async def ensure(self, spec: dict[str, Any], progress: Progress | None = None, label: str = "") -> Path:
         """The image's Python, building the environment first unless it is cached."""
+        started = time.perf_counter()
         key = build_key(spec)
         target = self.root / key
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            if not (target / ".complete").exists():
-                await self._build(spec, target)
+        notify = _labelled(progress, label)
+        if (target / COMPLETE).exists():
+            notify({"event": "cached", "image": key[:12], "seconds": round(time.perf_counter() - started, 6)})
+        else:
+            build = self._builds.get(key) or self._start(spec, key, target)
+            build.listen(notify)
+            assert build.task is not None
+            # A requester that goes away (a failed sibling build) does not cancel a shared build.
+            await asyncio.shield(build.task)
+        with contextlib.suppress(OSError):  # only `wisp image list` reads it
+            (target / LAST_USED).touch()
         return target / "bin" / "python"
 
-    async def _build(self, spec: dict[str, Any], target: Path) -> None:
-        tmp = self.root / f".building-{target.name}-{uuid.uuid4().hex[:8]}"
-        try:
-            await self._venv(spec, tmp)
-            packages = list(spec.get("pip", []))
-            await _run(
-                "pip_install",
-                [_uv(), "pip", "install", "--python", str(tmp / "bin" / "python"), *runtime_requirements(packages), *packages],
-            )
-            site = Path(sysconfig.get_path("purelib", vars={"base": str(tmp), "platbase": str(tmp)}))
-            if not site.exists():  # the image's Python may differ from the server's
-                site = next(tmp.glob("lib/python3*/site-packages"))
-            (site / "_wisp_agent.pth").write_text(str(_wisp_source_root()) + "\n")
-            (tmp / ".complete").write_text(json.dumps(spec, sort_keys=True))
-            if target.exists():
-                shutil.rmtree(target)
-            tmp.rename(target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+    def _start(self, spec: dict[str, Any], key: str, target: Path) -> _SharedBuild:
+        build = _SharedBuild()
+        self._builds[key] = build
+        build.task = asyncio.ensure_future(self._build(spec, key, target, build.emit))
+        build.task.add_done_callback(lambda task: (self._builds.pop(key, None), task.cancelled() or task.exception()))
+        return build
 
-    async def _venv(self, spec: dict[str, Any], tmp: Path) -> None:
-        version = spec.get("python_version")
-        python = version or sys.executable
+    async def _build(self, spec: dict[str, Any], key: str, target: Path, emit: Progress) -> None:
+        if target.exists():  # what an interrupted build left: never used, so start afresh
+            _discard(target)
         try:
-            await _run(
-                "create environment",
-                [_uv(), "venv", "--relocatable", "--python-preference", "only-system", "--python", python, str(tmp)],
-            )
-        except ImageBuildError as exc:
-            if version:
-                raise ImageBuildError(
-                    f"No Python {version} interpreter was found on this machine for "
-                    f"Image.debian_slim(python_version={version!r}). Install it (for example "
-                    f"`uv python install {version}` or your system's python{version} package), "
-                    f"or drop python_version to use the server's Python {sys.version.split()[0]}.\n{exc}"
-                ) from None
+            await _Job(Image.from_spec(spec).spec, key, target, emit).run()
+        except BaseException:
+            _discard(target)
             raise
 
+    # -- wisp image list / prune ------------------------------------------------------------------
+    def list_images(self, in_use: dict[str, list[str]]) -> list[dict[str, Any]]:
+        out = []
+        for folder in sorted(self.root.iterdir()):
+            if folder.name.startswith(".") or not folder.is_dir():
+                continue
+            meta = _read_meta(folder)
+            last = folder / LAST_USED
+            out.append({
+                "key": folder.name,
+                "state": "ready" if meta is not None else ("building" if folder.name in self._builds else "incomplete"),
+                "image": (meta or {}).get("image"),
+                "python": (meta or {}).get("python"),
+                "packages": (meta or {}).get("packages", []),
+                "size": (meta or {}).get("size") or _size(folder),
+                "built_at": (meta or {}).get("built_at"),
+                "last_used": last.stat().st_mtime if last.exists() else (meta or {}).get("built_at"),
+                "used_by": sorted(set(in_use.get(folder.name, []))),
+            })
+        return out
 
-async def _run(step: str, argv: list[str]) -> str:
+    def prune(self, in_use: dict[str, list[str]]) -> dict[str, Any]:
+        """Remove every image that no running app version uses (and no build is making)."""
+        removed, kept = [], []
+        for entry in self.list_images(in_use):
+            if entry["used_by"] or entry["key"] in self._builds:
+                kept.append(entry["key"])
+                continue
+            _discard(self.root / entry["key"])
+            removed.append({"key": entry["key"], "size": entry["size"], "packages": entry["packages"]})
+        self._sweep()
+        return {"removed": removed, "kept": kept}
+
+    def _sweep(self) -> None:
+        """Leftovers: folders being deleted, and the temporary folders of older wisp versions."""
+        for folder in self.root.glob(".*"):
+            if folder.is_dir() and folder.name.startswith((".trash-", ".building-")):
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def _discard(folder: Path) -> None:
+    """Rename first (atomic), so a folder half deleted is never taken for an image."""
+    trash = folder.with_name(f".trash-{folder.name}-{uuid.uuid4().hex[:8]}")
+    try:
+        folder.rename(trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _read_meta(folder: Path) -> dict[str, Any] | None:
+    try:
+        meta: dict[str, Any] = json.loads((folder / COMPLETE).read_text())
+    except (OSError, ValueError):
+        return None
+    if "key" not in meta:  # written by the first builder: the spec itself
+        return {"image": spec_hash(meta), "packages": requested_packages(meta), "python": meta.get("python_version")}
+    return meta
+
+
+def _size(folder: Path) -> int:
+    """Bytes on disk, counting hard links (uv links from its cache) once."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for path, _, names in os.walk(folder):
+        for name in names:
+            try:
+                st = os.lstat(os.path.join(path, name))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
+    return total
+
+
+# -- one build ------------------------------------------------------------------------------------
+class _Job:
+    """The steps of one image's build, each reported as it starts, prints and ends."""
+
+    def __init__(self, spec: dict[str, Any], key: str, target: Path, emit: Progress) -> None:
+        self.spec = spec
+        self.key = key
+        self.short = key[:12]
+        self.target = target
+        self.emit = emit
+        self.python = ""  # the interpreter's version, once found
+        self._step = 0
+        self._name = ""  # the running step's, for error messages
+
+    def _plan(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+        version = self.spec.get("python_version") or host_python()
+        agent = runtime_requirements(requested_packages(self.spec))
+        user = build_steps(self.spec)
+        steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [(f"create environment (Python {version})", self._venv)]
+        first = user[0] if user else {}
+        if first.get("op") in ("pip_install", "uv_pip_install") and not first.get("index_url"):
+            # One resolution for the agent's pins and the user's first packages: faster, and a conflict
+            # between them fails the build instead of one silently replacing the other's version.
+            name = f"{first['op']} {' '.join(first['packages'])} (+ {len(agent)} for the container agent)"
+            steps.append((name, functools.partial(self._uv_install, [*agent, *first["packages"]], first)))
+            user = user[1:]
+        else:
+            steps.append((f"install the container agent's packages ({len(agent)})", functools.partial(self._uv_install, agent, {})))
+        env: dict[str, str] = {}
+        for step in user:
+            op = step["op"]
+            if op in ("pip_install", "uv_pip_install"):
+                steps.append((f"{op} {' '.join(step['packages'])}", functools.partial(self._uv_install, step["packages"], step)))
+            elif op == "pip_install_from_requirements":
+                steps.append((f"pip_install_from_requirements {step['name']}", functools.partial(self._requirements, step)))
+            elif op == "apt_install":
+                steps.append((f"apt_install {' '.join(step['packages'])}", functools.partial(_check_apt, step["packages"])))
+            elif op == "run_commands":
+                for command in step["commands"]:
+                    steps.append((f"run_commands: {_one_line(command)}", functools.partial(self._command, command, dict(env))))
+            elif op == "env":
+                env.update(step["vars"])  # seen by the run_commands that follow, as Docker's ENV
+        return steps
+
+    async def run(self) -> None:
+        started = time.perf_counter()
+        steps = self._plan()
+        self.emit({"event": "build", "image": self.short, "steps": len(steps)})
+        for index, (name, action) in enumerate(steps, 1):
+            self._step, self._name = index, name
+            begun = time.perf_counter()
+            self.emit({"event": "step", "image": self.short, "step": index, "steps": len(steps), "name": name})
+            try:
+                await action()
+            except ImageBuildError as exc:
+                self.emit({"event": "failed", "image": self.short, "step": index, "steps": len(steps), "name": name,
+                           "seconds": round(time.perf_counter() - begun, 3), "error": str(exc)})
+                raise
+            self.emit({"event": "step_done", "image": self.short, "step": index, "steps": len(steps), "name": name,
+                       "seconds": round(time.perf_counter() - begun, 3)})
+        self._finish(time.perf_counter() - started)
+        self.emit({"event": "built", "image": self.short, "seconds": round(time.perf_counter() - started, 3)})
+
+    def _line(self, line: str) -> None:
+        self.emit({"event": "output", "image": self.short, "step": self._step, "line": line})
+
+    @property
+    def _bin(self) -> Path:
+        return self.target / "bin"
+
+    async def _venv(self) -> None:
+        interpreter, self.python = await find_python(self.spec.get("python_version"))
+        seed = ["--seed"] if any(s["op"] == "run_commands" for s in self.spec["steps"]) else []  # `pip` for commands
+        await _run(self._name, [_uv(), "venv", "--relocatable", *seed, "--python", interpreter, str(self.target)], self._line)
+
+    async def _uv_install(self, packages: list[str], options: dict[str, Any]) -> None:
+        if not packages:
+            return
+        await _run(self._name, [*self._uv_pip(options), *packages], self._line)
+
+    async def _requirements(self, step: dict[str, Any]) -> None:
+        folder = self.target / ".wisp-build"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{hashlib.sha256(step['content'].encode()).hexdigest()[:12]}-{step['name']}"
+        path.write_text(step["content"])
+        await _run(self._name, [*self._uv_pip(step), "-r", str(path)], self._line)
+
+    def _uv_pip(self, options: dict[str, Any]) -> list[str]:
+        argv = [_uv(), "pip", "install", "--python", str(self._bin / "python"), "--compile-bytecode"]
+        if options.get("index_url"):
+            argv += ["--index-url", options["index_url"]]
+        if options.get("extra_index_url"):
+            argv += ["--extra-index-url", options["extra_index_url"]]
+        if options.get("pre"):
+            argv += ["--prerelease", "allow"]
+        return argv
+
+    async def _command(self, command: str, env: dict[str, str]) -> None:
+        """In the image's folder, with its environment active (its bin, then uv's, first on PATH)."""
+        base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+        path = os.pathsep.join([str(self._bin), str(Path(_uv()).parent), base.get("PATH", os.defpath)])
+        full_env = {**base, "VIRTUAL_ENV": str(self.target), "PATH": path, **env}
+        await _run(self._name, ["/bin/sh", "-c", command], self._line, cwd=self.target, env=full_env)
+
+    def _finish(self, seconds: float) -> None:
+        site = next(self.target.glob("lib/python3*/site-packages"))
+        (site / "_wisp_agent.pth").write_text(str(_wisp_source_root()) + "\n")
+        meta = {
+            "key": self.key, "image": spec_hash(self.spec), "python": self.python, "spec": self.spec,
+            "packages": requested_packages(self.spec), "built_at": time.time(), "seconds": round(seconds, 3),
+            "size": _size(self.target),
+        }
+        tmp = self.target / f"{COMPLETE}.tmp"
+        tmp.write_text(json.dumps(meta, sort_keys=True))
+        os.replace(tmp, self.target / COMPLETE)  # the commit point
+
+
+def _one_line(text: str, limit: int = 80) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+async def _check_apt(packages: list[str]) -> None:
+    """The local runtime cannot install system packages; it can see that the host has them."""
+    missing = []
+    for package in packages:
+        name = re.split(r"[=<>]", package)[0]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                "dpkg-query", "-W", "-f=${Status}", name, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL)
+            out, _ = await proc.communicate()
+        except FileNotFoundError:  # not a Debian-like host
+            out = b""
+        if not out.decode().strip().endswith("installed"):
+            missing.append(name)
+    if missing:
+        raise ImageBuildError(
+            f"Image build step `apt_install {' '.join(packages)}` failed: {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not installed on this machine, and the local runtime cannot "
+            "install system packages. Install them on the host (`sudo apt-get install "
+            f"{' '.join(missing)}`), or use a sandboxed runtime, which builds the image's Dockerfile."
+        )
+
+
+async def _run(step: str, argv: list[str], on_line: Callable[[str], None], *,
+               cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
+    """Run one build command, passing on each output line; kill it if the build is cancelled."""
     proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
+        cwd=None if cwd is None else str(cwd), env=env, start_new_session=True, limit=1 << 20,
     )
+    tail: deque[str] = deque(maxlen=OUTPUT_TAIL)
+    try:
+        assert proc.stdout is not None
+        async for raw in proc.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            tail.append(line)
+            on_line(line)
+        code = await proc.wait()
+    except BaseException:
+        if proc.returncode is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            await proc.wait()
+        raise
+    if code != 0:
+        raise ImageBuildError(f"Image build step `{step}` failed (exit {code}):\n" + "\n".join(tail))
+
+
+# -- interpreters ---------------------------------------------------------------------------------
+def _version_matches(found: str, wanted: str) -> bool:
+    return found.split(".")[: len(wanted.split("."))] == wanted.split(".")
+
+
+async def _output(argv: list[str]) -> str | None:
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, stdin=asyncio.subprocess.DEVNULL)
+    except OSError:
+        return None
     out, _ = await proc.communicate()
-    text = out.decode(errors="replace")
-    if proc.returncode != 0:
-        raise ImageBuildError(f"Image build step `{step}` failed (exit {proc.returncode}):\n{text.rstrip()}")
-    return text
+    return out.decode().strip() if proc.returncode == 0 else None
+
+
+async def _python_version(interpreter: str) -> str | None:
+    return await _output([interpreter, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"])
+
+
+def _candidates(version: str) -> list[str]:
+    """Where interpreters live besides PATH: pyenv's versions, uv's managed Pythons, the usual bins."""
+    minor = ".".join(version.split(".")[:2])
+    found = []
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    found += sorted(str(p) for p in pyenv.glob(f"{version}*/bin/python{minor}"))
+    uv_home = Path(os.environ.get("UV_PYTHON_INSTALL_DIR", Path.home() / ".local/share/uv/python"))
+    found += sorted(str(p) for p in uv_home.glob(f"cpython-{version}*/bin/python{minor}"))
+    on_path = shutil.which(f"python{minor}")
+    found += [on_path] if on_path else []
+    found += [f"{d}/python{minor}" for d in ("/usr/bin", "/usr/local/bin", "/opt/homebrew/bin")]
+    return list(dict.fromkeys(p for p in found if os.access(p, os.X_OK)))
+
+
+async def find_python(version: str | None) -> tuple[str, str]:
+    """(interpreter path, its version) for `python_version`; the server's own when None or equal."""
+    if version is None or _version_matches(host_python(), version):
+        return sys.executable, host_python()
+    found = await _output([_uv(), "python", "find", "--python-preference", "system", "--no-python-downloads", version])
+    candidates = ([found] if found else []) + _candidates(version)
+    for candidate in candidates:
+        actual = await _python_version(candidate)
+        if actual and _version_matches(actual, version):
+            return candidate, actual
+    minor = ".".join(version.split(".")[:2])
+    raise ImageBuildError(
+        f"Image build step `create environment (Python {version})` failed: no Python {version} interpreter was found "
+        f"on this machine for Image.debian_slim(python_version={version!r}). Install it (for example "
+        f"`uv python install {version}`, `pyenv install {version}` or your system's python{minor} package), "
+        f"or drop python_version to use the server's Python {host_python()}."
+    )
+
+
+# -- the app version's files and the containers' settings ------------------------------------------
+def local_path(remote: str, files_dir: Path) -> Path:
+    """Where a container path is on the local runtime: /root is the app version's folder."""
+    if remote == ROOT or remote.startswith(ROOT + "/"):
+        return files_dir / remote[len(ROOT) + 1:]
+    return Path(remote)
+
+
+def check_local_runtime(images: list[dict[str, Any]]) -> None:
+    """What the local runtime cannot honour, found before anything is built."""
+    placed: dict[str, str] = {}
+    for spec in images:
+        for local, remote, sha in local_files(spec):
+            if not (remote == ROOT or remote.startswith(ROOT + "/")):
+                raise ImageBuildError(
+                    f"add_local_*({local!r} -> {remote!r}): the local runtime places local files only below {ROOT} "
+                    f"(the app's folder, where containers start). Use a remote path below {ROOT} or a relative one, "
+                    "or a sandboxed runtime for other places."
+                )
+            if placed.setdefault(remote, sha) != sha:
+                raise ImageBuildError(f"Two images of this app put different files at {remote}; the local runtime "
+                                      "shares one app folder between them. Give one of them another remote path.")
+        workdir = image_workdir(spec)
+        if not (workdir == ROOT or workdir.startswith(ROOT + "/")) and not Path(workdir).is_dir():
+            raise ImageBuildError(
+                f"workdir({workdir!r}): no such folder on this machine. The local runtime runs containers in the "
+                f"host's filesystem: use a path below {ROOT} (the app's folder) or one that exists, or a sandboxed runtime."
+            )
+
+
+def place_files(images: list[dict[str, Any]], files_dir: Path) -> None:
+    """Copy the images' local files (sent with the deploy) into the app version's folder."""
+    blobs = files_dir / MOUNT_BLOBS
+    try:
+        for spec in images:
+            for local, remote, sha in local_files(spec):
+                source = blobs / sha
+                if not source.is_file():
+                    raise ImageBuildError(f"The deploy request lacks the contents of {local}; use a wisp CLI of the "
+                                          "same version as the server.")
+                dest = local_path(remote, files_dir)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, dest)
+            workdir = local_path(image_workdir(spec), files_dir)
+            if files_dir in (workdir, *workdir.parents):
+                workdir.mkdir(parents=True, exist_ok=True)
+    finally:
+        shutil.rmtree(blobs, ignore_errors=True)
+
+
+def container_settings(spec: dict[str, Any], python: Path, files_dir: Path) -> tuple[dict[str, str], Path]:
+    """The environment variables and working directory of the image's containers."""
+    venv = python.parent.parent
+    env = {"VIRTUAL_ENV": str(venv), "PATH": os.pathsep.join([str(venv / "bin"), os.environ.get("PATH", os.defpath)])}
+    env.update(image_env(spec))
+    cwd = local_path(image_workdir(spec), files_dir)
+    env["WISP_WORKDIR"] = str(cwd)
+    return env, cwd
+
+
+__all__ = [
+    "ImageBuildError", "LocalImageBuilder", "build_key", "check_local_runtime", "container_settings",
+    "find_python", "place_files", "runtime_requirements",
+]

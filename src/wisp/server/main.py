@@ -65,11 +65,28 @@ def pool_config_from_env() -> PoolConfig:
     )
 
 
+def gateway_options_from_env() -> dict[str, float]:
+    """The redirect chain (S7): WISP_REDIRECT_AFTER (s without a response before the 303, default
+    150) and WISP_RESULT_TTL (s a redirected call's result stays fetchable, default 600)."""
+    options = {}
+    for env, key in (("WISP_REDIRECT_AFTER", "redirect_after"), ("WISP_RESULT_TTL", "result_ttl")):
+        value = os.environ.get(env)
+        if value:
+            try:
+                options[key] = float(value)
+            except ValueError:
+                options[key] = -1.0
+            if options[key] <= 0 if key == "redirect_after" else options[key] < 0:
+                raise SystemExit(f"wisp server: {env}={value!r} must be a number of seconds "
+                                 f"({'above' if key == 'redirect_after' else 'at least'} 0).")
+    return options
+
+
 async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int) -> int:
     token = read_token(home, create=True)
     assert token is not None
     routes: dict[str, Any] = {}
-    gateway = Gateway(routes, max_body_size=max_body_size)
+    gateway = Gateway(routes, max_body_size=max_body_size, **gateway_options_from_env())
     try:
         await gateway.start(host, port)
     except OSError as exc:
@@ -118,9 +135,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--home", type=Path, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--runtime", default="local")
+    parser.add_argument("--runtime", default=os.environ.get("WISP_RUNTIME", "auto"),
+                        help="container runtime: auto (zygote where fork works), zygote or local")
     parser.add_argument("--max-body-size", type=int, default=int(os.environ.get("WISP_MAX_BODY_SIZE", 100 * 1024 * 1024)))
     args = parser.parse_args(argv)
+    gateway_options_from_env()  # a bad setting stops the server here, with its name
     try:
         import uvloop
     except ImportError:

@@ -70,7 +70,7 @@ class Lease:
     def release(self, *, broken: bool = False, status: int | None = None) -> None:
         if not self._released:
             self._released = True
-            self._pool._release(self._container, status)
+            self._pool._release(self._container, status, broken)
 
 
 Launcher = Callable[[Container], Awaitable[ContainerProcess]]
@@ -106,6 +106,16 @@ class FunctionPool:
         self.last_error: str | None = None
 
     # -- the gateway's side: the activator ------------------------------------------------------
+    @property
+    def timeout(self) -> float:
+        """Seconds a call may go without starting its response (the gateway answers 504 past it)."""
+        return float(self.spec.timeout)
+
+    @property
+    def strip_path_prefix(self) -> bool:
+        """A web_server's own server knows nothing of the gateway's `/<label>` path prefix."""
+        return self.spec.web is not None and self.spec.web.kind == "web_server"
+
     async def acquire(self) -> Lease:
         container = self._pick()
         if container is not None:
@@ -160,9 +170,14 @@ class FunctionPool:
         container.last_active = self._clock()
         return Lease(self, container)
 
-    def _release(self, container: Container, status: int | None) -> None:
+    def _release(self, container: Container, status: int | None, broken: bool = False) -> None:
         container.in_flight -= 1
         container.last_active = self._clock()
+        if broken and container.state is State.READY:
+            # Its connection broke mid-request: most likely it died, and its exit may not have
+            # reached us yet. Never hand it another request; a fresh container replaces it.
+            self._log.write(f"[wisp] container {container.id} of {self.spec.name} failed a request; replacing it")
+            self._stop(container)
         if status is not None:
             self._metrics.requests.inc((*self._labels, ("status", str(status))))
         self.autoscale(finished=1)  # the request counts once more, so the window starts now
@@ -266,6 +281,8 @@ class FunctionPool:
         if c.state is State.DRAINING:  # stopped while its process was being created
             self._spawn(c.process.stop(STOP_GRACE))
         self._log.write(f"[wisp] container {c.id} of {self.spec.name} starting (pid {c.process.pid})")
+        if c.process.note:
+            self._log.write(f"[wisp] container {c.id}: {c.process.note}")
         timer = asyncio.get_running_loop().call_later(self.spec.startup_timeout, self._startup_timeout, c)
         async for raw in c.process.lines():
             if raw.startswith(_READY):

@@ -20,7 +20,16 @@ class Lease(Protocol):
 
 
 class Target(Protocol):
-    """One web function: hands out container slots, waiting for a cold start if needed."""
+    """One web function: hands out container slots, waiting for a cold start if needed.
+
+    `timeout` (seconds, the function's timeout) bounds how long a call may go without starting
+    its response; past it the gateway answers 504. A target without it gets 300 s.
+    An optional `strip_path_prefix = True` says the container serves at "/" and knows nothing
+    of a path prefix (a web_server): path-form requests (`/<label>/x`) reach it as `/x`, the
+    prefix named in X-Forwarded-Prefix.
+    """
+
+    timeout: float
 
     async def acquire(self) -> Lease:
         """Wait for a free slot. Raises TargetUnavailable when no container can be had."""

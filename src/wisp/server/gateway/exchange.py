@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from . import responses
 from ._target import Lease, Target, TargetUnavailable
 from .request import Request
-from .response_head import CHUNKED, NO_BODY, client_head
+from .response_head import CHUNKED, NO_BODY, client_head, switching_head
 from .upstream import UpstreamConnection, UpstreamPool
 
 logger = logging.getLogger("wisp.gateway")
@@ -34,6 +34,8 @@ PENDING_LIMIT = 256 * 1024
 # A request is replayed on a fresh connection only if no more than this was sent.
 REPLAY_LIMIT = 64 * 1024
 _LAST_CHUNK = b"0\r\n\r\n"
+# Seconds a call may run when its Target does not say (FunctionSpec.timeout's default).
+DEFAULT_TIMEOUT = 300.0
 # The container never read the request: it closed an idle connection as we reused it.
 _UNREAD = (BrokenPipeError, ConnectionResetError)
 
@@ -49,6 +51,7 @@ class Client(Protocol):
     def finish_response(self, keep_alive: bool) -> None: ...
     def break_response(self) -> None: ...
     def hold_body(self, hold: bool) -> None: ...
+    def start_tunnel(self, conn: UpstreamConnection, lease: Lease) -> None: ...
 
 
 class Exchange:
@@ -56,13 +59,16 @@ class Exchange:
         "client", "request", "pool", "lease", "conn", "head_sent", "done", "_head",
         "_acquiring", "_connecting", "_pending", "_pending_size", "_body_done", "_sent",
         "_sent_size", "_retried", "_framing", "_keep_alive", "_reusable", "_until_eof", "_held",
-        "_upstream_full", "_out", "_status",
+        "_upstream_full", "_out", "_status", "started", "timeout", "_switching",
     )
 
-    def __init__(self, client: Client, pool: UpstreamPool, request: Request, head: bytes) -> None:
+    def __init__(self, client: Client, pool: UpstreamPool, request: Request, head: bytes, started: float) -> None:
         self.client = client
         self.request = request
         self.pool = pool
+        self.started = started  # loop time when the request became active
+        self.timeout = DEFAULT_TIMEOUT  # seconds the function may take to start its response
+        self._switching = False  # the container answered 101 to a WebSocket handshake
         self.lease: Lease | None = None
         self.conn: UpstreamConnection | None = None
         self.head_sent = False  # the client has been sent a response head
@@ -90,6 +96,7 @@ class Exchange:
 
     # -- from the client connection ------------------------------------------------------------
     def start(self, target: Target) -> None:
+        self.timeout = getattr(target, "timeout", DEFAULT_TIMEOUT)
         task = _spawn(self._acquire(target))
         if not task.done():
             self._acquiring = task
@@ -126,11 +133,15 @@ class Exchange:
         if self.conn is not None:
             self.conn.resume_reading()
 
-    def abort(self) -> None:
-        """The client left (or must be cut off): drop the container connection, free the slot."""
+    def abort(self, status: int | None = None) -> None:
+        """The client left (or must be cut off): drop the container connection, free the slot.
+
+        `status`: what the gateway answers instead (504 past the timeout), for the metrics."""
         if self.done:
             return
         self.done = True
+        if status is not None:
+            self._status = status
         if self._acquiring is not None:
             self._acquiring.cancel()  # a lease that still arrives is released by _acquired
         if self._connecting is not None:
@@ -140,6 +151,21 @@ class Exchange:
             self.conn = None
         self._update_hold()
         self._release(broken=False)
+
+    def detach(self, client: Client) -> None:
+        """Answer `client` from now on (a Call, once the request has been redirected)."""
+        if self._held:
+            self.client.hold_body(False)  # the old connection reads its next request again
+            self._held = False
+        self.client = client
+        # The response is kept for clients yet to come: frame it for any HTTP/1.1 client.
+        old, req = self.request, Request()
+        req.method, req.url, req.chunked, req.content_length = old.method, old.url, old.chunked, old.content_length
+        req.request_id, req.complete, req.body_size = old.request_id, True, old.body_size
+        self.request = req
+        if self.conn is not None:
+            self.conn.resume_reading()
+        self._update_hold()
 
     # -- getting a container -------------------------------------------------------------------
     def _acquired(self, lease: Lease) -> None:
@@ -241,8 +267,12 @@ class Exchange:
     # -- response ------------------------------------------------------------------------------
     def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool) -> None:
         req = self.request
+        if status == 101:
+            self._switch(reason, headers)
+            return
         is_head = req.method == b"HEAD"
-        out = client_head(status, reason, headers, head_request=is_head, http11=req.http11, keep_alive=req.keep_alive)
+        out = client_head(status, reason, headers, head_request=is_head, http11=req.http11,
+                          keep_alive=req.keep_alive, request_id=req.request_id)
         self._status = status
         self._framing = out.framing
         self._keep_alive = out.keep_alive
@@ -256,6 +286,39 @@ class Exchange:
             # its parser would wait for that body, so this connection is not reused.
             self._reusable = False
             self._finish()
+
+    def _switch(self, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        if not self.request.websocket:
+            logger.warning("request %s: the container switched protocols unasked", self.request.request_id.decode())
+            conn, self.conn = self.conn, None
+            if conn is not None:
+                conn.close()
+            self._fail()
+            return
+        self._status = 101
+        self._switching = True
+        self.head_sent = True
+        self._sent = None
+        self._out.append(switching_head(reason, headers, self.request.request_id))
+
+    def upgraded(self, rest: bytes) -> None:
+        """The container's 101 has been read; `rest` is what it sent after it (frames)."""
+        conn, lease = self.conn, self.lease
+        if not self._switching or self.done or conn is None or lease is None:
+            if conn is not None:
+                self.conn = None
+                conn.close()
+            if not self.done:
+                self._fail()
+            return
+        if rest:
+            self._out.append(rest)
+        self.flush()
+        self.done = True
+        self.conn = self.lease = None
+        conn.handler = None
+        self._update_hold()
+        self.client.start_tunnel(conn, lease)
 
     def response_body(self, data: bytes) -> None:
         if self._framing == CHUNKED:

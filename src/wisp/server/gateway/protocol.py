@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,11 +16,13 @@ from dataclasses import dataclass, field
 import httptools
 
 from . import responses
-from ._target import Target
+from ._target import Lease, Target
+from .calls import CALL_MARK, CallFetch, Calls, call_param
 from .exchange import Exchange
-from .request import Request, read_headers, upstream_head
+from .request import Request, is_websocket, read_headers, upstream_head
 from .routing import resolve
-from .upstream import UpstreamPool
+from .tunnel import Tunnel
+from .upstream import UpstreamConnection, UpstreamPool
 
 logger = logging.getLogger("wisp.gateway")
 
@@ -29,6 +32,7 @@ MAX_HEAD = 64 * 1024  # request line and headers; llhttp itself sets no limit
 # Why reading from the client is paused; reading resumes when no reason is left.
 _PIPELINE = 1  # a later request arrived while one is in progress
 _BODY = 2  # the container is not taking the request body as fast as it arrives
+_TUNNEL = 4  # a WebSocket handshake is on its way: what follows it is not HTTP
 
 
 def _drainable(req: Request) -> bool:
@@ -45,8 +49,17 @@ class GatewayState:
     routes: Mapping[str, Target]
     pool: UpstreamPool
     max_body_size: int
+    calls: Calls = field(default_factory=Calls)
+    redirect_after: float = 150.0  # seconds without a response before the 303 (S7)
     port: int = 0
     connections: set[ClientConnection] = field(default_factory=set)
+    _id_prefix: bytes = field(default_factory=lambda: os.urandom(4).hex().encode())
+    _id_count: int = 0
+
+    def request_id(self) -> bytes:
+        """X-Wisp-Request-Id: unique per gateway run (a random prefix and a counter), cheap."""
+        self._id_count += 1
+        return b"%s-%x" % (self._id_prefix, self._id_count)
 
 
 class ClientConnection(asyncio.Protocol):
@@ -69,6 +82,7 @@ class ClientConnection(asyncio.Protocol):
         # Bytes of the head being parsed, counted from the chunk after the one it began in
         # (an underestimate, so only heads truly over the limit are refused); None: no head.
         self._head_size: int | None = None
+        self._head_known = 0  # bytes of the request line and the headers parsed whole so far
         self._linger: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
@@ -96,8 +110,8 @@ class ClientConnection(asyncio.Protocol):
         self._chunk_size = len(data)
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._upgrade_refused()
+        except httptools.HttpParserUpgrade as exc:
+            self._upgrade(data[exc.args[0]:] if exc.args else b"")
         except httptools.HttpParserCallbackError as exc:
             logger.error("gateway error while reading a request", exc_info=exc.__context__ or exc)
             self._internal_error()
@@ -105,7 +119,7 @@ class ClientConnection(asyncio.Protocol):
             self._bad_request(400, responses.BAD_REQUEST)
         else:
             if self._head_size is not None:
-                self._count_head(self._head_size + len(data))
+                self._count_head(max(self._head_size + len(data), self._head_known))
 
     def _count_head(self, size: int) -> None:
         # httptools gathers a header value whole before calling on_header, and llhttp has no
@@ -128,21 +142,28 @@ class ClientConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._parsing = Request()
         self._head_size = -self._chunk_size
+        self._head_known = 0
 
     def on_url(self, url: bytes) -> None:
         self._parsing.url += url
+        self._head_known += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._parsing.headers.append((name, value))
+        self._head_known += len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:
         self._head_size = None
+        if self._head_known > MAX_HEAD:  # a big head that arrived in few reads
+            self._bad_request(431, responses.HEAD_TOO_LARGE)
+            return
         req = self._parsing
         parser = self.parser
         req.method = parser.get_method()
         req.http11 = parser.get_http_version() == "1.1"
         req.keep_alive = parser.should_keep_alive()
         read_headers(req)
+        req.websocket = parser.should_upgrade() and is_websocket(req)
         self.idle_since = None
         if self._closing:
             return
@@ -177,21 +198,68 @@ class ClientConnection(asyncio.Protocol):
         self._active = req
         state = self.state
         routes = state.routes
+        req.request_id = state.request_id()
         found = resolve(req.host.decode("latin-1"), req.url.decode("latin-1"), routes)
         target = routes.get(found[0]) if found is not None else None
         if found is None or target is None:
             self.respond(404, responses.not_found(routes, state.port))
-        elif max(req.content_length, req.body_size) > state.max_body_size:
+            return
+        req.label = found[0]
+        if CALL_MARK in req.url and self._fetch_call(req):
+            return
+        if max(req.content_length, req.body_size) > state.max_body_size:
             self.respond(413, responses.too_large(state.max_body_size))
         else:
-            head = upstream_head(req, self.client_ip, found[1].encode("latin-1"))
-            exchange = req.exchange = Exchange(self, state.pool, req, head)
+            root = found[1].encode("latin-1")
+            strip = bool(root) and getattr(target, "strip_path_prefix", False)
+            head = upstream_head(req, self.client_ip, root, strip_prefix=strip)
+            exchange = req.exchange = Exchange(self, state.pool, req, head, self.loop.time())
             for chunk in req.body:
                 exchange.feed_body(chunk)
             req.body = []
             if req.complete:
                 exchange.end_body()
             exchange.start(target)
+
+    def _fetch_call(self, req: Request) -> bool:
+        """A request for a detached call's result (S7): it never starts a new call."""
+        value = call_param(req.url)
+        if value is None:
+            return False  # the marker is elsewhere in the target: an ordinary request
+        calls = self.state.calls
+        call = calls.get(value, req.label)
+        if call is None:
+            self.respond(*calls.missing(value))
+        else:
+            fetch = req.exchange = CallFetch(self, call, head_only=req.method == b"HEAD", started=self.loop.time())
+            fetch.start()
+        return True
+
+    def check_wait(self, now: float) -> None:
+        """Called by the gateway's sweep: redirect a request whose response has not started
+        within the window, or answer 504 once the function's timeout has passed."""
+        req = self._active
+        handler = req.exchange if req is not None else None
+        if req is None or handler is None or handler.head_sent or handler.done or self._closing:
+            return
+        waited = now - handler.started
+        state = self.state
+        if isinstance(handler, CallFetch):
+            if waited >= state.redirect_after:
+                handler.abort()
+                req.exchange = None
+                self._redirect(req, handler.call.location(), handler.call.id)
+        elif waited >= handler.timeout:
+            handler.abort(504)
+            req.exchange = None
+            self.respond(504, responses.timed_out(handler.timeout))
+        elif waited >= state.redirect_after and req.complete and not req.websocket:
+            req.exchange = None
+            call = state.calls.detach(handler, req.label, req.url)
+            self._redirect(req, call.location(), call.id)
+
+    def _redirect(self, req: Request, location: str, call_id: bytes) -> None:
+        self.respond(303, responses.still_running(call_id.decode()), {"Location": location})
 
     def _done(self, req: Request) -> None:
         """The active request is fully read and fully answered."""
@@ -242,8 +310,12 @@ class ClientConnection(asyncio.Protocol):
             req.keep_alive = False  # the body would be read as the next request: close instead
         connection = b"close" if not req.keep_alive else b"" if req.http11 else b"keep-alive"
         self.write(responses.json_response(
-            status, payload, connection=connection, headers=headers, with_body=req.method != b"HEAD"
+            status, payload, connection=connection, headers=headers, with_body=req.method != b"HEAD",
+            request_id=req.request_id,
         ))
+        if status >= 500:
+            logger.warning("request %s to %s answered %d: %s", req.request_id.decode(), req.label or "-",
+                           status, payload.get("error"))
         if unread:
             self._close(linger=True)
         elif req.complete:
@@ -272,6 +344,18 @@ class ClientConnection(asyncio.Protocol):
             self._pause(_BODY)
         else:
             self._resume(_BODY)
+
+    def start_tunnel(self, conn: UpstreamConnection, lease: Lease) -> None:
+        """The container accepted the WebSocket handshake: from now on, bytes are piped."""
+        req = self._active
+        assert req is not None
+        req.responded = True
+        if self._closing or self.transport.is_closing():
+            conn.close()
+            lease.release(status=101)
+            return
+        Tunnel(self, conn, lease, req.tunnel_data)
+        req.tunnel_data = b""
 
     # -- closing ---------------------------------------------------------------------------
     def close_idle(self) -> None:
@@ -335,14 +419,19 @@ class ClientConnection(asyncio.Protocol):
             req.responded = True
             self._reject(status, message)
 
-    def _upgrade_refused(self) -> None:
-        # WebSocket and other upgrades are not proxied: the request was forwarded without its
-        # Upgrade header; whatever the client sends after it is not HTTP, so nothing follows.
+    def _upgrade(self, rest: bytes) -> None:
+        # Whatever the client sends after an upgrade request is not HTTP: nothing is parsed past
+        # it. A WebSocket handshake keeps those bytes for the tunnel and waits for the 101;
+        # other upgrades (h2c, ...) were forwarded without their Upgrade header.
         self._unreadable = True
         req = self._parsing
         if req is self._active or req in self._queue:
-            req.keep_alive = False  # so _done closes rather than answering 400
-            self._pause(_PIPELINE)
+            req.keep_alive = False  # answered without a 101: _done closes rather than answering 400
+            if req.websocket:
+                req.tunnel_data = rest
+                self._pause(_TUNNEL)  # the tunnel takes over reading
+            else:
+                self._pause(_PIPELINE)
         else:
             self._close()
 

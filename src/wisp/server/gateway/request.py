@@ -8,9 +8,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from .calls import CallFetch
     from .exchange import Exchange
 
-_HOST, _LENGTH, _CHUNKED, _EXPECT, _FORWARDED_FOR, _DROP = range(6)
+_HOST, _LENGTH, _CHUNKED, _EXPECT, _FORWARDED_FOR, _UPGRADE, _CONNECTION, _DROP = range(8)
 _SPECIAL = {
     b"host": _HOST,
     b"content-length": _LENGTH,
@@ -18,15 +19,17 @@ _SPECIAL = {
     b"expect": _EXPECT,
     b"x-forwarded-for": _FORWARDED_FOR,
     # Hop-by-hop: they describe the client's connection, not the one to the container.
-    b"connection": _DROP,
+    b"connection": _CONNECTION,
     b"keep-alive": _DROP,
     b"proxy-connection": _DROP,
     b"te": _DROP,
     b"trailer": _DROP,
-    b"upgrade": _DROP,
+    # Hop-by-hop too, but a WebSocket handshake passes it on (see upstream_head).
+    b"upgrade": _UPGRADE,
     # The gateway is the edge: what a client claims here must not reach the app.
     b"x-forwarded-proto": _DROP,
     b"x-wisp-root-path": _DROP,
+    b"x-wisp-request-id": _DROP,
 }
 
 
@@ -35,8 +38,8 @@ class Request:
 
     __slots__ = (
         "url", "headers", "method", "http11", "keep_alive", "host", "content_length",
-        "chunked", "expect_continue", "forwarded_for", "parts", "complete", "responded",
-        "body", "body_size", "exchange",
+        "chunked", "expect_continue", "forwarded_for", "upgrade", "websocket", "parts", "complete",
+        "responded", "body", "body_size", "exchange", "request_id", "label", "tunnel_data",
     )
 
     def __init__(self) -> None:
@@ -50,12 +53,17 @@ class Request:
         self.chunked = False
         self.expect_continue = False
         self.forwarded_for = b""
+        self.upgrade = b""  # the Upgrade header's value
+        self.websocket = False  # a WebSocket handshake: the connection becomes a tunnel on 101
         self.parts: list[bytes] = []  # forwarded header lines, in pieces for one join
         self.complete = False  # the whole message (head and body) has been read
         self.responded = False  # the whole response has been handed to the transport
         self.body: list[bytes] = []  # body read while the request waited its turn
         self.body_size = 0
-        self.exchange: Exchange | None = None
+        self.exchange: Exchange | CallFetch | None = None
+        self.request_id = b""  # X-Wisp-Request-Id, given when the request becomes active
+        self.label = ""  # the web function it was routed to
+        self.tunnel_data = b""  # bytes the client sent after a WebSocket handshake's head
 
     @property
     def has_body(self) -> bool:
@@ -65,6 +73,7 @@ class Request:
 def read_headers(req: Request) -> None:
     """Pick out what the gateway acts on and keep the rest for the upstream head."""
     parts = req.parts
+    connection = b""
     for name, value in req.headers:
         kind = _SPECIAL.get(name.lower())
         if kind is None:
@@ -81,21 +90,63 @@ def read_headers(req: Request) -> None:
             req.expect_continue = value.lower() == b"100-continue"
         elif kind == _FORWARDED_FOR:
             req.forwarded_for = req.forwarded_for + b", " + value if req.forwarded_for else value
+        elif kind == _UPGRADE:
+            req.upgrade = value
+        elif kind == _CONNECTION:
+            connection = connection + b"," + value if connection else value
+    if connection and connection.lower() not in _COMMON_CONNECTION:
+        _drop_listed(parts, connection)
 
 
-def upstream_head(req: Request, client_ip: bytes, root_path: bytes) -> bytes:
-    """The request head for the container: the original target, never stripped of the prefix."""
+# Connection values that name no other header: the usual case costs one lookup.
+_COMMON_CONNECTION = frozenset({b"close", b"keep-alive", b"upgrade", b"keep-alive, upgrade"})
+
+
+def _drop_listed(parts: list[bytes], connection: bytes) -> None:
+    """`Connection: X-Foo` makes X-Foo hop-by-hop too (RFC 9110 7.6.1): it is not forwarded."""
+    listed = {token.strip().lower() for token in connection.split(b",")}
+    kept: list[bytes] = []
+    for i in range(0, len(parts), 4):  # parts holds (name, ": ", value, CRLF) per header
+        if parts[i].lower() not in listed:
+            kept += parts[i: i + 4]
+    parts[:] = kept
+
+
+def is_websocket(req: Request) -> bool:
+    """A WebSocket handshake the gateway tunnels (once llhttp has seen `Connection: upgrade`).
+
+    Other upgrades (h2c, ...) are not proxied: the request goes on without its Upgrade header.
+    """
+    return req.method == b"GET" and not req.has_body and req.upgrade.lower() == b"websocket"
+
+
+def upstream_head(req: Request, client_ip: bytes, root_path: bytes, *, strip_prefix: bool = False) -> bytes:
+    """The request head for the container: the original target, never stripped of the prefix
+    (the agent sets ASGI root_path from x-wisp-root-path), except for a web_server, whose own
+    server knows nothing of the prefix: it gets the rest of the path, the prefix named in
+    X-Forwarded-Prefix."""
+    url = req.url
+    if strip_prefix and root_path:
+        url = url[len(root_path):]
+        if not url.startswith(b"/"):
+            url = b"/" + url
+        root_path, prefix = b"", b"x-forwarded-prefix: " + root_path + b"\r\n"
+    else:
+        prefix = b""
     forwarded = req.forwarded_for + b", " + client_ip if req.forwarded_for else client_ip
-    if req.chunked:
+    if req.websocket:
+        framing = b"connection: upgrade\r\nupgrade: " + req.upgrade + b"\r\n"
+    elif req.chunked:
         framing = b"transfer-encoding: chunked\r\n"
     elif req.content_length >= 0:
         framing = b"content-length: %d\r\n" % req.content_length
     else:
         framing = b""
     return b"".join((
-        req.method, b" ", req.url, b" HTTP/1.1\r\n",
-        *req.parts,
+        req.method, b" ", url, b" HTTP/1.1\r\n",
+        *req.parts, prefix,
         b"x-forwarded-for: ", forwarded,
-        b"\r\nx-forwarded-proto: http\r\nx-wisp-root-path: ", root_path, b"\r\n",
+        b"\r\nx-forwarded-proto: http\r\nx-wisp-root-path: ", root_path,
+        b"\r\nx-wisp-request-id: ", req.request_id, b"\r\n",
         framing, b"\r\n",
     ))

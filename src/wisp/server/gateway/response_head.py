@@ -34,8 +34,11 @@ def client_head(
     head_request: bool,
     http11: bool,
     keep_alive: bool,
+    request_id: bytes = b"",
 ) -> ClientHead:
     parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason or reason_phrase(status))]
+    if request_id:
+        parts.append(b"x-wisp-request-id: " + request_id + b"\r\n")
     has_length = chunked = False
     for name, value in headers:
         lname = name.lower()
@@ -63,3 +66,15 @@ def client_head(
         parts.append(b"connection: keep-alive\r\n")
     parts.append(b"\r\n")
     return ClientHead(b"".join(parts), framing, keep_alive, until_eof)
+
+
+def switching_head(reason: bytes, headers: list[tuple[bytes, bytes]], request_id: bytes) -> bytes:
+    """The container's `101 Switching Protocols` for a WebSocket handshake: its Upgrade stays."""
+    parts = [b"HTTP/1.1 101 ", reason or b"Switching Protocols", b"\r\n"]
+    for name, value in headers:
+        lname = name.lower()
+        if lname in _HOP_BY_HOP and lname != b"upgrade":
+            continue
+        parts += (name, b": ", value, b"\r\n")
+    parts += (b"connection: upgrade\r\nx-wisp-request-id: ", request_id, b"\r\n\r\n")
+    return b"".join(parts)

@@ -26,6 +26,7 @@ def json_response(
     connection: bytes = b"",
     headers: Mapping[str, str] | None = None,
     with_body: bool = True,
+    request_id: bytes = b"",
 ) -> bytes:
     """A complete HTTP/1.1 response. `connection` is b"close", b"keep-alive" or b"" (none).
 
@@ -36,6 +37,8 @@ def json_response(
         b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status)),
         b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body),
     ]
+    if request_id:
+        parts.append(b"x-wisp-request-id: " + request_id + b"\r\n")
     if connection:
         parts.append(b"connection: " + connection + b"\r\n")
     if headers:
@@ -76,3 +79,48 @@ def _extra(headers: Mapping[str, str]) -> list[bytes]:
             continue
         lines.append(f"{name}: {value}\r\n".encode("latin-1"))
     return lines
+
+
+# -- the redirect chain (S7) -------------------------------------------------------------------
+def still_running(call_id: str) -> dict[str, object]:
+    return {
+        "status": "running",
+        "call_id": call_id,
+        "message": "The call is still running. GET the Location URL to wait for its result; "
+        "curl -L, browsers and most HTTP clients follow it on their own.",
+    }
+
+
+def timed_out(timeout: float) -> dict[str, object]:
+    return {
+        "error": f"The function did not answer within its timeout of {timeout:g} s, so the call was stopped. "
+        "If it needs longer, raise `timeout=` on the function (up to 86400 s).",
+        "status": "timeout",
+        "timeout": timeout,
+    }
+
+
+def call_malformed(value: str) -> dict[str, object]:
+    return {
+        "error": f"`__wisp_call_id={value[:80]}` is not a call id: wisp's look like `fc-` followed by "
+        "32 hex digits. Use the Location URL of the 303 answer as it is.",
+        "status": "malformed",
+    }
+
+
+def call_unknown(call_id: str) -> dict[str, object]:
+    return {
+        "error": "No call with this id is known here: it was made for another endpoint, or before the "
+        "server restarted. Make the request again.",
+        "status": "unknown",
+        "call_id": call_id,
+    }
+
+
+def call_expired(call_id: str, ttl: float) -> dict[str, object]:
+    return {
+        "error": f"The result of this call has expired: results are kept for {ttl:g} s after the call "
+        "finishes. Make the request again.",
+        "status": "expired",
+        "call_id": call_id,
+    }

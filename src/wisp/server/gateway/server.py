@@ -7,10 +7,13 @@ import socket
 from collections.abc import Mapping
 
 from ._target import Target
+from .calls import Calls
 from .protocol import ClientConnection, GatewayState
 from .upstream import UpstreamPool
 
 IDLE_TIMEOUT = 75.0  # seconds a client connection may sit without a request in progress
+REDIRECT_AFTER = 150.0  # seconds without a response before a 303 to the call's result (S7)
+RESULT_TTL = 600.0  # seconds a detached call's result stays fetchable after it finished
 BACKLOG = 2048
 
 
@@ -20,8 +23,12 @@ class Gateway:
     `routes` is read on every request, so the server may add and remove labels while it runs.
     """
 
-    def __init__(self, routes: Mapping[str, Target], *, max_body_size: int = 100 * 1024 * 1024) -> None:
-        self._state = GatewayState(routes, UpstreamPool(), max_body_size)
+    def __init__(self, routes: Mapping[str, Target], *, max_body_size: int = 100 * 1024 * 1024,
+                 redirect_after: float = REDIRECT_AFTER, result_ttl: float = RESULT_TTL) -> None:
+        if redirect_after <= 0 or result_ttl < 0:
+            raise ValueError(f"redirect_after must be > 0 and result_ttl >= 0, got {redirect_after} and {result_ttl}.")
+        self._calls = Calls(result_ttl)
+        self._state = GatewayState(routes, UpstreamPool(), max_body_size, self._calls, redirect_after)
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.idle_timeout = IDLE_TIMEOUT
@@ -47,6 +54,11 @@ class Gateway:
     def pool(self) -> UpstreamPool:
         return self._state.pool
 
+    @property
+    def calls(self) -> Calls:
+        """Requests redirected by the 303 chain, running or finished and kept."""
+        return self._calls
+
     async def close(self) -> None:
         """Stop listening and cut every client and container connection."""
         if self._sweeper is not None:
@@ -57,6 +69,7 @@ class Gateway:
             self._server.close()
         for conn in list(self._state.connections):
             conn.shutdown()
+        self._calls.close()
         self._state.pool.close()
         if self._server is not None:
             await self._server.wait_closed()
@@ -65,12 +78,21 @@ class Gateway:
         for _ in range(3):
             await asyncio.sleep(0)
 
+    def sweep_interval(self) -> float:
+        # Idle closing is precise to a fifth of the idle timeout; redirects and timeouts to about
+        # a second (a twentieth of the window when it is short, as in tests).
+        return max(0.01, min(self.idle_timeout / 5, 1.0, self._state.redirect_after / 20))
+
     async def _sweep(self) -> None:
-        # A sweep instead of a timer per connection keeps the per-request cost at one clock read.
+        # A sweep instead of timers per request keeps the per-request cost at one clock read.
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(min(self.idle_timeout / 5, 15.0))
-            deadline = loop.time() - self.idle_timeout
+            await asyncio.sleep(self.sweep_interval())
+            now = loop.time()
+            deadline = now - self.idle_timeout
             for conn in list(self._state.connections):
-                if conn.idle_since is not None and conn.idle_since < deadline:
+                if conn.idle_since is None:
+                    conn.check_wait(now)
+                elif conn.idle_since < deadline:
                     conn.close_idle()
+            self._calls.sweep(now)

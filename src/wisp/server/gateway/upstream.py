@@ -27,6 +27,7 @@ class ResponseHandler(Protocol):
     def response_complete(self) -> None: ...
     def upstream_lost(self, exc: BaseException | None) -> None: ...
     def flush(self) -> None: ...
+    def upgraded(self, rest: bytes) -> None: ...
     def upstream_paused(self) -> None: ...
     def upstream_resumed(self) -> None: ...
 
@@ -43,6 +44,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.received = False  # bytes arrived for the current request
         self._reading = True
         self._informational = False
+        self._switching = False  # a 101 was read: what follows is not HTTP
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
 
@@ -97,6 +99,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.received = True
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._upgraded(data[exc.args[0]:] if exc.args else b"")
         except httptools.HttpParserError as exc:
             self._broken(exc)
         else:
@@ -126,6 +130,11 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
+        if status == 101:
+            self._switching = True
+            if self.handler is not None:
+                self.handler.response_head(status, self._reason, self._headers, False)
+            return
         if status < 200:
             self._informational = True  # e.g. 100 Continue: the final response follows
             return
@@ -137,10 +146,19 @@ class UpstreamConnection(asyncio.Protocol):
             self.handler.response_body(body)
 
     def on_message_complete(self) -> None:
+        if self._switching:
+            return  # the handshake's end: llhttp stops with HttpParserUpgrade next
         if self._informational:
             self._informational = False
         elif self.handler is not None:
             self.handler.response_complete()
+
+    def _upgraded(self, rest: bytes) -> None:
+        handler = self.handler
+        if not self._switching or handler is None:
+            self._broken(httptools.HttpParserError("an upgrade the gateway did not ask for"))
+            return
+        handler.upgraded(rest)
 
     def _broken(self, exc: httptools.HttpParserError) -> None:
         if isinstance(exc, httptools.HttpParserCallbackError):

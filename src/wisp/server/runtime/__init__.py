@@ -2,9 +2,18 @@
 from __future__ import annotations
 
 from .base import ContainerProcess, Runtime
-from .local import LocalRuntime
+import os
+import socket
 
-RUNTIMES: dict[str, type[Runtime]] = {"local": LocalRuntime, "auto": LocalRuntime}
+from .local import LocalRuntime
+from .zygote import ZygoteRuntime
+
+_CAN_FORK = hasattr(os, "fork") and hasattr(socket, "send_fds")
+RUNTIMES: dict[str, type[Runtime]] = {
+    "local": LocalRuntime,  # every container a fresh interpreter
+    "zygote": ZygoteRuntime,  # containers forked from a per-image zygote (Linux, macOS)
+    "auto": ZygoteRuntime if _CAN_FORK else LocalRuntime,
+}
 
 
 def get_runtime(name: str) -> Runtime:

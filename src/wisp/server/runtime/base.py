@@ -8,6 +8,7 @@ from typing import Protocol
 
 class ContainerProcess(Protocol):
     pid: int
+    note: str | None  # said once in the app's logs (e.g. why it was not forked from a zygote)
 
     def lines(self) -> AsyncIterator[bytes]:
         """What the container writes to stdout and stderr, a line at a time, until it exits."""
@@ -26,3 +27,9 @@ class Runtime(Protocol):
     name: str
 
     async def start(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path) -> ContainerProcess: ...
+
+    def prepare(self, python: str) -> None:
+        """Get ready to start containers of this image soon (a zygote, say)."""
+
+    async def close(self) -> None:
+        """Stop whatever the runtime itself keeps running."""

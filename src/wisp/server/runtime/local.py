@@ -12,6 +12,7 @@ class LocalProcess:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self._proc = proc
         self.pid = proc.pid
+        self.note: str | None = None
 
     async def lines(self) -> AsyncIterator[bytes]:
         assert self._proc.stdout is not None
@@ -47,6 +48,12 @@ class LocalProcess:
 
 class LocalRuntime:
     name = "local"
+
+    def prepare(self, python: str) -> None:
+        pass  # nothing to get ready: every container is a fresh interpreter
+
+    async def close(self) -> None:
+        pass
 
     async def start(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path) -> LocalProcess:
         proc = await asyncio.create_subprocess_exec(
