@@ -276,13 +276,13 @@ def test_a_timeout_shorter_than_the_window_is_504_at_once(make_window: Callable[
 
 # -- what is kept, and how it is read ------------------------------------------------------------
 def test_a_large_result_is_kept_on_disk_and_read_whole(window: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(calls_module, "MEMORY_LIMIT", 64 * 1024)
+    monkeypatch.setattr(calls_module, "MEMORY_LIMIT", 16 * 1024)
     served(window)
     size = 3 * 1024 * 1024 + 17
     location = request(window, "GET", f"/app/late-big?delay=0.3&n={size}").getheader("location") or ""
     call = next(iter(window.gateway.calls._calls.values()))
     wait_until(lambda: call.finished, timeout=10)
-    assert call._file is not None and len(call._mem) <= 64 * 1024
+    assert call._file is not None and len(call._mem) <= 16 * 1024
     for _ in range(2):  # any number of readers, each from the start
         status, _, body, _ = follow(window, location)
         assert (status, len(body), hashlib.sha256(body).hexdigest()) == (200, size, pattern_sha(size))

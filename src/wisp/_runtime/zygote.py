@@ -24,6 +24,7 @@ import threading
 # Imported before any fork; what the agent and uvicorn would otherwise import on first request.
 PRELOAD = (
     "wisp._runtime.__main__", "wisp._runtime._asgi", "wisp._runtime._lifecycle", "wisp._runtime._load",
+    "wisp._runtime._web_server", "wisp._runtime._pipe",
     "uvicorn", "uvicorn.config", "uvicorn.server", "uvicorn.main", "uvicorn.lifespan.on",
     "uvicorn.protocols.http.httptools_impl", "uvicorn.protocols.http.h11_impl", "uvicorn.loops.uvloop",
     "uvicorn.protocols.websockets.wsproto_impl", "uvicorn.protocols.websockets.websockets_impl",

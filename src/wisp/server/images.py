@@ -42,7 +42,9 @@ from .._image import (
 
 # What the container agent imports; pinned to the server's versions so the agent behaves the
 # same in every image and uv can install them from its cache.
-RUNTIME_PACKAGES = ("fastapi", "starlette", "pydantic", "uvicorn", "httptools", "uvloop", "python-multipart", "a2wsgi")
+RUNTIME_PACKAGES = (
+    "fastapi", "starlette", "pydantic", "uvicorn", "httptools", "uvloop", "python-multipart", "a2wsgi", "wsproto",
+)
 COMPLETE = ".complete"  # the build's metadata (JSON); its presence is what makes an image usable
 LAST_USED = ".last-used"  # touched at each serve/deploy that resolves the image
 OUTPUT_TAIL = 60  # lines of a failed step's output in the error message

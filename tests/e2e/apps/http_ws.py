@@ -1,12 +1,12 @@
 """WebSockets through @stub.asgi and a class web method (issue 5, point 4).
 
-The image names wsproto: uvicorn needs a WebSocket implementation in the container."""
+The default image: wisp pins wsproto in every image, so uvicorn can speak WebSocket."""
 import os
 
 import wisp
 
 stub = wisp.Stub("http-ws")
-image = wisp.Image.debian_slim().pip_install("wsproto")
+image = wisp.Image.debian_slim()
 EVENTS = "/tmp/wisp-http-ws-events.txt"
 
 

@@ -38,7 +38,7 @@ logger = logging.getLogger("wisp.gateway")
 CALL_PARAM = b"__wisp_call_id"
 CALL_MARK = CALL_PARAM + b"="  # a cheap substring test before parsing the query
 WAIT_PARAM = b"__wisp_wait"  # numbers successive redirects, so no client sees a loop
-MEMORY_LIMIT = 256 * 1024  # bytes of one call's response kept in memory; the rest goes to a file
+MEMORY_LIMIT = 64 * 1024  # bytes of one call's response kept in memory; the rest goes to a file
 READ_SIZE = 256 * 1024  # bytes handed to a client transport at a time
 TOMBSTONES = 100_000  # expired ids remembered at most
 _PREFIX = b"fc-"
