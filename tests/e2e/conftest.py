@@ -1,8 +1,10 @@
 """End-to-end fixtures: a real wisp server on a free port, real `wisp` CLI processes, real HTTP."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,10 +33,11 @@ def free_port() -> int:
 class Wisp:
     """One WISP_HOME with its server; runs CLI commands against it."""
 
-    def __init__(self, home: Path, port: int) -> None:
+    def __init__(self, home: Path, port: int, extra_env: dict[str, str] | None = None) -> None:
         self.home = home
         self.port = port
-        self.env = {**os.environ, "WISP_HOME": str(home), "WISP_PORT": str(port), "PYTHONUNBUFFERED": "1"}
+        self.env = {**os.environ, "WISP_HOME": str(home), "WISP_PORT": str(port), "PYTHONUNBUFFERED": "1",
+                    **(extra_env or {})}
 
     def run(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run([*WISP, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
@@ -104,10 +107,22 @@ class ServeProcess:
         self.stop()
 
 
-def start_wisp(home: Path) -> Wisp:
-    wisp = Wisp(home, free_port())
+def start_wisp(home: Path, extra_env: dict[str, str] | None = None) -> Wisp:
+    wisp = Wisp(home, free_port(), extra_env)
     wisp.run("server", "start")
     return wisp
+
+
+@contextlib.contextmanager
+def server_with(tmp_path: Path, script: Path, **env: str) -> Iterator[Wisp]:
+    """A server of the test's own, started with extra environment, with a copy of `script` deployed."""
+    wisp = start_wisp(tmp_path / "home", env)
+    try:
+        shutil.copy(script, tmp_path / script.name)
+        wisp.run("deploy", str(tmp_path / script.name))
+        yield wisp
+    finally:
+        wisp.run("server", "stop", check=False)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import REPO, Wisp, admin, get, start_wisp, wait_until
+from .conftest import REPO, Wisp, admin, get, server_with, wait_until
 
 pytestmark = pytest.mark.e2e
 APP = "scaling"
@@ -144,14 +144,7 @@ def test_metrics_on_the_admin_address(scaling: tuple[Wisp, Path]) -> None:
 
 
 def test_full_queue_answers_503_with_retry_after(tmp_path: Path) -> None:
-    os.environ["WISP_MAX_QUEUE"] = "2"
-    try:
-        small = start_wisp(tmp_path / "home")
-    finally:
-        del os.environ["WISP_MAX_QUEUE"]
-    try:
-        shutil.copy(REPO / "tests/e2e/apps/scaling.py", tmp_path / "scaling.py")
-        small.run("deploy", str(tmp_path / "scaling.py"))
+    with server_with(tmp_path, REPO / "tests/e2e/apps/scaling.py", WISP_MAX_QUEUE="2") as small:
         url = small.url(f"{APP}--single", "/?seconds=3")
         get(url.replace("seconds=3", "seconds=0"))  # the one container it may have is up
         with ThreadPoolExecutor(5) as pool:
@@ -160,8 +153,6 @@ def test_full_queue_answers_503_with_retry_after(tmp_path: Path) -> None:
         assert sorted(r.status_code for r in responses) == [200, 200, 200, 503, 503]
         assert all(r.headers["Retry-After"] for r in rejected)
         assert "waiting" in rejected[0].json()["error"]
-    finally:
-        small.run("server", "stop", check=False)
 
 
 def test_enter_past_startup_timeout_fails_the_container_with_the_reason(scaling: tuple[Wisp, Path]) -> None:

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, Wisp, get, post, start_wisp, wait_until
+from .conftest import REPO, Wisp, get, post, server_with, wait_until
 
 pytestmark = pytest.mark.e2e
 APP = "containers"
@@ -101,19 +100,10 @@ def test_streamed_body_reaches_container(deployed: Wisp) -> None:
 
 
 def test_body_over_limit_is_413(tmp_path: Path) -> None:
-    os.environ["WISP_MAX_BODY_SIZE"] = "1000"
-    try:
-        small = start_wisp(tmp_path / "home")
-    finally:
-        del os.environ["WISP_MAX_BODY_SIZE"]
-    try:
-        shutil.copy(REPO / "tests/e2e/apps/behaviours.py", tmp_path / "behaviours.py")
-        small.run("deploy", str(tmp_path / "behaviours.py"))
+    with server_with(tmp_path, REPO / "tests/e2e/apps/behaviours.py", WISP_MAX_BODY_SIZE="1000") as small:
         assert post(small.url("behaviours--size"), data=b"y" * 999).json() == {"bytes": 999}
         r = post(small.url("behaviours--size"), data=b"y" * 5000)
         assert r.status_code == 413
-    finally:
-        small.run("server", "stop", check=False)
 
 
 def test_container_that_fails_to_start_gives_503_with_the_reason(deployed: Wisp) -> None:
