@@ -1,0 +1,136 @@
+"""Idle container memory: a zygote-forked container vs a fresh-interpreter one vs plain uvicorn.
+
+    .venv/bin/python -P benchmarks/memory.py [--containers 4]
+
+Deploys the square webhook with keep_warm=N on a server with WISP_RUNTIME=zygote and again
+with WISP_RUNTIME=local, waits until the N containers are idle and ready, and reads each
+container's /proc/PID/smaps_rollup: PSS (its fair share of shared pages) and private memory
+(Private_Clean + Private_Dirty). The baseline is `python -m uvicorn` serving the same endpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+SCRIPT = """
+import wisp
+
+stub = wisp.Stub("memory")
+
+
+@stub.webhook(keep_warm={n})
+def square(x: int = 2):
+    return {{"square": x**2}}
+"""
+DIRECT_APP = """
+from fastapi import FastAPI
+
+app = FastAPI()
+
+
+@app.get("/")
+def square(x: int = 2):
+    return {"square": x**2}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rollup(pid: int) -> tuple[float, float]:
+    """(PSS, private) in MB."""
+    fields: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value = line.split(":", 1)
+        fields[name] = int(value.split()[0])
+    return fields["Pss"] / 1024, (fields["Private_Clean"] + fields["Private_Dirty"]) / 1024
+
+
+def container_pids(folder: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.readlink(entry / "cwd").startswith(folder):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def measure_wisp(runtime: str, n: int) -> list[tuple[float, float]]:
+    home = tempfile.mkdtemp(prefix="wisp-mem-")
+    src = Path(tempfile.mkdtemp(prefix="wisp-mem-src-"))
+    (src / "memory_app.py").write_text(SCRIPT.format(n=n))
+    port = free_port()
+    env = {**os.environ, "WISP_HOME": home, "WISP_PORT": str(port), "WISP_RUNTIME": runtime}
+    cli = [sys.executable, "-m", "wisp.cli"]
+    subprocess.run([*cli, "server", "start"], env=env, check=True, capture_output=True)
+    try:
+        subprocess.run([*cli, "deploy", str(src / "memory_app.py")], env=env, check=True, capture_output=True)
+        folder = f"{home}/apps/memory/"
+        deadline = time.monotonic() + 120
+        while len(container_pids(folder)) < n and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for _ in range(10):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/memory--square/?x=3", timeout=30).read()
+        time.sleep(2)  # idle
+        return [rollup(pid) for pid in container_pids(folder)]
+    finally:
+        subprocess.run([*cli, "server", "stop"], env=env, capture_output=True)
+
+
+def measure_direct() -> tuple[float, float]:
+    folder = Path(tempfile.mkdtemp(prefix="wisp-mem-direct-"))
+    (folder / "direct_app.py").write_text(DIRECT_APP)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "direct_app:app", "--port", str(port),
+                             "--log-level", "warning"], cwd=folder)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/?x=3", timeout=5).read()
+                break
+            except OSError:
+                time.sleep(0.05)
+        time.sleep(2)
+        return rollup(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--containers", type=int, default=4)
+    args = parser.parse_args()
+    forked = measure_wisp("zygote", args.containers)
+    fresh = measure_wisp("local", args.containers)
+    direct = measure_direct()
+    print(f"idle FastAPI webhook container memory, {args.containers} warm containers, {os.cpu_count()} cores, "
+          f"load {os.getloadavg()[0]:.2f}")
+    print("| container | PSS MB (median) | private MB (median) | target |")
+    print("|---|---|---|---|")
+    for name, rows in (("wisp, forked from a zygote", forked), ("wisp, fresh interpreter", fresh)):
+        pss = statistics.median(r[0] for r in rows)
+        private = statistics.median(r[1] for r in rows)
+        print(f"| {name} ({len(rows)}) | {pss:.1f} | {private:.1f} | PSS <= 25, private <= 10 |")
+    print(f"| uvicorn run directly | {direct[0]:.1f} | {direct[1]:.1f} | |")
+    print(json.dumps({"forked": forked, "fresh": fresh, "direct": direct}))
+
+
+if __name__ == "__main__":
+    main()
