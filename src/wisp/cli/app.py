@@ -4,20 +4,12 @@ from __future__ import annotations
 import argparse
 import time
 
-from .._config import wisp_home
-from ..client import Client, ClientError, connect
-from . import _output
-
-
-def _client() -> Client | None:
-    client = connect(wisp_home())
-    if client is None:
-        _output.fail("No wisp server is running. Start one with `wisp server start`, or run `wisp deploy script.py`.")
-    return client
+from ..client import ClientError
+from . import _output, server
 
 
 def list_apps(args: argparse.Namespace) -> int:
-    client = _client()
+    client = server.running()
     if client is None:
         return 1
     apps = client.request("GET", "/v1/apps")["apps"]
@@ -36,7 +28,7 @@ def list_apps(args: argparse.Namespace) -> int:
 
 
 def stop(args: argparse.Namespace) -> int:
-    client = _client()
+    client = server.running()
     if client is None:
         return 1
     try:
@@ -49,7 +41,7 @@ def stop(args: argparse.Namespace) -> int:
 
 
 def logs(args: argparse.Namespace) -> int:
-    client = _client()
+    client = server.running()
     if client is None:
         return 1
     offset = 0

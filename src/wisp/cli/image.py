@@ -8,10 +8,9 @@ from collections import deque
 from pathlib import Path
 from typing import IO, Any
 
-from .._config import wisp_home
 from .._image import local_files
-from ..client import Client, ClientError, connect
-from . import _output
+from ..client import ClientError
+from . import _output, server
 
 TAIL = 5  # output lines shown after each build step
 
@@ -70,13 +69,6 @@ def watch_dirs(spec: dict[str, Any]) -> list[Path]:
 
 
 # -- wisp image list / prune -------------------------------------------------------------------------
-def _client() -> Client | None:
-    client = connect(wisp_home())
-    if client is None:
-        _output.fail("No wisp server is running. Start one with `wisp server start`; images are kept by it.")
-    return client
-
-
 def _size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
@@ -96,7 +88,7 @@ def _ago(when: float | None, now: float) -> str:
 
 
 def list_images(args: argparse.Namespace) -> int:
-    client = _client()
+    client = server.running("deploy an app: images are kept by the server")
     if client is None:
         return 1
     images = client.request("GET", "/v1/images")["images"]
@@ -116,7 +108,7 @@ def list_images(args: argparse.Namespace) -> int:
 
 
 def prune(args: argparse.Namespace) -> int:
-    client = _client()
+    client = server.running("deploy an app: images are kept by the server")
     if client is None:
         return 1
     try:

@@ -12,6 +12,14 @@ from . import _output
 STOP_TIMEOUT = 30.0
 
 
+def running(hint: str = "run `wisp deploy script.py`") -> Client | None:
+    """The server on this WISP_HOME, or None after saying that none runs and what to do."""
+    client = connect(wisp_home())
+    if client is None:
+        _output.fail(f"No wisp server is running. Start one with `wisp server start`, or {hint}.")
+    return client
+
+
 def start(args: argparse.Namespace) -> int:
     home = wisp_home()
     client = connect(home)
