@@ -34,6 +34,11 @@ def make_label(app: str, function: str, *, label: str | None = None, dev: bool =
     return f"{base[:keep].rstrip('-')}-{digest}{suffix}"
 
 
+def app_id_for(name: str, mode: str) -> str:
+    """An app's id: its name when deployed, `<name>-dev` under serve (as its labels)."""
+    return f"{name}-dev" if mode == "serve" else name
+
+
 def endpoint_urls(label: str, port: int, host: str = "127.0.0.1") -> tuple[str, str]:
     """The two URL forms the gateway routes: by Host name, and by path prefix."""
     return f"http://{label}.localhost:{port}/", f"http://{host}:{port}/{label}/"

@@ -167,3 +167,10 @@ def test_names_that_slug_to_nothing_are_refused_or_still_valid(
 def test_endpoint_urls(label: str, port: int, host: str | None, expected: tuple[str, str]) -> None:
     urls = endpoint_urls(label, port) if host is None else endpoint_urls(label, port, host)
     assert urls == expected
+
+
+@pytest.mark.parametrize(("name", "mode", "expected"), [("shop", "deploy", "shop"), ("shop", "serve", "shop-dev")])
+def test_app_id_for(name: str, mode: str, expected: str) -> None:
+    from wisp._urls import app_id_for
+
+    assert app_id_for(name, mode) == expected

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from .._config import default_port, wisp_home
+from .._urls import app_id_for
 from ..client import Client, ensure_server
 from . import _output, image
 from ._package import Target, inspect_app, pack_files
@@ -26,6 +27,6 @@ def push(client: Client, target: Target, mode: str, owner: str | None = None) ->
     spec = inspect_app(target)
     files = pack_files(Path(target.script).parent, image.mount_blobs(spec))
     body = {"spec": spec, "mode": mode, "files": files, "owner": owner}
-    app_id = spec["name"] + ("-dev" if mode == "serve" else "")
+    app_id = app_id_for(spec["name"], mode)
     app: dict[str, Any] = client.stream("PUT", f"/v1/apps/{app_id}", body, image.BuildProgress())
     return {**app, "watch": image.watch_dirs(spec)}

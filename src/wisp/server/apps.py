@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .._spec import AppSpec, FunctionSpec
-from .._urls import endpoint_urls, make_label
+from .._urls import app_id_for, endpoint_urls, make_label
 from .images import (
     ImageBuildError, LocalImageBuilder, Progress, build_key, check_local_runtime, container_settings, place_files,
 )
@@ -30,10 +30,6 @@ class DeployError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-def app_id_for(name: str, mode: str) -> str:
-    return f"{name}-dev" if mode == "serve" else name
 
 
 @dataclass
