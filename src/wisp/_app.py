@@ -35,6 +35,7 @@ _FUNCTION_KEYWORDS = {
     "allow_concurrent_inputs": "allow_concurrent_inputs",
     "buffer_containers": "buffer_containers",
     "startup_timeout": "startup_timeout",
+    "fork": "fork",
 }
 KEEP_WARM_TRUE = 2  # Modal's fixed warm pool size for keep_warm=True
 
@@ -94,6 +95,10 @@ def _function_fields(where: str, kwargs: dict[str, Any], default_image: Image) -
             fields[target] = None if value is None else _int_in(where, key, value, 1, 10_000)
         elif target == "secrets":
             fields[target] = _secrets(value)
+        elif target == "fork":
+            if not isinstance(value, bool):
+                raise TypeError(f"{where}: `fork` must be True or False, got {value!r}.")
+            fields[target] = value
         else:
             fields[target] = value
     if fields.get("allow_concurrent_inputs") is None:

@@ -36,6 +36,7 @@ class FunctionSpec:
     target_inputs: int | None = None  # in-flight per container the autoscaler aims for
     buffer_containers: int = 0  # extra idle containers kept while the function is busy
     startup_timeout: int = 300  # seconds a container may take to become ready (enter included)
+    fork: bool = True  # False: every container a fresh interpreter, never forked from a zygote
     # Recorded for other runtimes; the local runtime does not limit these.
     cpu: float | None = None
     memory: int | None = None

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import REPO, Wisp, get
+from .conftest import REPO, Wisp, get, processes_in_group, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -34,3 +34,113 @@ def test_forked_containers_are_separate_and_survive_a_sibling_crash(wisp: Wisp, 
     assert again["pid"] in (first["pid"], second["pid"])  # the siblings still serve
     assert again["ppid"] == zygote_pid
     wisp.run("app", "stop", "zygote")
+
+
+def _zygotes(folder: str) -> dict[int, int]:
+    """pid -> parent pid of the function zygotes of the app version in `folder`.
+
+    Forked processes keep the image zygote's command line; those in the version's folder are its
+    function zygotes and their containers, and a container's parent is one of the former."""
+    forked = {}
+    for line in processes_in_group(folder):
+        pid, _, argv = line.split(" ", 2)
+        if "wisp._runtime.zygote" in argv:
+            forked[int(pid)] = _ppid(int(pid))
+    return {pid: parent for pid, parent in forked.items() if parent not in forked}
+
+
+def _ppid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _log(wisp: Wisp, app: str) -> str:
+    return (wisp.home / "logs" / f"{app}.log").read_text()
+
+
+def test_a_deploy_returns_with_the_function_zygote_ready_and_fork_false_opts_out(wisp: Wisp, tmp_path: Path) -> None:
+    shutil.copy(REPO / "tests/e2e/apps/zygote_more.py", tmp_path / "zygote_more.py")
+    wisp.run("deploy", str(tmp_path / "zygote_more.py"))
+    folder = "/apps/zygote-more/v1/"
+    ready = _zygotes(folder)  # before any request: prepared at deploy
+    assert len(ready) == 1, ready  # `forked` has one; `fresh` asked for none
+    (function_zygote, image_zygote), = ready.items()
+    assert "wisp._runtime.zygote" in Path(f"/proc/{image_zygote}/cmdline").read_text()
+    assert "[forked zygote] importing zygote_more" in _log(wisp, "zygote-more")  # the import's output
+
+    forked = get(wisp.url("zygote-more--forked")).json()
+    assert forked["ppid"] == function_zygote
+    fresh = get(wisp.url("zygote-more--fresh")).json()
+    assert fresh["ppid"] == wisp.server_pid()
+    assert "wisp._runtime --dir" in fresh["parent"] or "wisp.server" in fresh["parent"]
+    log = _log(wisp, "zygote-more")
+    assert "started as a fresh process: the function asks for one (fork=False)" in log
+    assert log.count("importing zygote_more") == 2  # the zygote's import and the fresh container's
+
+    wisp.run("app", "stop", "zygote-more")
+    wait_until(lambda: not _zygotes(folder), message="the function zygote to exit with its app")
+
+
+def test_a_script_that_starts_threads_at_import_gets_fresh_processes_with_the_reason(wisp: Wisp, tmp_path: Path) -> None:
+    shutil.copy(REPO / "tests/e2e/apps/zygote_threads.py", tmp_path / "zygote_threads.py")
+    wisp.run("deploy", str(tmp_path / "zygote_threads.py"))
+    first, second = (get(wisp.url("zygote-threads--where")).json() for _ in range(2))
+    assert first["ppid"] == wisp.server_pid()  # a fresh interpreter, the server's own child
+    assert first["pid"] == second["pid"]  # and it serves as any container does
+    log = _log(wisp, "zygote-threads")
+    assert "started as a fresh process, not forked: importing the script left 1 thread(s) running (metrics-poller)" in log
+    assert not _zygotes("/apps/zygote-threads/v1/")
+    wisp.run("app", "stop", "zygote-threads")
+
+
+def test_a_script_that_fails_to_import_in_its_container_shows_the_error_as_before(wisp: Wisp, tmp_path: Path) -> None:
+    shutil.copy(REPO / "tests/e2e/apps/zygote_broken.py", tmp_path / "zygote_broken.py")
+    wisp.run("deploy", str(tmp_path / "zygote_broken.py"))
+    response = get(wisp.url("zygote-broken--answer"))
+    assert response.status_code == 503
+    assert "DATABASE_URL is not set on this server" in response.text
+    log = _log(wisp, "zygote-broken")
+    assert "could not import the script ahead of its containers" in log
+    assert "[answer c" in log and "RuntimeError: DATABASE_URL is not set" in log  # from the container itself
+    wisp.run("app", "stop", "zygote-broken")
+
+
+def test_zygotes_are_replaced_when_wisps_code_changes(own_wisp: Wisp, tmp_path: Path) -> None:
+    shutil.copy(REPO / "tests/e2e/apps/zygote_app.py", tmp_path / "zygote_app.py")
+    own_wisp.run("deploy", str(tmp_path / "zygote_app.py"))
+    folder = "/apps/zygote/v1/"
+    old = get(own_wisp.url("zygote--inside")).json()
+    old_function_zygote = old["ppid"]
+    old_image_zygote = _ppid(old_function_zygote)
+
+    earlier = _zygotes(folder)  # the function zygotes of `inside` and `crash`
+    assert old_function_zygote in earlier and len(earlier) == 2
+
+    changed = REPO / "src/wisp/_runtime/_pipe.py"  # as after `git pull` or an edit
+    before = changed.stat()
+    try:
+        os.utime(changed, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+        renewed = wait_until(lambda: len(set(_zygotes(folder)) - set(earlier)) == 2 and _zygotes(folder),
+                             message="new function zygotes, started before any container needs them")
+    finally:
+        os.utime(changed, ns=(before.st_atime_ns, before.st_mtime_ns))
+    new_image_zygotes = {parent for pid, parent in renewed.items() if pid not in earlier}
+    assert len(new_image_zygotes) == 1 and old_image_zygote not in new_image_zygotes  # a new image zygote too
+    os.kill(old_function_zygote, 0)  # the old one lives while the container it forked does
+
+    url = own_wisp.url("zygote--inside", "/?hold=1")
+    with ThreadPoolExecutor(2) as pool:
+        parents = {r.json()["ppid"] for r in pool.map(lambda _: requests.get(url, timeout=120), range(2))}
+    assert old_function_zygote in parents  # the warm container kept serving
+    assert parents - {old_function_zygote}, parents  # the new container came from a new zygote
+
+    own_wisp.run("app", "stop", "zygote")
+    wait_until(lambda: not _zygotes(folder), message="every zygote of the app to exit")
+    wait_until(lambda: not Path(f"/proc/{old_image_zygote}").exists() or _state(old_image_zygote) == "Z",
+               message="the retired image zygote to exit")
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"

@@ -237,3 +237,11 @@ def test_inspect_app_named_attribute_that_is_not_a_stub(tmp_path: Path) -> None:
     path.write_text("import wisp\nstub = wisp.Stub()\nother = 3\n")
     with pytest.raises(PackageError, match="`other` in .*named.py is not a wisp.Stub"):
         inspect_app(Target.parse(f"{path}::other"))
+
+
+def test_inspect_keeps_what_the_script_prints_at_import_out_of_the_spec(tmp_path: Path) -> None:
+    script = tmp_path / "noisy.py"
+    script.write_text('import wisp\nprint("loading the model...")\nstub = wisp.Stub("noisy")\n\n\n'
+                      '@stub.webhook\ndef f():\n    return 1\n')
+    spec = inspect_app(Target.parse(str(script)))
+    assert spec["name"] == "noisy"

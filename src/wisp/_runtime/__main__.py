@@ -4,6 +4,9 @@ Imports the user's script, runs the enter hooks of a class's instance, builds th
 app, serves it with uvicorn on a Unix socket, and prints READY_MARKER on stdout once it accepts
 connections. SIGTERM drains, then the exit hooks run. A web_server function is called to start
 the user's own server instead, and the socket is a byte proxy to its port (`_web_server`).
+
+`load` (import, find the function, build a webhook's app) and `serve` (the rest) are apart so
+that a function's zygote can load once and fork containers that only serve (`zygote.py`).
 """
 from __future__ import annotations
 
@@ -11,53 +14,90 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .._app import Stub
     from .._spec import FunctionSpec
 
 READY_MARKER = "\x00wisp-ready"
 
 
-def _parse(argv: list[str]) -> argparse.Namespace:
+def parse(argv: list[str], *, container: bool = True) -> argparse.Namespace:
+    """The agent's arguments; a function's zygote has no socket of a container to serve on."""
     parser = argparse.ArgumentParser(prog="wisp-container")
     parser.add_argument("--dir", required=True, type=Path)
     parser.add_argument("--module", required=True)
     parser.add_argument("--stub", required=True)
     parser.add_argument("--function", required=True)
-    parser.add_argument("--socket", required=True)
+    parser.add_argument("--socket", required=container)
     parser.add_argument("--timeout-keep-alive", type=int, default=75)
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = _parse(sys.argv[1:] if argv is None else argv)
+@dataclass
+class Loaded:
+    """The user's function, imported and ready to serve: what a function's zygote keeps."""
+
+    workdir: Path
+    module: ModuleType
+    stub: Stub
+    fn: Any
+    spec: FunctionSpec
+    klass: type | None  # a class's method: one instance per container, made after the fork
+    app: Any  # a webhook's app, built once (it runs no user code); else built per container
+
+
+def load(args: argparse.Namespace) -> Loaded:
+    """Import the user's script and find the function: everything before the first user hook."""
     from ._asgi import build_app, with_errors, with_root_path
-    from ._lifecycle import StopSignals, close_loop, enter, find_class, new_loop, run_exits
+    from ._lifecycle import find_class
     from ._load import find_stub, import_script
 
     directory = args.dir.resolve()
-    os.chdir(os.environ.get("WISP_WORKDIR") or directory)  # the image's workdir(), else the app's folder
+    workdir = Path(os.environ.get("WISP_WORKDIR") or directory)  # the image's workdir(), else the app's folder
+    os.chdir(workdir)
     module = import_script(directory, args.module)
     _, stub = find_stub(module, args.stub)
     fn, spec = stub._functions[args.function]
+    klass = None if spec.cls is None else find_class(module, stub, spec.cls)
+    app = None
+    if klass is None and spec.web is not None and spec.web.kind == "webhook":
+        app = with_root_path(with_errors(build_app(fn, spec), spec.name))
+    return Loaded(workdir, module, stub, fn, spec, klass, app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    serve(load(args), args)
+
+
+def serve(loaded: Loaded, args: argparse.Namespace) -> None:
+    """Run enter hooks, serve on the container's socket until told to stop, run exit hooks."""
+    from ._asgi import build_app, with_errors, with_root_path
+    from ._lifecycle import StopSignals, close_loop, enter, new_loop, run_exits
+
+    os.chdir(loaded.workdir)
+    spec = loaded.spec
     loop = new_loop()
     # Enter runs before uvicorn binds its socket, so before READY_MARKER: the pool counts this
     # container ready (and the warm pool warm) only once it has finished (S12).
     entering = time.monotonic()
-    instance = None if spec.cls is None else enter(loop, find_class(module, stub, spec.cls))
+    instance = None if loaded.klass is None else enter(loop, loaded.klass)
     ready_line = READY_MARKER if instance is None else f"{READY_MARKER} enter={time.monotonic() - entering:.6f}"
     with StopSignals() as stop:
         try:
-            handler = fn if instance is None else getattr(instance, str(spec.method_name))
+            handler = loaded.fn if instance is None else getattr(instance, str(spec.method_name))
             if spec.web is not None and spec.web.kind == "web_server":
                 from . import _web_server
 
                 if not stop.received:
                     _web_server.serve(loop, handler, spec, args.socket, ready_line, stop)
             else:
-                app = with_root_path(with_errors(build_app(handler, spec), spec.name))
+                app = loaded.app or with_root_path(with_errors(build_app(handler, spec), spec.name))
                 if not stop.received:
                     loop.run_until_complete(_server(app, spec, args, ready_line).serve())
         finally:  # after a drain, a startup error or a factory that raised alike

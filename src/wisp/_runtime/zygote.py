@@ -1,17 +1,30 @@
-"""A zygote: a process that has imported the container runtime and forks containers on demand.
+"""Zygotes: processes that have imported what containers need, and fork containers on demand.
 
-`python -m wisp._runtime.zygote --socket PATH` runs in an image's environment. It imports what
-every container needs (uvicorn, FastAPI, Starlette, pydantic, ...) once, with no threads and no
-event loop, then waits for requests on a Unix socket. Each request (a JSON line plus two file
-descriptors: the container's output pipe and a status pipe) forks a child that becomes the
-container: new session, its own environment and working directory, then the agent's main().
-The zygote reaps its children and writes each one's exit code to its status pipe.
-The user's code is never imported here, so every container gets fresh module state.
+Two levels, both this module:
+- An image's zygote, `python -m wisp._runtime.zygote --socket PATH`, runs in the image's
+  environment. It imports the container runtime (uvicorn, FastAPI, Starlette, pydantic, ...) and
+  runs one request through a throwaway webhook, so that what those libraries build on first use
+  is built once and shared by every fork. It leaves no thread and no event loop behind.
+- A function's zygote is forked from its image's zygote. It takes the function's environment and
+  folder, imports the user's script and builds what runs no user hook (`__main__.load`), then
+  forks that function's containers, which only serve (`__main__.serve`): enter hooks, factories
+  and requests happen in each container, so every container starts from the state the script
+  had right after import, as a fresh process would. If the import left threads running or
+  opened sockets, it forks nothing and says why (a fork copies a thread's locks but not the
+  thread, and would share a connection between containers): the server then starts fresh
+  processes. If the import failed, the image's zygote forks containers that import the script
+  themselves, so each shows the error as a fresh process would.
+
+Requests arrive on a Unix socket: a JSON line plus two file descriptors, the child's output pipe
+and a status pipe. A zygote reaps its children and writes each one's exit code to its status
+pipe (the server is not their parent). SIGTERM, or its parent's exit, retires a zygote: it stops
+taking requests and exits once its children have.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import json
 import os
@@ -20,6 +33,8 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 # Imported before any fork; what the agent and uvicorn would otherwise import on first request.
 PRELOAD = (
@@ -34,6 +49,10 @@ PRELOAD = (
     "email.parser", "json", "asyncio", "concurrent.futures.thread",
 )
 MAX_REQUEST = 1 << 20
+MARKER = "\x00wisp-zygote "  # a function's zygote's one line to the server: ready, or why not
+PARENT_CHECK = 1.0  # seconds between checks that the parent (server or image zygote) lives
+
+Spawn = Callable[[dict[str, Any], int, list[int]], NoReturn]
 
 
 def preload() -> list[str]:
@@ -47,28 +66,107 @@ def preload() -> list[str]:
     return missing
 
 
-def _child(request: dict[str, object], out_fd: int, inherited: list[int]) -> None:
-    """In the forked child: become the container. Never returns."""
+def warm_up() -> None:
+    """One POST through a throwaway webhook, the way a container's first request goes."""
+    try:
+        from pydantic import BaseModel
+
+        from .._spec import FunctionSpec, WebSpec
+        from ._asgi import build_app, with_errors, with_root_path
+        from ._lifecycle import close_loop, new_loop
+    except ImportError:  # an image without FastAPI serves no webhook: nothing to warm
+        return
+
+    class Item(BaseModel):
+        x: int
+
+    async def square(item: Item, times: int = 1) -> dict[str, int]:
+        return {"square": item.x**2 * times}
+
+    spec = FunctionSpec(name="warm-up", image={}, web=WebSpec(kind="webhook", method="POST"))
+    app = with_root_path(with_errors(build_app(square, spec), spec.name))
+    body = b'{"x": 3}'
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/", "raw_path": b"/", "query_string": b"times=2", "root_path": "",
+        "headers": [(b"host", b"warm-up"), (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    loop = new_loop()
+    try:
+        loop.run_until_complete(app(scope, receive, send))
+    finally:
+        close_loop(loop)
+
+
+def thread_count() -> int:
+    """Threads of this process, those started outside Python (a C library's pool) included."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
+
+
+def socket_fds() -> set[int]:
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return set()
+    found = set()
+    for name in names:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                found.add(int(name))
+    return found
+
+
+def unforkable(sockets_before: set[int]) -> str | None:
+    """Why this process must not fork containers, or None."""
+    threads = thread_count()
+    if threads > 1:
+        names = ", ".join(t.name for t in threading.enumerate() if t is not threading.main_thread())
+        return (f"importing the script left {threads - 1} thread(s) running ({names or 'started outside Python'}); "
+                "a forked container would get their locks but not the threads")
+    opened = socket_fds() - sockets_before
+    if opened:
+        return (f"importing the script opened {len(opened)} socket(s); every forked container would share "
+                "those connections")
+    return None
+
+
+def _become(request: dict[str, Any], out_fd: int, inherited: list[int]) -> None:
+    """In a forked child: a process of its own, with the request's output, environment and folder."""
+    for fd in inherited:  # siblings' status pipes: holding them would hide their exits
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    os.setsid()
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.set_wakeup_fd(-1)
+    os.dup2(out_fd, 1)
+    os.dup2(out_fd, 2)
+    os.close(out_fd)
+    sys.stdout.reconfigure(line_buffering=True, write_through=True)  # type: ignore[union-attr]
+    sys.stderr.reconfigure(line_buffering=True, write_through=True)  # type: ignore[union-attr]
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.chdir(str(request["cwd"]))
+
+
+def _run_child(request: dict[str, Any], out_fd: int, inherited: list[int], body: Callable[[], None]) -> NoReturn:
     code = 1
     try:
-        for fd in inherited:  # siblings' status pipes: holding them would hide their exits
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        os.setsid()
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.set_wakeup_fd(-1)
-        os.dup2(out_fd, 1)
-        os.dup2(out_fd, 2)
-        os.close(out_fd)
-        sys.stdout.reconfigure(line_buffering=True, write_through=True)  # type: ignore[union-attr]
-        sys.stderr.reconfigure(line_buffering=True, write_through=True)  # type: ignore[union-attr]
-        os.environ.clear()
-        os.environ.update(request["env"])  # type: ignore[arg-type]
-        os.chdir(str(request["cwd"]))
-        from wisp._runtime.__main__ import main
-
-        main(list(request["args"]))  # type: ignore[arg-type]
+        _become(request, out_fd, inherited)
+        body()
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -84,29 +182,51 @@ def _child(request: dict[str, object], out_fd: int, inherited: list[int]) -> Non
 
 
 class Zygote:
-    def __init__(self, path: str) -> None:
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    """Fork a child per request on a Unix socket; reap children; retire on SIGTERM."""
+
+    def __init__(self, path: str, spawn: Spawn) -> None:
+        self.path = path
+        self.spawn = spawn
+        self.listener: socket.socket | None = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(path)
         self.listener.listen(64)
         self.children: dict[int, int] = {}  # pid -> status pipe fd
+        self.parent = os.getppid()
         self.wake_r, wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(wake_w, False)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # wake select(); reaping happens below
+        self.retiring = False
+        signal.signal(signal.SIGTERM, self._on_sigterm)
         signal.set_wakeup_fd(wake_w)
 
+    def _on_sigterm(self, *_: object) -> None:
+        self.retiring = True  # select() wakes up through the wakeup fd; the loop retires
+
+    def retire(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+
     def serve(self) -> None:
-        while True:
+        while self.listener is not None or self.children:
+            if self.retiring:
+                self.retire()
+            watched = [self.wake_r] if self.listener is None else [self.listener, self.wake_r]
             try:
-                ready, _, _ = select.select([self.listener, self.wake_r], [], [])
+                ready, _, _ = select.select(watched, [], [], PARENT_CHECK)
             except InterruptedError:
                 continue
+            if os.getppid() != self.parent:  # whoever asked for containers is gone
+                self.retiring = True
             if self.wake_r in ready:
                 with contextlib.suppress(BlockingIOError):
                     while os.read(self.wake_r, 512):
                         pass
-                self.reap()
-            if self.listener in ready:
+            self.reap()
+            if self.listener is not None and self.listener in ready and not self.retiring:
                 conn, _ = self.listener.accept()
                 with conn:
                     self.handle(conn)
@@ -119,7 +239,7 @@ class Zygote:
             conn.sendall(b'{"error": "expected two file descriptors"}\n')
             return
         out_fd, status_fd = fds
-        if threading.active_count() != 1:  # fork with threads could deadlock the child
+        if thread_count() != 1:  # fork with threads could deadlock the child
             os.close(out_fd)
             os.close(status_fd)
             conn.sendall(b'{"error": "the zygote has threads; start containers as fresh processes"}\n')
@@ -128,16 +248,17 @@ class Zygote:
         pid = os.fork()
         if pid == 0:
             conn.close()
+            assert self.listener is not None
             self.listener.close()
             os.close(status_fd)
-            _child(request, out_fd, [*self.children.values(), self.wake_r])
+            self.spawn(request, out_fd, [*self.children.values(), self.wake_r])
         os.close(out_fd)
         self.children[pid] = status_fd
         conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
         self.reap()
 
     def reap(self) -> None:
-        while True:
+        while self.children:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
@@ -151,13 +272,50 @@ class Zygote:
                 os.close(fd)
 
 
+def _container(request: dict[str, Any], out_fd: int, inherited: list[int]) -> NoReturn:
+    """A container that imports the user's script itself (forked from an image's zygote)."""
+    from .__main__ import main
+
+    _run_child(request, out_fd, inherited, lambda: main(list(request["args"])))
+
+
+def _image_spawn(request: dict[str, Any], out_fd: int, inherited: list[int]) -> NoReturn:
+    if request.get("zygote"):
+        _run_child(request, out_fd, inherited, lambda: _function_zygote(request))
+    _container(request, out_fd, inherited)
+
+
+def _function_zygote(request: dict[str, Any]) -> None:
+    """Import the function's script once, then fork its containers (they only serve)."""
+    from .__main__ import load, parse, serve
+
+    sockets = socket_fds()
+    loaded = load(parse(list(request["args"]), container=False))
+    gc.collect()
+    reason = unforkable(sockets)
+    if reason is not None:
+        print(MARKER + json.dumps({"unforkable": reason}), flush=True)
+        return
+
+    def spawn(container: dict[str, Any], out_fd: int, inherited: list[int]) -> NoReturn:
+        _run_child(container, out_fd, inherited, lambda: serve(loaded, parse(list(container["args"]))))
+
+    zygote = Zygote(str(request["zygote"]), spawn)
+    gc.freeze()  # what exists now stays shared: the children's collections skip it
+    print(MARKER + json.dumps({"ready": True}), flush=True)
+    zygote.serve()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="wisp-zygote")
     parser.add_argument("--socket", required=True)
     args = parser.parse_args()
     os.chdir("/")
     missing = preload()
-    zygote = Zygote(args.socket)
+    warm_up()
+    gc.collect()
+    zygote = Zygote(args.socket, _image_spawn)
+    gc.freeze()
     print(json.dumps({"ready": True, "pid": os.getpid(), "missing": missing}), flush=True)
     zygote.serve()
 

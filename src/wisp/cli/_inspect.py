@@ -5,6 +5,7 @@ Runs in a fresh process each time so that `serve` sees the edited code, not cach
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -15,6 +16,10 @@ from .._runtime._load import LoadError, find_stub, import_script
 def main() -> None:
     script = Path(sys.argv[1]).resolve()
     attr = sys.argv[2] if len(sys.argv) > 2 and sys.argv[2] else None
+    # What the script prints while it is imported goes to stderr: stdout carries only the spec.
+    sys.stdout.flush()
+    spec_out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
     try:
         module = import_script(script.parent, script.stem)
         stub_attr, stub = find_stub(module, attr)
@@ -26,7 +31,9 @@ def main() -> None:
         print(f"Importing {script.name} failed:", file=sys.stderr)
         traceback.print_exc(file=sys.stderr)
         sys.exit(1)
-    sys.stdout.write(json.dumps(spec.to_dict()))
+    sys.stdout.flush()
+    spec_out.write(json.dumps(spec.to_dict()))
+    spec_out.flush()
 
 
 if __name__ == "__main__":

@@ -18,11 +18,12 @@ from .images import (
 )
 from .logs import AppLog
 from .metrics import Gauge, Labels, Metrics
-from .pool import Container, FunctionPool, PoolConfig
-from .runtime import ContainerProcess, Runtime
+from .pool import FunctionPool, PoolConfig
+from .runtime import Runtime
 from .store import Store
 
 HEARTBEAT_TIMEOUT = 10.0  # an ephemeral app whose `wisp serve` went silent this long is stopped
+PREPARE_WAIT = 30.0  # a deploy waits this long at most for its zygotes (a slow import goes on after)
 
 
 class DeployError(Exception):
@@ -141,8 +142,6 @@ class AppManager:
     def _pools(self, app_id: str, spec: AppSpec, labels: dict[str, FunctionSpec], pythons: dict[str, Path],
                files_dir: Path) -> dict[str, FunctionPool]:
         log = self.log(app_id)
-        for python in set(pythons.values()):
-            self.runtime.prepare(str(python))  # a zygote per image, ready before the first request
         return {label: self._pool(app_id, spec, fn, pythons[fn.name], files_dir, log) for label, fn in labels.items()}
 
     def _pool(self, app_id: str, spec: AppSpec, fn: FunctionSpec, python: Path, files_dir: Path, log: AppLog) -> FunctionPool:
@@ -150,16 +149,15 @@ class AppManager:
                 "--stub", spec.stub_attr, "--function", fn.name]
         image_env, cwd = container_settings(fn.image, python, files_dir)
         env = {**_container_env(), **image_env, "WISP_APP": app_id, "WISP_FUNCTION": fn.name}
-
-        async def launch(container: Container) -> ContainerProcess:
-            return await self.runtime.start([*argv, "--socket", container.socket_path], env=env, cwd=cwd)
-
+        launcher = self.runtime.launcher(argv, env=env, cwd=cwd, fork=fn.fork, log=log, startup_timeout=fn.startup_timeout)
         labels = (("app", app_id), ("function", fn.name))
-        return FunctionPool(fn, launch, log, self.socket_dir, config=self.config, metrics=self.metrics, labels=labels)
+        return FunctionPool(fn, launcher, log, self.socket_dir, config=self.config, metrics=self.metrics, labels=labels)
 
     async def _swap(self, new: RunningApp, old: RunningApp | None = None) -> None:
         """Start the new version's containers, route to it, then drain the old version."""
         old = old or self.apps.get(new.id)
+        # The zygotes first: the first request after a deploy forks, as every later cold start does.
+        await asyncio.gather(*(pool.prepared(PREPARE_WAIT) for pool in new.pools.values()))
         if old is not None:
             warming = []
             for label, pool in new.pools.items():

@@ -8,6 +8,7 @@ ones (no new requests, SIGTERM, uvicorn finishes what it holds, exit hooks run).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from collections import deque
@@ -21,7 +22,7 @@ from .autoscaler import Observed, ScaleState, Settings, decide, need
 from .gateway import TargetUnavailable
 from .logs import AppLog
 from .metrics import Labels, Metrics
-from .runtime import ContainerProcess
+from .runtime import ContainerProcess, Launcher
 
 _READY = READY_MARKER.encode()
 _ids = itertools.count(1)
@@ -73,16 +74,14 @@ class Lease:
             self._pool._release(self._container, status, broken)
 
 
-Launcher = Callable[[Container], Awaitable[ContainerProcess]]
-
-
 class FunctionPool:
-    def __init__(self, spec: FunctionSpec, launch: Launcher, log: AppLog, socket_dir: str, *,
+    def __init__(self, spec: FunctionSpec, launcher: Launcher, log: AppLog, socket_dir: str, *,
                  config: PoolConfig = PoolConfig(), metrics: Metrics | None = None, labels: Labels = (),
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.spec = spec
         self.config = config
-        self._launch = launch
+        self._launcher = launcher
+        launcher.prepare()  # a zygote, say, ready before the first request
         self._log = log
         self._socket_dir = socket_dir
         self._clock = clock
@@ -273,7 +272,7 @@ class FunctionPool:
     async def _run(self, c: Container) -> None:
         started = self._clock()
         try:
-            c.process = await self._launch(c)
+            c.process = await self._launcher.start(c.socket_path)
         except Exception as exc:  # could not even exec the interpreter
             c.recent.append(str(exc))
             self._exited(c, -1)
@@ -373,6 +372,12 @@ class FunctionPool:
             self._stop(c)
         while self._containers or self._tasks:
             await asyncio.sleep(0.02)
+        await self._launcher.close()
+
+    async def prepared(self, timeout: float) -> None:
+        """Wait, at most `timeout` seconds, for what the runtime prepares ahead of the first request."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._launcher.ready(), timeout)
 
     # -- what `wisp app list` and /metrics show ----------------------------------------------
     def container_states(self) -> dict[str, int]:

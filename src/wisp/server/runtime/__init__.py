@@ -1,9 +1,10 @@
 """Runtime backends start, stop and watch containers. Chosen by name (STYLE rule 6)."""
 from __future__ import annotations
 
-from .base import ContainerProcess, Runtime
 import os
 import socket
+
+from .base import ContainerProcess, Launcher, Log, Runtime
 
 from .local import LocalRuntime
 from .zygote import ZygoteRuntime
@@ -23,4 +24,4 @@ def get_runtime(name: str) -> Runtime:
         raise ValueError(f"Unknown runtime {name!r}. Choose one of: {', '.join(sorted(RUNTIMES))}.") from None
 
 
-__all__ = ["ContainerProcess", "Runtime", "RUNTIMES", "get_runtime"]
+__all__ = ["ContainerProcess", "Launcher", "Log", "Runtime", "RUNTIMES", "get_runtime"]

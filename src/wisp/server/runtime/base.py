@@ -1,4 +1,4 @@
-"""The Runtime interface: what the pools need to run a container."""
+"""The Runtime interface: what the pools need to run a function's containers."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -23,13 +23,38 @@ class ContainerProcess(Protocol):
         ...
 
 
+class Log(Protocol):
+    def write(self, line: str, *, source: str | None = None) -> None: ...
+
+
+class Launcher(Protocol):
+    """Starts the containers of one version of one function."""
+
+    def prepare(self) -> None:
+        """Get ready to start containers soon (a zygote, say), in the background."""
+
+    async def ready(self) -> None:
+        """Wait for what `prepare` started. Never raises: a failure shows when a container starts."""
+
+    async def start(self, socket_path: str) -> ContainerProcess:
+        """Start a container that serves on `socket_path`."""
+        ...
+
+    async def close(self) -> None:
+        """The version is gone and its containers have stopped: stop what was kept for it."""
+
+
 class Runtime(Protocol):
     name: str
 
-    async def start(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path) -> ContainerProcess: ...
+    def launcher(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, fork: bool, log: Log,
+                 startup_timeout: float = 300.0) -> Launcher:
+        """A launcher for containers that run `argv + ["--socket", path]` in `env` and `cwd`.
 
-    def prepare(self, python: str) -> None:
-        """Get ready to start containers of this image soon (a zygote, say)."""
+        `fork=False`: the function asked for fresh processes; runtimes that fork must not.
+        `startup_timeout`: how long what is prepared for the function (its import) may take.
+        """
+        ...
 
     async def close(self) -> None:
         """Stop whatever the runtime itself keeps running."""

@@ -7,6 +7,8 @@ import signal
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
+from .base import Log
+
 
 class LocalProcess:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
@@ -46,24 +48,50 @@ class LocalProcess:
         await self._proc.wait()
 
 
-class LocalRuntime:
-    name = "local"
+class LocalLauncher:
+    """Every container a fresh interpreter: nothing to prepare or keep."""
 
-    def prepare(self, python: str) -> None:
-        pass  # nothing to get ready: every container is a fresh interpreter
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, note: str | None = None) -> None:
+        self.argv = list(argv)
+        self.env = dict(env)
+        self.cwd = cwd
+        self.note = note
+
+    def prepare(self) -> None:
+        pass
+
+    async def ready(self) -> None:
+        pass
+
+    async def start(self, socket_path: str) -> LocalProcess:
+        process = await start_process([*self.argv, "--socket", socket_path], self.env, self.cwd)
+        process.note = self.note
+        return process
 
     async def close(self) -> None:
         pass
 
-    async def start(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path) -> LocalProcess:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            env=dict(env),
-            cwd=str(cwd),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-            limit=1 << 20,
-        )
-        return LocalProcess(proc)
+
+async def start_process(argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> LocalProcess:
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        env=dict(env),
+        cwd=str(cwd),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+        limit=1 << 20,
+    )
+    return LocalProcess(proc)
+
+
+class LocalRuntime:
+    name = "local"
+
+    def launcher(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, fork: bool, log: Log,
+                 startup_timeout: float = 300.0) -> LocalLauncher:
+        return LocalLauncher(argv, env, cwd)
+
+    async def close(self) -> None:
+        pass

@@ -1,34 +1,73 @@
-"""The zygote runtime: containers forked from a per-image process that has imported the runtime.
+"""The zygote runtime: containers forked from a function's zygote, itself forked from its image's.
 
-A fork skips the interpreter start and the imports of uvicorn/FastAPI/pydantic that a fresh
-container spends most of its ~0.7 s on. One zygote per image Python, started ahead of need
-(`prepare`) and restarted if it dies. Containers are still process groups of their own (the
-child calls setsid), so stopping one is the same as on the local runtime; the zygote reports
-their exit codes through a status pipe, since the server is not their parent.
+A fork skips the interpreter start, the imports of uvicorn/FastAPI/pydantic and the import of the
+user's script, which a fresh container spends most of its ~0.7 s on. Per image Python, one
+zygote (started when a function of that image is deployed); per function version, one zygote
+forked from it that has imported the script (`wisp._runtime.zygote` says what runs where).
+Containers are process groups of their own (the child calls setsid), so stopping one is the same
+as on the local runtime; a zygote reports its children's exit codes through status pipes, since
+the server is not their parent.
+
+Falls back to fresh processes, with the reason in the app's logs, when the function asks for it
+(`fork=False`), when its script leaves threads or sockets behind at import, or when a zygote
+cannot be started. Zygotes are replaced when wisp's own container code changes on disk.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import signal
 import socket
 import tempfile
-from collections.abc import AsyncIterator, Mapping, Sequence
+import time
+import weakref
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from .local import LocalRuntime
+import wisp
 
-ZYGOTE_START_TIMEOUT = 60.0
+from .base import Log
+from .local import LocalLauncher, LocalProcess, start_process
+
+ZYGOTE_START_TIMEOUT = 60.0  # an image's zygote imports a fixed set of packages
+RETIRE_GRACE = 5.0  # at server shutdown, seconds a retired zygote gets before SIGKILL
+FINGERPRINT_EVERY = 1.0  # seconds between looks at wisp's files
+MARKER = b"\x00wisp-zygote "  # the function zygote's answer line (wisp._runtime.zygote.MARKER)
 
 
 class ZygoteError(Exception):
     pass
 
 
+class Unforkable(ZygoteError):
+    """The function's script must not be forked; the message says why."""
+
+
+class PreloadFailed(ZygoteError):
+    """A function's zygote could not import the script: its containers import it themselves."""
+
+
+def wisp_fingerprint() -> str:
+    """Changes when wisp's container-side code does: the size and mtime of each of its files."""
+    root = Path(wisp.__file__).resolve().parent
+    parts = []
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root)
+        if relative.parts[0] in ("server", "cli"):  # never imported in a container
+            continue
+        with contextlib.suppress(OSError):
+            stat = path.stat()
+            parts.append(f"{relative}:{stat.st_size}:{stat.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
 class ForkedProcess:
-    """A container forked by a zygote: output and exit status arrive through pipes."""
+    """A process forked by a zygote: output and exit status arrive through pipes."""
 
     def __init__(self, pid: int, output: asyncio.StreamReader, status: asyncio.StreamReader) -> None:
         self.pid = pid
@@ -37,6 +76,10 @@ class ForkedProcess:
         self._code: int | None = None
         self._exit: asyncio.Task[int] | None = None  # one reader of the status pipe, shared
         self.note: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._code is None
 
     async def lines(self) -> AsyncIterator[bytes]:
         while True:
@@ -77,10 +120,58 @@ class ForkedProcess:
         await self.wait()
 
 
-class Zygote:
-    def __init__(self, python: str, socket_path: str) -> None:
+async def fork_from(socket_path: str, request: dict[str, Any]) -> ForkedProcess:
+    """Ask the zygote listening on `socket_path` to fork a child; the child's pipes are ours."""
+    loop = asyncio.get_running_loop()
+    out_r, out_w = os.pipe()
+    status_r, status_w = os.pipe()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        await loop.sock_connect(sock, socket_path)
+        sock.setblocking(True)  # a small message on a local socket: sending does not block
+        socket.send_fds(sock, [json.dumps(request).encode()], [out_w, status_w])
+        sock.setblocking(False)
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = await loop.sock_recv(sock, 4096)
+            if not chunk:
+                raise ZygoteError("the zygote closed the connection without forking")
+            reply += chunk
+    except BaseException:
+        os.close(out_r)
+        os.close(status_r)
+        raise
+    finally:
+        sock.close()
+        os.close(out_w)
+        os.close(status_w)
+    answer = json.loads(reply)
+    if "pid" not in answer:
+        os.close(out_r)
+        os.close(status_r)
+        raise ZygoteError(answer.get("error", "the zygote refused to fork"))
+    return ForkedProcess(answer["pid"], await _reader(out_r), await _reader(status_r))
+
+
+async def _reader(fd: int) -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0))
+    return reader
+
+
+def _request(args: Sequence[str], env: Mapping[str, str], cwd: Path) -> dict[str, Any]:
+    return {"args": list(args), "env": dict(env), "cwd": str(cwd)}
+
+
+class ImageZygote:
+    """`python -m wisp._runtime.zygote` in an image's environment, a child of the server."""
+
+    def __init__(self, python: str, socket_path: str, fingerprint: str) -> None:
         self.python = python
         self.socket_path = socket_path
+        self.fingerprint = fingerprint  # of wisp's code when it started
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -90,7 +181,11 @@ class Zygote:
             start_new_session=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
         )
         assert self.proc.stdout is not None
-        line = await asyncio.wait_for(self.proc.stdout.readline(), ZYGOTE_START_TIMEOUT)
+        try:
+            line = await asyncio.wait_for(self.proc.stdout.readline(), ZYGOTE_START_TIMEOUT)
+        except asyncio.TimeoutError:
+            self.kill()
+            raise ZygoteError(f"the zygote for {self.python} did not start within {ZYGOTE_START_TIMEOUT:.0f} s") from None
         try:
             if not json.loads(line).get("ready"):
                 raise ValueError
@@ -103,105 +198,308 @@ class Zygote:
         return self.proc is not None and self.proc.returncode is None
 
     async def fork(self, args: Sequence[str], env: Mapping[str, str], cwd: Path) -> ForkedProcess:
-        loop = asyncio.get_running_loop()
-        out_r, out_w = os.pipe()
-        status_r, status_w = os.pipe()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.setblocking(False)
-            await loop.sock_connect(sock, self.socket_path)
-            request = json.dumps({"args": list(args), "env": dict(env), "cwd": str(cwd)}).encode()
-            sock.setblocking(True)  # a small message on a local socket: sending does not block
-            socket.send_fds(sock, [request], [out_w, status_w])
-            sock.setblocking(False)
-            reply = b""
-            while not reply.endswith(b"\n"):
-                chunk = await loop.sock_recv(sock, 4096)
-                if not chunk:
-                    raise ZygoteError("the zygote closed the connection without forking")
-                reply += chunk
-        finally:
-            sock.close()
-            os.close(out_w)
-            os.close(status_w)
-        answer = json.loads(reply)
-        if "pid" not in answer:
-            os.close(out_r)
-            os.close(status_r)
-            raise ZygoteError(answer.get("error", "the zygote refused to fork"))
-        return ForkedProcess(answer["pid"], await _reader(out_r), await _reader(status_r))
+        return await fork_from(self.socket_path, _request(args, env, cwd))
 
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
+    def retire(self) -> None:
+        """Take no more requests; exit once every child has (SIGTERM, see wisp._runtime.zygote)."""
+        if self.alive:
+            assert self.proc is not None
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        if self.alive:
+            assert self.proc is not None
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
+
+    async def wait(self) -> None:
+        if self.proc is not None:
             await self.proc.wait()
 
 
-async def _reader(fd: int) -> asyncio.StreamReader:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 20)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0))
-    return reader
+class FunctionZygote:
+    """A function version's zygote: forked from its image's zygote, has imported the script."""
+
+    def __init__(self, image: ImageZygote, process: ForkedProcess, socket_path: str) -> None:
+        self.image = image
+        self.process = process
+        self.socket_path = socket_path
+        self._output: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(cls, image: ImageZygote, args: Sequence[str], env: Mapping[str, str], cwd: Path,
+                    socket_path: str, log: Callable[[str], None], timeout: float) -> FunctionZygote:
+        request = {**_request(args, env, cwd), "zygote": socket_path}
+        process = await fork_from(image.socket_path, request)
+        zygote = cls(image, process, socket_path)
+        try:
+            answer = await asyncio.wait_for(zygote._answer(log), timeout)
+        except asyncio.TimeoutError:
+            await process.stop(0)
+            raise PreloadFailed(f"importing the script took over {timeout:.0f} s") from None
+        if "unforkable" in answer:
+            await process.wait()
+            raise Unforkable(answer["unforkable"])
+        zygote._output = asyncio.ensure_future(zygote._forward(log))
+        process._exit = asyncio.ensure_future(process._read_status())  # keeps `alive` true to fact
+        return zygote
+
+    async def _answer(self, log: Callable[[str], None]) -> dict[str, Any]:
+        """Wait for the zygote's one line. What the script printed at import goes to the app's
+        log, unless the import failed: then each container imports it and prints it again."""
+        printed = []
+        async for line in self.process.lines():
+            if line.startswith(MARKER):
+                for earlier in printed:
+                    log(earlier)
+                answer: dict[str, Any] = json.loads(line[len(MARKER):])
+                return answer
+            printed.append(line.decode(errors="replace").rstrip("\n"))
+        code = await self.process.wait()
+        last = next((line for line in reversed(printed) if line.strip()), "no output")
+        raise PreloadFailed(f"importing the script failed (exit code {code}): {last}")
+
+    async def _forward(self, log: Callable[[str], None]) -> None:
+        async for line in self.process.lines():
+            log(line.decode(errors="replace").rstrip("\n"))
+
+    @property
+    def alive(self) -> bool:
+        return self.process.running
+
+    async def fork(self, args: Sequence[str], env: Mapping[str, str], cwd: Path) -> ForkedProcess:
+        return await fork_from(self.socket_path, _request(args, env, cwd))
+
+    def retire(self) -> None:
+        if self.alive:  # the zygote alone: its containers lead process groups of their own
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGTERM)
+
+
+Forker = ImageZygote | FunctionZygote
+
+
+class ForkLauncher:
+    """Starts one function version's containers as forks of its zygote."""
+
+    def __init__(self, runtime: ZygoteRuntime, python: str, args: Sequence[str], env: Mapping[str, str], cwd: Path,
+                 log: Log, startup_timeout: float) -> None:
+        self.runtime = runtime
+        self.python = python
+        self.args = list(args)
+        self.env = dict(env)
+        self.cwd = cwd
+        self.startup_timeout = startup_timeout
+        self.source = f"{env.get('WISP_FUNCTION', 'function')} zygote"
+        self._log = log
+        self._forker: Forker | None = None  # the function's zygote, or its image's if the import failed
+        self._renewing: asyncio.Task[Forker] | None = None
+        self._fresh: str | None = None  # why containers start as fresh processes, once known
+        self._closed = False
+
+    def prepare(self) -> None:
+        if self._renewing is None or self._renewing.done():
+            self._renewing = asyncio.ensure_future(self._renew())
+            self._renewing.add_done_callback(_retrieve)
+
+    async def ready(self) -> None:
+        if self._renewing is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._renewing)
+
+    def _current(self) -> Forker | None:
+        forker = self._forker
+        if forker is None or not forker.alive:
+            return None
+        image = forker if isinstance(forker, ImageZygote) else forker.image
+        return forker if self.runtime.current(self.python) is image else None
+
+    async def _renew(self) -> Forker:
+        current = self._current()
+        if current is not None:
+            return current
+        image = await self.runtime.image_zygote(self.python)
+        old, self._forker = self._forker, None
+        if isinstance(old, FunctionZygote):
+            old.retire()  # it exits once the containers it forked have
+        try:
+            self._forker = await FunctionZygote.start(
+                image, self.args, self.env, self.cwd, self.runtime.socket_path(), self._write, self.startup_timeout)
+        except PreloadFailed as exc:
+            self._write(f"[wisp] could not import the script ahead of its containers ({exc}); "
+                        "each container imports it itself")
+            self._forker = image
+        if self._closed:
+            self._retire()
+        return self._forker
+
+    def _write(self, line: str) -> None:
+        self._log.write(line, source=self.source)
+
+    async def _forker_for_start(self) -> Forker:
+        current = self._current()
+        if current is not None:
+            return current
+        if self._renewing is None or self._renewing.done():
+            self.prepare()
+        assert self._renewing is not None
+        return await asyncio.shield(self._renewing)
+
+    async def start(self, socket_path: str) -> ForkedProcess | LocalProcess:
+        argv = [*self.args, "--socket", socket_path]
+        if self._fresh is None:
+            try:
+                forker = await self._forker_for_start()
+                return await forker.fork(argv, self.env, self.cwd)
+            except Unforkable as exc:
+                self._fresh = f"started as a fresh process, not forked: {exc}"
+                note = self._fresh
+            except (ZygoteError, OSError, asyncio.TimeoutError) as exc:
+                note = f"started as a fresh process, not forked from a zygote: {exc}"
+        else:
+            note = self._fresh
+        process = await start_process([self.python, "-m", "wisp._runtime", *argv], self.env, self.cwd)
+        process.note = note  # the pool writes it to the app's log
+        return process
+
+    def _retire(self) -> FunctionZygote | None:
+        forker, self._forker = self._forker, None
+        if isinstance(forker, FunctionZygote):
+            forker.retire()
+            return forker
+        return None
+
+    async def close(self) -> None:
+        """The pool has stopped its containers: the function's zygote exits now, not later."""
+        if self._closed:
+            return
+        self._closed = True
+        retired = self._retire()
+        self.runtime.release(self.python)
+        if retired is not None:
+            await retired.process.stop(RETIRE_GRACE)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """A failure to prepare is reported when a container starts; do not warn about it here."""
+    if not task.cancelled():
+        task.exception()
 
 
 class ZygoteRuntime:
-    """Fork containers from per-image zygotes; fall back to fresh processes, with the reason."""
+    """Fork containers from zygotes; fall back to fresh processes, with the reason."""
 
     name = "zygote"
 
-    def __init__(self) -> None:
-        self._fallback = LocalRuntime()
-        self._zygotes: dict[str, Zygote] = {}
-        self._starting: dict[str, asyncio.Task[Zygote]] = {}
+    def __init__(self, fingerprint: Callable[[], str] = wisp_fingerprint) -> None:
+        self._images: dict[str, ImageZygote] = {}
+        self._starting: dict[str, asyncio.Task[ImageZygote]] = {}
+        self._retired: list[ImageZygote] = []
+        self._users: Counter[str] = Counter()  # launchers per image Python
+        self._launchers: weakref.WeakSet[ForkLauncher] = weakref.WeakSet()
         self._dir = tempfile.mkdtemp(prefix="wisp-z-")
+        self._sockets = 0
+        self._fingerprint_of = fingerprint
+        self._fingerprint = fingerprint()
+        self._checked = time.monotonic()
+        self._watch: asyncio.Task[None] | None = None
 
-    def prepare(self, python: str) -> None:
-        """Start the image's zygote ahead of the first request."""
-        if python not in self._zygotes and python not in self._starting:
-            self._starting[python] = asyncio.ensure_future(self._start_zygote(python))
+    def launcher(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, fork: bool, log: Log,
+                 startup_timeout: float = 300.0) -> ForkLauncher | LocalLauncher:
+        python, rest = argv[0], list(argv[1:])
+        if rest[:2] != ["-m", "wisp._runtime"]:
+            return LocalLauncher(argv, env, cwd)
+        if not fork:
+            return LocalLauncher(argv, env, cwd, note="started as a fresh process: the function asks for one (fork=False)")
+        if self._watch is None:
+            self._watch = asyncio.ensure_future(self._watch_wisp())
+        self._users[python] += 1
+        launcher = ForkLauncher(self, python, rest[2:], env, cwd, log, startup_timeout)
+        self._launchers.add(launcher)
+        return launcher
 
-    async def _start_zygote(self, python: str) -> Zygote:
-        zygote = Zygote(python, f"{self._dir}/z{len(self._zygotes) + len(self._starting)}-{os.getpid()}.sock")
-        try:
-            await zygote.start()
-        finally:
-            self._starting.pop(python, None)
-        self._zygotes[python] = zygote
+    def socket_path(self) -> str:
+        self._sockets += 1
+        return f"{self._dir}/z{self._sockets}-{os.getpid()}.sock"
+
+    def fingerprint(self) -> str:
+        """Of wisp's code on disk, looked at most once a second."""
+        now = time.monotonic()
+        if now - self._checked >= FINGERPRINT_EVERY:
+            self._checked = now
+            self._fingerprint = self._fingerprint_of()
+        return self._fingerprint
+
+    def current(self, python: str) -> ImageZygote | None:
+        """The image's zygote, if it is running today's wisp."""
+        zygote = self._images.get(python)
+        if zygote is None or not zygote.alive or zygote.fingerprint != self.fingerprint():
+            return None
         return zygote
 
-    async def _zygote(self, python: str) -> Zygote:
-        zygote = self._zygotes.get(python)
-        if zygote is not None and zygote.alive:
-            return zygote
-        self._zygotes.pop(python, None)
-        if zygote is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(zygote.socket_path)
-        self.prepare(python)
+    async def image_zygote(self, python: str) -> ImageZygote:
+        current = self.current(python)
+        if current is not None:
+            return current
+        self._retire_image(python)
         task = self._starting.get(python)
-        if task is None:  # finished between prepare and here
-            return self._zygotes[python]
+        if task is None:
+            task = self._starting[python] = asyncio.ensure_future(self._start_image_zygote(python))
         return await asyncio.shield(task)
 
-    async def start(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path):  # type: ignore[no-untyped-def]
-        python, rest = argv[0], list(argv[1:])
-        if rest[:2] != ["-m", "wisp._runtime"] or env.get("WISP_ZYGOTE") == "0":
-            return await self._fallback.start(argv, env=env, cwd=cwd)
+    async def _start_image_zygote(self, python: str) -> ImageZygote:
+        zygote = ImageZygote(python, self.socket_path(), self.fingerprint())
         try:
-            zygote = await self._zygote(python)
-            return await zygote.fork(rest[2:], env, cwd)
-        except (ZygoteError, OSError, asyncio.TimeoutError) as exc:
-            process = await self._fallback.start(argv, env=env, cwd=cwd)
-            # The pool logs container output: the reason shows up in the app's logs.
-            process.note = f"started as a fresh process, not forked from a zygote: {exc}"
-            return process
+            await zygote.start()
+        except BaseException:
+            zygote.kill()
+            raise
+        finally:
+            self._starting.pop(python, None)
+        self._images[python] = zygote
+        return zygote
+
+    async def _watch_wisp(self) -> None:
+        """When wisp's code changes on disk, start new zygotes before the next container needs one."""
+        while True:
+            await asyncio.sleep(FINGERPRINT_EVERY)
+            stale = [z for z in self._images.values() if z.alive and z.fingerprint != self.fingerprint()]
+            if stale:
+                for launcher in list(self._launchers):
+                    if not launcher._closed:
+                        launcher.prepare()
+
+    def release(self, python: str) -> None:
+        """A launcher is done: an image zygote nobody launches from any more retires."""
+        self._users[python] -= 1
+        if self._users[python] <= 0:
+            del self._users[python]
+            self._retire_image(python)
+
+    def _retire_image(self, python: str) -> None:
+        zygote = self._images.pop(python, None)
+        if zygote is not None:
+            zygote.retire()  # what it forked keeps running; it exits after them
+            self._retired.append(zygote)
+        self._retired = [z for z in self._retired if z.alive]
 
     async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
         for task in list(self._starting.values()):
             task.cancel()
-        await asyncio.gather(*(z.stop() for z in self._zygotes.values()))
-        self._zygotes.clear()
+        zygotes = [*self._images.values(), *self._retired]
+        for zygote in zygotes:
+            zygote.retire()
+        try:
+            await asyncio.wait_for(asyncio.gather(*(z.wait() for z in zygotes)), RETIRE_GRACE)
+        except asyncio.TimeoutError:
+            for zygote in zygotes:
+                zygote.kill()
+            await asyncio.gather(*(z.wait() for z in zygotes))
+        self._images.clear()
+        self._retired.clear()
         with contextlib.suppress(OSError):
             for name in os.listdir(self._dir):
                 os.unlink(os.path.join(self._dir, name))
