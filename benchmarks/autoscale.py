@@ -1,7 +1,8 @@
 """Autoscaling: a 32-request burst from zero vs. onto warm containers, idle scale-down precision,
 and cold vs. warm request latency.
 
-    .venv/bin/python benchmarks/autoscale.py [--burst 32] [--idle-timeouts 5,10] [--idle-runs 3] [--warm-requests 300]
+    .venv/bin/python -P benchmarks/autoscale.py [--burst 32] [--idle-timeouts 5,10] [--idle-runs 3] [--warm-requests 300]
+                                                [--json PATH]
 
 Starts its own wisp server (temporary WISP_HOME, free port) and deploys a small app it writes to a
 temporary folder. The container counts come from the control API (GET /v1/apps, the token in
@@ -17,6 +18,8 @@ http://127.0.0.1:<port>/<label>/.
   from the end of the response, minus N. Each of these requests finds no container, so they are
   also the cold samples.
 - Warm: sequential requests on one keep-alive connection to a warm `idleN` container.
+
+--json PATH writes the measurements (see _results.py).
 """
 from __future__ import annotations
 
@@ -34,6 +37,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+sys.path.append(str(Path(__file__).resolve().parent))
+import _results  # noqa: E402  (benchmarks/_results.py)
 
 APP = "autoscalebench"
 APP_HEAD = '''
@@ -255,12 +261,33 @@ def signed(x: float | None) -> str:
     return "never" if x is None else f"{x:+.2f}"
 
 
+def save(path: str | None, args: argparse.Namespace, timeouts: list[int], cold_burst: dict, warm_burst: dict,
+         idle: dict[int, list[dict]], cold: list[float], warm_samples: list[float], mean_start: float | None,
+         problems: list[str]) -> None:
+    """--json: bursts and idle offsets in s (null: never reached), request latencies in ms."""
+    measured: dict[str, tuple[str, list[float | None]]] = {}
+    for name, b in (("cold", cold_burst), ("warm", warm_burst)):
+        measured[f"burst.{name}.full_s"] = ("s", [b["full_at"]])
+        measured[f"burst.{name}.last_s"] = ("s", [b["last"]])
+        measured[f"burst.{name}.failed"] = ("requests", [b["n"] - b["ok"]])
+        measured[f"burst.{name}.containers"] = ("containers", [b["containers_answering"]])
+    runs = [r for t in timeouts for r in idle[t]]
+    measured["idle.offset_s"] = ("s", [r["gone"] for r in runs])
+    measured["idle.decided_s"] = ("s", [r["stop_decided"] for r in runs])
+    measured["cold_idle.wisp"] = ("ms", [c * 1000 for c in cold])
+    measured["warm.wisp"] = ("ms", [w * 1000 for w in warm_samples])
+    figures = {"burst_n": args.burst, "idle_timeouts": ", ".join(map(str, timeouts)), "idle_runs": args.idle_runs,
+               "container_start_mean_s": mean_start}
+    _results.write(path, "autoscale", measured, figures, problems)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--burst", type=int, default=32)
     parser.add_argument("--idle-timeouts", default="5,10", help="container_idle_timeout values, comma-separated (min 2)")
     parser.add_argument("--idle-runs", type=int, default=3)
     parser.add_argument("--warm-requests", type=int, default=300)
+    parser.add_argument("--json", metavar="PATH", help="write the measurements here (benchmarks/_results.py)")
     args = parser.parse_args()
     timeouts = [int(x) for x in args.idle_timeouts.split(",")]
 
@@ -372,6 +399,7 @@ def main() -> None:
     if warm_samples:
         print(f"| warm: one keep-alive connection, sequential | {len(warm_samples)} | "
               f"{q(warm_samples, .5) * 1000:.2f} | {q(warm_samples, .99) * 1000:.2f} | |")
+    save(args.json, args, timeouts, cold_burst, warm_burst, idle, cold, warm_samples, mean_start, problems)
     if problems:
         print()
         print("Problems seen (WISP_HOME kept for its logs: " + str(home) + "):")

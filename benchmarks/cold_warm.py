@@ -1,11 +1,13 @@
 """Cold-start and warm latency of the square webhook: through wisp vs. uvicorn run directly.
 
-    .venv/bin/python benchmarks/cold_warm.py [--cold-runs 10] [--warm-requests 500]
+    .venv/bin/python -P benchmarks/cold_warm.py [--cold-runs 10] [--warm-requests 500] [--also-fresh] [--json PATH]
 
 Starts its own wisp server (temporary WISP_HOME, free port), deploys examples/webhook_get.py,
 and in the same run measures the same FastAPI endpoint served by a fresh `python -m uvicorn`.
 Cold = request sent with no container running -> full response received.
 Warm = one keep-alive connection, sequential requests.
+--also-fresh adds the cold start of wisp with WISP_RUNTIME=local (a fresh interpreter per
+container instead of a fork of the image's zygote). --json PATH writes the samples (see _results.py).
 """
 from __future__ import annotations
 
@@ -20,6 +22,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.append(str(Path(__file__).resolve().parent))
+import _results  # noqa: E402  (benchmarks/_results.py)
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "examples" / "webhook_get.py"
@@ -68,13 +73,18 @@ def warm(port: int, path: str, n: int) -> list[float]:
 
 
 def wisp_cli(env: dict[str, str], *args: str) -> None:
-    subprocess.run([sys.executable, "-m", "wisp.cli", *args], env=env, check=True, capture_output=True)
+    done = subprocess.run([sys.executable, "-m", "wisp.cli", *args], env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"`wisp {' '.join(args)}` exited {done.returncode}:\n{done.stdout}{done.stderr}")
 
 
-def measure_wisp(cold_runs: int, warm_requests: int) -> tuple[list[float], list[float]]:
+def measure_wisp(cold_runs: int, warm_requests: int, runtime: str | None = None) -> tuple[list[float], list[float]]:
+    """Cold samples, then warm ones (none when warm_requests is 0). runtime: WISP_RUNTIME, default the server's."""
     home = tempfile.mkdtemp(prefix="wisp-bench-")
     port = free_port()
     env = {**os.environ, "WISP_HOME": home, "WISP_PORT": str(port)}
+    if runtime is not None:
+        env["WISP_RUNTIME"] = runtime
     wisp_cli(env, "server", "start")
     path = f"/{LABEL}/?x=42"
     try:
@@ -84,7 +94,7 @@ def measure_wisp(cold_runs: int, warm_requests: int) -> tuple[list[float], list[
                 wisp_cli(env, "app", "stop", "webhook_get")
             wisp_cli(env, "deploy", str(SCRIPT))  # a fresh version with no container
             cold.append(get(port, path))
-        return cold, warm(port, path, warm_requests)
+        return cold, warm(port, path, warm_requests) if warm_requests else []
     finally:
         wisp_cli(env, "server", "stop")
 
@@ -130,8 +140,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cold-runs", type=int, default=10)
     parser.add_argument("--warm-requests", type=int, default=500)
+    parser.add_argument("--also-fresh", action="store_true",
+                        help="also cold starts with WISP_RUNTIME=local (fresh interpreter, no zygote)")
+    parser.add_argument("--json", metavar="PATH", help="write the samples here (benchmarks/_results.py)")
     args = parser.parse_args()
     wisp_cold, wisp_warm = measure_wisp(args.cold_runs, args.warm_requests)
+    fresh_cold = measure_wisp(args.cold_runs, 0, runtime="local")[0] if args.also_fresh else []
     direct_cold, direct_warm = measure_direct(args.cold_runs, args.warm_requests)
     load = os.getloadavg()[0]
     print(f"square webhook, {os.cpu_count()} cores, load {load:.2f}, {args.cold_runs} cold runs, "
@@ -140,9 +154,21 @@ def main() -> None:
     print("|---|---|---|---|---|")
     print(f"| cold start (no container -> response) | {ms(wisp_cold, .5)} | {ms(wisp_cold, .99)} | "
           f"{ms(direct_cold, .5)} | {ms(direct_cold, .99)} |")
+    if fresh_cold:
+        print(f"| cold start, wisp fresh process (WISP_RUNTIME=local) | {ms(fresh_cold, .5)} | "
+              f"{ms(fresh_cold, .99)} | | |")
     print(f"| warm request (keep-alive) | {ms(wisp_warm, .5)} | {ms(wisp_warm, .99)} | "
           f"{ms(direct_warm, .5)} | {ms(direct_warm, .99)} |")
     print(f"| warm added by wisp p50 | {(statistics.median(wisp_warm) - statistics.median(direct_warm)) * 1000:.3f} | | | |")
+
+    def in_ms(samples: list[float]) -> tuple[str, list[float | None]]:
+        return "ms", [s * 1000 for s in samples]
+
+    measured = {"cold.wisp": in_ms(wisp_cold), "cold.direct": in_ms(direct_cold),
+                "warm.wisp": in_ms(wisp_warm), "warm.direct": in_ms(direct_warm)}
+    if fresh_cold:
+        measured["cold.fresh"] = in_ms(fresh_cold)
+    _results.write(args.json, "cold_warm", measured, {"cold_runs": args.cold_runs, "warm_requests": args.warm_requests})
 
 
 if __name__ == "__main__":

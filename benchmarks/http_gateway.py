@@ -1,6 +1,6 @@
 """The whole of HTTP through the gateway vs. the same app served by uvicorn directly (issue 5).
 
-    .venv/bin/python benchmarks/http_gateway.py [--size-gib 2] [--chunks 200] [--round-trips 2000]
+    .venv/bin/python -P benchmarks/http_gateway.py [--size-gib 2] [--chunks 200] [--round-trips 2000] [--json PATH]
 
 Starts its own wisp server (temporary WISP_HOME, free port, body limit raised past the
 transfer size) and deploys one @stub.asgi app; in the same run, the same app runs under a plain
@@ -12,6 +12,8 @@ transfer size) and deploys one @stub.asgi app; in the same run, the same app run
   download (streamed by the app), timed, with the wisp server process's peak RSS (VmHWM, reset
   through /proc/<pid>/clear_refs before each transfer) against its RSS before;
 - WebSockets: sequential round trips of a 32-byte text message to an echo endpoint.
+
+--json PATH writes the samples (see _results.py).
 """
 from __future__ import annotations
 
@@ -32,6 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from e2e.wsclient import WebSocket  # noqa: E402  (tests/e2e/wsclient.py: wsproto, blocking)
+
+sys.path.append(str(Path(__file__).resolve().parent))
+import _results  # noqa: E402  (benchmarks/_results.py)
 
 LABEL = "bench-http--bench"
 APP = '''
@@ -228,6 +233,7 @@ def main() -> None:
     parser.add_argument("--size-gib", type=float, default=2.0)
     parser.add_argument("--chunks", type=int, default=200)
     parser.add_argument("--round-trips", type=int, default=2000)
+    parser.add_argument("--json", metavar="PATH", help="write the samples here (benchmarks/_results.py)")
     args = parser.parse_args()
     size = int(args.size_gib * (1 << 30))
 
@@ -279,6 +285,17 @@ def main() -> None:
         what = f"{args.size_gib:g} GiB {'upload' if way == 'up' else 'download'}"
         print(f"| {what} | {name} | {seconds:.2f} | {size / seconds / 2**20:.0f} | {before / 2**20:.1f} | "
               f"{peak / 2**20:.1f} | {cpu:.2f} |")
+
+    measured: dict[str, tuple[str, list[float | None]]] = {}
+    for side in ("wisp", "direct"):
+        measured[f"stream.{side}"] = ("ms", [d * 1000 for d in delays[side]])
+        measured[f"ws.{side}"] = ("ms", [t * 1000 for t in trips[side]])
+    for (name, way), (seconds, before, peak, cpu) in transfers.items():
+        measured[f"transfer.{name}.{way}.mib_s"] = ("MiB/s", [size / seconds / 2**20])
+        measured[f"transfer.{name}.{way}.server_rss_growth_mib"] = ("MiB", [(peak - before) / 2**20])
+        measured[f"transfer.{name}.{way}.server_cpu_s"] = ("s", [cpu])
+    _results.write(args.json, "http_gateway", measured,
+                   {"size_gib": args.size_gib, "chunks": args.chunks, "round_trips": args.round_trips})
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Image builds on the local runtime: cold build, cached resolve, first import with and without
 bytecode compiled at build time. wisp and its baseline side by side, in the same run.
 
-    .venv/bin/python benchmarks/images.py [--runs 5] [--imports 10] [--cold-cache]
+    .venv/bin/python -P benchmarks/images.py [--runs 5] [--imports 10] [--cold-cache] [--json PATH]
 
 - cold build: `Image.debian_slim().pip_install("requests")` in a fresh $WISP_HOME, through wisp's
   builder (venv + the agent's packages + requests, bytecode compiled, progress reported) vs. the
@@ -13,6 +13,8 @@ bytecode compiled at build time. wisp and its baseline side by side, in the same
 - first import: `import requests, fastapi, uvicorn, pydantic` in a fresh interpreter with
   PYTHONDONTWRITEBYTECODE=1 (as containers run), in wisp's image vs. the baseline's environment
   (same packages, no .pyc files); `python -c pass` in each is the interpreter's own start.
+
+--json PATH writes the samples in ms (see _results.py).
 """
 from __future__ import annotations
 
@@ -26,6 +28,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.append(str(Path(__file__).resolve().parent))
+import _results  # noqa: E402  (benchmarks/_results.py)
 
 from wisp import Image
 from wisp.server.images import LocalImageBuilder, runtime_requirements
@@ -106,6 +111,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="cold builds of each kind")
     parser.add_argument("--imports", type=int, default=10, help="fresh interpreters per import measure")
     parser.add_argument("--cold-cache", action="store_true", help="also one build of each with an empty uv cache")
+    parser.add_argument("--json", metavar="PATH", help="write the samples here (benchmarks/_results.py)")
     args = parser.parse_args()
     print(f"# {time.strftime('%Y-%m-%d')}, {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"load {os.getloadavg()[0]:.2f}", flush=True)
@@ -143,6 +149,17 @@ def main() -> None:
     print("|---|---|---|")
     for (label, values), start in zip(imports.items(), starts.values()):
         print(f"| {label} | {ms(values)} | {ms(start)} |")
+
+    def in_ms(values: list[float]) -> tuple[str, list[float | None]]:
+        return "ms", [v * 1000 for v in values]
+
+    (wisp_imports, base_imports), (wisp_start, base_start) = imports.values(), starts.values()
+    measured = {"build.wisp": in_ms(wisp_times), "build.baseline": in_ms(base_times), "resolve.wisp": in_ms(resolve),
+                "import.wisp": in_ms(wisp_imports), "import.baseline": in_ms(base_imports),
+                "interpreter.wisp": in_ms(wisp_start), "interpreter.baseline": in_ms(base_start)}
+    for side, seconds in cold.items():
+        measured[f"build_empty_cache.{side}"] = in_ms([seconds])
+    _results.write(args.json, "images", measured, {"runs": args.runs, "imports": args.imports})
 
 
 if __name__ == "__main__":

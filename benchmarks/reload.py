@@ -1,9 +1,10 @@
 """How long an edit takes to serve: `wisp serve` vs. `uvicorn --reload`, same app, same run.
 
-    .venv/bin/python benchmarks/reload.py [--edits 5]
+    .venv/bin/python -P benchmarks/reload.py [--edits 5] [--json PATH]
 
 Each edit rewrites the script with a new VERSION; the time is from the write to the first
-response carrying that version (polling every 10 ms).
+response carrying that version (polling every 10 ms). --json PATH writes the samples
+(see _results.py).
 """
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+sys.path.append(str(Path(__file__).resolve().parent))
+import _results  # noqa: E402  (benchmarks/_results.py)
 
 WISP_SCRIPT = """
 import wisp
@@ -108,6 +112,7 @@ def measure_uvicorn(edits: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--edits", type=int, default=5)
+    parser.add_argument("--json", metavar="PATH", help="write the samples here (benchmarks/_results.py)")
     args = parser.parse_args()
     wisp = measure_wisp(args.edits)
     uvicorn = measure_uvicorn(args.edits)
@@ -116,6 +121,8 @@ def main() -> None:
     print("|---|---|---|")
     print(f"| wisp serve | {statistics.median(wisp):.2f} | {max(wisp):.2f} |")
     print(f"| uvicorn --reload | {statistics.median(uvicorn):.2f} | {max(uvicorn):.2f} |")
+    _results.write(args.json, "reload", {"reload.wisp": ("s", wisp), "reload.uvicorn": ("s", uvicorn)},
+                   {"edits": args.edits})
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Warm throughput of a FastAPI hello endpoint: direct uvicorn vs. through wisp vs. nginx proxy.
 
-    .venv/bin/python -P benchmarks/throughput.py [--duration 10] [--connections 64]
+    .venv/bin/python -P benchmarks/throughput.py [--duration 10] [--connections 64] [--json PATH]
 
 Needs `wrk` (apt-get install -y wrk) and, for the nginx row, `nginx`
 (apt-get install -y nginx-light). DESIGN.md §6, first row: through the gateway >= 85 % of
@@ -15,6 +15,10 @@ In one run, with `wrk -t2 -c64 --latency` and `wrk -t1 -c1 --latency`:
 CPU per request during the 64-connection runs: utime+stime from /proc/<pid>/stat of the wisp
 server process (pid from $WISP_HOME/server.json), and of all nginx processes, over the
 requests wrk completed.
+
+--json PATH writes this run's figures, one value per series (run_all.py repeats the script and
+pools them), plus wrk's own CPU use during each run, to show whether the load generator was the
+limit (see _results.py).
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import shutil
 import socket
 import subprocess
@@ -30,6 +35,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.append(str(Path(__file__).resolve().parent))
+import _results  # noqa: E402  (benchmarks/_results.py)
 
 APP_NAME = "bench-tput"
 FUNCTION = "hello"
@@ -155,11 +163,32 @@ def parse_ms(text: str) -> float:
     return float(m.group(1)) * UNITS[m.group(2)]
 
 
+def children_cpu() -> float:
+    """CPU seconds of this process's finished children (wrk is the only one reaped during a run)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs, from the first line of /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def wrk(url: str, connections: int, duration: int) -> dict:
     threads = 1 if connections == 1 else 2
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", url]
+    cpu, busy, wall = children_cpu(), machine_busy(), time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    wall = time.perf_counter() - wall
+    busy_after = machine_busy()
     result = {
+        "threads": threads,
+        "wrk_cpu_s": children_cpu() - cpu,
+        "wall_s": wall,
+        # of all cores: how busy the machine was while wrk ran (1.0 = every core busy)
+        "machine_busy": (busy_after[0] - busy[0]) / max(1, busy_after[1] - busy[1]),
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
         "requests": int(re.search(r"(\d+) requests in", out).group(1)),
         "p50": parse_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),
@@ -251,6 +280,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--json", metavar="PATH", help="write this run's figures here (benchmarks/_results.py)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk (Debian/Ubuntu) or brew install wrk")
@@ -286,6 +316,32 @@ def main() -> None:
     else:
         print("| nginx | skipped: nginx not installed (apt-get install -y nginx-light) | |")
     print(f"| cores / load average (1, 5, 15 min) | {os.cpu_count()} / {la[0]:.2f} {la[1]:.2f} {la[2]:.2f} | |")
+    save(args.json, args, direct, wisp, nginx)
+
+
+def save(path: str | None, args: argparse.Namespace, direct: dict, wisp: dict, nginx: dict | None) -> None:
+    """--json: one value per series for this run; wrk's CPU per many-connection run, to check it is not the limit."""
+    measured: dict[str, tuple[str, list[float | None]]] = {}
+    sides = {"direct": direct, "wisp": wisp, **({"nginx": nginx} if nginx is not None else {})}
+    for side, r in sides.items():
+        for key in ("many", "one"):
+            m = r[key]
+            measured[f"{key}.{side}.rps"] = ("req/s", [m["rps"]])
+            measured[f"{key}.{side}.p50"] = ("ms", [m["p50"]])
+            measured[f"{key}.{side}.p99"] = ("ms", [m["p99"]])
+            measured[f"{key}.{side}.errors"] = ("requests", [m["errors"]])
+            if "cpu_us" in m:
+                measured[f"{key}.{side}.cpu_us"] = ("µs", [m["cpu_us"]])
+        measured[f"wrk.{side}.cpu_s"] = ("s", [r["many"]["wrk_cpu_s"]])
+        measured[f"wrk.{side}.wall_s"] = ("s", [r["many"]["wall_s"]])
+        measured[f"machine_busy.{side}"] = ("fraction of all cores", [r["many"]["machine_busy"]])
+        if side != "direct":
+            measured[f"ratio.{side}_pct"] = ("%", [100 * r["many"]["rps"] / direct["many"]["rps"]])
+            measured[f"added_p50.{side}"] = ("ms", [r["one"]["p50"] - direct["one"]["p50"]])
+    figures = {"connections": args.connections, "duration_s": args.duration, "wrk_threads": wisp["many"]["threads"],
+               "nginx": nginx is not None}
+    notes = [] if nginx is not None else ["nginx not installed: no nginx row (apt-get install -y nginx-light)"]
+    _results.write(path, "throughput", measured, figures, notes)
 
 
 if __name__ == "__main__":

@@ -81,14 +81,15 @@ class ForkedProcess:
     def running(self) -> bool:
         return self._code is None
 
+    async def readline(self) -> bytes:
+        """The next line of output; b"" once the process has closed it."""
+        try:
+            return await self._output.readline()
+        except ValueError:  # a line over the stream limit: pass it on in pieces
+            return await self._output.read(65536)
+
     async def lines(self) -> AsyncIterator[bytes]:
-        while True:
-            try:
-                line = await self._output.readline()
-            except ValueError:  # a line over the stream limit: pass it on in pieces
-                line = await self._output.read(65536)
-            if not line:
-                return
+        while line := await self.readline():
             yield line
 
     async def wait(self) -> int:
@@ -249,7 +250,7 @@ class FunctionZygote:
         """Wait for the zygote's one line. What the script printed at import goes to the app's
         log, unless the import failed: then each container imports it and prints it again."""
         printed = []
-        async for line in self.process.lines():
+        while line := await self.process.readline():  # not `async for`: the rest goes to _forward
             if line.startswith(MARKER):
                 for earlier in printed:
                     log(earlier)
@@ -261,7 +262,7 @@ class FunctionZygote:
         raise PreloadFailed(f"importing the script failed (exit code {code}): {last}")
 
     async def _forward(self, log: Callable[[str], None]) -> None:
-        async for line in self.process.lines():
+        while line := await self.process.readline():
             log(line.decode(errors="replace").rstrip("\n"))
 
     @property
