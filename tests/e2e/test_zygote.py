@@ -72,6 +72,7 @@ def test_a_deploy_returns_with_the_function_zygote_ready_and_fork_false_opts_out
     fresh = get(wisp.url("zygote-more--fresh")).json()
     assert fresh["ppid"] == wisp.server_pid()
     assert "wisp._runtime --dir" in fresh["parent"] or "wisp.server" in fresh["parent"]
+    assert forked["signals"] == fresh["signals"]  # e.g. SIGPIPE ignored: a closed socket must not kill it
     log = _log(wisp, "zygote-more")
     assert "started as a fresh process: the function asks for one (fork=False)" in log
     assert log.count("importing zygote_more") == 2  # the zygote's import and the fresh container's

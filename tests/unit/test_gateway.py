@@ -54,6 +54,14 @@ class FakeTarget:
         self.stubborn = False  # finishes acquiring even when cancelled (a racing pool)
         self.unavailable: TargetUnavailable | None = None
 
+    def try_acquire(self) -> FakeLease | None:
+        """Like the pool: a lease at once when nothing would make acquire() wait or fail."""
+        if self.delay or self.unavailable is not None:
+            return None
+        self.acquired += 1
+        self.granted += 1
+        return FakeLease(self)
+
     async def acquire(self) -> FakeLease:
         self.acquired += 1
         if self.delay:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from wisp.server.gateway import resolve
+from wisp.server.gateway.routing import resolve_raw
 
 LABELS = {"my-app--square", "my-app--cube-dev", "other--f", "123"}
 
@@ -45,8 +46,16 @@ def test_resolve(host: str, path: str, expected: tuple[str, str] | None) -> None
     assert resolve(host, path, LABELS) == expected
 
 
+@pytest.mark.parametrize(("host", "path", "expected"), CASES)
+def test_resolve_raw_answers_as_resolve(host: str, path: str, expected: tuple[str, str] | None) -> None:
+    for _ in range(2):  # the second time from the remembered Host
+        assert resolve_raw(host.encode("latin-1"), path.encode("latin-1"), LABELS) == expected
+
+
 def test_resolve_reads_a_live_mapping() -> None:
     routes: dict[str, object] = {}
     assert resolve("a.localhost", "/", routes) is None
+    assert resolve_raw(b"a.localhost", b"/", routes) is None
     routes["a"] = object()
     assert resolve("a.localhost", "/", routes) == ("a", "")
+    assert resolve_raw(b"a.localhost", b"/", routes) == ("a", "")

@@ -52,6 +52,15 @@ MAX_REQUEST = 1 << 20
 MARKER = "\x00wisp-zygote "  # a function's zygote's one line to the server: ready, or why not
 PARENT_CHECK = 1.0  # seconds between checks that the parent (server or image zygote) lives
 
+# A fresh interpreter ignores SIGPIPE (a write to a closed socket raises instead of killing the
+# process) and turns SIGINT into KeyboardInterrupt; a zygote's own handlers must not leak in.
+FRESH_SIGNALS = {
+    signal.SIGCHLD: signal.SIG_DFL,
+    signal.SIGTERM: signal.SIG_DFL,
+    signal.SIGINT: signal.default_int_handler,
+    signal.SIGPIPE: signal.SIG_IGN,
+}
+
 Spawn = Callable[[dict[str, Any], int, list[int]], NoReturn]
 
 
@@ -149,8 +158,8 @@ def _become(request: dict[str, Any], out_fd: int, inherited: list[int]) -> None:
         with contextlib.suppress(OSError):
             os.close(fd)
     os.setsid()
-    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
-        signal.signal(sig, signal.SIG_DFL)
+    for sig, handler in FRESH_SIGNALS.items():  # what a fresh interpreter starts with
+        signal.signal(sig, handler)
     signal.set_wakeup_fd(-1)
     os.dup2(out_fd, 1)
     os.dup2(out_fd, 2)

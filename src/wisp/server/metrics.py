@@ -27,9 +27,19 @@ class Counter:
         self.name = name
         self.help = help_text
         self.values: dict[Labels, float] = {}
+        self._extended: dict[tuple[Labels, str, object], Labels] = {}
 
     def inc(self, labels: Labels, amount: float = 1.0) -> None:
         self.values[labels] = self.values.get(labels, 0.0) + amount
+
+    def inc_with(self, labels: Labels, name: str, value: object) -> None:
+        """inc(labels + (name, str(value))), for the hot path: each distinct label set is
+        built once and then only looked up."""
+        key = (labels, name, value)
+        full = self._extended.get(key)
+        if full is None:
+            full = self._extended[key] = (*labels, (name, str(value)))
+        self.values[full] = self.values.get(full, 0.0) + 1.0
 
     def render(self) -> list[str]:
         lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]

@@ -95,6 +95,10 @@ class FunctionPool:
             scaledown_window=spec.container_idle_timeout,
         )
         self._scale = ScaleState()
+        # Leases held (kept by _lease/_release, so demand is known without visiting every
+        # container) and the decision _carry_out() last acted on.
+        self._in_flight = 0
+        self._desired = -1
         self._containers: list[Container] = []
         self._waiters: deque[tuple[asyncio.Future[Lease], float]] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -115,10 +119,16 @@ class FunctionPool:
         """A web_server's own server knows nothing of the gateway's `/<label>` path prefix."""
         return self.spec.web is not None and self.spec.web.kind == "web_server"
 
-    async def acquire(self) -> Lease:
+    def try_acquire(self) -> Lease | None:
+        """A free slot at once, or None (then `acquire()` waits for one): the warm path, with
+        no task and no future."""
         container = self._pick()
-        if container is not None:
-            return self._lease(container)
+        return None if container is None else self._lease(container)
+
+    async def acquire(self) -> Lease:
+        lease = self.try_acquire()
+        if lease is not None:
+            return lease
         if self._closed:
             raise self._unavailable(f"`{self.spec.name}` is stopping; retry the request.", retry_after=1)
         if len(self._waiters) >= self.config.max_queue:
@@ -157,30 +167,57 @@ class FunctionPool:
                 break
 
     def _pick(self) -> Container | None:
+        """The least-loaded ready container with a free slot (an idle one ends the search)."""
         limit = self.spec.allow_concurrent_inputs
         best = None
         for c in self._containers:
             if c.state is State.READY and c.in_flight < limit and (best is None or c.in_flight < best.in_flight):
+                if not c.in_flight:
+                    return c
                 best = c
         return best
 
     def _lease(self, container: Container) -> Lease:
         container.in_flight += 1
+        self._in_flight += 1
         container.last_active = self._clock()
         return Lease(self, container)
 
     def _release(self, container: Container, status: int | None, broken: bool = False) -> None:
         container.in_flight -= 1
-        container.last_active = self._clock()
+        self._in_flight -= 1
+        container.last_active = now = self._clock()
+        if status is not None:
+            self._metrics.requests.inc_with(self._labels, "status", status)
         if broken and container.state is State.READY:
             # Its connection broke mid-request: most likely it died, and its exit may not have
             # reached us yet. Never hand it another request; a fresh container replaces it.
             self._log.write(f"[wisp] container {container.id} of {self.spec.name} failed a request; replacing it")
             self._stop(container)
-        if status is not None:
-            self._metrics.requests.inc((*self._labels, ("status", str(status))))
-        self.autoscale(finished=1)  # the request counts once more, so the window starts now
+            self.autoscale(finished=1)
+        else:
+            self._decide_after_release(now)
         self._dispatch()
+
+    def _decide_after_release(self, now: float) -> None:
+        """Record the finished request's demand in the scale-down window, and act only when the
+        decision moved.
+
+        The request counts once more, so its window starts now: one shorter than the tick would
+        otherwise never be seen. Acting means counting live containers, so it is skipped while
+        the decision stays what autoscale() last carried out (the usual case under steady load);
+        then nothing is left to start, and an idle container the window lets go is stopped by
+        the next tick, within a second.
+        """
+        if self._closed:
+            return
+        if self._failures or self._waiters:
+            self.autoscale(finished=1)  # the rare cases: backing off, or requests queued
+            return
+        observed = Observed(in_flight=self._in_flight + 1, queued=0)
+        desired, self._scale = decide(self.settings, observed, now, self._scale)
+        if desired != self._desired:
+            self._carry_out(desired)
 
     def _dispatch(self) -> None:
         while self._waiters:
@@ -203,8 +240,8 @@ class FunctionPool:
         return len(self._live())
 
     def observed(self, finished: int = 0) -> Observed:
-        queued = sum(1 for f, _ in self._waiters if not f.done())
-        return Observed(in_flight=sum(c.in_flight for c in self._containers) + finished, queued=queued)
+        queued = sum(1 for f, _ in self._waiters if not f.done()) if self._waiters else 0
+        return Observed(in_flight=self._in_flight + finished, queued=queued)
 
     def autoscale(self, finished: int = 0) -> None:
         """Take the decision for now and act on it."""
@@ -214,6 +251,11 @@ class FunctionPool:
         desired, self._scale = decide(self.settings, observed, self._clock(), self._scale)
         if self._failures:  # after failed starts, retry for real demand only, not a past peak
             desired = min(desired, max(need(self.settings, observed), self.settings.min_containers))
+        self._carry_out(desired)
+
+    def _carry_out(self, desired: int) -> None:
+        """Start containers up to `desired`, or stop idle ones down to it."""
+        self._desired = desired
         live = self._live()
         if desired > len(live):
             self._start_some(desired - len(live))

@@ -24,6 +24,8 @@ class Target(Protocol):
 
     `timeout` (seconds, the function's timeout) bounds how long a call may go without starting
     its response; past it the gateway answers 504. A target without it gets 300 s.
+    An optional `try_acquire()` returns a free slot at once, or None when `acquire()` would
+    have to wait: the warm path then needs no task.
     An optional `strip_path_prefix = True` says the container serves at "/" and knows nothing
     of a path prefix (a web_server): path-form requests (`/<label>/x`) reach it as `/x`, the
     prefix named in X-Forwarded-Prefix.

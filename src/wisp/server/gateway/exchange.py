@@ -1,9 +1,9 @@
 """One proxied request: a lease on a container, a connection to it, and the bytes between.
 
-Driven by callbacks from both sides, with one task per request for `Target.acquire()` (and
-one more only when no idle connection to the container exists). Every way out releases the
-lease exactly once: normally, broken (the container failed this request), or plainly when the
-client went away.
+Driven by callbacks from both sides. A task runs `Target.acquire()` only when the target has
+no free slot at once (and one more only when no idle connection to the container exists).
+Every way out releases the lease exactly once: normally, broken (the container failed this
+request), or plainly when the client went away.
 """
 from __future__ import annotations
 
@@ -97,6 +97,15 @@ class Exchange:
     # -- from the client connection ------------------------------------------------------------
     def start(self, target: Target) -> None:
         self.timeout = getattr(target, "timeout", DEFAULT_TIMEOUT)
+        req = self.request
+        try_acquire = getattr(target, "try_acquire", None)
+        # A free slot: no task, no turn of the loop. Not while the body is still being parsed:
+        # through the task, the body read with the head goes out in the head's write.
+        if try_acquire is not None and (req.complete or not req.has_body):
+            lease = try_acquire()
+            if lease is not None:
+                self._acquired(lease)
+                return
         task = _spawn(self._acquire(target))
         if not task.done():
             self._acquiring = task

@@ -20,7 +20,7 @@ from ._target import Lease, Target
 from .calls import CALL_MARK, CallFetch, Calls, call_param
 from .exchange import Exchange
 from .request import Request, is_websocket, read_headers, upstream_head
-from .routing import resolve
+from .routing import resolve_raw
 from .tunnel import Tunnel
 from .upstream import UpstreamConnection, UpstreamPool
 
@@ -199,7 +199,7 @@ class ClientConnection(asyncio.Protocol):
         state = self.state
         routes = state.routes
         req.request_id = state.request_id()
-        found = resolve(req.host.decode("latin-1"), req.url.decode("latin-1"), routes)
+        found = resolve_raw(req.host, req.url, routes)
         target = routes.get(found[0]) if found is not None else None
         if found is None or target is None:
             self.respond(404, responses.not_found(routes, state.port))
@@ -264,6 +264,9 @@ class ClientConnection(asyncio.Protocol):
     def _done(self, req: Request) -> None:
         """The active request is fully read and fully answered."""
         self._active = None
+        # The request and its exchange point at each other: unlinked, both are freed at once
+        # by reference counting instead of piling up for the cyclic garbage collector.
+        req.exchange = None
         if self._closing:
             return
         if not req.keep_alive:

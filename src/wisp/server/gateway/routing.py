@@ -4,6 +4,7 @@ Pure and allocation-light: it runs once per request on the gateway's hot path.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Container
 
 
@@ -14,13 +15,28 @@ def resolve(host: str, path: str, labels: Container[str]) -> tuple[str, str] | N
     The path form (`/<label>/...`) exists because Python's resolver does not map `*.localhost`
     to loopback; there the app must know its prefix, so root_path is "/<label>".
     """
-    label = host_label(host)
-    if label and label in labels:
-        return label, ""
+    return _resolve(host_label(host), path, labels)
+
+
+def resolve_raw(host: bytes, path: bytes, labels: Container[str]) -> tuple[str, str] | None:
+    """resolve() for a request's Host header and target as read (latin-1 bytes)."""
+    return _resolve(_raw_host_label(host), path.decode("latin-1"), labels)
+
+
+def _resolve(host_label: str, path: str, labels: Container[str]) -> tuple[str, str] | None:
+    if host_label and host_label in labels:
+        return host_label, ""
     label = path_label(path)
     if label and label in labels:
         return label, "/" + label
     return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _raw_host_label(host: bytes) -> str:
+    # Clients send the same few Host values over and over: remembered, parsing one is a lookup.
+    # The result depends on the value alone (not on which labels exist), so it never goes stale.
+    return host_label(host.decode("latin-1"))
 
 
 def host_label(host: str) -> str:
