@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parent))
 import _results  # noqa: E402  (benchmarks/_results.py)
+from _procs import app_pids, container_pids  # noqa: E402
 
 SCRIPT = """
 import time
@@ -64,25 +65,6 @@ def rollup(pid: int) -> tuple[float, float]:
         name, value = line.split(":", 1)
         fields[name] = int(value.split()[0])
     return fields["Pss"] / 1024, (fields["Private_Clean"] + fields["Private_Dirty"]) / 1024
-
-
-def app_pids(folder: str) -> dict[int, int]:
-    """pid -> parent pid of every process working in the app's folder."""
-    pids = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.readlink(entry / "cwd").startswith(folder):
-                    pids[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    return pids
-
-
-def container_pids(folder: str) -> list[int]:
-    """The containers: a function's zygote also works in the app's folder, but it is their parent."""
-    pids = app_pids(folder)
-    return [pid for pid in pids if pid not in pids.values()]
 
 
 def zygote_pids(folder: str) -> list[int]:

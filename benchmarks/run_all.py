@@ -49,6 +49,7 @@ STEPS = (
     Step("autoscale", (), ("--burst", "8", "--idle-timeouts", "2", "--idle-runs", "1", "--warm-requests", "50")),
     Step("memory", (), ("--containers", "2",)),
     Step("throughput", ("--duration", "10"), ("--duration", "1"), repeated=True),
+    Step("redeploy", (), ("--clients", "4", "--redeploys", "1")),
     Step("reload", (), ("--edits", "2",)),
     Step("images", ("--cold-cache",), ("--runs", "1", "--imports", "2")),
     Step("http_gateway", (), ("--size-gib", "0.05", "--chunks", "20", "--round-trips", "200")),
