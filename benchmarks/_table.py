@@ -375,7 +375,8 @@ def section(meta: Mapping[str, Any], table: Sequence[Row], results: Results) -> 
            f"are over the runs; added p50 and % of direct are judged on the median of the per-run figures.",
            "Baselines run in the same invocation: direct uvicorn, nginx (1 worker, upstream keep-alive) in "
            "front of the same uvicorn, a wisp container started as a fresh process (`WISP_RUNTIME=local`) "
-           "against the default zygote fork, `uvicorn --reload`, two plain uv commands."]
+           "against the default zygote fork, uvicorn restarted where wisp redeploys, `uvicorn --reload`, "
+           "two plain uv commands."]
     failed = [f"{name}: {outcome}" for name, outcome in meta.get("outcome", {}).items() if outcome != "ok"]
     if failed:
         how.append("FAILED, rows missing: " + "; ".join(failed))
