@@ -121,3 +121,18 @@ def test_server_restart_brings_deployed_apps_back(own_wisp: Wisp, tmp_path: Path
     assert not processes_in_group(str(own_wisp.home))
     own_wisp.run("server", "start")
     assert get(own_wisp.url("survivor--version")).json() == {"version": 5}
+
+
+def test_a_deploy_put_to_another_apps_path_is_refused(wisp: Wisp) -> None:
+    import base64
+    import json
+
+    info = json.loads((wisp.home / "server.json").read_text())
+    token = (wisp.home / "token").read_text().strip()
+    spec = {"name": "mine", "module": "mine", "stub_attr": "stub", "functions": []}
+    body = {"spec": spec, "mode": "deploy", "files": base64.b64encode(b"").decode()}
+    response = requests.put(f"http://127.0.0.1:{info['admin_port']}/v1/apps/theirs", json=body,
+                            headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert response.status_code == 400
+    assert "PUT it to /v1/apps/mine" in response.json()["error"]
+    assert "theirs" not in wisp.run("app", "list").stdout and "mine " not in wisp.run("app", "list").stdout

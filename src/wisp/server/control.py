@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .._urls import app_id_for
 from .apps import AppManager, DeployError
 
 
@@ -35,6 +36,10 @@ def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], No
             mode = body.get("mode", "deploy")
             if mode not in ("deploy", "serve"):
                 return _error(400, f"mode must be 'deploy' or 'serve', got {mode!r}.")
+            expected = app_id_for(str(body["spec"]["name"]), mode)
+            if request.path_params["app_id"] != expected:
+                return _error(400, f"The path names app {request.path_params['app_id']!r}, but a {mode} of "
+                                   f"{body['spec']['name']!r} is app {expected!r}: PUT it to /v1/apps/{expected}.")
             args: DeployArgs = (body["spec"], mode, files, body.get("owner"))
             if "application/x-ndjson" in request.headers.get("accept", ""):  # build progress, then the result
                 return StreamingResponse(_deploy_events(manager, args), media_type="application/x-ndjson")
