@@ -145,3 +145,18 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "gone"
+
+
+def test_a_script_that_imports_numpy_still_forks(wisp: Wisp, tmp_path: Path) -> None:
+    """OpenBLAS's pool is native threads left by the import, known to survive a fork."""
+    shutil.copy(REPO / "tests/e2e/apps/zygote_numpy.py", tmp_path / "zygote_numpy.py")
+    wisp.run("deploy", str(tmp_path / "zygote_numpy.py"))
+    url = wisp.url("zygote-numpy--matmul", "/?n=200&hold=0.5")
+    with ThreadPoolExecutor(2) as pool:
+        answers = [r.json() for r in pool.map(lambda _: requests.get(url, timeout=120), range(2))]
+    assert len({a["pid"] for a in answers}) == 2
+    for answer in answers:
+        assert answer["sum"] == 200.0**3  # BLAS works in every forked container
+        assert "wisp._runtime.zygote" in answer["parent"]
+    assert "fresh process" not in _log(wisp, "zygote-numpy")
+    wisp.run("app", "stop", "zygote-numpy")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import gc
 import importlib
 import json
@@ -138,13 +139,48 @@ def socket_fds() -> set[int]:
     return found
 
 
-def unforkable(sockets_before: set[int]) -> str | None:
-    """Why this process must not fork containers, or None."""
-    threads = thread_count()
-    if threads > 1:
-        names = ", ".join(t.name for t in threading.enumerate() if t is not threading.main_thread())
-        return (f"importing the script left {threads - 1} thread(s) running ({names or 'started outside Python'}); "
+# Native thread pools that survive fork: they stop their threads before it and start them again
+# in the child when next used (pthread_atfork), as multiprocessing's fork relies on. OpenBLAS (as
+# numpy and scipy load it) starts its pool when it is loaded; its "get number of threads" function
+# is named after the build.
+FORK_SAFE_POOLS = {
+    "openblas": ("openblas_get_num_threads", "openblas_get_num_threads64_", "scipy_openblas_get_num_threads64_",
+                 "scipy_openblas_get_num_threads"),
+}
+
+
+def fork_safe_threads() -> int:
+    """Worker threads of the loaded fork-safe pools (a pool of N runs N - 1 besides the caller)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            libraries = {line.split()[-1] for line in maps if line.rstrip().endswith(".so") or ".so." in line}
+    except OSError:
+        return 0
+    count = 0
+    for library in libraries:
+        for marker, getters in FORK_SAFE_POOLS.items():
+            if marker not in os.path.basename(library).lower():
+                continue
+            try:
+                loaded = ctypes.CDLL(library)  # already loaded: this only looks up its symbols
+            except OSError:
+                continue
+            getter = next((getattr(loaded, name) for name in getters if hasattr(loaded, name)), None)
+            if getter is not None:
+                count += max(int(getter()) - 1, 0)
+    return count
+
+
+def unforkable(sockets_before: set[int], fork_safe: int) -> str | None:
+    """Why this process must not fork containers, or None. `fork_safe`: threads known to be."""
+    python = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    if python:
+        return (f"importing the script left {len(python)} thread(s) running ({', '.join(python)}); "
                 "a forked container would get their locks but not the threads")
+    native = thread_count() - 1 - fork_safe
+    if native > 0:
+        return (f"importing the script left {native} thread(s) running (started outside Python, by a native "
+                "library); a forked container would get their locks but not the threads")
     opened = socket_fds() - sockets_before
     if opened:
         return (f"importing the script opened {len(opened)} socket(s); every forked container would share "
@@ -193,9 +229,10 @@ def _run_child(request: dict[str, Any], out_fd: int, inherited: list[int], body:
 class Zygote:
     """Fork a child per request on a Unix socket; reap children; retire on SIGTERM."""
 
-    def __init__(self, path: str, spawn: Spawn) -> None:
+    def __init__(self, path: str, spawn: Spawn, fork_safe_threads: int = 0) -> None:
         self.path = path
         self.spawn = spawn
+        self.fork_safe_threads = fork_safe_threads  # e.g. OpenBLAS's pool: it stops itself for a fork
         self.listener: socket.socket | None = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(path)
         self.listener.listen(64)
@@ -248,7 +285,7 @@ class Zygote:
             conn.sendall(b'{"error": "expected two file descriptors"}\n')
             return
         out_fd, status_fd = fds
-        if thread_count() != 1:  # fork with threads could deadlock the child
+        if thread_count() > 1 + self.fork_safe_threads:  # fork with threads could deadlock the child
             os.close(out_fd)
             os.close(status_fd)
             conn.sendall(b'{"error": "the zygote has threads; start containers as fresh processes"}\n')
@@ -301,7 +338,8 @@ def _function_zygote(request: dict[str, Any]) -> None:
     sockets = socket_fds()
     loaded = load(parse(list(request["args"]), container=False))
     gc.collect()
-    reason = unforkable(sockets)
+    fork_safe = fork_safe_threads()
+    reason = unforkable(sockets, fork_safe)
     if reason is not None:
         print(MARKER + json.dumps({"unforkable": reason}), flush=True)
         return
@@ -309,7 +347,7 @@ def _function_zygote(request: dict[str, Any]) -> None:
     def spawn(container: dict[str, Any], out_fd: int, inherited: list[int]) -> NoReturn:
         _run_child(container, out_fd, inherited, lambda: serve(loaded, parse(list(container["args"]))))
 
-    zygote = Zygote(str(request["zygote"]), spawn)
+    zygote = Zygote(str(request["zygote"]), spawn, fork_safe)
     gc.freeze()  # what exists now stays shared: the children's collections skip it
     print(MARKER + json.dumps({"ready": True}), flush=True)
     zygote.serve()
