@@ -11,7 +11,7 @@ from typing import Any
 
 from wisp.server.gateway import Lease
 from wisp.server.gateway.protocol import ClientConnection, GatewayState
-from wisp.server.gateway.upstream import UpstreamPool
+from wisp.server.gateway.upstream import WRITE_BUFFER_HIGH, UpstreamPool
 
 
 class MockTransport(asyncio.Transport):
@@ -24,6 +24,9 @@ class MockTransport(asyncio.Transport):
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return ("10.0.0.9", 5555) if name == "peername" else default
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self.write_buffer_high = high
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         assert not self.closed and not self.eof_written
@@ -187,3 +190,8 @@ def test_a_websocket_handshake_waits_for_its_answer_keeping_what_follows() -> No
     req = conns[0]._active
     assert req is not None and req.websocket and req.tunnel_data == b"\x81\x82frame"
     assert not t.reading and t.written == b""  # nothing parsed past the handshake
+
+
+def test_a_client_connection_buffers_a_quarter_mebibyte_before_pausing_its_peer() -> None:
+    transport = run(lambda conn: None)
+    assert transport.write_buffer_high == WRITE_BUFFER_HIGH == 256 * 1024

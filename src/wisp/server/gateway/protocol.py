@@ -22,7 +22,7 @@ from .exchange import Exchange
 from .request import Request, is_websocket, read_headers, upstream_head
 from .routing import resolve_raw
 from .tunnel import Tunnel
-from .upstream import UpstreamConnection, UpstreamPool
+from .upstream import WRITE_BUFFER_HIGH, UpstreamConnection, UpstreamPool
 
 logger = logging.getLogger("wisp.gateway")
 
@@ -88,6 +88,7 @@ class ClientConnection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.transport.set_write_buffer_limits(WRITE_BUFFER_HIGH)  # see upstream.py
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.client_ip = peer[0].encode()
