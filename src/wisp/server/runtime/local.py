@@ -10,6 +10,14 @@ from pathlib import Path
 from .base import Log
 
 
+async def read_line(reader: asyncio.StreamReader) -> bytes:
+    """The next line a container wrote; b"" at the end. A line over the stream's limit comes in pieces."""
+    try:
+        return await reader.readline()
+    except ValueError:
+        return await reader.read(65536)
+
+
 class LocalProcess:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self._proc = proc
@@ -18,13 +26,7 @@ class LocalProcess:
 
     async def lines(self) -> AsyncIterator[bytes]:
         assert self._proc.stdout is not None
-        while True:
-            try:
-                line = await self._proc.stdout.readline()
-            except ValueError:  # a line over the stream limit: pass it on in pieces
-                line = await self._proc.stdout.read(65536)
-            if not line:
-                return
+        while line := await read_line(self._proc.stdout):
             yield line
 
     async def wait(self) -> int:
@@ -64,26 +66,22 @@ class LocalLauncher:
         pass
 
     async def start(self, socket_path: str) -> LocalProcess:
-        process = await start_process([*self.argv, "--socket", socket_path], self.env, self.cwd)
+        proc = await asyncio.create_subprocess_exec(
+            *self.argv, "--socket", socket_path,
+            env=self.env,
+            cwd=str(self.cwd),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            limit=1 << 20,
+        )
+        process = LocalProcess(proc)
         process.note = self.note
         return process
 
     async def close(self) -> None:
         pass
-
-
-async def start_process(argv: Sequence[str], env: Mapping[str, str], cwd: Path) -> LocalProcess:
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        env=dict(env),
-        cwd=str(cwd),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
-        limit=1 << 20,
-    )
-    return LocalProcess(proc)
 
 
 class LocalRuntime:

@@ -32,7 +32,7 @@ from typing import Any
 import wisp
 
 from .base import Log
-from .local import LocalLauncher, LocalProcess, start_process
+from .local import LocalLauncher, LocalProcess, read_line
 
 ZYGOTE_START_TIMEOUT = 60.0  # an image's zygote imports a fixed set of packages
 RETIRE_GRACE = 5.0  # at server shutdown, seconds a retired zygote gets before SIGKILL
@@ -83,10 +83,7 @@ class ForkedProcess:
 
     async def readline(self) -> bytes:
         """The next line of output; b"" once the process has closed it."""
-        try:
-            return await self._output.readline()
-        except ValueError:  # a line over the stream limit: pass it on in pieces
-            return await self._output.read(65536)
+        return await read_line(self._output)
 
     async def lines(self) -> AsyncIterator[bytes]:
         while line := await self.readline():
@@ -166,7 +163,16 @@ def _request(args: Sequence[str], env: Mapping[str, str], cwd: Path) -> dict[str
     return {"args": list(args), "env": dict(env), "cwd": str(cwd)}
 
 
-class ImageZygote:
+class _Zygote:
+    """What both kinds of zygote do for the server: fork a child on their socket."""
+
+    socket_path: str
+
+    async def fork(self, args: Sequence[str], env: Mapping[str, str], cwd: Path) -> ForkedProcess:
+        return await fork_from(self.socket_path, _request(args, env, cwd))
+
+
+class ImageZygote(_Zygote):
     """`python -m wisp._runtime.zygote` in an image's environment, a child of the server."""
 
     def __init__(self, python: str, socket_path: str, fingerprint: str) -> None:
@@ -198,9 +204,6 @@ class ImageZygote:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
 
-    async def fork(self, args: Sequence[str], env: Mapping[str, str], cwd: Path) -> ForkedProcess:
-        return await fork_from(self.socket_path, _request(args, env, cwd))
-
     def retire(self) -> None:
         """Take no more requests; exit once every child has (SIGTERM, see wisp._runtime.zygote)."""
         if self.alive:
@@ -219,7 +222,7 @@ class ImageZygote:
             await self.proc.wait()
 
 
-class FunctionZygote:
+class FunctionZygote(_Zygote):
     """A function version's zygote: forked from its image's zygote, has imported the script."""
 
     def __init__(self, image: ImageZygote, process: ForkedProcess, socket_path: str) -> None:
@@ -269,9 +272,6 @@ class FunctionZygote:
     def alive(self) -> bool:
         return self.process.running
 
-    async def fork(self, args: Sequence[str], env: Mapping[str, str], cwd: Path) -> ForkedProcess:
-        return await fork_from(self.socket_path, _request(args, env, cwd))
-
     def retire(self) -> None:
         if self.alive:  # the zygote alone: its containers lead process groups of their own
             with contextlib.suppress(ProcessLookupError):
@@ -284,11 +284,13 @@ Forker = ImageZygote | FunctionZygote
 class ForkLauncher:
     """Starts one function version's containers as forks of its zygote."""
 
-    def __init__(self, runtime: ZygoteRuntime, python: str, args: Sequence[str], env: Mapping[str, str], cwd: Path,
+    def __init__(self, runtime: ZygoteRuntime, argv: Sequence[str], env: Mapping[str, str], cwd: Path,
                  log: Log, startup_timeout: float) -> None:
+        """`argv`: `python -m wisp._runtime <agent args>`, as a fresh process would run."""
         self.runtime = runtime
-        self.python = python
-        self.args = list(args)
+        self.python = argv[0]
+        self.args = list(argv[3:])  # the agent's, for the zygotes
+        self._fresh_launcher = LocalLauncher(argv, env, cwd)  # when forking is not to be had
         self.env = dict(env)
         self.cwd = cwd
         self.startup_timeout = startup_timeout
@@ -360,7 +362,7 @@ class ForkLauncher:
                 note = f"started as a fresh process, not forked from a zygote: {exc}"
         else:
             note = self._fresh
-        process = await start_process([self.python, "-m", "wisp._runtime", *argv], self.env, self.cwd)
+        process = await self._fresh_launcher.start(socket_path)
         process.note = note  # the pool writes it to the app's log
         return process
 
@@ -416,7 +418,7 @@ class ZygoteRuntime:
         if self._watch is None:
             self._watch = asyncio.ensure_future(self._watch_wisp())
         self._users[python] += 1
-        launcher = ForkLauncher(self, python, rest[2:], env, cwd, log, startup_timeout)
+        launcher = ForkLauncher(self, argv, env, cwd, log, startup_timeout)
         self._launchers.add(launcher)
         return launcher
 
