@@ -29,7 +29,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parent))
 import _results  # noqa: E402  (benchmarks/_results.py)
+from _machine import free_port  # noqa: E402
 
 APP = "autoscalebench"
 APP_HEAD = '''
@@ -66,11 +66,6 @@ BURST_POLL = 0.020
 IDLE_POLL = 0.050
 LIVE_STATES = ("starting", "ready", "busy")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wisp_cli(env: dict[str, str], *args: str) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parent))
 import _results  # noqa: E402  (benchmarks/_results.py)
+from _machine import free_port  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "examples" / "webhook_get.py"
@@ -40,11 +41,6 @@ def square(x: int):
     return {"square": x**2}
 """
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(port: int, path: str, conn: http.client.HTTPConnection | None = None) -> float:

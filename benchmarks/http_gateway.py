@@ -37,6 +37,7 @@ from e2e.wsclient import WebSocket  # noqa: E402  (tests/e2e/wsclient.py: wsprot
 
 sys.path.append(str(Path(__file__).resolve().parent))
 import _results  # noqa: E402  (benchmarks/_results.py)
+from _machine import free_port  # noqa: E402
 
 LABEL = "bench-http--bench"
 APP = '''
@@ -102,11 +103,6 @@ def __getattr__(name):  # `uvicorn bench_http:direct_app` for the side-by-side r
     raise AttributeError(name)
 '''
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Side:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parent))
 import _results  # noqa: E402  (benchmarks/_results.py)
-from _procs import app_pids, container_pids  # noqa: E402
+from _machine import app_pids, container_pids, free_port, rollup  # noqa: E402
 
 SCRIPT = """
 import time
@@ -52,19 +51,6 @@ def square(x: int = 2):
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rollup(pid: int) -> tuple[float, float]:
-    """(PSS, private) in MB."""
-    fields: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-        name, value = line.split(":", 1)
-        fields[name] = int(value.split()[0])
-    return fields["Pss"] / 1024, (fields["Private_Clean"] + fields["Private_Dirty"]) / 1024
 
 
 def zygote_pids(folder: str) -> list[int]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parent))
 import _results  # noqa: E402  (benchmarks/_results.py)
-from _procs import container_pids  # noqa: E402
+from _machine import container_pids, free_port  # noqa: E402
 
 WISP_SCRIPT = """
 import wisp
@@ -55,11 +54,6 @@ async def version():
 PERIOD = 3.0  # seconds between redeploys
 TAIL = 6.0  # seconds of one client after the last redeploy: the extra containers stop meanwhile
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Load:

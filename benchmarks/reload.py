@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parent))
 import _results  # noqa: E402  (benchmarks/_results.py)
+from _machine import free_port  # noqa: E402
 
 WISP_SCRIPT = """
 import wisp
@@ -45,11 +45,6 @@ def version():
     return VERSION
 """
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def fetch(url: str) -> int | None:

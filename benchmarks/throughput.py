@@ -29,7 +29,6 @@ import os
 import re
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parent))
 import _results  # noqa: E402  (benchmarks/_results.py)
+from _machine import free_port  # noqa: E402
 
 APP_NAME = "bench-tput"
 FUNCTION = "hello"
@@ -99,11 +99,6 @@ http {{
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def check(port: int, path: str) -> None:

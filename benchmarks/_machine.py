@@ -1,8 +1,15 @@
-"""Finding an app's processes in /proc: containers and zygotes work in the app's folder."""
+"""What the benchmark scripts read off this machine: a free port, an app's processes, their memory."""
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def app_pids(folder: str) -> dict[int, int]:
@@ -22,3 +29,12 @@ def container_pids(folder: str) -> list[int]:
     """The containers: a function's zygote also works in the app's folder, but it is their parent."""
     pids = app_pids(folder)
     return [pid for pid in pids if pid not in pids.values()]
+
+
+def rollup(pid: int) -> tuple[float, float]:
+    """(PSS, private) of a process in MB, from /proc/PID/smaps_rollup."""
+    fields: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value = line.split(":", 1)
+        fields[name] = int(value.split()[0])
+    return fields["Pss"] / 1024, (fields["Private_Clean"] + fields["Private_Dirty"]) / 1024
