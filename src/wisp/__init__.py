@@ -2,10 +2,13 @@
 from ._app import (
     App, Stub, asgi_app, concurrent, enter, exit, fastapi_endpoint, web_endpoint, web_server, wsgi_app,
 )
+from ._functions import FunctionCall
 from ._image import Image
+from ._retries import Retries
+from . import exception, functions
 
 __all__ = [
-    "App", "Image", "Stub", "asgi_app", "concurrent", "enter", "exit", "fastapi_endpoint", "web_endpoint", "web_server",
-    "wsgi_app",
+    "App", "FunctionCall", "Image", "Retries", "Stub", "asgi_app", "concurrent", "enter", "exit", "fastapi_endpoint", "web_endpoint", "web_server",
+    "exception", "functions", "wsgi_app",
 ]
 __version__ = "0.1.0"

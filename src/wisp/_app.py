@@ -10,7 +10,9 @@ import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ._functions import FunctionHandle
 from ._image import Image
+from ._retries import policy
 from ._spec import HTTP_METHODS, AppSpec, FunctionSpec, WebSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -95,6 +97,8 @@ def _function_fields(where: str, kwargs: dict[str, Any], default_image: Image) -
             fields[target] = None if value is None else _int_in(where, key, value, 1, 10_000)
         elif target == "secrets":
             fields[target] = _secrets(value)
+        elif target == "retries":
+            fields[target] = policy(value)
         elif target == "fork":
             if not isinstance(value, bool):
                 raise TypeError(f"{where}: `fork` must be True or False, got {value!r}.")
@@ -404,6 +408,7 @@ class Stub:
         self.image = image or Image.debian_slim()
         self._functions: dict[str, tuple[Callable[..., Any], FunctionSpec]] = {}
         self._classes: dict[str, type] = {}  # @stub.cls classes by path, for the container
+        self._entrypoints: dict[str, Callable[..., Any]] = {}  # @stub.local_entrypoint(), for `wisp run`
 
     def _register(self, where: str, fn: Callable[..., Any], web: WebSpec | None, fields: dict[str, Any]) -> None:
         _check_callable(where, fn)
@@ -418,7 +423,9 @@ class Stub:
             name = ".".join(method)
             fields = {**fields, "cls": method[0], "method_name": method[1]}
         self._add(where, name, fn, web, fields, getattr(fn, "__wisp_concurrent__", None))
-        fn.__wisp_function__ = self._functions[name][1]  # type: ignore[attr-defined]
+        spec = fn.__wisp_function__ = self._functions[name][1]  # type: ignore[attr-defined]
+        if method is None:  # `f.remote()`, `f.map()`, `f.spawn()`, `f.local()` (S: calls between functions)
+            FunctionHandle(fn, name, web is not None, spec.retries).attach()
 
     def _check_free(self, where: str, name: str, fn: Callable[..., Any]) -> None:
         if name in self._functions and self._functions[name][0] is not fn:
@@ -513,6 +520,29 @@ class Stub:
         for name, fn in webs.items():
             self._add(where, f"{path}.{name}", fn, fn.__wisp_web__, {**fields, "cls": path, "method_name": name},
                       concurrency)
+
+    def local_entrypoint(self, _fn: Any = None, /, *, name: str | None = None) -> Any:
+        """Mark the function `wisp run script.py` runs in your own process, with the app running:
+        in it, `f.remote()` and friends call the app's functions."""
+        where = "@stub.local_entrypoint"
+
+        def wrap(fn: F) -> F:
+            _check_callable(where, fn)
+            self._entrypoints[name or fn.__name__] = fn
+            return fn
+
+        return _bare_or_factory(where, _fn, wrap, "@stub.local_entrypoint()")
+
+    @property
+    def registered_entrypoints(self) -> dict[str, Callable[..., Any]]:
+        return dict(self._entrypoints)
+
+    def run(self) -> Any:
+        """`with stub.run():` runs this stub's script as an ephemeral app for the block; inside,
+        `f.remote()`, `.map()` and `.spawn()` call its functions."""
+        from .cli.run import run_stub
+
+        return run_stub(self)
 
     @property
     def registered_functions(self) -> dict[str, Callable[..., Any]]:

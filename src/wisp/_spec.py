@@ -37,11 +37,11 @@ class FunctionSpec:
     buffer_containers: int = 0  # extra idle containers kept while the function is busy
     startup_timeout: int = 300  # seconds a container may take to become ready (enter included)
     fork: bool = True  # False: every container a fresh interpreter, never forked from a zygote
-    # Recorded for other runtimes; the local runtime does not limit these.
+    # Recorded for other runtimes; the local runtime does not limit these (cpu, memory, gpu).
     cpu: float | None = None
     memory: int | None = None
     gpu: str | None = None
-    retries: int | None = None
+    retries: dict[str, Any] | None = None  # wisp._retries.policy(): max_retries, backoff, delays
     secrets: tuple[str, ...] = ()
     # A method of a class (S12): the container makes one instance of `cls` (the class's dotted
     # path in the module), runs its enter hooks, then serves the bound method `method_name`.

@@ -34,9 +34,25 @@ def make_label(app: str, function: str, *, label: str | None = None, dev: bool =
     return f"{base[:keep].rstrip('-')}-{digest}{suffix}"
 
 
-def app_id_for(name: str, mode: str) -> str:
-    """An app's id: its name when deployed, `<name>-dev` under serve (as its labels)."""
+def app_id_for(name: str, mode: str, owner: str | None = None) -> str:
+    """An app's id: its name when deployed, `<name>-dev` under serve (as its labels), and
+    `<name>-run-<owner>` under `wisp run` / `stub.run()`, so that two runs never meet."""
+    if mode == "run":
+        return f"{name}-run-{(owner or '')[:8]}"
     return f"{name}-dev" if mode == "serve" else name
+
+
+CALL_LABEL_PREFIX = "_c-"
+
+
+def call_label(app_id: str, function: str) -> str:
+    """The gateway route of a called function (`.remote()`, `.map()`): `/_c-<hash>/`.
+
+    Not a DNS label (it starts with `_`), so no Host name reaches it, and a hash, so any app id
+    and any function name make a safe path segment that caller and server compute alike.
+    """
+    digest = hashlib.sha256(f"{app_id}\0{function}".encode()).hexdigest()[:24]
+    return CALL_LABEL_PREFIX + digest
 
 
 def endpoint_urls(label: str, port: int, host: str = "127.0.0.1") -> tuple[str, str]:

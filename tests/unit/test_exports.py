@@ -6,8 +6,8 @@ import pytest
 import wisp
 
 EXPECTED_EXPORTS = {
-    "App", "Image", "Stub", "asgi_app", "concurrent", "enter", "exit", "fastapi_endpoint", "web_endpoint", "web_server",
-    "wsgi_app",
+    "App", "FunctionCall", "Image", "Retries", "Stub", "asgi_app", "concurrent", "enter", "exit", "exception",
+    "fastapi_endpoint", "functions", "web_endpoint", "web_server", "wsgi_app",
 }
 
 

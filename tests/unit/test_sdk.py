@@ -171,7 +171,9 @@ def test_unknown_keyword_without_close_match_lists_known_keywords(form: str) -> 
         ({"secrets": ["a", "b"]}, "secrets", ("a", "b")),
         ({"cpu": 2.0, "memory": 512}, "memory", 512),
         ({"gpu": "A10G"}, "gpu", "A10G"),
-        ({"retries": 3}, "retries", 3),
+        ({"retries": 3}, "retries", {"max_retries": 3, "backoff_coefficient": 1.0, "initial_delay": 1.0, "max_delay": 60.0}),
+        ({"retries": wisp.Retries(max_retries=2, initial_delay=0.5)}, "retries",
+         {"max_retries": 2, "backoff_coefficient": 2.0, "initial_delay": 0.5, "max_delay": 60.0}),
     ],
 )
 def test_keywords_and_aliases_land_on_spec_fields(form: str, kwargs: dict[str, Any], field: str, expected: Any) -> None:

@@ -65,7 +65,11 @@ def load(args: argparse.Namespace) -> Loaded:
     fn, spec = stub._functions[args.function]
     klass = None if spec.cls is None else find_class(module, stub, spec.cls)
     app = None
-    if klass is None and spec.web is not None and spec.web.kind == "webhook":
+    if klass is None and spec.web is None:
+        from ._invoke import invoke_app
+
+        app = invoke_app(fn, spec)  # a called function: `.remote()`, `.map()`, `.spawn()`
+    elif klass is None and spec.web.kind == "webhook":
         app = with_root_path(with_errors(build_app(fn, spec), spec.name))
     return Loaded(workdir, module, stub, fn, spec, klass, app)
 
@@ -77,7 +81,6 @@ def main(argv: list[str] | None = None) -> None:
 
 def serve(loaded: Loaded, args: argparse.Namespace) -> None:
     """Run enter hooks, serve on the container's socket until told to stop, run exit hooks."""
-    from ._asgi import build_app, with_errors, with_root_path
     from ._lifecycle import StopSignals, close_loop, enter, new_loop, run_exits
 
     os.chdir(loaded.workdir)
@@ -97,13 +100,24 @@ def serve(loaded: Loaded, args: argparse.Namespace) -> None:
                 if not stop.received:
                     _web_server.serve(loop, handler, spec, args.socket, ready_line, stop)
             else:
-                app = loaded.app or with_root_path(with_errors(build_app(handler, spec), spec.name))
+                app = loaded.app or _app_for(handler, spec)
                 if not stop.received:
                     loop.run_until_complete(_server(app, spec, args, ready_line).serve())
         finally:  # after a drain, a startup error or a factory that raised alike
             if instance is not None:
                 run_exits(loop, instance)
     close_loop(loop)
+
+
+def _app_for(handler: Any, spec: FunctionSpec) -> Any:
+    """The app of a container whose function zygote could not build it (a class's method, a factory)."""
+    from ._asgi import build_app, with_errors, with_root_path
+
+    if spec.web is None:
+        from ._invoke import invoke_app
+
+        return invoke_app(handler, spec)
+    return with_root_path(with_errors(build_app(handler, spec), spec.name))
 
 
 def _server(app: Any, spec: FunctionSpec, args: argparse.Namespace, ready_line: str) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import app, deploy, image, serve, server
+from . import app, deploy, image, run, serve, server
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -20,6 +20,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("script", help="the Python script defining a wisp.Stub")
     p.add_argument("--port", type=int, help="gateway port if the server must be started")
     p.set_defaults(run=deploy.run)
+
+    p = sub.add_parser("run", help="run a local entrypoint (or call a function) with the app running")
+    p.add_argument("target", help="`script.py` (its one @stub.local_entrypoint) or `script.py::name`")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="--name value for the function's parameters")
+    p.set_defaults(run=run.run)
 
     apps = sub.add_parser("app", help="list, stop and read the logs of apps").add_subparsers(dest="action", required=True, metavar="ACTION")
     apps.add_parser("list", help="apps with their state, URLs and containers").set_defaults(run=app.list_apps)

@@ -27,6 +27,6 @@ def push(client: Client, target: Target, mode: str, owner: str | None = None) ->
     spec = inspect_app(target)
     files = pack_files(Path(target.script).parent, image.mount_blobs(spec))
     body = {"spec": spec, "mode": mode, "files": files, "owner": owner}
-    app_id = app_id_for(spec["name"], mode)
+    app_id = app_id_for(spec["name"], mode, owner)
     app: dict[str, Any] = client.stream("PUT", f"/v1/apps/{app_id}", body, image.BuildProgress())
     return {**app, "watch": image.watch_dirs(spec)}

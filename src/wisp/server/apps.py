@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import io
 import os
 import shutil
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .._spec import AppSpec, FunctionSpec
-from .._urls import app_id_for, endpoint_urls, make_label
+from .._urls import app_id_for, call_label, endpoint_urls, make_label
 from .images import (
     ImageBuildError, LocalImageBuilder, Progress, build_key, check_local_runtime, container_settings, place_files,
 )
@@ -20,6 +21,7 @@ from .logs import AppLog
 from .metrics import Gauge, Labels, Metrics
 from .pool import FunctionPool, PoolConfig
 from .runtime import Runtime
+from .spawned import SpawnedCalls
 from .store import Store
 
 HEARTBEAT_TIMEOUT = 10.0  # an ephemeral app whose `wisp serve` went silent this long is stopped
@@ -43,6 +45,10 @@ class RunningApp:
     pools: dict[str, FunctionPool]  # label -> pool
     owner: str | None = None
     heartbeat: float = field(default_factory=time.monotonic)
+
+    def pool_for(self, function: str) -> FunctionPool | None:
+        """The pool of a called function (`.remote()`, `.spawn()`) of this version."""
+        return self.pools.get(call_label(self.id, function))
 
 
 class AppManager:
@@ -69,6 +75,24 @@ class AppManager:
         self._retiring: dict[FunctionPool, str] = {}  # draining or stopping -> app id: their images stay
         self._deploying: list[tuple[str, AppSpec]] = []
         self._lock = asyncio.Lock()
+        self.control_url = ""  # set once the control API listens; containers spawn calls there
+        self.calls = SpawnedCalls(store, self._call_pool, lambda app_id, line: self.log(app_id).write(line))
+
+    def _call_pool(self, app_id: str, function: str) -> FunctionPool | None:
+        app = self.apps.get(app_id)
+        return None if app is None else app.pool_for(function)
+
+    def call_token(self, app_id: str) -> str:
+        """What an app's containers (and the `wisp run` that started it) show to call its functions."""
+        import secrets
+
+        return self.store.call_token(app_id, lambda: secrets.token_urlsafe(32))
+
+    def app_for_call_token(self, token: str) -> str | None:
+        for app in self.apps.values():
+            if secrets_equal(token, self.call_token(app.id)):
+                return app.id
+        return None
 
     def log(self, app_id: str) -> AppLog:
         if app_id not in self.logs:
@@ -79,8 +103,8 @@ class AppManager:
     async def deploy(self, spec_data: dict[str, Any], mode: str, files: bytes, owner: str | None,
                      progress: Progress | None = None) -> dict[str, Any]:
         spec = AppSpec.from_dict(spec_data)
-        app_id = app_id_for(spec.name, mode)
-        labels = _labels(spec, mode)
+        app_id = app_id_for(spec.name, mode, owner)
+        labels = _labels(spec, mode, app_id)
         self._check_labels(app_id, labels)
         images = [f.image for f in labels.values()]
         try:
@@ -103,14 +127,17 @@ class AppManager:
                                             self._pools(app_id, spec, labels, pythons, files_dir), owner))
         finally:
             self._deploying.remove((app_id, spec))
-        self.log(app_id).write(f"[wisp] {mode} {spec.name} version {version}: {', '.join(labels) or 'no web functions'}")
-        return self.describe(self.apps[app_id])
+        web = [label for label, f in labels.items() if f.web is not None]
+        self.log(app_id).write(f"[wisp] {mode} {spec.name} version {version}: {', '.join(web) or 'no web functions'}")
+        # The caller (the CLI, with the server's token) gets the app's call token: `wisp run` calls with it.
+        return {**self.describe(self.apps[app_id]), "call_token": self.call_token(app_id),
+                "control_url": self.control_url, "call_url": f"http://127.0.0.1:{self.gateway_port}"}
 
     def _check_labels(self, app_id: str, labels: dict[str, FunctionSpec]) -> None:
         for other in self.apps.values():
             if other.id == app_id:
                 continue
-            clash = set(other.pools) & set(labels)
+            clash = {label for label, f in labels.items() if f.web is not None} & set(other.pools)
             if clash:
                 raise DeployError(409, f"URL label {sorted(clash)[0]!r} is already served by app {other.id!r}. "
                                        f"Give the function another `label=`, or stop that app with `wisp app stop {other.id}`.")
@@ -148,10 +175,17 @@ class AppManager:
         argv = [str(python), "-m", "wisp._runtime", "--dir", str(files_dir), "--module", spec.module,
                 "--stub", spec.stub_attr, "--function", fn.name]
         image_env, cwd = container_settings(fn.image, python, files_dir)
-        env = {**_container_env(), **image_env, "WISP_APP": app_id, "WISP_FUNCTION": fn.name}
+        env = {**_container_env(), **image_env, "WISP_APP": app_id, "WISP_FUNCTION": fn.name,
+               **self.call_env(app_id)}
         launcher = self.runtime.launcher(argv, env=env, cwd=cwd, fork=fn.fork, log=log, startup_timeout=fn.startup_timeout)
         labels = (("app", app_id), ("function", fn.name))
-        return FunctionPool(fn, launcher, log, self.socket_dir, config=self.config, metrics=self.metrics, labels=labels)
+        return FunctionPool(fn, launcher, log, self.socket_dir, config=self.config, metrics=self.metrics, labels=labels,
+                            call_token=None if fn.web is not None else self.call_token(app_id))
+
+    def call_env(self, app_id: str) -> dict[str, str]:
+        """Where and how code of this app calls its functions (read by `wisp._functions`)."""
+        return {"WISP_CALL_URL": f"http://127.0.0.1:{self.gateway_port}", "WISP_CONTROL_URL": self.control_url,
+                "WISP_CALL_TOKEN": self.call_token(app_id)}
 
     async def _swap(self, new: RunningApp, old: RunningApp | None = None) -> None:
         """Start the new version's containers, route to it, then drain the old version."""
@@ -217,7 +251,7 @@ class AppManager:
                 continue
             saved = self.store.version(row.id, row.version)
             spec = AppSpec.from_dict(saved.spec)
-            labels = _labels(spec, row.mode)
+            labels = _labels(spec, row.mode, row.id)
             try:
                 pythons = await self._build_images(row.id, list(labels.values()))
             except DeployError as exc:
@@ -225,6 +259,9 @@ class AppManager:
                 continue
             pools = self._pools(row.id, spec, labels, pythons, Path(saved.files_dir))
             await self._swap(RunningApp(row.id, spec.name, row.mode, row.version, spec, pools))
+        resumed = self.calls.resume()
+        if resumed:
+            print(f"wisp server: {resumed} spawned call(s) that had not ended run again", flush=True)
 
     def heartbeat(self, app_id: str, owner: str) -> bool:
         app = self.apps.get(app_id)
@@ -236,14 +273,16 @@ class AppManager:
     async def tick(self) -> None:
         now = time.monotonic()
         for app in list(self.apps.values()):
-            if app.mode == "serve" and now - app.heartbeat > HEARTBEAT_TIMEOUT:
+            if app.mode != "deploy" and now - app.heartbeat > HEARTBEAT_TIMEOUT:
                 self.log(app.id).write(f"[wisp] `wisp serve` for {app.name} stopped sending heartbeats; stopping the app")
                 await self.stop(app.id)
                 continue
             for pool in app.pools.values():
                 pool.tick()
+        self.calls.expire()
 
     async def close(self) -> None:
+        await self.calls.close()
         await asyncio.gather(*(self.stop_running(app) for app in list(self.apps.values())))
         for task in list(self._draining):
             await task
@@ -288,12 +327,16 @@ class AppManager:
 
     def describe(self, app: RunningApp) -> dict[str, Any]:
         endpoints = []
+        functions = []
         for label, pool in app.pools.items():
+            if pool.spec.web is None:
+                functions.append({"function": pool.spec.name, "web": None, **pool.status()})
+                continue
             by_host, by_path = endpoint_urls(label, self.gateway_port)
             endpoints.append({"function": pool.spec.name, "label": label, "url": by_host, "path_url": by_path,
                               "web": pool.spec.web.kind if pool.spec.web else None, **pool.status()})
         return {"id": app.id, "name": app.name, "mode": app.mode, "state": "running", "version": app.version,
-                "endpoints": endpoints}
+                "endpoints": endpoints, "functions": functions}
 
     def list(self) -> list[dict[str, Any]]:
         out = []
@@ -303,15 +346,19 @@ class AppManager:
                 out.append(self.describe(running))
             else:
                 out.append({"id": row.id, "name": row.name, "mode": row.mode, "state": "stopped",
-                            "version": row.version, "endpoints": []})
+                            "version": row.version, "endpoints": [], "functions": []})
         return out
 
 
-def _labels(spec: AppSpec, mode: str) -> dict[str, FunctionSpec]:
-    """URL label -> web function; functions without a web decorator get no URL."""
+def _labels(spec: AppSpec, mode: str, app_id: str) -> dict[str, FunctionSpec]:
+    """Route label -> function: a URL label for each web function (none under `wisp run`, whose
+    app only serves calls), an internal call route for each function without a web decorator."""
     labels: dict[str, FunctionSpec] = {}
     for f in spec.functions:
         if f.web is None:
+            labels[call_label(app_id, f.name)] = f
+            continue
+        if mode == "run":
             continue
         label = make_label(spec.name, f.name, label=f.web.label, dev=mode == "serve")
         if label in labels:
@@ -328,3 +375,7 @@ def _container_env() -> dict[str, str]:
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
 
+
+
+def secrets_equal(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())

@@ -17,7 +17,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .._urls import app_id_for
+from .._call_wire import CONTENT_TYPE
 from .apps import AppManager, DeployError
+from .spawned import RESULT_TTL
 
 
 
@@ -34,9 +36,9 @@ def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], No
         try:
             files = base64.b64decode(body["files"], validate=True)
             mode = body.get("mode", "deploy")
-            if mode not in ("deploy", "serve"):
-                return _error(400, f"mode must be 'deploy' or 'serve', got {mode!r}.")
-            expected = app_id_for(str(body["spec"]["name"]), mode)
+            if mode not in ("deploy", "serve", "run"):
+                return _error(400, f"mode must be 'deploy', 'serve' or 'run', got {mode!r}.")
+            expected = app_id_for(str(body["spec"]["name"]), mode, body.get("owner"))
             if request.path_params["app_id"] != expected:
                 return _error(400, f"The path names app {request.path_params['app_id']!r}, but a {mode} of "
                                    f"{body['spec']['name']!r} is app {expected!r}: PUT it to /v1/apps/{expected}.")
@@ -82,6 +84,48 @@ def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], No
     async def metrics(request: Request) -> Response:
         return PlainTextResponse(manager.metrics.render(), media_type="text/plain; version=0.0.4")
 
+    def _visible(request: Request, call_id: str) -> Any:
+        """The call, if the caller may see it: the admin sees all, an app's token its own app's."""
+        row = manager.calls.find(call_id)
+        scope_app = request.scope.get("wisp_app")
+        if row is None or (scope_app is not None and row.app_id != scope_app):
+            return None
+        return row
+
+    async def spawn_call(request: Request) -> Response:
+        app_id = request.query_params.get("app", "")
+        function = request.query_params.get("function", "")
+        scope_app = request.scope.get("wisp_app")
+        if scope_app is not None and app_id != scope_app:
+            return _error(403, f"This token belongs to app {scope_app!r}; it cannot call functions of {app_id!r}.")
+        if manager._call_pool(app_id, function) is None:
+            return _error(404, f"App {app_id!r} runs no function `{function}` that can be called (web endpoints "
+                               "are called through their URL). `wisp app list` shows what runs.")
+        call_id = manager.calls.spawn(app_id, function, await request.body())
+        return JSONResponse({"call_id": call_id}, status_code=201)
+
+    async def get_call(request: Request) -> Response:
+        call_id = request.path_params["call_id"]
+        if _visible(request, call_id) is None:
+            return _missing_call(call_id)
+        try:
+            timeout = float(request.query_params.get("timeout", "0"))
+        except ValueError:
+            return _error(400, "timeout must be a number of seconds.")
+        row = await manager.calls.wait(call_id, timeout)
+        if row is None:
+            return _missing_call(call_id)
+        if row.state == "pending":
+            return JSONResponse({"call_id": call_id, "state": "pending"}, status_code=202)
+        return Response(row.answer, media_type=CONTENT_TYPE, headers={"x-wisp-call-state": row.state})
+
+    async def cancel_call(request: Request) -> Response:
+        call_id = request.path_params["call_id"]
+        if _visible(request, call_id) is None:
+            return _missing_call(call_id)
+        manager.calls.cancel(call_id)
+        return JSONResponse({"call_id": call_id, "cancelled": True})
+
     async def stop_server(request: Request) -> Response:
         shutdown()
         return JSONResponse({"stopping": True})
@@ -96,9 +140,12 @@ def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], No
         Route("/v1/images", list_images),
         Route("/v1/images/prune", prune_images, methods=["POST"]),
         Route("/v1/shutdown", stop_server, methods=["POST"]),
+        Route("/v1/calls", spawn_call, methods=["POST"]),
+        Route("/v1/calls/{call_id}", get_call, methods=["GET"]),
+        Route("/v1/calls/{call_id}", cancel_call, methods=["DELETE"]),
         Route("/metrics", metrics),
     ]
-    return _require_token(Starlette(routes=routes), f"Bearer {token}".encode())
+    return _require_token(Starlette(routes=routes), f"Bearer {token}".encode(), manager.app_for_call_token)
 
 
 DeployArgs = tuple[dict[str, Any], str, bytes, "str | None"]
@@ -128,13 +175,26 @@ async def _deploy_events(manager: AppManager, args: DeployArgs) -> AsyncIterator
     yield json.dumps(final).encode() + b"\n"
 
 
-def _require_token(app: ASGIApp, expected: bytes) -> ASGIApp:
-    """Every control call carries the token the server wrote to $WISP_HOME/token (mode 0600)."""
+def _missing_call(call_id: str) -> JSONResponse:
+    return _error(404, f"No call {call_id!r} for this app: a wrong id, or its result expired "
+                       f"(results are kept {RESULT_TTL / 3600:g} h).")
+
+
+def _require_token(app: ASGIApp, expected: bytes, app_for_call_token: Callable[[str], str | None]) -> ASGIApp:
+    """Every control call carries the token the server wrote to $WISP_HOME/token (mode 0600).
+
+    The calls API (`/v1/calls`) also takes an app's call token, and then sees that app only.
+    """
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, expected):
+            if hmac.compare_digest(given, expected):
+                scope["wisp_app"] = None
+            elif scope["path"].startswith("/v1/calls") and given.startswith(b"Bearer ") and \
+                    (owner := app_for_call_token(given[7:].decode("latin-1"))) is not None:
+                scope["wisp_app"] = owner
+            else:
                 response = _error(401, "Missing or wrong token. The CLI reads it from $WISP_HOME/token.")
                 await response(scope, receive, send)
                 return

@@ -44,6 +44,7 @@ from .._image import (
 # same in every image and uv can install them from its cache.
 RUNTIME_PACKAGES = (
     "fastapi", "starlette", "pydantic", "uvicorn", "httptools", "uvloop", "python-multipart", "a2wsgi", "wsproto",
+    "cloudpickle",  # arguments and results of calls between functions
 )
 COMPLETE = ".complete"  # the build's metadata (JSON); its presence is what makes an image usable
 LAST_USED = ".last-used"  # touched at each serve/deploy that resolves the image

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import itertools
 import time
 from collections import deque
@@ -16,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
+from .._call_wire import TOKEN_HEADER
 from .._runtime.__main__ import READY_MARKER
 from .._spec import FunctionSpec
 from .autoscaler import Observed, ScaleState, Settings, decide, need
@@ -74,11 +76,27 @@ class Lease:
             self._pool._release(self._container, status, broken)
 
 
+def _call_token_check(token: bytes) -> Callable[[list[tuple[bytes, bytes]]], TargetUnavailable | None]:
+    header = TOKEN_HEADER.encode()
+
+    def admit(headers: list[tuple[bytes, bytes]]) -> TargetUnavailable | None:
+        for name, value in headers:
+            if name.lower() == header and hmac.compare_digest(value, token):
+                return None
+        return TargetUnavailable(401, "Calls to this function need its app's call token (the "
+                                      f"{TOKEN_HEADER} header): call it with `f.remote()` from the app's own code, "
+                                      "`wisp run` or `with stub.run():`.")
+
+    return admit
+
+
 class FunctionPool:
     def __init__(self, spec: FunctionSpec, launcher: Launcher, log: AppLog, socket_dir: str, *,
                  config: PoolConfig = PoolConfig(), metrics: Metrics | None = None, labels: Labels = (),
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, call_token: str | None = None) -> None:
         self.spec = spec
+        # A called function's route takes only its app's callers; a web function's is public.
+        self.admit = None if call_token is None else _call_token_check(call_token.encode())
         self.config = config
         self._launcher = launcher
         launcher.prepare()  # a zygote, say, ready before the first request
@@ -113,6 +131,11 @@ class FunctionPool:
     def timeout(self) -> float:
         """Seconds a call may go without starting its response (the gateway answers 504 past it)."""
         return float(self.spec.timeout)
+
+    @property
+    def closed(self) -> bool:
+        """Stopping or stopped: it takes no new input (a redeploy replaced it, or its app stopped)."""
+        return self._closed
 
     @property
     def strip_path_prefix(self) -> bool:

@@ -6,6 +6,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 _SCHEMA = """
@@ -26,6 +27,21 @@ CREATE TABLE IF NOT EXISTS versions (
     created_at REAL NOT NULL,
     PRIMARY KEY (app_id, version)
 );
+CREATE TABLE IF NOT EXISTS call_tokens (  -- what an app's containers and runs present to call its functions
+    app_id TEXT PRIMARY KEY,
+    token TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS calls (        -- spawned calls: they and their results outlive a restart
+    id TEXT PRIMARY KEY,
+    app_id TEXT NOT NULL,
+    function TEXT NOT NULL,
+    state TEXT NOT NULL,                  -- 'pending', 'done', 'failed' or 'cancelled'
+    input BLOB,                           -- dropped once the call has ended
+    answer BLOB,                          -- the frames the caller decodes (wisp._call_wire)
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    finished_at REAL
+);
 """
 
 
@@ -38,6 +54,22 @@ class AppRow:
     version: int
     created_at: float
     updated_at: float
+
+
+@dataclass(frozen=True)
+class CallRow:
+    id: str
+    app_id: str
+    function: str
+    state: str
+    input: bytes | None
+    answer: bytes | None
+    attempts: int
+    created_at: float
+    finished_at: float | None
+
+
+_CALL_COLUMNS = "id, app_id, function, state, input, answer, attempts, created_at, finished_at"
 
 
 @dataclass(frozen=True)
@@ -94,3 +126,44 @@ class Store:
             "SELECT spec, files_dir FROM versions WHERE app_id = ? AND version = ?", (app_id, version)
         ).fetchone()
         return VersionRow(app_id, version, json.loads(row[0]), row[1])
+
+    # -- calls between functions -------------------------------------------------------------
+    def call_token(self, app_id: str, make: Callable[[], str]) -> str:
+        """The app's call token, made on its first deploy and kept across versions and restarts."""
+        row = self._db.execute("SELECT token FROM call_tokens WHERE app_id = ?", (app_id,)).fetchone()
+        if row:
+            return str(row[0])
+        token = make()
+        self._db.execute("INSERT INTO call_tokens (app_id, token) VALUES (?, ?)", (app_id, token))
+        return token
+
+    def add_call(self, call_id: str, app_id: str, function: str, data: bytes) -> None:
+        self._db.execute(
+            "INSERT INTO calls (id, app_id, function, state, input, created_at) VALUES (?, ?, ?, 'pending', ?, ?)",
+            (call_id, app_id, function, data, time.time()),
+        )
+
+    def call(self, call_id: str) -> CallRow | None:
+        row = self._db.execute(f"SELECT {_CALL_COLUMNS} FROM calls WHERE id = ?", (call_id,)).fetchone()
+        return CallRow(*row) if row else None
+
+    def pending_calls(self) -> list[CallRow]:
+        rows = self._db.execute(f"SELECT {_CALL_COLUMNS} FROM calls WHERE state = 'pending' ORDER BY created_at")
+        return [CallRow(*row) for row in rows]
+
+    def count_attempt(self, call_id: str) -> int:
+        self._db.execute("UPDATE calls SET attempts = attempts + 1 WHERE id = ?", (call_id,))
+        row = self._db.execute("SELECT attempts FROM calls WHERE id = ?", (call_id,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def finish_call(self, call_id: str, state: str, answer: bytes | None) -> bool:
+        """Record a pending call's end; False if it had ended already (cancelled meanwhile)."""
+        cursor = self._db.execute(
+            "UPDATE calls SET state = ?, answer = ?, input = NULL, finished_at = ? WHERE id = ? AND state = 'pending'",
+            (state, answer, time.time(), call_id),
+        )
+        return cursor.rowcount == 1
+
+    def expire_calls(self, before: float) -> int:
+        cursor = self._db.execute("DELETE FROM calls WHERE state != 'pending' AND finished_at < ?", (before,))
+        return cursor.rowcount

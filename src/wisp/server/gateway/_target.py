@@ -29,6 +29,9 @@ class Target(Protocol):
     An optional `strip_path_prefix = True` says the container serves at "/" and knows nothing
     of a path prefix (a web_server): path-form requests (`/<label>/x`) reach it as `/x`, the
     prefix named in X-Forwarded-Prefix.
+    An optional `admit(headers) -> TargetUnavailable | None` (None as an attribute: no check)
+    sees the request's headers, as read, before anything else happens to it: a refusal is
+    answered at once, with no container started and nothing queued.
     """
 
     timeout: float

@@ -206,6 +206,12 @@ class ClientConnection(asyncio.Protocol):
             self.respond(404, responses.not_found(routes, state.port))
             return
         req.label = found[0]
+        admit = getattr(target, "admit", None)
+        if admit is not None:  # checked before any container starts or the request queues
+            refused = admit(req.headers)
+            if refused is not None:
+                self.respond(refused.status, {"error": refused.message}, refused.headers)
+                return
         if CALL_MARK in req.url and self._fetch_call(req):
             return
         if max(req.content_length, req.body_size) > state.max_body_size:

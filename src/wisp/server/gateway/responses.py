@@ -54,7 +54,8 @@ def not_found(labels: Iterable[str], port: int) -> dict[str, object]:
         f"Web endpoint URLs look like http://<label>.localhost:{port}/ or "
         f"http://127.0.0.1:{port}/<label>/; `labels` lists the ones served now."
     )
-    return {"error": NOT_FOUND, "labels": sorted(labels), "hint": hint}
+    # Call routes (`_c-...`) are internal: only web endpoints are listed.
+    return {"error": NOT_FOUND, "labels": sorted(label for label in labels if not label.startswith("_")), "hint": hint}
 
 
 def too_large(limit: int) -> dict[str, object]:

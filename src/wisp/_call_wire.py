@@ -1,0 +1,92 @@
+"""How calls between functions travel: pure encoding, shared by callers and containers.
+
+A call's input is `cloudpickle((args, kwargs))`, sent as one HTTP body. An answer is a sequence
+of *frames*, each a 4-byte big-endian length and a pickled `(kind, payload)`:
+
+- `("ok", value)`: the function returned `value` (the only frame of a plain call);
+- `("item", value)`: a generator yielded `value` (any number, streamed as they come);
+- `("done", None)`: the generator finished;
+- `("error", RemoteFailure)`: the function raised; the caller raises it again.
+
+No I/O here: the container's invoke app and the caller's client both feed bytes in and out.
+"""
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+
+CONTENT_TYPE = "application/x-wisp-call"
+KIND_HEADER = "x-wisp-call"  # "remote" or "gen": what the caller wants back
+TOKEN_HEADER = "x-wisp-call-token"  # the app's call token; the gateway checks it before queueing
+_LENGTH = struct.Struct(">I")
+
+
+def encode_input(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    return cloudpickle.dumps((tuple(args), dict(kwargs)))
+
+
+def decode_input(data: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    args, kwargs = cloudpickle.loads(data)
+    return tuple(args), dict(kwargs)
+
+
+@dataclass
+class RemoteFailure:
+    """An exception raised in a container, with what the caller needs to raise it again.
+
+    `exception` is None when the exception itself could not be pickled (a socket in its args,
+    say); the caller then raises a RemoteError carrying `summary`.
+    """
+
+    exception: BaseException | None
+    summary: str  # `TypeName: message`
+    traceback: str  # the remote traceback, formatted
+
+
+def frame(kind: str, payload: Any) -> bytes:
+    body = cloudpickle.dumps((kind, payload))
+    return _LENGTH.pack(len(body)) + body
+
+
+def failure_frame(exc: BaseException, traceback_text: str) -> bytes:
+    summary = f"{type(exc).__name__}: {exc}"
+    try:
+        return frame("error", RemoteFailure(exc, summary, traceback_text))
+    except Exception:  # an exception that will not pickle still reaches the caller as text
+        return frame("error", RemoteFailure(None, summary, traceback_text))
+
+
+class FrameReader:
+    """Turns answer bytes, in chunks of any size, into (kind, payload) frames."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> Iterator[tuple[str, Any]]:
+        self._buffer += data
+        while len(self._buffer) >= _LENGTH.size:
+            (size,) = _LENGTH.unpack_from(self._buffer)
+            end = _LENGTH.size + size
+            if len(self._buffer) < end:
+                return
+            body = bytes(self._buffer[_LENGTH.size:end])
+            del self._buffer[:end]
+            kind, payload = cloudpickle.loads(body)
+            yield kind, payload
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an unfinished frame: non-zero at the end of an answer means it was cut."""
+        return len(self._buffer)
+
+
+def decode_frames(data: bytes) -> list[tuple[str, Any]]:
+    reader = FrameReader()
+    frames = list(reader.feed(data))
+    if reader.pending:
+        raise ValueError(f"the answer ends inside a frame ({reader.pending} bytes left over)")
+    return frames

@@ -1,0 +1,2 @@
+# Modal scripts import FunctionCall from `modal.functions`; here that is `wisp.functions`.
+from wisp.functions import FunctionCall  # noqa: F401
