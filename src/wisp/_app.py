@@ -406,6 +406,10 @@ class Stub:
             raise TypeError(f"Stub(image=...) must be a wisp.Image, got {image!r}.")
         self.name = name
         self.image = image or Image.debian_slim()
+        # The module that made the stub: `stub.serve()`/`stub.run()` ship that script, not
+        # whichever script imported the stub from it.
+        caller = inspect.currentframe()
+        self._module = caller.f_back.f_globals.get("__name__") if caller and caller.f_back else None
         self._functions: dict[str, tuple[Callable[..., Any], FunctionSpec]] = {}
         self._classes: dict[str, type] = {}  # @stub.cls classes by path, for the container
         self._entrypoints: dict[str, Callable[..., Any]] = {}  # @stub.local_entrypoint(), for `wisp run`

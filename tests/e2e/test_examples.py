@@ -14,7 +14,7 @@ pytestmark = pytest.mark.e2e
 def served(wisp: Wisp) -> Iterator[dict[str, ServeProcess]]:
     """Serve all examples at once; each `wisp serve` prints its URLs."""
     names = ["quickstart", "hello", "webhook_get", "webhook_post", "webhook_forms", "webhook_complex",
-             "asgi_app", "wsgi_app"]
+             "asgi_app", "wsgi_app", "backend_call", "spawn_poll"]
     procs = {name: wisp.serve(EXAMPLES / f"{name}.py") for name in names}
     try:
         for proc in procs.values():
@@ -112,3 +112,18 @@ def test_unknown_label_lists_labels(wisp: Wisp, served: dict[str, ServeProcess])
     r = get(wisp.url("no-such-label"))
     assert r.status_code == 404
     assert "webhook-get--square-dev" in r.json()["labels"]
+
+
+def test_backend_call_example(wisp: Wisp, served: dict[str, ServeProcess]) -> None:
+    assert get(wisp.url("backend-call--stats-dev", "/?n=5")).json() == {"total": 30, "squares": [0, 1, 4, 9, 16]}
+
+
+def test_spawn_poll_example(wisp: Wisp, served: dict[str, ServeProcess]) -> None:
+    from .conftest import wait_until
+
+    call_id = post(wisp.url("spawn-poll--submit-dev"), json={"text": "hello", "seconds": 1}).json()["call_id"]
+    first = get(wisp.url("spawn-poll--result-dev", f"/?call_id={call_id}"))
+    assert (first.status_code, first.json()) == (202, {"status": "pending"})
+    done = wait_until(lambda: (r := get(wisp.url("spawn-poll--result-dev", f"/?call_id={call_id}"))).status_code == 200
+                      and r, timeout=60, message="the spawned job")
+    assert done.json() == {"result": "HELLO"}

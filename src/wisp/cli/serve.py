@@ -124,6 +124,9 @@ def serve_stub(stub: Stub, *, port: int | None = None) -> None:
 
 
 def _defining_module(stub: Stub) -> Any:
+    defined_in = sys.modules.get(stub._module or "")
+    if defined_in is not None and any(value is stub for value in vars(defined_in).values()):
+        return defined_in
     for module in (sys.modules.get("__main__"), *sys.modules.values()):
         if module is not None and any(value is stub for value in vars(module).values()):
             return module

@@ -1,0 +1,73 @@
+"""The pure parts of calls: frames, retry delays, call routes (tables)."""
+from __future__ import annotations
+
+import pytest
+
+from wisp import Retries
+from wisp._call_wire import FrameReader, decode_frames, decode_input, encode_input, failure_frame, frame
+from wisp._retries import delay, policy
+from wisp._urls import CALL_LABEL_PREFIX, call_label
+
+
+def test_inputs_round_trip_with_closures_and_kwargs() -> None:
+    offset = 3
+    args, kwargs = decode_input(encode_input((1, lambda x: x + offset), {"k": [1, 2]}))
+    assert args[0] == 1 and args[1](1) == 4 and kwargs == {"k": [1, 2]}
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5, 7, 1000])
+def test_frames_arrive_in_chunks_of_any_size(chunk: int) -> None:
+    data = frame("item", 1) + frame("item", "two") + frame("done", None)
+    reader = FrameReader()
+    got = [f for i in range(0, len(data), chunk) for f in reader.feed(data[i:i + chunk])]
+    assert got == [("item", 1), ("item", "two"), ("done", None)]
+    assert reader.pending == 0
+
+
+def test_a_cut_answer_is_noticed() -> None:
+    data = frame("ok", 42)
+    with pytest.raises(ValueError, match="ends inside a frame"):
+        decode_frames(data[:-1])
+
+
+def test_an_exception_that_will_not_pickle_still_reaches_the_caller_as_text() -> None:
+    import threading
+
+    class Odd(Exception):
+        def __init__(self) -> None:
+            super().__init__("odd")
+            self.lock = threading.Lock()  # locks do not pickle
+
+    (kind, failure), = decode_frames(failure_frame(Odd(), "Traceback: here"))
+    assert kind == "error" and failure.exception is None
+    assert failure.summary == "Odd: odd" and failure.traceback == "Traceback: here"
+
+
+@pytest.mark.parametrize(
+    ("retries", "attempt", "expected"),
+    [
+        (None, 1, None),
+        (0, 1, None),
+        (2, 1, 1.0),
+        (2, 2, 1.0),
+        (2, 3, None),
+        (Retries(max_retries=3, initial_delay=0.5, backoff_coefficient=2.0), 1, 0.5),
+        (Retries(max_retries=3, initial_delay=0.5, backoff_coefficient=2.0), 3, 2.0),
+        (Retries(max_retries=10, initial_delay=10, backoff_coefficient=3.0, max_delay=60), 4, 60.0),
+    ],
+)
+def test_retry_delays(retries: object, attempt: int, expected: float | None) -> None:
+    assert delay(policy(retries), attempt) == expected
+
+
+@pytest.mark.parametrize("bad", [True, -1, 11, "3", 1.5])
+def test_bad_retries_say_what_to_write(bad: object) -> None:
+    with pytest.raises((TypeError, ValueError), match="retries|max_retries"):
+        policy(bad)
+
+
+def test_call_routes_are_stable_internal_and_distinct() -> None:
+    a = call_label("app", "f")
+    assert a == call_label("app", "f") and a.startswith(CALL_LABEL_PREFIX)
+    assert len({a, call_label("app", "g"), call_label("app-dev", "f"), call_label("ap", "pf")}) == 4
+    assert call_label("x y/z", "Model.predict").replace("-", "").replace("_", "").isalnum()
