@@ -10,6 +10,8 @@ from pathlib import Path
 DEFAULT_PORT = 8400
 SERVER_FILE = "server.json"  # written by a running server: pid, ports; removed when it stops
 TOKEN_FILE = "token"  # control-plane credential, mode 0600
+ALIVE_LOCK = "server.alive"  # flock held by a server process from its start to its exit
+START_LOCK = "server.start"  # flock held by a CLI while it finds or starts the server
 
 
 def wisp_home() -> Path:

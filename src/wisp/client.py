@@ -1,6 +1,8 @@
 """The CLI's HTTP client for the control plane (stdlib only: the CLI needs no event loop)."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import subprocess
@@ -8,11 +10,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ._config import ServerInfo, read_server_info, read_token
+from ._config import ALIVE_LOCK, START_LOCK, ServerInfo, read_server_info, read_token
 
 START_TIMEOUT = 30.0
 
@@ -131,9 +133,47 @@ def start_server(home: Path, port: int, host: str = "127.0.0.1") -> Client:
     raise ClientError(0, f"The wisp server did not start.\n{output}\n(full log: {log_path})")
 
 
-def ensure_server(home: Path, port: int) -> tuple[Client, bool]:
-    """The running server, starting one if none answers; True when this call started it."""
-    client = connect(home)
-    if client is not None:
-        return client, False
-    return start_server(home, port), True
+def ensure_server(home: Path, port: int, host: str = "127.0.0.1") -> tuple[Client, bool]:
+    """The running server, starting one if none answers; True when this call started it.
+
+    Race-free for many CLIs at once (a Makefile starting several `serve`s): they take turns
+    under START_LOCK, so one starts the server and the others find it. A server that is still
+    starting or stopping holds ALIVE_LOCK: wait until it answers, or until it has gone.
+    """
+    with _locked(home / START_LOCK):
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            client = connect(home)
+            if client is not None:
+                return client, False
+            if not server_alive(home):
+                return start_server(home, port, host), True
+            if time.monotonic() > deadline:
+                raise ClientError(0, f"A wisp server on {home} neither answers nor exits (see {home / 'server.log'}). "
+                                     "Stop it with `wisp server stop`, or `kill` the process named in server.json.")
+            time.sleep(0.05)
+
+
+def server_alive(home: Path) -> bool:
+    """Whether a server process of this home exists, answering or not (it holds ALIVE_LOCK)."""
+    try:
+        fd = os.open(home / ALIVE_LOCK, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -6,7 +6,7 @@ from typing import Any
 
 from .._config import default_port, wisp_home
 from .._urls import app_id_for
-from ..client import Client, ensure_server
+from ..client import Client, ClientError, ensure_server
 from . import _output, image
 from ._package import Target, inspect_app, pack_files
 
@@ -18,6 +18,20 @@ def server(port: int | None) -> tuple[Client, bool]:
         _output.say(f"Started the wisp server in the background (pid {client.info.pid}, "
                     f"gateway port {client.info.gateway_port}).")
     return client, started
+
+
+def server_and_push(port: int | None, target: Target, mode: str,
+                    owner: str | None = None) -> tuple[Client, bool, dict[str, Any]]:
+    """Find or start the server and send the app. A server that went away meanwhile (another
+    `serve` stopped the server it had started, as we found it) is looked for, or started, again."""
+    for attempt in (1, 2):
+        client, started = server(port)
+        try:
+            return client, started, push(client, target, mode, owner)
+        except ClientError as exc:
+            if exc.status != 0 or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def push(client: Client, target: Target, mode: str, owner: str | None = None) -> dict[str, Any]:

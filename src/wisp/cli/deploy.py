@@ -11,8 +11,7 @@ from ._package import PackageError, Target
 def run(args: argparse.Namespace) -> int:
     try:
         target = Target.parse(args.script)
-        client, _ = _common.server(args.port)
-        app = _common.push(client, target, "deploy")
+        _, _, app = _common.server_and_push(args.port, target, "deploy")
     except (PackageError, ClientError) as exc:
         _output.fail(exc.args[0] if isinstance(exc, PackageError) else exc.message)
         return 1

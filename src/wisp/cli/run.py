@@ -36,8 +36,7 @@ def run_stub(stub: Stub) -> Iterator[Stub]:
         raise RuntimeError("stub.run() needs the stub to be a module-level name in a script file.")
     owner = uuid.uuid4().hex
     try:
-        client, started = _common.server(None)
-        app = _common.push(client, Target(Path(script).resolve(), attr), "run", owner)
+        client, started, app = _common.server_and_push(None, Target(Path(script).resolve(), attr), "run", owner)
     except PackageError as exc:
         raise RuntimeError(exc.args[0]) from None
     except ClientError as exc:

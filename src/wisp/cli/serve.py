@@ -60,8 +60,7 @@ def _update(client: Client, target: Target, owner: str) -> None:
 def serve(target: Target, port: int | None) -> int:
     owner = uuid.uuid4().hex
     try:
-        client, started = _common.server(port)
-        app = _common.push(client, target, "serve", owner)
+        client, started, app = _common.server_and_push(port, target, "serve", owner)
     except (PackageError, ClientError) as exc:
         _output.fail(exc.args[0] if isinstance(exc, PackageError) else exc.message)
         return 1
@@ -96,8 +95,8 @@ def _stop(client: Client, app_id: str, owner: str, *, stop_server: bool) -> None
     try:
         client.request("DELETE", f"/v1/apps/{app_id}?owner={owner}", timeout=60)
         _output.say("Stopped the app and its containers.")
-        if stop_server and not any(a["state"] == "running" for a in client.request("GET", "/v1/apps")["apps"]):
-            if server.shutdown(client):
+        if stop_server:
+            if server.shutdown(client, if_idle=True):
                 _output.say("Stopped the wisp server this command started (no other app was running).")
     except ClientError as exc:
         _output.fail(f"Could not stop the app: {exc.message}")

@@ -6,7 +6,7 @@ import os
 import time
 
 from .._config import default_port, read_server_info, wisp_home
-from ..client import Client, ClientError, connect, start_server
+from ..client import Client, ClientError, connect, ensure_server
 from . import _output
 
 STOP_TIMEOUT = 30.0
@@ -22,15 +22,14 @@ def running(hint: str = "run `wisp deploy script.py`") -> Client | None:
 
 def start(args: argparse.Namespace) -> int:
     home = wisp_home()
-    client = connect(home)
-    if client is not None:
-        _output.say(f"The wisp server is already running (pid {client.info.pid}, port {client.info.gateway_port}).")
-        return 0
     try:
-        client = start_server(home, args.port or default_port(), args.host)
+        client, started = ensure_server(home, args.port or default_port(), args.host)
     except ClientError as exc:
         _output.fail(exc.message)
         return 1
+    if not started:
+        _output.say(f"The wisp server is already running (pid {client.info.pid}, port {client.info.gateway_port}).")
+        return 0
     _output.say(f"Started the wisp server (pid {client.info.pid}): gateway on http://{args.host}:{client.info.gateway_port}")
     return 0
 
@@ -47,10 +46,19 @@ def stop(args: argparse.Namespace) -> int:
     return 1
 
 
-def shutdown(client: Client) -> bool:
-    """Ask the server to stop its containers and exit; wait until its process is gone."""
+def shutdown(client: Client, *, if_idle: bool = False) -> bool:
+    """Ask the server to stop its containers and exit; wait until its process is gone.
+
+    if_idle: only if no app runs and none is being deployed, decided by the server itself (so a
+    `serve` that is just deploying on it is never cut off); False when it declined.
+    """
     pid = client.info.pid
-    client.request("POST", "/v1/shutdown")
+    try:
+        client.request("POST", "/v1/shutdown" + ("?if_idle=1" if if_idle else ""))
+    except ClientError as exc:
+        if if_idle and exc.status == 409:
+            return False
+        raise
     deadline = time.monotonic() + STOP_TIMEOUT
     while time.monotonic() < deadline:
         if not _alive(pid):

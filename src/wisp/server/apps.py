@@ -78,6 +78,10 @@ class AppManager:
         self.control_url = ""  # set once the control API listens; containers spawn calls there
         self.calls = SpawnedCalls(store, self._call_pool, lambda app_id, line: self.log(app_id).write(line))
 
+    @property
+    def deploying(self) -> bool:
+        return bool(self._deploying)
+
     def _call_pool(self, app_id: str, function: str) -> FunctionPool | None:
         app = self.apps.get(app_id)
         return None if app is None else app.pool_for(function)
@@ -208,6 +212,9 @@ class AppManager:
             for label in set(old.pools) - set(new.pools):
                 self.routes.pop(label, None)
             self._drain(old)
+        # Heartbeats are counted from now: the `wisp serve` holding an ephemeral app starts
+        # sending them only once its deploy has returned, which may be after a long zygote wait.
+        new.heartbeat = time.monotonic()
         self.apps[new.id] = new
 
     def _drain(self, app: RunningApp) -> None:

@@ -127,6 +127,8 @@ def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], No
         return JSONResponse({"call_id": call_id, "cancelled": True})
 
     async def stop_server(request: Request) -> Response:
+        if request.query_params.get("if_idle") and (manager.apps or manager.deploying):
+            return _error(409, "Apps are running or being deployed on this server; it keeps running.")
         shutdown()
         return JSONResponse({"stopping": True})
 

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import fcntl
 import os
 import shutil
 import signal
@@ -21,7 +22,7 @@ from typing import Any
 
 import uvicorn
 
-from .._config import SERVER_FILE, ServerInfo, read_token, write_server_info
+from .._config import ALIVE_LOCK, SERVER_FILE, ServerInfo, read_token, write_server_info
 from .apps import AppManager
 from .control import build_control_app
 from .gateway import Gateway
@@ -82,7 +83,23 @@ def gateway_options_from_env() -> dict[str, float]:
     return options
 
 
+def _hold_alive_lock(home: Path) -> int | None:
+    """Held until this process exits (the kernel lets go of it even after kill -9): the CLI
+    tells a server that is starting or stopping from none at all by it."""
+    fd = os.open(home / ALIVE_LOCK, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int) -> int:
+    if _hold_alive_lock(home) is None:
+        print(f"Another wisp server is running on {home} (starting or stopping). Use it, or wait for it to stop: "
+              "`wisp server status`.", file=sys.stderr, flush=True)
+        return 1
     token = read_token(home, create=True)
     assert token is not None
     routes: dict[str, Any] = {}
