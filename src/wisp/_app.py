@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from ._functions import FunctionHandle
 from ._image import Image
+from ._modal_keywords import NO_OPS, REFUSED, refusal
 from ._retries import policy
 from ._spec import HTTP_METHODS, AppSpec, FunctionSpec, WebSpec
 
@@ -36,6 +37,7 @@ _FUNCTION_KEYWORDS = {
     "min_containers": "keep_warm",
     "allow_concurrent_inputs": "allow_concurrent_inputs",
     "buffer_containers": "buffer_containers",
+    "_experimental_buffer_containers": "buffer_containers",
     "startup_timeout": "startup_timeout",
     "fork": "fork",
 }
@@ -70,8 +72,14 @@ def _secrets(value: Any) -> tuple[str, ...]:
 def _function_fields(where: str, kwargs: dict[str, Any], default_image: Image) -> dict[str, Any]:
     """Validate `stub.function` keywords and turn them into FunctionSpec fields."""
     fields: dict[str, Any] = {"image": default_image.spec}
+    image, env = default_image, None
     for key, value in kwargs.items():
         target = _FUNCTION_KEYWORDS.get(key)
+        if target is None and key in _OTHER_KEYWORDS:
+            if key == "env" and value:
+                env = _env(where, value)
+            _check_other(where, key, value)
+            continue
         if target is None:
             raise _unknown_keyword(where, key, sorted(_FUNCTION_KEYWORDS))
         if value is None and target in ("image", "timeout", "container_idle_timeout", "startup_timeout", "buffer_containers"):
@@ -83,6 +91,7 @@ def _function_fields(where: str, kwargs: dict[str, Any], default_image: Image) -
                     'Write for example `image=wisp.Image.debian_slim().pip_install("boto3")`.'
                 )
             fields["image"] = value.spec
+            image = value
         elif target == "timeout":
             fields[target] = _int_in(where, key, value, 1, 24 * 3600)
         elif target == "container_idle_timeout":
@@ -107,7 +116,31 @@ def _function_fields(where: str, kwargs: dict[str, Any], default_image: Image) -
             fields[target] = value
     if fields.get("allow_concurrent_inputs") is None:
         fields.pop("allow_concurrent_inputs", None)
+    if env:  # Modal's `env=` is the image's environment variables, for this function only
+        fields["image"] = image.env(env).spec
     return fields
+
+
+# Modal keywords without a spec field: honoured as they are, handled here, or refused.
+_OTHER_KEYWORDS = {*NO_OPS, *REFUSED, "env", "is_generator", "name", "max_inputs", "single_use_containers"}
+
+
+def _env(where: str, value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise TypeError(f"{where}: `env` must be a dict of strings to strings, got {value!r}.")
+    return value
+
+
+def _check_other(where: str, key: str, value: Any) -> None:
+    if key == "name" and value is not None:
+        raise ValueError(f"{where}: `name={value!r}` cannot be honoured: a function's name is its Python name. "
+                         "Rename the function, or give its URL a `label=`.")
+    if key in ("single_use_containers", "max_inputs") and value not in (None, False):
+        raise ValueError(f"{where}: `{key}={value!r}` cannot be honoured yet: this wisp reuses a container for "
+                         "later inputs. Drop it, or reset state at the start of each call.")
+    error = refusal(where, key, value)
+    if error is not None:
+        raise error
 
 
 def _check_callable(where: str, obj: Any) -> None:
@@ -203,11 +236,23 @@ def _web_decorator(where: str, first: Any, web: WebSpec) -> Callable[[F], F]:
     return lambda fn: _mark_web(where, fn, web)
 
 
+def _check_web(where: str, requires_proxy_auth: Any = False, custom_domains: Any = None,
+               wait_for_response: Any = True) -> None:
+    """Modal's web keywords that have no WebSpec field: honoured as they are, or refused."""
+    for key, value in (("requires_proxy_auth", requires_proxy_auth), ("custom_domains", custom_domains),
+                       ("wait_for_response", wait_for_response)):
+        error = refusal(where, key, value)
+        if error is not None:
+            raise error
+
+
 def fastapi_endpoint(
-    _warn_parentheses_missing: Any = None, *, method: str = "GET", label: str | None = None, docs: bool = False
+    _warn_parentheses_missing: Any = None, *, method: str = "GET", label: str | None = None, docs: bool = False,
+    custom_domains: Any = None, requires_proxy_auth: bool = False, wait_for_response: bool = True,
 ) -> Callable[[F], F]:
     """Mark a function as a FastAPI endpoint; stack under `@stub.function(...)`."""
     where = "@wisp.fastapi_endpoint"
+    _check_web(where, requires_proxy_auth, custom_domains, wait_for_response)
     web = WebSpec("webhook", _check_method(where, method), label, docs)
     return _web_decorator(where, _warn_parentheses_missing, web)
 
@@ -215,18 +260,23 @@ def fastapi_endpoint(
 web_endpoint = fastapi_endpoint
 
 
-def asgi_app(_warn_parentheses_missing: Any = None, *, label: str | None = None) -> Callable[[F], F]:
+def asgi_app(_warn_parentheses_missing: Any = None, *, label: str | None = None, custom_domains: Any = None,
+             requires_proxy_auth: bool = False, wait_for_response: bool = True) -> Callable[[F], F]:
     """Mark a function that returns an ASGI app; stack under `@stub.function(...)`."""
+    _check_web("@wisp.asgi_app", requires_proxy_auth, custom_domains, wait_for_response)
     return _web_decorator("@wisp.asgi_app", _warn_parentheses_missing, WebSpec("asgi", label=label))
 
 
-def wsgi_app(_warn_parentheses_missing: Any = None, *, label: str | None = None) -> Callable[[F], F]:
+def wsgi_app(_warn_parentheses_missing: Any = None, *, label: str | None = None, custom_domains: Any = None,
+             requires_proxy_auth: bool = False, wait_for_response: bool = True) -> Callable[[F], F]:
     """Mark a function that returns a WSGI app; stack under `@stub.function(...)`."""
+    _check_web("@wisp.wsgi_app", requires_proxy_auth, custom_domains, wait_for_response)
     return _web_decorator("@wisp.wsgi_app", _warn_parentheses_missing, WebSpec("wsgi", label=label))
 
 
 def web_server(
-    port: Any = None, *, startup_timeout: float = 5.0, label: str | None = None
+    port: Any = None, *, startup_timeout: float = 5.0, label: str | None = None, custom_domains: Any = None,
+    requires_proxy_auth: bool = False,
 ) -> Callable[[F], F]:
     """Mark a function that starts an HTTP server listening on `port` (any server, in any
     language); the gateway proxies HTTP and WebSockets to it. Stack under `@stub.function(...)`.
@@ -236,6 +286,7 @@ def web_server(
     several containers of one function on one machine.
     """
     where = "@wisp.web_server"
+    _check_web(where, requires_proxy_auth, custom_domains)
     if callable(port):
         raise TypeError(f"{where} needs the port the server listens on. Did you forget it? "
                         f"Suggestion: `{where}(8000)`.")
