@@ -96,3 +96,20 @@ def test_serve_keeps_an_app_whose_deploy_outlasted_the_heartbeat_window(tmp_path
         assert "stopped sending heartbeats" not in proc.output
         assert proc.proc.poll() is None
     wisp.run("server", "stop", check=False)
+
+
+def test_an_image_with_fastapi_standard_serves_from_a_forked_container(tmp_path: Path) -> None:
+    """Its uvicorn prints a DeprecationWarning while the image zygote preloads; the server used to
+    wait for the end of that output for ever, so no function zygote and no container came up."""
+    from .conftest import processes_in_group
+
+    wisp = Wisp(tmp_path / "home", free_port())
+    shutil.copy(APPS / "fastapi_standard.py", tmp_path / "fastapi_standard.py")
+    with wisp.serve(tmp_path / "fastapi_standard.py") as proc:
+        proc.wait_for("Watching", timeout=300)
+        assert get(wisp.url("fastapi-standard--hello-dev", "/?name=modal"), timeout=60).json() == {"hello": "modal"}
+        time.sleep(3)
+        assert get(wisp.url("fastapi-standard--hello-dev")).json() == {"hello": "world"}
+        assert "stopped sending heartbeats" not in proc.output
+        assert any("wisp._runtime.zygote" in p for p in processes_in_group(str(wisp.home / "apps")))
+    wisp.run("server", "stop", check=False)

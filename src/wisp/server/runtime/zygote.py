@@ -187,18 +187,25 @@ class ImageZygote(_Zygote):
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             start_new_session=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
         )
-        assert self.proc.stdout is not None
         try:
-            line = await asyncio.wait_for(self.proc.stdout.readline(), ZYGOTE_START_TIMEOUT)
+            await asyncio.wait_for(self._ready_line(), ZYGOTE_START_TIMEOUT)
         except asyncio.TimeoutError:
             self.kill()
             raise ZygoteError(f"the zygote for {self.python} did not start within {ZYGOTE_START_TIMEOUT:.0f} s") from None
-        try:
-            if not json.loads(line).get("ready"):
-                raise ValueError
-        except ValueError:
-            rest = await self.proc.stdout.read()
-            raise ZygoteError(f"the zygote for {self.python} did not start: {(line + rest).decode(errors='replace')}") from None
+
+    async def _ready_line(self) -> None:
+        """Wait for the JSON ready line. What a library prints while it is imported comes first
+        (uvicorn's DeprecationWarning when `websockets` is installed, as `fastapi[standard]`
+        does): skip it. Reading on to EOF here would wait for ever on a zygote that did start."""
+        assert self.proc is not None and self.proc.stdout is not None
+        printed = []
+        while line := await self.proc.stdout.readline():
+            if line.startswith(b"{"):
+                with contextlib.suppress(ValueError):
+                    if json.loads(line).get("ready"):
+                        return
+            printed.append(line.decode(errors="replace"))
+        raise ZygoteError(f"the zygote for {self.python} did not start: {''.join(printed[-20:]).strip()}")
 
     @property
     def alive(self) -> bool:
