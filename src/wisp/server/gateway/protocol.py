@@ -260,7 +260,9 @@ class ClientConnection(asyncio.Protocol):
             handler.abort(504)
             req.exchange = None
             self.respond(504, responses.timed_out(handler.timeout))
-        elif waited >= state.redirect_after and req.complete and not req.websocket:
+        elif not req.complete:
+            req.sending_seen = now  # a slow client's upload is not the function's wait
+        elif now - max(handler.started, req.sending_seen) >= state.redirect_after and not req.websocket:
             req.exchange = None
             call = state.calls.detach(handler, req.label, req.url)
             self._redirect(req, call.location(), call.id)

@@ -39,7 +39,7 @@ class Request:
     __slots__ = (
         "url", "headers", "method", "http11", "keep_alive", "host", "content_length",
         "chunked", "expect_continue", "forwarded_for", "upgrade", "websocket", "parts", "complete",
-        "responded", "body", "body_size", "exchange", "request_id", "label", "tunnel_data",
+        "responded", "body", "body_size", "exchange", "request_id", "label", "tunnel_data", "sending_seen",
     )
 
     def __init__(self) -> None:
@@ -64,6 +64,7 @@ class Request:
         self.request_id = b""  # X-Wisp-Request-Id, given when the request becomes active
         self.label = ""  # the web function it was routed to
         self.tunnel_data = b""  # bytes the client sent after a WebSocket handshake's head
+        self.sending_seen = 0.0  # the gateway's sweep last saw the client still sending the body
 
     @property
     def has_body(self) -> bool:
