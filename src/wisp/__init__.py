@@ -3,9 +3,10 @@ from ._app import (
     App, Stub, asgi_app, concurrent, enter, exit, fastapi_endpoint, web_endpoint, web_server, wsgi_app,
 )
 from ._image import Image
+from ._secret import Secret
 
 __all__ = [
-    "App", "Image", "Stub", "asgi_app", "concurrent", "enter", "exit", "fastapi_endpoint", "web_endpoint", "web_server",
+    "App", "Image", "Secret", "Stub", "asgi_app", "concurrent", "enter", "exit", "fastapi_endpoint", "web_endpoint", "web_server",
     "wsgi_app",
 ]
 __version__ = "0.1.0"

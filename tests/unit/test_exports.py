@@ -6,7 +6,7 @@ import pytest
 import wisp
 
 EXPECTED_EXPORTS = {
-    "App", "Image", "Stub", "asgi_app", "concurrent", "enter", "exit", "fastapi_endpoint", "web_endpoint", "web_server",
+    "App", "Image", "Secret", "Stub", "asgi_app", "concurrent", "enter", "exit", "fastapi_endpoint", "web_endpoint", "web_server",
     "wsgi_app",
 }
 
