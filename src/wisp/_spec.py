@@ -105,6 +105,11 @@ class AppSpec:
             functions=tuple(FunctionSpec.from_dict(f) for f in data["functions"]),
         )
 
+    def without_secret_values(self) -> AppSpec:
+        """The spec to store and show: inline secrets keep their key names, not their values."""
+        functions = tuple(dataclasses.replace(f, secrets=tuple(r.stripped() for r in f.secrets)) for f in self.functions)
+        return dataclasses.replace(self, functions=functions)
+
     def function(self, name: str) -> FunctionSpec:
         for fn in self.functions:
             if fn.name == name:

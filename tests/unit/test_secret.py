@@ -92,3 +92,11 @@ def test_from_dotenv_missing_file_says_so(tmp_path: Path, monkeypatch: pytest.Mo
 def test_inside_a_container_from_dotenv_reads_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WISP_FUNCTION", "f")
     assert wisp.Secret.from_dotenv(tmp_path, filename=".env-nope").ref.env == {}
+
+
+def test_app_spec_without_secret_values_keeps_key_names() -> None:
+    from wisp._spec import AppSpec
+    fn = FunctionSpec(name="f", image={}, secrets=(wisp.Secret.from_dict({"K": "hidden-v"}).ref, SecretRef("db")))
+    stored = AppSpec(name="a", module="m", stub_attr="s", functions=(fn,)).without_secret_values()
+    assert "hidden-v" not in json.dumps(stored.to_dict())
+    assert stored.functions[0].secrets == (SecretRef(keys=("K",)), SecretRef("db"))
