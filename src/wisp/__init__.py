@@ -5,10 +5,11 @@ from ._app import (
 from ._functions import FunctionCall
 from ._image import Image
 from ._retries import Retries
+from ._secret import Secret
 from . import exception, functions
 
 __all__ = [
-    "App", "FunctionCall", "Image", "Retries", "Stub", "asgi_app", "concurrent", "enter", "exit", "fastapi_endpoint", "web_endpoint", "web_server",
-    "exception", "functions", "wsgi_app",
+    "App", "FunctionCall", "Image", "Retries", "Secret", "Stub", "asgi_app", "concurrent", "enter", "exit",
+    "fastapi_endpoint", "web_endpoint", "web_server", "exception", "functions", "wsgi_app",
 ]
 __version__ = "0.1.0"

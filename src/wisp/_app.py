@@ -14,7 +14,8 @@ from ._functions import FunctionHandle
 from ._image import Image
 from ._modal_keywords import NO_OPS, REFUSED, refusal
 from ._retries import policy
-from ._spec import HTTP_METHODS, AppSpec, FunctionSpec, WebSpec
+from ._secret import Secret
+from ._spec import HTTP_METHODS, AppSpec, FunctionSpec, SecretRef, WebSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 C = TypeVar("C", bound=type)
@@ -64,9 +65,18 @@ def _keep_warm(where: str, value: Any) -> int:
     return _int_in(where, "keep_warm", value, 0, 1000)
 
 
-def _secrets(value: Any) -> tuple[str, ...]:
+def _secrets(where: str, value: Any) -> tuple[SecretRef, ...]:
     items = value if isinstance(value, (list, tuple)) else [value]
-    return tuple(str(getattr(s, "name", s)) for s in items if s is not None)
+    refs = []
+    for item in items:
+        if isinstance(item, str):  # a name, as `Secret.from_name(item)`
+            item = Secret.from_name(item)
+        if isinstance(item, Secret):
+            refs.append(item.ref)
+        elif item is not None:
+            raise TypeError(f"{where}: `secrets` takes wisp.Secret values, got {item!r}. "
+                            'Write for example `secrets=[wisp.Secret.from_name("db")]`.')
+    return tuple(refs)
 
 
 def _function_fields(where: str, kwargs: dict[str, Any], default_image: Image) -> dict[str, Any]:
@@ -105,7 +115,7 @@ def _function_fields(where: str, kwargs: dict[str, Any], default_image: Image) -
         elif target in ("concurrency_limit", "allow_concurrent_inputs"):
             fields[target] = None if value is None else _int_in(where, key, value, 1, 10_000)
         elif target == "secrets":
-            fields[target] = _secrets(value)
+            fields[target] = fields.get(target, ()) + _secrets(where, value)  # `secret=` and `secrets=` add up
         elif target == "retries":
             fields[target] = policy(value)
         elif target == "fork":

@@ -24,6 +24,26 @@ class WebSpec:
 
 
 @dataclass(frozen=True)
+class SecretRef:
+    """One entry of `secrets=[...]`: a named secret (resolved by the server at deploy time) or
+    inline values (from_dict/from_dotenv). The server strips `env` before storing the spec."""
+    name: str | None = None
+    env: dict[str, str] | None = field(default=None, repr=False)  # never in a repr or log
+    keys: tuple[str, ...] = ()  # inline secrets: the key names, kept when `env` is stripped
+    required_keys: tuple[str, ...] = ()
+
+    @classmethod
+    def from_data(cls, data: Any) -> SecretRef:
+        if isinstance(data, str):  # specs saved before secrets carried values: a name
+            return cls(name=data)
+        return cls(name=data.get("name"), env=data.get("env"), keys=tuple(data.get("keys", ())),
+                   required_keys=tuple(data.get("required_keys", ())))
+
+    def stripped(self) -> SecretRef:
+        return dataclasses.replace(self, env=None)
+
+
+@dataclass(frozen=True)
 class FunctionSpec:
     name: str
     image: dict[str, Any]
@@ -42,7 +62,7 @@ class FunctionSpec:
     memory: int | None = None
     gpu: str | None = None
     retries: dict[str, Any] | None = None  # wisp._retries.policy(): max_retries, backoff, delays
-    secrets: tuple[str, ...] = ()
+    secrets: tuple[SecretRef, ...] = ()
     # A method of a class (S12): the container makes one instance of `cls` (the class's dotted
     # path in the module), runs its enter hooks, then serves the bound method `method_name`.
     cls: str | None = None
@@ -57,7 +77,7 @@ class FunctionSpec:
         fields = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in fields}
         values["web"] = WebSpec(**web) if web else None
-        values["secrets"] = tuple(values.get("secrets", ()))
+        values["secrets"] = tuple(SecretRef.from_data(s) for s in values.get("secrets", ()))
         return cls(**values)
 
 
@@ -84,6 +104,11 @@ class AppSpec:
             stub_attr=data["stub_attr"],
             functions=tuple(FunctionSpec.from_dict(f) for f in data["functions"]),
         )
+
+    def without_secret_values(self) -> AppSpec:
+        """The spec to store and show: inline secrets keep their key names, not their values."""
+        functions = tuple(dataclasses.replace(f, secrets=tuple(r.stripped() for r in f.secrets)) for f in self.functions)
+        return dataclasses.replace(self, functions=functions)
 
     def function(self, name: str) -> FunctionSpec:
         for fn in self.functions:

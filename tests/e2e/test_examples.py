@@ -14,7 +14,8 @@ pytestmark = pytest.mark.e2e
 def served(wisp: Wisp) -> Iterator[dict[str, ServeProcess]]:
     """Serve all examples at once; each `wisp serve` prints its URLs."""
     names = ["quickstart", "hello", "webhook_get", "webhook_post", "webhook_forms", "webhook_complex",
-             "asgi_app", "wsgi_app", "backend_call", "spawn_poll"]
+             "asgi_app", "wsgi_app", "backend_call", "spawn_poll", "secret_env"]
+    wisp.run("secret", "create", "greeting", "GREETING=Bonjour", "--force")  # as secret_env.py's docstring says
     procs = {name: wisp.serve(EXAMPLES / f"{name}.py") for name in names}
     try:
         for proc in procs.values():
@@ -127,3 +128,7 @@ def test_spawn_poll_example(wisp: Wisp, served: dict[str, ServeProcess]) -> None
     done = wait_until(lambda: (r := get(wisp.url("spawn-poll--result-dev", f"/?call_id={call_id}"))).status_code == 200
                       and r, timeout=60, message="the spawned job")
     assert done.json() == {"result": "HELLO"}
+
+
+def test_secret_env_example(wisp: Wisp, served: dict[str, ServeProcess]) -> None:
+    assert get(wisp.url("secret-env--greet-dev", "/?name=Ada")).json() == "Bonjour, Ada!"

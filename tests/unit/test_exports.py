@@ -6,7 +6,7 @@ import pytest
 import wisp
 
 EXPECTED_EXPORTS = {
-    "App", "FunctionCall", "Image", "Retries", "Stub", "asgi_app", "concurrent", "enter", "exit", "exception",
+    "App", "FunctionCall", "Image", "Retries", "Secret", "Stub", "asgi_app", "concurrent", "enter", "exit", "exception",
     "fastapi_endpoint", "functions", "web_endpoint", "web_server", "wsgi_app",
 }
 

@@ -11,7 +11,7 @@ import pytest
 
 import wisp
 from wisp import Image, Stub
-from wisp._spec import HTTP_METHODS, FunctionSpec, WebSpec
+from wisp._spec import HTTP_METHODS, FunctionSpec, SecretRef, WebSpec
 
 
 def spec_of(stub: Stub, name: str) -> FunctionSpec:
@@ -167,8 +167,8 @@ def test_unknown_keyword_without_close_match_lists_known_keywords(form: str) -> 
         ({}, "allow_concurrent_inputs", 1),
         ({"allow_concurrent_inputs": 10}, "allow_concurrent_inputs", 10),
         ({"allow_concurrent_inputs": None}, "allow_concurrent_inputs", 1),
-        ({"secret": "db"}, "secrets", ("db",)),
-        ({"secrets": ["a", "b"]}, "secrets", ("a", "b")),
+        ({"secret": "db"}, "secrets", (SecretRef("db"),)),
+        ({"secrets": ["a", "b"]}, "secrets", (SecretRef("a"), SecretRef("b"))),
         ({"cpu": 2.0, "memory": 512}, "memory", 512),
         ({"gpu": "A10G"}, "gpu", "A10G"),
         ({"retries": 3}, "retries", {"max_retries": 3, "backoff_coefficient": 1.0, "initial_delay": 1.0, "max_delay": 60.0}),

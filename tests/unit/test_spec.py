@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from wisp import Image
-from wisp._spec import AppSpec, FunctionSpec, WebSpec
+from wisp._spec import AppSpec, FunctionSpec, SecretRef, WebSpec
 
 IMAGE = Image.debian_slim("3.11").pip_install("boto3", "requests>=2").spec
 
@@ -18,7 +18,8 @@ FUNCTIONS = [
     FunctionSpec(name="api", image=IMAGE, web=WebSpec("asgi", label="api"), keep_warm=2, container_idle_timeout=30),
     FunctionSpec(
         name="site", image=IMAGE, web=WebSpec("wsgi"), timeout=60, concurrency_limit=5, allow_concurrent_inputs=10,
-        cpu=1.5, memory=512, gpu="A10G", retries={"max_retries": 3, "backoff_coefficient": 1.0, "initial_delay": 1.0, "max_delay": 60.0}, secrets=("db", "api-key"),
+        cpu=1.5, memory=512, gpu="A10G", retries={"max_retries": 3, "backoff_coefficient": 1.0, "initial_delay": 1.0, "max_delay": 60.0},
+        secrets=(SecretRef("db"), SecretRef(env={"K": "v"}, keys=("K",)), SecretRef("api-key", required_keys=("X",))),
     ),
     FunctionSpec(name="Model.predict", image=IMAGE, web=WebSpec("webhook", "POST"), cls="Model", method_name="predict"),
     FunctionSpec(name="Outer.Inner.api", image=IMAGE, web=WebSpec("asgi"), cls="Outer.Inner", method_name="api"),

@@ -1,10 +1,10 @@
-"""The `wisp` command: serve, deploy, app, image and server."""
+"""The `wisp` command: serve, deploy, app, image, secret and server."""
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import app, deploy, image, run, serve, server
+from . import app, deploy, image, run, secret, serve, server
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,6 +39,18 @@ def _parser() -> argparse.ArgumentParser:
     images = sub.add_parser("image", help="list and prune built images").add_subparsers(dest="action", required=True, metavar="ACTION")
     images.add_parser("list", help="built images: hash, size, last use, packages").set_defaults(run=image.list_images)
     images.add_parser("prune", help="remove images that no running app uses").set_defaults(run=image.prune)
+
+    secrets = sub.add_parser("secret", help="create, list and delete named secrets").add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = secrets.add_parser("create", help="store KEY=VALUE pairs under a name, for `wisp.Secret.from_name`")
+    p.add_argument("name")
+    p.add_argument("pairs", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("--from-dotenv", metavar="FILE", help="also take the variables of this .env file")
+    p.add_argument("--force", action="store_true", help="replace the values of an existing secret")
+    p.set_defaults(run=secret.create)
+    secrets.add_parser("list", help="secret names, key names and dates (never values)").set_defaults(run=secret.list_secrets)
+    p = secrets.add_parser("delete", help="delete a secret")
+    p.add_argument("name")
+    p.set_defaults(run=secret.delete)
 
     servers = sub.add_parser("server", help="manage the background server").add_subparsers(dest="action", required=True, metavar="ACTION")
     p = servers.add_parser("start", help="start the server in the background")

@@ -28,16 +28,7 @@ def list_apps(args: argparse.Namespace) -> int:
 
 
 def stop(args: argparse.Namespace) -> int:
-    client = server.running()
-    if client is None:
-        return 1
-    try:
-        client.request("DELETE", f"/v1/apps/{args.name}")
-    except ClientError as exc:
-        _output.fail(exc.message)
-        return 1
-    _output.say(f"Stopped app {args.name}.")
-    return 0
+    return server.request("DELETE", f"/v1/apps/{args.name}", f"Stopped app {args.name}.")
 
 
 def logs(args: argparse.Namespace) -> int:

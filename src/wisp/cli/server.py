@@ -20,6 +20,20 @@ def running(hint: str = "run `wisp deploy script.py`") -> Client | None:
     return client
 
 
+def request(method: str, path: str, done: str, hint: str = "run `wisp deploy script.py`") -> int:
+    """One control API request to the running server; say `done` or what went wrong. An exit code."""
+    client = running(hint)
+    if client is None:
+        return 1
+    try:
+        client.request(method, path)
+    except ClientError as exc:
+        _output.fail(exc.message)
+        return 1
+    _output.say(done)
+    return 0
+
+
 def start(args: argparse.Namespace) -> int:
     home = wisp_home()
     try:

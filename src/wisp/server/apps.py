@@ -8,6 +8,7 @@ import os
 import shutil
 import tarfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,10 @@ class AppManager:
     # -- deploy ----------------------------------------------------------------------------
     async def deploy(self, spec_data: dict[str, Any], mode: str, files: bytes, owner: str | None,
                      progress: Progress | None = None) -> dict[str, Any]:
-        spec = AppSpec.from_dict(spec_data)
+        sent = AppSpec.from_dict(spec_data)
+        # Before anything changes: a missing secret fails the deploy with the command that creates it.
+        secret_env = resolve_secrets(sent, self._secret_values)
+        spec = sent.without_secret_values()  # inline values never reach the stored spec
         app_id = app_id_for(spec.name, mode, owner)
         labels = _labels(spec, mode, app_id)
         self._check_labels(app_id, labels)
@@ -127,8 +131,9 @@ class AppManager:
                 except ImageBuildError as exc:
                     raise DeployError(400, str(exc)) from None
                 self.store.save_version(app_id, spec.name, mode, version, spec.to_dict(), str(files_dir))
+                self.store.save_version_secrets(app_id, version, secret_env)  # for restore(): values pinned
                 await self._swap(RunningApp(app_id, spec.name, mode, version, spec,
-                                            self._pools(app_id, spec, labels, pythons, files_dir), owner))
+                                            self._pools(app_id, spec, labels, pythons, files_dir, secret_env), owner))
         finally:
             self._deploying.remove((app_id, spec))
         web = [label for label, f in labels.items() if f.web is not None]
@@ -136,6 +141,10 @@ class AppManager:
         # The caller (the CLI, with the server's token) gets the app's call token: `wisp run` calls with it.
         return {**self.describe(self.apps[app_id]), "call_token": self.call_token(app_id),
                 "control_url": self.control_url, "call_url": f"http://127.0.0.1:{self.gateway_port}"}
+
+    def _secret_values(self, name: str) -> dict[str, str] | None:
+        row = self.store.secret(name)
+        return None if row is None else row.values
 
     def _check_labels(self, app_id: str, labels: dict[str, FunctionSpec]) -> None:
         for other in self.apps.values():
@@ -171,15 +180,17 @@ class AppManager:
         return target
 
     def _pools(self, app_id: str, spec: AppSpec, labels: dict[str, FunctionSpec], pythons: dict[str, Path],
-               files_dir: Path) -> dict[str, FunctionPool]:
+               files_dir: Path, secret_env: dict[str, dict[str, str]] | None = None) -> dict[str, FunctionPool]:
         log = self.log(app_id)
-        return {label: self._pool(app_id, spec, fn, pythons[fn.name], files_dir, log) for label, fn in labels.items()}
+        return {label: self._pool(app_id, spec, fn, pythons[fn.name], files_dir, log, (secret_env or {}).get(fn.name, {}))
+                for label, fn in labels.items()}
 
-    def _pool(self, app_id: str, spec: AppSpec, fn: FunctionSpec, python: Path, files_dir: Path, log: AppLog) -> FunctionPool:
+    def _pool(self, app_id: str, spec: AppSpec, fn: FunctionSpec, python: Path, files_dir: Path, log: AppLog,
+              secret_env: dict[str, str] | None = None) -> FunctionPool:
         argv = [str(python), "-m", "wisp._runtime", "--dir", str(files_dir), "--module", spec.module,
                 "--stub", spec.stub_attr, "--function", fn.name]
         image_env, cwd = container_settings(fn.image, python, files_dir)
-        env = {**_container_env(), **image_env, "WISP_APP": app_id, "WISP_FUNCTION": fn.name,
+        env = {**_container_env(), **image_env, **(secret_env or {}), "WISP_APP": app_id, "WISP_FUNCTION": fn.name,
                **self.call_env(app_id)}
         launcher = self.runtime.launcher(argv, env=env, cwd=cwd, fork=fn.fork, log=log, startup_timeout=fn.startup_timeout)
         labels = (("app", app_id), ("function", fn.name))
@@ -264,7 +275,12 @@ class AppManager:
             except DeployError as exc:
                 self.log(row.id).write(f"[wisp] could not restore {row.id}: {exc.message}")
                 continue
-            pools = self._pools(row.id, spec, labels, pythons, Path(saved.files_dir))
+            secret_env = self.store.version_secrets(row.id, row.version)  # pinned at deploy, inline ones too
+            gone = sorted({r.name for f in spec.functions for r in f.secrets if r.name and self.store.secret(r.name) is None})
+            if gone:
+                self.log(row.id).write(f"[wisp] secret(s) {', '.join(gone)} no longer exist; {row.id} keeps the "
+                                       "values it was deployed with. Create them again before the next deploy.")
+            pools = self._pools(row.id, spec, labels, pythons, Path(saved.files_dir), secret_env)
             await self._swap(RunningApp(row.id, spec.name, row.mode, row.version, spec, pools))
         resumed = self.calls.resume()
         if resumed:
@@ -373,6 +389,31 @@ def _labels(spec: AppSpec, mode: str, app_id: str) -> dict[str, FunctionSpec]:
                                    f"{label!r}. Give one of them another name or `label=`.")
         labels[label] = f
     return labels
+
+
+def resolve_secrets(spec: AppSpec, lookup: Callable[[str], dict[str, str] | None]) -> dict[str, dict[str, str]]:
+    """Function name -> the environment its `secrets=[...]` give, later entries overriding earlier
+    ones. Named secrets come from `lookup`; inline ones carry their values in the spec as sent."""
+    out: dict[str, dict[str, str]] = {}
+    for fn in spec.functions:
+        env: dict[str, str] = {}
+        for ref in fn.secrets:
+            if ref.name is None:
+                env.update(ref.env or {})
+                continue
+            values = lookup(ref.name)
+            if values is None:
+                raise DeployError(400, f"Secret {ref.name!r} does not exist. Create it with "
+                                       f"`wisp secret create {ref.name} KEY=VALUE ...`, then serve/deploy again.")
+            missing = [k for k in ref.required_keys if k not in values]
+            if missing:
+                raise DeployError(400, f"Secret {ref.name!r} has no key {', '.join(missing)}, which function "
+                                       f"`{fn.name}` requires. Add it with `wisp secret create {ref.name} "
+                                       f"{missing[0]}=... --force` (give all its keys), then serve/deploy again.")
+            env.update(values)
+        if env:
+            out[fn.name] = env
+    return out
 
 
 def _container_env() -> dict[str, str]:

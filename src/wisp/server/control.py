@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .._secret import check_env, check_name
 from .._urls import app_id_for
 from .._call_wire import CONTENT_TYPE
 from .apps import AppManager, DeployError
@@ -125,6 +126,28 @@ def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], No
             return _missing_call(call_id)
         manager.calls.cancel(call_id)
         return JSONResponse({"call_id": call_id, "cancelled": True})
+    async def list_secrets(request: Request) -> Response:  # names, key names and dates: never values
+        return JSONResponse({"secrets": [{"name": row.name, "keys": sorted(row.values), "created_at": row.created_at,
+                                          "updated_at": row.updated_at} for row in manager.store.secrets()]})
+
+    async def put_secret(request: Request) -> Response:
+        name = request.path_params["name"]
+        try:
+            body = await request.json()
+            check_name(name)
+            values = check_env(body["values"], f"secret {name!r}")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            return _error(400, f"Malformed secret: {exc}. Send {{\"values\": {{\"KEY\": \"value\"}}}}.")
+        if not manager.store.put_secret(name, values, replace=bool(body.get("force"))):
+            return _error(409, f"Secret {name!r} already exists. Use `wisp secret create {name} ... --force` "
+                               "to replace its values.")
+        return JSONResponse({"name": name, "keys": sorted(values)})
+
+    async def delete_secret(request: Request) -> Response:
+        name = request.path_params["name"]
+        if not manager.store.delete_secret(name):
+            return _error(404, f"No secret named {name!r}. `wisp secret list` shows the secrets.")
+        return JSONResponse({"deleted": name})
 
     async def stop_server(request: Request) -> Response:
         if request.query_params.get("if_idle") and (manager.apps or manager.deploying):
@@ -141,6 +164,9 @@ def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], No
         Route("/v1/apps/{app_id}/heartbeat", heartbeat, methods=["POST"]),
         Route("/v1/images", list_images),
         Route("/v1/images/prune", prune_images, methods=["POST"]),
+        Route("/v1/secrets", list_secrets),
+        Route("/v1/secrets/{name}", put_secret, methods=["PUT"]),
+        Route("/v1/secrets/{name}", delete_secret, methods=["DELETE"]),
         Route("/v1/shutdown", stop_server, methods=["POST"]),
         Route("/v1/calls", spawn_call, methods=["POST"]),
         Route("/v1/calls/{call_id}", get_call, methods=["GET"]),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -42,6 +43,18 @@ CREATE TABLE IF NOT EXISTS calls (        -- spawned calls: they and their resul
     created_at REAL NOT NULL,
     finished_at REAL
 );
+CREATE TABLE IF NOT EXISTS secrets (   -- values: state.db is mode 0600, read by the server only
+    name TEXT PRIMARY KEY,
+    "values" TEXT NOT NULL,        -- JSON object KEY -> value
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS version_secrets (  -- the env a version was deployed with (values pinned)
+    app_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    env TEXT NOT NULL,             -- JSON object function name -> {KEY: value}
+    PRIMARY KEY (app_id, version)
+);
 """
 
 
@@ -80,11 +93,31 @@ class VersionRow:
     files_dir: str
 
 
+@dataclass(frozen=True)
+class SecretRow:
+    name: str
+    values: dict[str, str]
+    created_at: float
+    updated_at: float
+
+
+def restrict(path: Path) -> None:
+    """state.db holds secret values: only the server's user may read it (and its WAL files)."""
+    for candidate in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if candidate.exists():
+            os.chmod(candidate, 0o600)
+
+
 class Store:
     def __init__(self, path: Path) -> None:
-        self._db = sqlite3.connect(str(path), isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        old_umask = os.umask(0o077)  # the files sqlite creates now are 0600 from the start
+        try:
+            self._db = sqlite3.connect(str(path), isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+        finally:
+            os.umask(old_umask)
+        restrict(path)
 
     def close(self) -> None:
         self._db.close()
@@ -167,3 +200,37 @@ class Store:
     def expire_calls(self, before: float) -> int:
         cursor = self._db.execute("DELETE FROM calls WHERE state != 'pending' AND finished_at < ?", (before,))
         return cursor.rowcount
+
+    # -- secrets -------------------------------------------------------------------------------
+    def secrets(self) -> list[SecretRow]:
+        rows = self._db.execute('SELECT name, "values", created_at, updated_at FROM secrets ORDER BY name')
+        return [SecretRow(name, json.loads(values), created, updated) for name, values, created, updated in rows]
+
+    def secret(self, name: str) -> SecretRow | None:
+        row = self._db.execute('SELECT name, "values", created_at, updated_at FROM secrets WHERE name = ?',
+                               (name,)).fetchone()
+        return SecretRow(row[0], json.loads(row[1]), row[2], row[3]) if row else None
+
+    def put_secret(self, name: str, values: dict[str, str], *, replace: bool) -> bool:
+        """False when it exists and `replace` is not set."""
+        now = time.time()
+        if not replace:
+            cursor = self._db.execute('INSERT OR IGNORE INTO secrets (name, "values", created_at, updated_at) '
+                                      "VALUES (?, ?, ?, ?)", (name, json.dumps(values), now, now))
+            return cursor.rowcount == 1
+        self._db.execute('INSERT INTO secrets (name, "values", created_at, updated_at) VALUES (?, ?, ?, ?) '
+                         'ON CONFLICT(name) DO UPDATE SET "values" = excluded."values", updated_at = excluded.updated_at',
+                         (name, json.dumps(values), now, now))
+        return True
+
+    def delete_secret(self, name: str) -> bool:
+        return self._db.execute("DELETE FROM secrets WHERE name = ?", (name,)).rowcount == 1
+
+    def save_version_secrets(self, app_id: str, version: int, env: dict[str, dict[str, str]]) -> None:
+        self._db.execute("INSERT OR REPLACE INTO version_secrets (app_id, version, env) VALUES (?, ?, ?)",
+                         (app_id, version, json.dumps(env)))
+
+    def version_secrets(self, app_id: str, version: int) -> dict[str, dict[str, str]]:
+        row = self._db.execute("SELECT env FROM version_secrets WHERE app_id = ? AND version = ?",
+                               (app_id, version)).fetchone()
+        return json.loads(row[0]) if row else {}
