@@ -247,13 +247,22 @@ def _web_decorator(where: str, first: Any, web: WebSpec) -> Callable[[F], F]:
 
 
 def _check_web(where: str, requires_proxy_auth: Any = False, custom_domains: Any = None,
-               wait_for_response: Any = True) -> None:
-    """Modal's web keywords that have no WebSpec field: honoured as they are, or refused."""
-    for key, value in (("requires_proxy_auth", requires_proxy_auth), ("custom_domains", custom_domains),
-                       ("wait_for_response", wait_for_response)):
+               wait_for_response: Any = True) -> bool:
+    """Modal's web keywords: the other two are honoured as they are, or refused. Returns
+    `requires_proxy_auth`, checked (a WebSpec field: the gateway asks for a proxy token)."""
+    for key, value in (("custom_domains", custom_domains), ("wait_for_response", wait_for_response)):
         error = refusal(where, key, value)
         if error is not None:
             raise error
+    if not isinstance(requires_proxy_auth, bool):
+        raise TypeError(f"{where}: `requires_proxy_auth` must be True or False, got {requires_proxy_auth!r}.")
+    return requires_proxy_auth
+
+
+def _web_keywords(where: str, kwargs: dict[str, Any]) -> bool:
+    """Pop the web keywords out of `@stub.webhook/asgi/wsgi(**kwargs)`; see `_check_web`."""
+    return _check_web(where, kwargs.pop("requires_proxy_auth", False), kwargs.pop("custom_domains", None),
+                      kwargs.pop("wait_for_response", True))
 
 
 def fastapi_endpoint(
@@ -262,8 +271,8 @@ def fastapi_endpoint(
 ) -> Callable[[F], F]:
     """Mark a function as a FastAPI endpoint; stack under `@stub.function(...)`."""
     where = "@wisp.fastapi_endpoint"
-    _check_web(where, requires_proxy_auth, custom_domains, wait_for_response)
-    web = WebSpec("webhook", _check_method(where, method), label, docs)
+    proxy_auth = _check_web(where, requires_proxy_auth, custom_domains, wait_for_response)
+    web = WebSpec("webhook", _check_method(where, method), label, docs, requires_proxy_auth=proxy_auth)
     return _web_decorator(where, _warn_parentheses_missing, web)
 
 
@@ -273,15 +282,17 @@ web_endpoint = fastapi_endpoint
 def asgi_app(_warn_parentheses_missing: Any = None, *, label: str | None = None, custom_domains: Any = None,
              requires_proxy_auth: bool = False, wait_for_response: bool = True) -> Callable[[F], F]:
     """Mark a function that returns an ASGI app; stack under `@stub.function(...)`."""
-    _check_web("@wisp.asgi_app", requires_proxy_auth, custom_domains, wait_for_response)
-    return _web_decorator("@wisp.asgi_app", _warn_parentheses_missing, WebSpec("asgi", label=label))
+    proxy_auth = _check_web("@wisp.asgi_app", requires_proxy_auth, custom_domains, wait_for_response)
+    return _web_decorator("@wisp.asgi_app", _warn_parentheses_missing,
+                          WebSpec("asgi", label=label, requires_proxy_auth=proxy_auth))
 
 
 def wsgi_app(_warn_parentheses_missing: Any = None, *, label: str | None = None, custom_domains: Any = None,
              requires_proxy_auth: bool = False, wait_for_response: bool = True) -> Callable[[F], F]:
     """Mark a function that returns a WSGI app; stack under `@stub.function(...)`."""
-    _check_web("@wisp.wsgi_app", requires_proxy_auth, custom_domains, wait_for_response)
-    return _web_decorator("@wisp.wsgi_app", _warn_parentheses_missing, WebSpec("wsgi", label=label))
+    proxy_auth = _check_web("@wisp.wsgi_app", requires_proxy_auth, custom_domains, wait_for_response)
+    return _web_decorator("@wisp.wsgi_app", _warn_parentheses_missing,
+                          WebSpec("wsgi", label=label, requires_proxy_auth=proxy_auth))
 
 
 def web_server(
@@ -296,7 +307,7 @@ def web_server(
     several containers of one function on one machine.
     """
     where = "@wisp.web_server"
-    _check_web(where, requires_proxy_auth, custom_domains)
+    proxy_auth = _check_web(where, requires_proxy_auth, custom_domains)
     if callable(port):
         raise TypeError(f"{where} needs the port the server listens on. Did you forget it? "
                         f"Suggestion: `{where}(8000)`.")
@@ -307,7 +318,8 @@ def web_server(
             not 0 < startup_timeout <= 3600:
         raise ValueError(f"{where}: `startup_timeout` must be a number of seconds above 0 and at most 3600, "
                          f"got {startup_timeout!r}.")
-    web = WebSpec("web_server", label=label, port=port, startup_timeout=float(startup_timeout))
+    web = WebSpec("web_server", label=label, port=port, startup_timeout=float(startup_timeout),
+                  requires_proxy_auth=proxy_auth)
     return lambda fn: _mark_web(where, fn, web)
 
 
@@ -525,7 +537,8 @@ class Stub:
         where = "@stub.webhook"
         if _fn is not None and not callable(_fn):
             raise _positional(where, _fn, f"@stub.webhook(method={_fn!r})")
-        web = WebSpec("webhook", _check_method(where, method), label, docs)
+        proxy_auth = _web_keywords(where, kwargs)
+        web = WebSpec("webhook", _check_method(where, method), label, docs, requires_proxy_auth=proxy_auth)
         fields = _function_fields(where, kwargs, self.image)
 
         def wrap(fn: F) -> F:
@@ -535,12 +548,13 @@ class Stub:
         return _bare_or_factory(where, _fn, wrap, "@stub.webhook(method=\"POST\")")
 
     def _app_decorator(self, where: str, kind: str, first: Any, label: str | None, kwargs: dict[str, Any]) -> Any:
+        web = WebSpec(kind, label=label, requires_proxy_auth=_web_keywords(where, kwargs))  # type: ignore[arg-type]
         fields = _function_fields(where, kwargs, self.image)
 
         def wrap(fn: F) -> F:
             _check_callable(where, fn)
             _check_factory(where, fn)
-            self._register(where, fn, WebSpec(kind, label=label), fields)  # type: ignore[arg-type]
+            self._register(where, fn, web, fields)
             return fn
 
         return _bare_or_factory(where, first, wrap, f"{where}(image=image)")

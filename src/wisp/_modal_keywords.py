@@ -40,8 +40,6 @@ REFUSED: dict[str, tuple[str, str]] = {
                               "drop `restrict_modal_access=` until sandboxed containers land"),
     "interactive": ("containers have no terminal", "use `wisp app logs -f`"),
     "experimental_options": ("wisp has no experimental options", "drop `experimental_options=`"),
-    "requires_proxy_auth": ("this wisp does not check proxy-auth tokens yet",
-                            "drop `requires_proxy_auth=True`, or put an authenticating proxy in front"),
     "custom_domains": ("this wisp routes by label only", "use `label=` and point your domain at `<label>.<domain>`"),
     "_experimental_scheduler_placement": ("there is one machine to place on", "drop it"),
     "_experimental_gpus": ("this wisp does not place GPUs yet", "drop it"),

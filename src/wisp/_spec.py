@@ -21,6 +21,7 @@ class WebSpec:
     docs: bool = False  # webhooks only: serve FastAPI's /docs and /openapi.json
     port: int | None = None  # web_server only: the port the user's server listens on
     startup_timeout: float = 5.0  # web_server only: seconds for that port to accept connections
+    requires_proxy_auth: bool = False  # the gateway admits requests with a proxy token's Modal-Key/-Secret only
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ def test_every_modal_function_keyword_is_known(key: str) -> None:
     app.function(**{key: value})(lambda: None)  # a "nothing asked" value always passes
 
 
-@pytest.mark.parametrize("key", sorted(set(REFUSED) - {"requires_proxy_auth", "custom_domains"}))
+@pytest.mark.parametrize("key", sorted(set(REFUSED) - {"custom_domains"}))
 def test_refused_keywords_say_why_and_what_to_do(key: str) -> None:
     with pytest.raises(ValueError, match=rf"`{key}=.*cannot be honoured: .*Instead: "):
         wisp.App("kw").function(**{key: "something"})
@@ -45,19 +45,40 @@ def test_no_op_keywords_are_accepted_with_a_value(key: str) -> None:
     wisp.App("kw").function(**{key: 10 if key == "ephemeral_disk" else True})(lambda: None)
 
 
-@pytest.mark.parametrize("decorator", [wisp.fastapi_endpoint, wisp.asgi_app, wisp.wsgi_app])
-def test_web_decorators_take_modals_web_keywords(decorator: Any) -> None:
-    decorator(requires_proxy_auth=False, custom_domains=None, label="x")
-    with pytest.raises(ValueError, match="requires_proxy_auth=True.*cannot be honoured"):
-        decorator(requires_proxy_auth=True)
+def _webs(stub: wisp.Stub) -> list[Any]:
+    return [f.web for f in stub.spec(default_name="kw", module="m", stub_attr="app").functions]
+
+
+@pytest.mark.parametrize("decorator", [wisp.fastapi_endpoint, wisp.asgi_app, wisp.wsgi_app,
+                                       lambda **kw: wisp.web_server(8000, **kw)])
+def test_web_decorators_record_requires_proxy_auth(decorator: Any) -> None:
+    app = wisp.App("kw")
+
+    def private() -> None: ...
+
+    def public() -> None: ...
+
+    app.function()(decorator(requires_proxy_auth=True)(private))
+    app.function()(decorator(requires_proxy_auth=False, custom_domains=None, label="x")(public))
+    assert [w.requires_proxy_auth for w in _webs(app)] == [True, False]
+    with pytest.raises(TypeError, match="requires_proxy_auth` must be True or False"):
+        decorator(requires_proxy_auth="yes")
     with pytest.raises(ValueError, match="custom_domains=.*cannot be honoured"):
         decorator(custom_domains=["api.example.com"])
 
 
-def test_web_server_takes_them_too_and_seed_forms_through_kwargs() -> None:
-    wisp.web_server(8000, requires_proxy_auth=False, custom_domains=[])
-    with pytest.raises(ValueError, match="requires_proxy_auth"):
-        wisp.Stub().webhook(requires_proxy_auth=True)
+@pytest.mark.parametrize("form", ["webhook", "asgi", "wsgi"])
+def test_seed_decorators_take_the_web_keywords_through_kwargs(form: str) -> None:
+    stub = wisp.Stub("kw")
+    getattr(stub, form)(requires_proxy_auth=True, wait_for_response=True, custom_domains=None)(lambda: None)
+    assert _webs(stub)[0].requires_proxy_auth is True
+    with pytest.raises(ValueError, match="wait_for_response=False"):
+        getattr(stub, form)(wait_for_response=False)
+
+
+def test_requires_proxy_auth_is_a_web_keyword_only() -> None:
+    with pytest.raises(TypeError, match="requires_proxy_auth"):
+        wisp.App("kw").function(requires_proxy_auth=True)
     with pytest.raises(ValueError, match="wait_for_response=False"):
         wisp.fastapi_endpoint(wait_for_response=False)
 

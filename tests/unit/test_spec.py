@@ -56,7 +56,7 @@ def test_app_spec_to_dict_is_plain_json() -> None:
     data = spec.to_dict()
     json.dumps(data)  # no dataclasses or other non-JSON values left
     assert data["functions"][0]["web"] == {"kind": "webhook", "method": "POST", "label": "my-label", "docs": True,
-                                           "port": None, "startup_timeout": 5.0}
+                                           "port": None, "startup_timeout": 5.0, "requires_proxy_auth": False}
 
 
 def test_function_spec_from_dict_ignores_unknown_keys() -> None:

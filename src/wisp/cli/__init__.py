@@ -1,10 +1,10 @@
-"""The `wisp` command: serve, deploy, app, image, secret and server."""
+"""The `wisp` command: serve, deploy, run, app, image, secret, token and server."""
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import app, deploy, image, run, secret, serve, server
+from . import app, deploy, image, run, secret, serve, server, token
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,6 +51,15 @@ def _parser() -> argparse.ArgumentParser:
     p = secrets.add_parser("delete", help="delete a secret")
     p.add_argument("name")
     p.set_defaults(run=secret.delete)
+
+    tokens = sub.add_parser("token", help="proxy tokens for requires_proxy_auth endpoints").add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = tokens.add_parser("create", help="make a proxy token and print its Modal-Key and Modal-Secret (once)")
+    p.add_argument("--proxy", required=True, metavar="NAME", help="the token's name (only proxy tokens exist)")
+    p.set_defaults(run=token.create)
+    tokens.add_parser("list", help="token names, keys and dates (secrets are not kept)").set_defaults(run=token.list_tokens)
+    p = tokens.add_parser("revoke", help="revoke a token: refused from the next request")
+    p.add_argument("name", help="the token's name or key (wk-...)")
+    p.set_defaults(run=token.revoke)
 
     servers = sub.add_parser("server", help="manage the background server").add_subparsers(dest="action", required=True, metavar="ACTION")
     p = servers.add_parser("start", help="start the server in the background")

@@ -19,7 +19,8 @@ def list_apps(args: argparse.Namespace) -> int:
         _output.say(f"{app['id']}  {app['state']}  {app['mode']}  version {app['version']}")
         for ep in app["endpoints"]:
             counts = ", ".join(f"{n} {state}" for state, n in sorted(ep["containers"].items())) or "no containers"
-            _output.say(f"  {ep['function']}: {ep['url']}  [{counts}; {ep['in_flight']} in flight, {ep['queued']} queued]")
+            auth = " (proxy auth: send Modal-Key/Modal-Secret)" if ep.get("requires_proxy_auth") else ""
+            _output.say(f"  {ep['function']}: {ep['url']}{auth}  [{counts}; {ep['in_flight']} in flight, {ep['queued']} queued]")
             if ep.get("state") == "failed":
                 _output.say(f"    FAILED: containers keep failing to start; last error: {ep['last_error']}")
             elif ep.get("last_error"):

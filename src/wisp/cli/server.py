@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
+from typing import Any
 
 from .._config import default_port, read_server_info, wisp_home
 from ..client import Client, ClientError, connect, ensure_server
@@ -20,17 +22,19 @@ def running(hint: str = "run `wisp deploy script.py`") -> Client | None:
     return client
 
 
-def request(method: str, path: str, done: str, hint: str = "run `wisp deploy script.py`") -> int:
-    """One control API request to the running server; say `done` or what went wrong. An exit code."""
+def request(method: str, path: str, done: str | Callable[[dict[str, Any]], str],
+            hint: str = "run `wisp deploy script.py`") -> int:
+    """One control API request to the running server; say `done` (or `done(answer)`) or what went
+    wrong. An exit code."""
     client = running(hint)
     if client is None:
         return 1
     try:
-        client.request(method, path)
+        answer = client.request(method, path)
     except ClientError as exc:
         _output.fail(exc.message)
         return 1
-    _output.say(done)
+    _output.say(done if isinstance(done, str) else done(answer))
     return 0
 
 

@@ -5,6 +5,7 @@ import asyncio
 import hmac
 import io
 import os
+import secrets
 import shutil
 import tarfile
 import time
@@ -15,6 +16,7 @@ from typing import Any
 
 from .._spec import AppSpec, FunctionSpec
 from .._urls import app_id_for, call_label, endpoint_urls, make_label
+from .auth import ProxyTokens, call_token_check, digest, new_proxy_token
 from .images import (
     ImageBuildError, LocalImageBuilder, Progress, build_key, check_local_runtime, container_settings, place_files,
 )
@@ -78,6 +80,8 @@ class AppManager:
         self._lock = asyncio.Lock()
         self.control_url = ""  # set once the control API listens; containers spawn calls there
         self.calls = SpawnedCalls(store, self._call_pool, lambda app_id, line: self.log(app_id).write(line))
+        self._call_tokens: dict[str, str] = {}  # app id -> its call token (kept in SQLite too)
+        self.proxy_tokens = ProxyTokens((row.key, row.secret_sha256) for row in store.proxy_tokens())
 
     @property
     def deploying(self) -> bool:
@@ -89,15 +93,33 @@ class AppManager:
 
     def call_token(self, app_id: str) -> str:
         """What an app's containers (and the `wisp run` that started it) show to call its functions."""
-        import secrets
-
-        return self.store.call_token(app_id, lambda: secrets.token_urlsafe(32))
+        token = self._call_tokens.get(app_id)
+        if token is None:
+            token = self._call_tokens[app_id] = self.store.call_token(app_id, lambda: secrets.token_urlsafe(32))
+        return token
 
     def app_for_call_token(self, token: str) -> str | None:
         for app in self.apps.values():
             if secrets_equal(token, self.call_token(app.id)):
                 return app.id
         return None
+
+    # -- proxy tokens ------------------------------------------------------------------------
+    def create_proxy_token(self, name: str) -> dict[str, str] | None:
+        """A new token's key and secret (the only time the secret is seen); None if the name is taken."""
+        key, secret = new_proxy_token()
+        if not self.store.add_proxy_token(name, key, digest(secret)):
+            return None
+        self.proxy_tokens.add(key, digest(secret))
+        return {"name": name, "key": key, "secret": secret}
+
+    def revoke_proxy_token(self, name_or_key: str) -> str | None:
+        """The revoked token's name; it is refused from the next request on."""
+        row = self.store.remove_proxy_token(name_or_key)
+        if row is None:
+            return None
+        self.proxy_tokens.remove(row.key)
+        return row.name
 
     def log(self, app_id: str) -> AppLog:
         if app_id not in self.logs:
@@ -194,8 +216,12 @@ class AppManager:
                **self.call_env(app_id)}
         launcher = self.runtime.launcher(argv, env=env, cwd=cwd, fork=fn.fork, log=log, startup_timeout=fn.startup_timeout)
         labels = (("app", app_id), ("function", fn.name))
+        if fn.web is None:  # a called function: its app's callers only
+            admit = call_token_check(self.call_token(app_id))
+        else:
+            admit = self.proxy_tokens.refusal if fn.web.requires_proxy_auth else None
         return FunctionPool(fn, launcher, log, self.socket_dir, config=self.config, metrics=self.metrics, labels=labels,
-                            call_token=None if fn.web is not None else self.call_token(app_id))
+                            admit=admit)
 
     def call_env(self, app_id: str) -> dict[str, str]:
         """Where and how code of this app calls its functions (read by `wisp._functions`)."""
@@ -357,7 +383,8 @@ class AppManager:
                 continue
             by_host, by_path = endpoint_urls(label, self.gateway_port)
             endpoints.append({"function": pool.spec.name, "label": label, "url": by_host, "path_url": by_path,
-                              "web": pool.spec.web.kind if pool.spec.web else None, **pool.status()})
+                              "web": pool.spec.web.kind, "requires_proxy_auth": pool.spec.web.requires_proxy_auth,
+                              **pool.status()})
         return {"id": app.id, "name": app.name, "mode": app.mode, "state": "running", "version": app.version,
                 "endpoints": endpoints, "functions": functions}
 

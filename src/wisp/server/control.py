@@ -149,6 +149,27 @@ def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], No
             return _error(404, f"No secret named {name!r}. `wisp secret list` shows the secrets.")
         return JSONResponse({"deleted": name})
 
+    async def list_tokens(request: Request) -> Response:  # names, keys and dates: secrets are not kept
+        return JSONResponse({"tokens": [{"name": row.name, "key": row.key, "created_at": row.created_at}
+                                        for row in manager.store.proxy_tokens()]})
+
+    async def create_token(request: Request) -> Response:
+        try:
+            name = check_name((await request.json())["name"])
+        except (KeyError, TypeError, ValueError) as exc:
+            return _error(400, f"Malformed token request: {exc}. Send {{\"name\": \"NAME\"}}.")
+        made = manager.create_proxy_token(name)
+        if made is None:
+            return _error(409, f"A proxy token named {name!r} exists. Revoke it with `wisp token revoke {name}`, "
+                               "or choose another name.")
+        return JSONResponse(made, status_code=201)
+
+    async def revoke_token(request: Request) -> Response:
+        name = manager.revoke_proxy_token(request.path_params["name"])
+        if name is None:
+            return _error(404, f"No proxy token named {request.path_params['name']!r}. `wisp token list` shows them.")
+        return JSONResponse({"revoked": name})
+
     async def stop_server(request: Request) -> Response:
         if request.query_params.get("if_idle") and (manager.apps or manager.deploying):
             return _error(409, "Apps are running or being deployed on this server; it keeps running.")
@@ -167,6 +188,9 @@ def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], No
         Route("/v1/secrets", list_secrets),
         Route("/v1/secrets/{name}", put_secret, methods=["PUT"]),
         Route("/v1/secrets/{name}", delete_secret, methods=["DELETE"]),
+        Route("/v1/tokens", list_tokens),
+        Route("/v1/tokens", create_token, methods=["POST"]),
+        Route("/v1/tokens/{name}", revoke_token, methods=["DELETE"]),
         Route("/v1/shutdown", stop_server, methods=["POST"]),
         Route("/v1/calls", spawn_call, methods=["POST"]),
         Route("/v1/calls/{call_id}", get_call, methods=["GET"]),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import itertools
 import time
 from collections import deque
@@ -17,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
-from .._call_wire import TOKEN_HEADER
 from .._runtime.__main__ import READY_MARKER
 from .._spec import FunctionSpec
 from .autoscaler import Observed, ScaleState, Settings, decide, need
@@ -76,27 +74,15 @@ class Lease:
             self._pool._release(self._container, status, broken)
 
 
-def _call_token_check(token: bytes) -> Callable[[list[tuple[bytes, bytes]]], TargetUnavailable | None]:
-    header = TOKEN_HEADER.encode()
-
-    def admit(headers: list[tuple[bytes, bytes]]) -> TargetUnavailable | None:
-        for name, value in headers:
-            if name.lower() == header and hmac.compare_digest(value, token):
-                return None
-        return TargetUnavailable(401, "Calls to this function need its app's call token (the "
-                                      f"{TOKEN_HEADER} header): call it with `f.remote()` from the app's own code, "
-                                      "`wisp run` or `with stub.run():`.")
-
-    return admit
-
-
 class FunctionPool:
     def __init__(self, spec: FunctionSpec, launcher: Launcher, log: AppLog, socket_dir: str, *,
                  config: PoolConfig = PoolConfig(), metrics: Metrics | None = None, labels: Labels = (),
-                 clock: Callable[[], float] = time.monotonic, call_token: str | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 admit: Callable[[list[tuple[bytes, bytes]]], TargetUnavailable | None] | None = None) -> None:
         self.spec = spec
-        # A called function's route takes only its app's callers; a web function's is public.
-        self.admit = None if call_token is None else _call_token_check(call_token.encode())
+        # Who may reach the route (wisp.server.auth): a called function's app, a proxy token's
+        # holder; None: public. The gateway runs it before anything starts or queues.
+        self.admit = admit
         self.config = config
         self._launcher = launcher
         launcher.prepare()  # a zygote, say, ready before the first request

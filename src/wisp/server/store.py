@@ -55,6 +55,12 @@ CREATE TABLE IF NOT EXISTS version_secrets (  -- the env a version was deployed 
     env TEXT NOT NULL,             -- JSON object function name -> {KEY: value}
     PRIMARY KEY (app_id, version)
 );
+CREATE TABLE IF NOT EXISTS proxy_tokens (  -- requires_proxy_auth endpoints take these (Modal-Key/-Secret)
+    name TEXT PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,              -- the Modal-Key value, wk-...
+    secret_sha256 TEXT NOT NULL,           -- never the secret itself
+    created_at REAL NOT NULL
+);
 """
 
 
@@ -99,6 +105,14 @@ class SecretRow:
     values: dict[str, str]
     created_at: float
     updated_at: float
+
+
+@dataclass(frozen=True)
+class ProxyTokenRow:
+    name: str
+    key: str
+    secret_sha256: str
+    created_at: float
 
 
 def restrict(path: Path) -> None:
@@ -234,3 +248,22 @@ class Store:
         row = self._db.execute("SELECT env FROM version_secrets WHERE app_id = ? AND version = ?",
                                (app_id, version)).fetchone()
         return json.loads(row[0]) if row else {}
+
+    # -- proxy tokens ---------------------------------------------------------------------------
+    def proxy_tokens(self) -> list[ProxyTokenRow]:
+        rows = self._db.execute("SELECT name, key, secret_sha256, created_at FROM proxy_tokens ORDER BY created_at")
+        return [ProxyTokenRow(*row) for row in rows]
+
+    def add_proxy_token(self, name: str, key: str, secret_sha256: str) -> bool:
+        """False when a token of that name exists."""
+        cursor = self._db.execute("INSERT OR IGNORE INTO proxy_tokens (name, key, secret_sha256, created_at) "
+                                  "VALUES (?, ?, ?, ?)", (name, key, secret_sha256, time.time()))
+        return cursor.rowcount == 1
+
+    def remove_proxy_token(self, name_or_key: str) -> ProxyTokenRow | None:
+        row = self._db.execute("SELECT name, key, secret_sha256, created_at FROM proxy_tokens WHERE name = ? OR key = ?",
+                               (name_or_key, name_or_key)).fetchone()
+        if row is None:
+            return None
+        self._db.execute("DELETE FROM proxy_tokens WHERE name = ?", (row[0],))
+        return ProxyTokenRow(*row)

@@ -30,6 +30,9 @@ _SPECIAL = {
     b"x-forwarded-proto": _DROP,
     b"x-wisp-root-path": _DROP,
     b"x-wisp-request-id": _DROP,
+    # Proxy-auth credentials (wisp.server.auth) are the gateway's to check, never the app's to see.
+    b"modal-key": _DROP,
+    b"modal-secret": _DROP,
 }
 
 
