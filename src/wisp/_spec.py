@@ -9,6 +9,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ._image_steps import ImageSpec
+
 WebKind = Literal["webhook", "asgi", "wsgi", "web_server"]
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
@@ -47,7 +49,7 @@ class SecretRef:
 @dataclass(frozen=True)
 class FunctionSpec:
     name: str
-    image: dict[str, Any]
+    image: ImageSpec
     web: WebSpec | None = None
     timeout: int = 300
     container_idle_timeout: int = 60
@@ -70,13 +72,15 @@ class FunctionSpec:
     method_name: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        plain = dataclasses.asdict(dataclasses.replace(self, image=ImageSpec()))  # steps are not plain dataclasses
+        return {**plain, "image": self.image.to_data()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FunctionSpec:
         web = data.get("web")
         fields = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in fields}
+        values["image"] = ImageSpec.from_data(values["image"])
         values["web"] = WebSpec(**web) if web else None
         values["secrets"] = tuple(SecretRef.from_data(s) for s in values.get("secrets", ()))
         return cls(**values)

@@ -1,6 +1,7 @@
 """Images are immutable values hashed by content (STYLE rule 3): nothing is built here."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from wisp import Image
-from wisp._image import ContextFile, file_sha256, local_files, requested_packages
+from wisp._image import ContextFile, file_sha256
 
 BASE = Image.debian_slim()
 HOST = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -114,7 +115,7 @@ def test_hash_is_a_short_hex_digest() -> None:
     ],
 )
 def test_builder_methods_record_steps(image: Image, steps: list[dict[str, Any]]) -> None:
-    assert image.spec == {"base": "debian_slim", "python_version": None, "steps": steps}
+    assert image.spec.to_data() == {"base": "debian_slim", "python_version": None, "steps": steps}
 
 
 BUILDERS: list[tuple[str, Callable[[Image], Image]]] = [
@@ -138,18 +139,21 @@ def test_every_method_returns_a_new_image_and_leaves_the_original_unchanged(meth
     assert original.hash == hash_before
 
 
-def test_spec_is_a_copy() -> None:
+def test_spec_is_immutable() -> None:
     image = BASE.pip_install("a")
-    image.spec["steps"][0]["packages"].append("evil")
-    image.spec["python_version"] = "3.99"
-    assert image.spec == {"base": "debian_slim", "python_version": None, "steps": [pip("a")]}
+    image.spec.to_data()["steps"][0]["packages"].append("evil")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        image.spec.python_version = "3.99"  # type: ignore[misc]  # what the test checks
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        image.spec.steps[0].packages = ("evil",)  # type: ignore[misc]
+    assert image.spec.to_data() == {"base": "debian_slim", "python_version": None, "steps": [pip("a")]}
 
 
 def test_from_spec_copies_its_input() -> None:
-    spec = BASE.pip_install("a").spec
+    spec = BASE.pip_install("a").spec.to_data()
     image = Image.from_spec(spec)
     spec["steps"][0]["packages"].append("b")
-    assert image.spec["steps"][0]["packages"] == ["a"]
+    assert image.spec.to_data()["steps"][0]["packages"] == ["a"]
 
 
 def test_from_spec_reads_the_first_spec_format() -> None:
@@ -160,7 +164,7 @@ def test_from_spec_reads_the_first_spec_format() -> None:
 
 @pytest.mark.parametrize("version", [None, "3.10", "3.11", "3.12", "3.11.7", "3.9.18"])
 def test_debian_slim_accepts_python_versions(version: str | None) -> None:
-    assert Image.debian_slim(version).spec == {"base": "debian_slim", "python_version": version, "steps": []}
+    assert Image.debian_slim(version).spec.to_data() == {"base": "debian_slim", "python_version": version, "steps": []}
 
 
 @pytest.mark.parametrize("version", ["3", "2.7", "3.x", "python3.11", "3.11.", "3.11.7.1", "", " 3.11", "latest"])
@@ -235,10 +239,10 @@ def project(tmp_path: Path) -> Path:
 
 def test_add_local_file_records_the_contents_hash_and_an_absolute_remote_path(project: Path) -> None:
     image = BASE.add_local_file(project / "config.json", "config.json")
-    assert image.spec["steps"] == [{"op": "add_local_file", "local": str(project / "config.json"),
+    assert image.spec.to_data()["steps"] == [{"op": "add_local_file", "local": str(project / "config.json"),
                                     "remote": "/root/config.json", "sha256": file_sha256(project / "config.json")}]
-    assert BASE.add_local_file(project / "config.json", "/etc/app/").spec["steps"][0]["remote"] == "/etc/app/config.json"
-    assert BASE.workdir("/srv").add_local_file(project / "config.json", "c.json").spec["steps"][1]["remote"] == "/srv/c.json"
+    assert BASE.add_local_file(project / "config.json", "/etc/app/").spec.to_data()["steps"][0]["remote"] == "/etc/app/config.json"
+    assert BASE.workdir("/srv").add_local_file(project / "config.json", "c.json").spec.to_data()["steps"][1]["remote"] == "/srv/c.json"
 
 
 def test_editing_an_added_local_file_changes_the_hash(project: Path) -> None:
@@ -284,7 +288,7 @@ def test_the_hash_covers_contents_not_where_they_are_locally(tmp_path: Path) -> 
     ids=["nothing", "names", "folder", "paths", "callable"],
 )
 def test_add_local_dir_walks_the_folder_minus_what_is_ignored(project: Path, ignore: Any, files: list[str]) -> None:
-    step = BASE.add_local_dir(project / "data", "data", ignore=ignore).spec["steps"][0]
+    step = BASE.add_local_dir(project / "data", "data", ignore=ignore).spec.to_data()["steps"][0]
     assert (step["op"], step["local"], step["remote"]) == ("add_local_dir", str(project / "data"), "/root/data")
     assert [rel for rel, _ in step["files"]] == files
     assert dict(step["files"])["one.txt"] == file_sha256(project / "data" / "one.txt")
@@ -300,10 +304,10 @@ def test_add_local_python_source_takes_a_package_or_a_module_as_import_finds_it(
     (tmp_path / "helpers" / "__pycache__" / "text.cpython-311.pyc").write_bytes(b"\0")
     (tmp_path / "single.py").write_text("Y = 2")
     monkeypatch.syspath_prepend(str(tmp_path))
-    package, module = BASE.add_local_python_source("helpers", "single").spec["steps"]
+    package, module = BASE.add_local_python_source("helpers", "single").spec.to_data()["steps"]
     assert (package["remote"], [rel for rel, _ in package["files"]]) == ("/root/helpers", ["__init__.py", "text.py"])
     assert (module["remote"], module["files"]) == ("/root/single.py", [["", file_sha256(tmp_path / "single.py")]])
-    assert sorted(remote for _, remote, _ in local_files(BASE.add_local_python_source("helpers", "single").spec)) == [
+    assert sorted(remote for _, remote, _ in BASE.add_local_python_source("helpers", "single").spec.local_files()) == [
         "/root/helpers/__init__.py", "/root/helpers/text.py", "/root/single.py"]
 
 
@@ -324,17 +328,17 @@ def test_inside_a_container_local_files_are_not_read(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("WISP_FUNCTION", "f")
     image = (BASE.pip_install_from_requirements("/gone/requirements.txt").add_local_file("/gone/f.txt", "f.txt")
              .add_local_dir("/gone/d", "d").add_local_python_source("gone_module"))
-    assert [s["op"] for s in image.spec["steps"]] == ["add_local_file", "add_local_dir", "add_local_python_source"]
+    assert [s["op"] for s in image.spec.to_data()["steps"]] == ["add_local_file", "add_local_dir", "add_local_python_source"]
 
 
 def test_local_files_lists_every_mounted_file(project: Path) -> None:
     image = BASE.add_local_file(project / "config.json", "/root/cfg/").add_local_dir(project / "data", "d", ignore=["*.log", "__pycache__"])
-    assert sorted((remote, sha) for _, remote, sha in local_files(image.spec)) == sorted([
+    assert sorted((remote, sha) for _, remote, sha in image.spec.local_files()) == sorted([
         ("/root/cfg/config.json", file_sha256(project / "config.json")),
         ("/root/d/one.txt", file_sha256(project / "data/one.txt")),
         ("/root/d/sub/two.txt", file_sha256(project / "data/sub/two.txt")),
     ])
-    assert {local for local, _, _ in local_files(image.spec)} == {
+    assert {local for local, _, _ in image.spec.local_files()} == {
         str(project / "config.json"), str(project / "data/one.txt"), str(project / "data/sub/two.txt")}
 
 
@@ -343,9 +347,9 @@ def test_requirements_file_travels_in_the_spec_and_its_contents_are_hashed(tmp_p
     req = tmp_path / "requirements.txt"
     req.write_text("six==1.16.0  # pinned\n\n-i https://example.org\nidna\n")
     image = BASE.pip_install_from_requirements(req, pre=True)
-    assert image.spec["steps"] == [{"op": "pip_install_from_requirements", "name": "requirements.txt",
+    assert image.spec.to_data()["steps"] == [{"op": "pip_install_from_requirements", "name": "requirements.txt",
                                     "content": req.read_text(), "index_url": None, "extra_index_url": None, "pre": True}]
-    assert requested_packages(image.spec) == ["six==1.16.0", "idna"]
+    assert image.spec.requirements() == ["six==1.16.0", "idna"]
     req.write_text("six==1.17.0\n")
     assert BASE.pip_install_from_requirements(req, pre=True).hash != image.hash
 
@@ -385,7 +389,7 @@ def test_repr(image: Image, expected: str) -> None:
      BASE.uv_pip_install("a", index_url="https://i").apt_install("git").run_commands("a", "b").env({"A": "1"}).workdir("x")],
 )
 def test_from_spec_round_trip_through_json(image: Image) -> None:
-    again = Image.from_spec(json.loads(json.dumps(image.spec)))
+    again = Image.from_spec(json.loads(json.dumps(image.spec.to_data())))
     assert again == image
     assert again.hash == image.hash
     assert again.spec == image.spec

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import io
 import json
 import os
@@ -17,11 +18,12 @@ import pytest
 
 from wisp import Image
 from wisp._image import file_sha256
+from wisp._image_steps import Env, ImageSpec
 from wisp.cli import _package
 from wisp.cli.image import BuildProgress, mount_blobs, watch_dirs
 from wisp.server import images
 from wisp.server.images import (
-    COMPLETE, ImageBuildError, LocalImageBuilder, build_key, build_steps, check_local_runtime, container_settings,
+    COMPLETE, ImageBuildError, LocalImageBuilder, build_key, check_local_runtime, container_settings,
     find_python, local_path, place_files, runtime_requirements,
 )
 
@@ -41,7 +43,7 @@ def test_trailing_env_workdir_and_local_files_never_rebuild(local_file: Path) ->
     same_env = [built.env({"A": "1"}), built.workdir("/srv"), built.add_local_file(local_file, "c.json"),
                 built.env({"A": "1"}).workdir("w").add_local_file(local_file, "c.json")]
     assert {build_key(i.spec) for i in same_env} == {build_key(built.spec)}
-    assert build_steps(same_env[-1].spec) == built.spec["steps"]
+    assert same_env[-1].spec.build_steps == built.spec.steps
 
 
 @pytest.mark.parametrize(
@@ -60,7 +62,7 @@ def test_build_steps_change_the_key(left: Image, right: Image) -> None:
 
 def test_key_ignores_order_and_reads_the_first_spec_format() -> None:
     assert build_key(BASE.pip_install("b", "a").spec) == build_key(BASE.pip_install("a").pip_install("b").spec)
-    assert build_key({"base": "debian_slim", "python_version": None, "pip": ["a", "b"]}) == build_key(BASE.pip_install("a", "b").spec)
+    assert build_key(ImageSpec.from_data({"base": "debian_slim", "python_version": None, "pip": ["a", "b"]})) == build_key(BASE.pip_install("a", "b").spec)
 
 
 def test_the_agents_pins_give_way_to_packages_the_user_names() -> None:
@@ -164,7 +166,7 @@ def test_find_python_uses_the_servers_own_for_its_version_and_explains_a_missing
 def test_local_files_travel_in_the_tarball_by_their_hash(tmp_path: Path, local_file: Path) -> None:
     (tmp_path / "app").mkdir()
     (tmp_path / "app" / "script.py").write_text("")
-    spec = {"functions": [{"image": BASE.add_local_file(local_file, "c.json").spec}, {"image": BASE.spec}]}
+    spec = {"functions": [{"image": BASE.add_local_file(local_file, "c.json").spec.to_data()}, {"image": BASE.spec.to_data()}]}
     blobs = mount_blobs(spec)
     assert blobs == {file_sha256(local_file): str(local_file)}
     assert watch_dirs(spec) == [local_file.parent]
@@ -211,7 +213,7 @@ def _collect() -> tuple[list[dict[str, Any]], Any]:
 def test_one_build_for_concurrent_requests_then_a_cache_hit(tmp_path: Path) -> None:
     builder = LocalImageBuilder(tmp_path)
     image = BASE.run_commands("echo $VIRTUAL_ENV $GREETING > where.txt; pwd >> where.txt; pip --version >> where.txt")
-    image = Image.from_spec({**image.spec, "steps": [{"op": "env", "vars": {"GREETING": "hi"}}, *image.spec["steps"]]})
+    image = Image(dataclasses.replace(image.spec, steps=(Env((("GREETING", "hi"),)), *image.spec.steps)))
     first, second, third = _collect(), _collect(), _collect()
 
     async def main() -> tuple[Path, Path, Path]:

@@ -410,7 +410,7 @@ def test_class_specs_round_trip_through_json() -> None:
 
 
 def test_specs_saved_before_classes_existed_load_as_functions() -> None:
-    old = {"name": "f", "image": Image.debian_slim().spec, "web": {"kind": "webhook"}}
+    old = {"name": "f", "image": Image.debian_slim().spec.to_data(), "web": {"kind": "webhook"}}
     spec = FunctionSpec.from_dict(old)
     assert (spec.cls, spec.method_name) == (None, None)
 

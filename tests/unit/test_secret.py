@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import wisp
+from wisp._image_steps import ImageSpec
 from wisp._secret import parse_dotenv
 from wisp._spec import FunctionSpec, SecretRef
 
@@ -16,7 +17,7 @@ def test_from_dict_keeps_values_but_repr_hides_them() -> None:
     assert secret.ref.env == {"API_KEY": "s3cr3t-value"}
     assert secret.ref.keys == ("API_KEY",)
     assert "s3cr3t-value" not in repr(secret) and "s3cr3t-value" not in repr(secret.ref)
-    spec = FunctionSpec(name="f", image={}, secrets=(secret.ref,))
+    spec = FunctionSpec(name="f", image=ImageSpec(), secrets=(secret.ref,))
     assert "s3cr3t-value" not in repr(spec)
 
 
@@ -50,7 +51,7 @@ def test_from_name_checks_the_name() -> None:
 
 
 def test_spec_round_trip_keeps_values_and_old_name_lists() -> None:
-    spec = FunctionSpec(name="f", image={}, secrets=(SecretRef("db"), wisp.Secret.from_dict({"K": "v"}).ref))
+    spec = FunctionSpec(name="f", image=ImageSpec(), secrets=(SecretRef("db"), wisp.Secret.from_dict({"K": "v"}).ref))
     assert FunctionSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
     old = FunctionSpec.from_dict({"name": "f", "image": {}, "secrets": ["db"]})
     assert old.secrets == (SecretRef("db"),)
@@ -96,7 +97,7 @@ def test_inside_a_container_from_dotenv_reads_nothing(tmp_path: Path, monkeypatc
 
 def test_app_spec_without_secret_values_keeps_key_names() -> None:
     from wisp._spec import AppSpec
-    fn = FunctionSpec(name="f", image={}, secrets=(wisp.Secret.from_dict({"K": "hidden-v"}).ref, SecretRef("db")))
+    fn = FunctionSpec(name="f", image=ImageSpec(), secrets=(wisp.Secret.from_dict({"K": "hidden-v"}).ref, SecretRef("db")))
     stored = AppSpec(name="a", module="m", stub_attr="s", functions=(fn,)).without_secret_values()
     assert "hidden-v" not in json.dumps(stored.to_dict())
     assert stored.functions[0].secrets == (SecretRef(keys=("K",)), SecretRef("db"))

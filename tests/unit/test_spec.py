@@ -65,7 +65,7 @@ def test_function_spec_from_dict_ignores_unknown_keys() -> None:
 
 
 def test_function_spec_from_dict_fills_defaults() -> None:
-    spec = FunctionSpec.from_dict({"name": "f", "image": IMAGE})
+    spec = FunctionSpec.from_dict({"name": "f", "image": IMAGE.to_data()})
     assert spec == FunctionSpec(name="f", image=IMAGE)
     assert (spec.web, spec.timeout, spec.keep_warm, spec.secrets) == (None, 300, 0, ())
     assert (spec.cls, spec.method_name) == (None, None)  # a plain function, as specs saved before classes

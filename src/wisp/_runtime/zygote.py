@@ -81,6 +81,7 @@ def warm_up() -> None:
     try:
         from pydantic import BaseModel
 
+        from .._image_steps import ImageSpec
         from .._spec import FunctionSpec, WebSpec
         from ._asgi import build_app, with_errors, with_root_path
         from ._lifecycle import close_loop, new_loop
@@ -93,7 +94,7 @@ def warm_up() -> None:
     async def square(item: Item, times: int = 1) -> dict[str, int]:
         return {"square": item.x**2 * times}
 
-    spec = FunctionSpec(name="warm-up", image={}, web=WebSpec(kind="webhook", method="POST"))
+    spec = FunctionSpec(name="warm-up", image=ImageSpec(), web=WebSpec(kind="webhook", method="POST"))
     app = with_root_path(with_errors(build_app(square, spec), spec.name))
     body = b'{"x": 3}'
     scope = {

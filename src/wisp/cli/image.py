@@ -8,7 +8,7 @@ from collections import deque
 from pathlib import Path
 from typing import IO, Any
 
-from .._image import local_files
+from .._image_steps import ImageSpec
 from ..client import ClientError
 from . import _output, server
 
@@ -60,12 +60,12 @@ class BuildProgress:
 
 def mount_blobs(spec: dict[str, Any]) -> dict[str, str]:
     """sha256 -> local path of every local file the app's images add (sent with the deploy)."""
-    return {sha: local for fn in spec["functions"] for local, _, sha in local_files(fn["image"])}
+    return {sha: local for fn in spec["functions"] for local, _, sha in ImageSpec.from_data(fn["image"]).local_files()}
 
 
 def watch_dirs(spec: dict[str, Any]) -> list[Path]:
     """The folders of the images' local files, which `serve` follows as it follows the script."""
-    return sorted({Path(local).parent for fn in spec["functions"] for local, _, _ in local_files(fn["image"])})
+    return sorted({Path(local).parent for fn in spec["functions"] for local, _, _ in ImageSpec.from_data(fn["image"]).local_files()})
 
 
 # -- wisp image list / prune -------------------------------------------------------------------------

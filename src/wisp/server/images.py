@@ -28,17 +28,15 @@ import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import wisp
 
-from .._image import (
-    BUILD_OPS, MOUNT_BLOBS, ROOT, Image, image_env, image_workdir, local_files, requested_packages,
-    spec_hash,
-)
+from .._image import MOUNT_BLOBS, ROOT
+from .._image_steps import AptInstall, Env, ImageSpec, PipInstall, PipInstallFromRequirements, RunCommands, Step
 
 # What the container agent imports; pinned to the server's versions so the agent behaves the
 # same in every image and uv can install them from its cache.
@@ -89,26 +87,17 @@ def _wisp_source_root() -> Path:
     return Path(wisp.__file__).resolve().parent.parent
 
 
-def build_steps(spec: dict[str, Any]) -> list[dict[str, Any]]:
-    """The steps that shape the environment: up to the last build step (later env, workdir and
-    local files only configure containers, so changing them never rebuilds)."""
-    steps: list[dict[str, Any]] = Image.from_spec(spec).spec["steps"]
-    last = max((i for i, s in enumerate(steps) if s["op"] in BUILD_OPS), default=-1)
-    return steps[: last + 1]
-
-
 def host_python() -> str:
     return ".".join(map(str, sys.version_info[:3]))
 
 
-def build_key(spec: dict[str, Any]) -> str:
+def build_key(spec: ImageSpec) -> str:
     """What the environment depends on: the build steps, the agent's pins, the interpreter, wisp."""
-    image = Image.from_spec(spec).spec
     extra = {
-        "base": image["base"],
-        "python": image.get("python_version") or host_python(),
-        "steps": build_steps(image),
-        "runtime": runtime_requirements(requested_packages(image)),
+        "base": spec.base,
+        "python": spec.python_version or host_python(),
+        "steps": [step.to_data() for step in spec.build_steps],
+        "runtime": runtime_requirements(spec.requirements()),
         "wisp": str(_wisp_source_root()),
         "format": 2,
     }
@@ -153,7 +142,7 @@ class LocalImageBuilder:
         self._builds: dict[str, _SharedBuild] = {}
         self._sweep()
 
-    async def ensure(self, spec: dict[str, Any], progress: Progress | None = None, label: str = "") -> Path:
+    async def ensure(self, spec: ImageSpec, progress: Progress | None = None, label: str = "") -> Path:
         """The image's Python, building the environment first unless it is cached."""
         started = time.perf_counter()
         key = build_key(spec)
@@ -171,18 +160,18 @@ class LocalImageBuilder:
             (target / LAST_USED).touch()
         return target / "bin" / "python"
 
-    def _start(self, spec: dict[str, Any], key: str, target: Path) -> _SharedBuild:
+    def _start(self, spec: ImageSpec, key: str, target: Path) -> _SharedBuild:
         build = _SharedBuild()
         self._builds[key] = build
         build.task = asyncio.ensure_future(self._build(spec, key, target, build.emit))
         build.task.add_done_callback(lambda task: (self._builds.pop(key, None), task.cancelled() or task.exception()))
         return build
 
-    async def _build(self, spec: dict[str, Any], key: str, target: Path, emit: Progress) -> None:
+    async def _build(self, spec: ImageSpec, key: str, target: Path, emit: Progress) -> None:
         if target.exists():  # what an interrupted build left: never used, so start afresh
             _discard(target)
         try:
-            await _Job(Image.from_spec(spec).spec, key, target, emit).run()
+            await _Job(spec, key, target, emit).run()
         except BaseException:
             _discard(target)
             raise
@@ -243,7 +232,8 @@ def _read_meta(folder: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     if "key" not in meta:  # written by the first builder: the spec itself
-        return {"image": spec_hash(meta), "packages": requested_packages(meta), "python": meta.get("python_version")}
+        spec = ImageSpec.from_data(meta)
+        return {"image": spec.hash, "packages": spec.requirements(), "python": spec.python_version}
     return meta
 
 
@@ -267,7 +257,7 @@ def _size(folder: Path) -> int:
 class _Job:
     """The steps of one image's build, each reported as it starts, prints and ends."""
 
-    def __init__(self, spec: dict[str, Any], key: str, target: Path, emit: Progress) -> None:
+    def __init__(self, spec: ImageSpec, key: str, target: Path, emit: Progress) -> None:
         self.spec = spec
         self.key = key
         self.short = key[:12]
@@ -278,34 +268,40 @@ class _Job:
         self._name = ""  # the running step's, for error messages
 
     def _plan(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
-        version = self.spec.get("python_version") or host_python()
-        agent = runtime_requirements(requested_packages(self.spec))
-        user = build_steps(self.spec)
+        version = self.spec.python_version or host_python()
+        agent = runtime_requirements(self.spec.requirements())
+        user = list(self.spec.build_steps)
         steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [(f"create environment (Python {version})", self._venv)]
-        first = user[0] if user else {}
-        if first.get("op") in ("pip_install", "uv_pip_install") and not first.get("index_url"):
+        first = user[0] if user else None
+        if isinstance(first, PipInstall) and not first.index_url:
             # One resolution for the agent's pins and the user's first packages: faster, and a conflict
             # between them fails the build instead of one silently replacing the other's version.
-            name = f"{first['op']} {' '.join(first['packages'])} (+ {len(agent)} for the container agent)"
-            steps.append((name, functools.partial(self._uv_install, [*agent, *first["packages"]], first)))
+            name = f"{first.op} {' '.join(first.packages)} (+ {len(agent)} for the container agent)"
+            steps.append((name, functools.partial(self._uv_install, [*agent, *first.packages], first)))
             user = user[1:]
         else:
-            steps.append((f"install the container agent's packages ({len(agent)})", functools.partial(self._uv_install, agent, {})))
+            steps.append((f"install the container agent's packages ({len(agent)})", functools.partial(self._uv_install, agent, None)))
         env: dict[str, str] = {}
         for step in user:
-            op = step["op"]
-            if op in ("pip_install", "uv_pip_install"):
-                steps.append((f"{op} {' '.join(step['packages'])}", functools.partial(self._uv_install, step["packages"], step)))
-            elif op == "pip_install_from_requirements":
-                steps.append((f"pip_install_from_requirements {step['name']}", functools.partial(self._requirements, step)))
-            elif op == "apt_install":
-                steps.append((f"apt_install {' '.join(step['packages'])}", functools.partial(_check_apt, step["packages"])))
-            elif op == "run_commands":
-                for command in step["commands"]:
-                    steps.append((f"run_commands: {_one_line(command)}", functools.partial(self._command, command, dict(env))))
-            elif op == "env":
-                env.update(step["vars"])  # seen by the run_commands that follow, as Docker's ENV
+            steps.extend(self._actions(step, env))
         return steps
+
+    def _actions(self, step: Step, env: dict[str, str]) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+        """The builder's one handler per step kind: what the local runtime does for it."""
+        if isinstance(step, PipInstall):  # and UvPipInstall: uv installs both
+            return [(f"{step.op} {' '.join(step.packages)}", functools.partial(self._uv_install, step.packages, step))]
+        if isinstance(step, PipInstallFromRequirements):
+            return [(f"pip_install_from_requirements {step.name}", functools.partial(self._requirements, step))]
+        if isinstance(step, AptInstall):
+            return [(f"apt_install {' '.join(step.packages)}", functools.partial(_check_apt, step.packages))]
+        if isinstance(step, RunCommands):
+            return [(f"run_commands: {_one_line(c)}", functools.partial(self._command, c, dict(env))) for c in step.commands]
+        if isinstance(step, Env):
+            env.update(step.vars)  # seen by the run_commands that follow, as Docker's ENV
+            return []
+        if step.role == "build":
+            raise ImageBuildError(f"This server's local builder cannot build `{step.op}` steps; upgrade the server.")
+        return []  # workdir configures containers; local files are placed at deploy
 
     async def run(self) -> None:
         started = time.perf_counter()
@@ -334,29 +330,29 @@ class _Job:
         return self.target / "bin"
 
     async def _venv(self) -> None:
-        interpreter, self.python = await find_python(self.spec.get("python_version"))
-        seed = ["--seed"] if any(s["op"] == "run_commands" for s in self.spec["steps"]) else []  # `pip` for commands
+        interpreter, self.python = await find_python(self.spec.python_version)
+        seed = ["--seed"] if any(isinstance(s, RunCommands) for s in self.spec.steps) else []  # `pip` for commands
         await _run(self._name, [_uv(), "venv", "--relocatable", *seed, "--python", interpreter, str(self.target)], self._line)
 
-    async def _uv_install(self, packages: list[str], options: dict[str, Any]) -> None:
+    async def _uv_install(self, packages: Sequence[str], options: PipInstall | None) -> None:
         if not packages:
             return
         await _run(self._name, [*self._uv_pip(options), *packages], self._line)
 
-    async def _requirements(self, step: dict[str, Any]) -> None:
+    async def _requirements(self, step: PipInstallFromRequirements) -> None:
         folder = self.target / ".wisp-build"
         folder.mkdir(exist_ok=True)
-        path = folder / f"{hashlib.sha256(step['content'].encode()).hexdigest()[:12]}-{step['name']}"
-        path.write_text(step["content"])
+        path = folder / step.file_name
+        path.write_text(step.content)
         await _run(self._name, [*self._uv_pip(step), "-r", str(path)], self._line)
 
-    def _uv_pip(self, options: dict[str, Any]) -> list[str]:
+    def _uv_pip(self, options: PipInstall | PipInstallFromRequirements | None) -> list[str]:
         argv = [_uv(), "pip", "install", "--python", str(self._bin / "python"), "--compile-bytecode"]
-        if options.get("index_url"):
-            argv += ["--index-url", options["index_url"]]
-        if options.get("extra_index_url"):
-            argv += ["--extra-index-url", options["extra_index_url"]]
-        if options.get("pre"):
+        if options is not None and options.index_url:
+            argv += ["--index-url", options.index_url]
+        if options is not None and options.extra_index_url:
+            argv += ["--extra-index-url", options.extra_index_url]
+        if options is not None and options.pre:
             argv += ["--prerelease", "allow"]
         return argv
 
@@ -371,8 +367,8 @@ class _Job:
         site = next(self.target.glob("lib/python3*/site-packages"))
         (site / "_wisp_agent.pth").write_text(str(_wisp_source_root()) + "\n")
         meta = {
-            "key": self.key, "image": spec_hash(self.spec), "python": self.python, "spec": self.spec,
-            "packages": requested_packages(self.spec), "built_at": time.time(), "seconds": round(seconds, 3),
+            "key": self.key, "image": self.spec.hash, "python": self.python, "spec": self.spec.to_data(),
+            "packages": self.spec.requirements(), "built_at": time.time(), "seconds": round(seconds, 3),
             "size": _size(self.target),
         }
         tmp = self.target / f"{COMPLETE}.tmp"
@@ -385,7 +381,7 @@ def _one_line(text: str, limit: int = 80) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-async def _check_apt(packages: list[str]) -> None:
+async def _check_apt(packages: Sequence[str]) -> None:
     """The local runtime cannot install system packages; it can see that the host has them."""
     missing = []
     for package in packages:
@@ -495,11 +491,11 @@ def local_path(remote: str, files_dir: Path) -> Path:
     return Path(remote)
 
 
-def check_local_runtime(images: list[dict[str, Any]]) -> None:
+def check_local_runtime(images: list[ImageSpec]) -> None:
     """What the local runtime cannot honour, found before anything is built."""
     placed: dict[str, str] = {}
     for spec in images:
-        for local, remote, sha in local_files(spec):
+        for local, remote, sha in spec.local_files():
             if not (remote == ROOT or remote.startswith(ROOT + "/")):
                 raise ImageBuildError(
                     f"add_local_*({local!r} -> {remote!r}): the local runtime places local files only below {ROOT} "
@@ -509,7 +505,7 @@ def check_local_runtime(images: list[dict[str, Any]]) -> None:
             if placed.setdefault(remote, sha) != sha:
                 raise ImageBuildError(f"Two images of this app put different files at {remote}; the local runtime "
                                       "shares one app folder between them. Give one of them another remote path.")
-        workdir = image_workdir(spec)
+        workdir = spec.workdir
         if not (workdir == ROOT or workdir.startswith(ROOT + "/")) and not Path(workdir).is_dir():
             raise ImageBuildError(
                 f"workdir({workdir!r}): no such folder on this machine. The local runtime runs containers in the "
@@ -517,12 +513,12 @@ def check_local_runtime(images: list[dict[str, Any]]) -> None:
             )
 
 
-def place_files(images: list[dict[str, Any]], files_dir: Path) -> None:
+def place_files(images: list[ImageSpec], files_dir: Path) -> None:
     """Copy the images' local files (sent with the deploy) into the app version's folder."""
     blobs = files_dir / MOUNT_BLOBS
     try:
         for spec in images:
-            for local, remote, sha in local_files(spec):
+            for local, remote, sha in spec.local_files():
                 source = blobs / sha
                 if not source.is_file():
                     raise ImageBuildError(f"The deploy request lacks the contents of {local}; use a wisp CLI of the "
@@ -530,19 +526,19 @@ def place_files(images: list[dict[str, Any]], files_dir: Path) -> None:
                 dest = local_path(remote, files_dir)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, dest)
-            workdir = local_path(image_workdir(spec), files_dir)
+            workdir = local_path(spec.workdir, files_dir)
             if files_dir in (workdir, *workdir.parents):
                 workdir.mkdir(parents=True, exist_ok=True)
     finally:
         shutil.rmtree(blobs, ignore_errors=True)
 
 
-def container_settings(spec: dict[str, Any], python: Path, files_dir: Path) -> tuple[dict[str, str], Path]:
+def container_settings(spec: ImageSpec, python: Path, files_dir: Path) -> tuple[dict[str, str], Path]:
     """The environment variables and working directory of the image's containers."""
     venv = python.parent.parent
     env = {"VIRTUAL_ENV": str(venv), "PATH": os.pathsep.join([str(venv / "bin"), os.environ.get("PATH", os.defpath)])}
-    env.update(image_env(spec))
-    cwd = local_path(image_workdir(spec), files_dir)
+    env.update(spec.env)
+    cwd = local_path(spec.workdir, files_dir)
     env["WISP_WORKDIR"] = str(cwd)
     return env, cwd
 
