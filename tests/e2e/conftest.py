@@ -7,8 +7,10 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -107,7 +109,19 @@ class ServeProcess:
         self.stop()
 
 
+def open_for_containers(home: Path) -> None:
+    """A root server gives each app a uid, which must pass through the folders above WISP_HOME to
+    reach its code; pytest makes its temporary folders 0700. Let others enter (never list) them."""
+    if os.geteuid() != 0:
+        return
+    tmp = Path(tempfile.gettempdir()).resolve()
+    for folder in reversed(home.resolve().parents):
+        if tmp in folder.parents and folder.exists() and not folder.stat().st_mode & stat.S_IXOTH:
+            os.chmod(folder, folder.stat().st_mode | stat.S_IXOTH)
+
+
 def start_wisp(home: Path, extra_env: dict[str, str] | None = None) -> Wisp:
+    open_for_containers(home)
     wisp = Wisp(home, free_port(), extra_env)
     wisp.run("server", "start")
     return wisp

@@ -20,6 +20,7 @@ from .auth import ProxyTokens, call_token_check, digest, new_proxy_token
 from .images import (
     ImageBuildError, LocalImageBuilder, Progress, build_key, check_local_runtime, container_settings, place_files,
 )
+from .isolation import AppUser, allocate_uid, app_user, base_env, own_tree
 from .logs import AppLog
 from .metrics import Gauge, Labels, Metrics
 from .pool import FunctionPool, PoolConfig
@@ -57,8 +58,13 @@ class RunningApp:
 class AppManager:
     def __init__(self, home: Path, store: Store, builder: LocalImageBuilder, runtime: Runtime,
                  routes: dict[str, Any], gateway_port: int, socket_dir: str,
-                 config: PoolConfig = PoolConfig(), metrics: Metrics | None = None) -> None:
+                 config: PoolConfig = PoolConfig(), metrics: Metrics | None = None,
+                 uid_range: tuple[int, int] | None = None) -> None:
+        """`uid_range`: (base, count) of the per-app uids when the server runs as root; None: containers
+        share the server's uid."""
         self.home = home
+        self.uid_range = uid_range
+        self._users: dict[str, AppUser] = {}
         self.store = store
         self.builder = builder
         self.runtime = runtime
@@ -121,9 +127,20 @@ class AppManager:
         self.proxy_tokens.remove(row.key)
         return row.name
 
+    def user(self, app_id: str) -> AppUser | None:
+        """The uid/gid the app's containers run as (allocated on its first deploy, kept in the store)."""
+        if self.uid_range is None:
+            return None
+        if app_id not in self._users:
+            base, count = self.uid_range
+            uid = self.store.app_uid(app_id, lambda taken: allocate_uid(taken, base, count))
+            self._users[app_id] = app_user(uid, self.socket_dir)
+        return self._users[app_id]
+
     def log(self, app_id: str) -> AppLog:
         if app_id not in self.logs:
             self.logs[app_id] = AppLog(self.home / "logs" / f"{app_id}.log")
+            os.chmod(self.logs[app_id].path, 0o600)  # the server's: no container reads any app's log
         return self.logs[app_id]
 
     # -- deploy ----------------------------------------------------------------------------
@@ -204,23 +221,29 @@ class AppManager:
     def _pools(self, app_id: str, spec: AppSpec, labels: dict[str, FunctionSpec], pythons: dict[str, Path],
                files_dir: Path, secret_env: dict[str, dict[str, str]] | None = None) -> dict[str, FunctionPool]:
         log = self.log(app_id)
-        return {label: self._pool(app_id, spec, fn, pythons[fn.name], files_dir, log, (secret_env or {}).get(fn.name, {}))
-                for label, fn in labels.items()}
+        user = self.user(app_id)
+        if user is not None:  # the app's uid owns its code (0700): no other app reads it
+            own_tree(files_dir, user)
+        return {label: self._pool(app_id, spec, fn, pythons[fn.name], files_dir, log, (secret_env or {}).get(fn.name, {}),
+                                  user) for label, fn in labels.items()}
 
     def _pool(self, app_id: str, spec: AppSpec, fn: FunctionSpec, python: Path, files_dir: Path, log: AppLog,
-              secret_env: dict[str, str] | None = None) -> FunctionPool:
+              secret_env: dict[str, str] | None = None, user: AppUser | None = None) -> FunctionPool:
         argv = [str(python), "-m", "wisp._runtime", "--dir", str(files_dir), "--module", spec.module,
                 "--stub", spec.stub_attr, "--function", fn.name]
         image_env, cwd = container_settings(fn.image, python, files_dir)
-        env = {**_container_env(), **image_env, **(secret_env or {}), "WISP_APP": app_id, "WISP_FUNCTION": fn.name,
-               **self.call_env(app_id)}
-        launcher = self.runtime.launcher(argv, env=env, cwd=cwd, fork=fn.fork, log=log, startup_timeout=fn.startup_timeout)
+        # Never the server's environment (WISP_HOME, WISP_TOKEN, ...): what the spec, the secrets and wisp give.
+        env = {**base_env(files_dir, os.environ.get("LANG")), **image_env, **(secret_env or {}), "WISP_APP": app_id,
+               "WISP_FUNCTION": fn.name, **self.call_env(app_id)}
+        launcher = self.runtime.launcher(argv, env=env, cwd=cwd, fork=fn.fork, log=log, startup_timeout=fn.startup_timeout,
+                                         user=user)
         labels = (("app", app_id), ("function", fn.name))
         if fn.web is None:  # a called function: its app's callers only
             admit = call_token_check(self.call_token(app_id))
         else:
             admit = self.proxy_tokens.refusal if fn.web.requires_proxy_auth else None
-        return FunctionPool(fn, launcher, log, self.socket_dir, config=self.config, metrics=self.metrics, labels=labels,
+        socket_dir = self.socket_dir if user is None else user.socket_dir  # the app binds its sockets in its own
+        return FunctionPool(fn, launcher, log, socket_dir, config=self.config, metrics=self.metrics, labels=labels,
                             admit=admit)
 
     def call_env(self, app_id: str) -> dict[str, str]:
@@ -441,14 +464,6 @@ def resolve_secrets(spec: AppSpec, lookup: Callable[[str], dict[str, str] | None
         if env:
             out[fn.name] = env
     return out
-
-
-def _container_env() -> dict[str, str]:
-    """The container's environment: the server's, minus what would point Python elsewhere."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    return env
 
 
 

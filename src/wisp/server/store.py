@@ -61,6 +61,10 @@ CREATE TABLE IF NOT EXISTS proxy_tokens (  -- requires_proxy_auth endpoints take
     secret_sha256 TEXT NOT NULL,           -- never the secret itself
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS app_uids (      -- issue 11: the uid (= gid) each app id's containers run as
+    app_id TEXT PRIMARY KEY,
+    uid INTEGER NOT NULL UNIQUE
+);
 """
 
 
@@ -267,3 +271,16 @@ class Store:
             return None
         self._db.execute("DELETE FROM proxy_tokens WHERE name = ?", (row[0],))
         return ProxyTokenRow(*row)
+
+    # -- app uids and deploy tokens (issue 11) ----------------------------------------------------
+    def app_uid(self, app_id: str, allocate: Callable[[list[int]], int]) -> int:
+        """The app id's uid: allocated (from the uids taken) on first use, then kept for good."""
+        row = self._db.execute("SELECT uid FROM app_uids WHERE app_id = ?", (app_id,)).fetchone()
+        if row:
+            return int(row[0])
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            taken = [int(r[0]) for r in self._db.execute("SELECT uid FROM app_uids")]
+            uid = allocate(taken)
+            self._db.execute("INSERT INTO app_uids (app_id, uid) VALUES (?, ?)", (app_id, uid))
+        return uid
