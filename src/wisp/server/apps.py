@@ -16,7 +16,7 @@ from typing import Any
 
 from .._spec import AppSpec, FunctionSpec
 from .._urls import app_id_for, call_label, endpoint_urls, make_label
-from .auth import ProxyTokens, call_token_check, digest, new_proxy_token
+from .auth import DeployTokens, Principal, ProxyTokens, call_token_check, digest, new_deploy_token, new_proxy_token
 from .images import (
     ImageBuildError, LocalImageBuilder, Progress, build_key, check_local_runtime, container_settings, place_files,
 )
@@ -88,6 +88,7 @@ class AppManager:
         self.calls = SpawnedCalls(store, self._call_pool, lambda app_id, line: self.log(app_id).write(line))
         self._call_tokens: dict[str, str] = {}  # app id -> its call token (kept in SQLite too)
         self.proxy_tokens = ProxyTokens((row.key, row.secret_sha256) for row in store.proxy_tokens())
+        self.deploy_tokens = DeployTokens((row.name, row.app_name, row.token_sha256) for row in store.deploy_tokens())
 
     @property
     def deploying(self) -> bool:
@@ -126,6 +127,45 @@ class AppManager:
             return None
         self.proxy_tokens.remove(row.key)
         return row.name
+
+    # -- deploy tokens and who a control request comes from (issue 11) ---------------------------
+    def create_deploy_token(self, app_name: str) -> dict[str, str]:
+        """A new deploy token of `app_name` (its value is seen this once; the store keeps its SHA-256)."""
+        taken = {row.name for row in self.store.proxy_tokens()} | {row.name for row in self.store.deploy_tokens()}
+        name = next(n for n in (f"deploy-{app_name}", *(f"deploy-{app_name}-{i}" for i in range(2, 10_000)))
+                    if n not in taken)
+        token = new_deploy_token()
+        self.store.add_deploy_token(name, app_name, digest(token))
+        self.deploy_tokens.add(name, app_name, digest(token))
+        return {"name": name, "app": app_name, "token": token}
+
+    def revoke_deploy_token(self, name: str) -> str | None:
+        row = self.store.remove_deploy_token(name)
+        if row is None:
+            return None
+        self.deploy_tokens.remove(row.token_sha256)
+        return row.name
+
+    def identify(self, token: str) -> Principal | None:
+        """A deploy token's or a call token's principal; None for a token this server does not know."""
+        found = self.deploy_tokens.find(token)
+        if found is not None:
+            return found
+        app_id = self.app_for_call_token(token)
+        return None if app_id is None else Principal("call", app_id)
+
+    def app_name(self, app_id: str, who: Principal | None = None) -> str | None:
+        """The name of app `app_id`; for an id this server has never run, the name a deploy token's
+        own ids would carry (`name`, `name-dev`, `name-run-...`), else None."""
+        running = self.apps.get(app_id)
+        if running is not None:
+            return running.name
+        row = self.store.app(app_id)
+        if row is not None:
+            return row.name
+        if who is not None and who.app and (app_id in (who.app, f"{who.app}-dev") or app_id.startswith(f"{who.app}-run-")):
+            return who.app
+        return None
 
     def user(self, app_id: str) -> AppUser | None:
         """The uid/gid the app's containers run as (allocated on its first deploy, kept in the store)."""
