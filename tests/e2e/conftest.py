@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import sys
 import tempfile
@@ -109,15 +108,29 @@ class ServeProcess:
         self.stop()
 
 
+_OPEN_HOMES: list[Path] = []
+
+
 def open_for_containers(home: Path) -> None:
     """A root server gives each app a uid, which must pass through the folders above WISP_HOME to
-    reach its code; pytest makes its temporary folders 0700. Let others enter (never list) them."""
-    if os.geteuid() != 0:
+    reach its code. pytest keeps its folders 0700 (and every pytest session that starts resets
+    that), so a root test's home lives in a folder of its own that others may enter (never list),
+    and `home` links to it; the server (and /proc) name the real path."""
+    if os.geteuid() != 0 or home.exists() or home.is_symlink():
         return
-    tmp = Path(tempfile.gettempdir()).resolve()
-    for folder in reversed(home.resolve().parents):
-        if tmp in folder.parents and folder.exists() and not folder.stat().st_mode & stat.S_IXOTH:
-            os.chmod(folder, folder.stat().st_mode | stat.S_IXOTH)
+    real = Path(tempfile.mkdtemp(prefix="wisp-e2e-home-"))
+    os.chmod(real, 0o711)
+    home.parent.mkdir(parents=True, exist_ok=True)
+    home.symlink_to(real)
+    _OPEN_HOMES.append(real)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def remove_open_homes() -> Iterator[None]:
+    """The homes open_for_containers made outside pytest's folders go when the session ends."""
+    yield
+    for real in _OPEN_HOMES:
+        shutil.rmtree(real, ignore_errors=True)
 
 
 def start_wisp(home: Path, extra_env: dict[str, str] | None = None) -> Wisp:
@@ -190,7 +203,8 @@ def wait_until(predicate, timeout: float = 30, interval: float = 0.1, message: s
 def processes_in_group(hint: str) -> list[str]:
     """Live processes whose command line or working directory mentions `hint` (an app's files
     folder, say: containers forked from a zygote keep the zygote's command line, but run in
-    their version's folder)."""
+    their version's folder). A link is followed: processes name the real path."""
+    hint = os.path.realpath(hint)
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
