@@ -116,8 +116,12 @@ def open_for_containers(home: Path) -> None:
     reach its code. pytest keeps its folders 0700 (and every pytest session that starts resets
     that), so a root test's home lives in a folder of its own that others may enter (never list),
     and `home` links to it; the server (and /proc) name the real path."""
-    if os.geteuid() != 0 or home.exists() or home.is_symlink():
+    if os.geteuid() != 0 or home.is_symlink():
         return
+    if home.exists():
+        if any(home.iterdir()):
+            return  # a home in use (a restart): it keeps its place
+        home.rmdir()  # tmp_path_factory.mktemp's, still empty
     real = Path(tempfile.mkdtemp(prefix="wisp-e2e-home-"))
     os.chmod(real, 0o711)
     home.parent.mkdir(parents=True, exist_ok=True)

@@ -25,10 +25,12 @@ DOCUMENTED = {"PATH", "HOME", "LANG", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECO
               "WISP_FUNCTION", "WISP_WORKDIR", "WISP_CALL_URL", "WISP_CONTROL_URL", "WISP_CALL_TOKEN"}
 
 
-@pytest.fixture(scope="module")
-def attacked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Wisp, dict[str, object]]]:
+@pytest.fixture(scope="module", params=["zygote", "local"])
+def attacked(request: pytest.FixtureRequest,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Wisp, dict[str, object]]]:
+    """Both runtimes: containers forked from a zygote, and fresh processes (Popen's user=)."""
     root = tmp_path_factory.mktemp("isolation")
-    wisp = start_wisp(root / "home", {"WISP_TEST_SENTINEL": SENTINEL})
+    wisp = start_wisp(root / "home", {"WISP_TEST_SENTINEL": SENTINEL, "WISP_RUNTIME": request.param})
     try:
         for name in ("victim.py", "snoop.py"):
             shutil.copy(APPS / name, root / name)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -51,6 +52,14 @@ class LocalProcess:
         await self._proc.wait()
 
 
+def _become_user(uid: int, gid: int) -> None:
+    """In the child, between fork and exec: the app's uid/gid, no supplementary groups (a failure
+    aborts the start: the process never runs as the server's uid)."""
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+
+
 class LocalLauncher:
     """Every container a fresh interpreter: nothing to prepare or keep."""
 
@@ -69,7 +78,8 @@ class LocalLauncher:
         pass
 
     async def start(self, socket_path: str) -> LocalProcess:
-        drop = {} if self.user is None else {"user": self.user.uid, "group": self.user.gid, "extra_groups": []}
+        # Not Popen's user=/group=/extra_groups=: uvloop's subprocesses refuse them; preexec_fn works on both loops.
+        drop = {} if self.user is None else {"preexec_fn": functools.partial(_become_user, self.user.uid, self.user.gid)}
         proc = await asyncio.create_subprocess_exec(
             *self.argv, "--socket", socket_path,
             env=self.env,
