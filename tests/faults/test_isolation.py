@@ -2,8 +2,9 @@
 
 A web endpoint (apps/snoop.py) tries, from inside its container, to read the server's token (by
 $WISP_HOME and by the real path, which the test hands it), server.json, state.db, the server's
-log, another app's code and log, and to stop that app through the control API with every token
-it can find. It must read nothing of them, see none of the server's environment, and the other
+log, another app's code and log, to connect to every wisp Unix socket on the machine (the image
+zygote's would fork a child as any uid) and to stop that app through the control API with every
+token it can find. It must read nothing of them, see none of the server's environment, and the other
 app (apps/victim.py) must keep serving.
 """
 from __future__ import annotations
@@ -71,6 +72,10 @@ def test_the_container_reads_nothing_of_the_server_nor_of_another_app(attacked: 
     leaked = {name: got for name, got in reads.items() if got.startswith(("read", "listed"))}
     assert leaked == {}, leaked
     assert found["uid"] != 0 and found["gid"] != 0 and found["groups"] == []
+    sockets: dict[str, str] = found["sockets"]  # type: ignore[assignment]
+    foreign = {path: got for path, got in sockets.items() if f"/u{found['uid']}/" not in path}
+    assert foreign, "the probe found no other wisp socket to try (the image zygote's, the victim's)"
+    assert {path: got for path, got in foreign.items() if got == "connected"} == {}
     victim_uid = (wisp.home / "apps" / "iso-victim" / "v1").stat().st_uid
     assert victim_uid not in (0, found["uid"])  # each app its own uid, its code its own
     snoop_code = wisp.home / "apps" / "iso-snoop" / "v1"

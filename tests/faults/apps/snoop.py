@@ -2,6 +2,7 @@
 (issue 11, point 1). Each attempt reports what it got; tests/faults/test_isolation.py judges."""
 import json
 import os
+import socket
 import urllib.error
 import urllib.request
 
@@ -33,6 +34,25 @@ def _delete(admin_port: int, app_id: str, token: str) -> int:
         return 0
 
 
+def _connect_all() -> dict[str, str]:
+    """Every wisp Unix socket on the machine (/proc/net/unix lists their paths): the image
+    zygote's (root: it would fork a child as any uid), other apps' zygotes' and containers'."""
+    found = {}
+    with open("/proc/net/unix") as table:
+        paths = {line.split()[7] for line in table.readlines()[1:] if len(line.split()) >= 8 and "wisp-" in line}
+    for path in sorted(paths):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(2)
+        try:
+            sock.connect(path)
+            found[path] = "connected"
+        except OSError as exc:
+            found[path] = type(exc).__name__
+        finally:
+            sock.close()
+    return found
+
+
 @app.function()
 @wisp.fastapi_endpoint()
 def probe(home: str, other: str, admin_port: int) -> dict[str, object]:
@@ -59,4 +79,4 @@ def probe(home: str, other: str, admin_port: int) -> dict[str, object]:
         ports.add(json.loads(reads["server_json"][len("read: "):])["admin_port"])
     deletes = {f"{name}@{port}": _delete(port, other, token) for name, token in tokens.items() if token for port in ports}
     return {"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(), "reads": reads,
-            "env": sorted(os.environ), "deletes": deletes}
+            "env": sorted(os.environ), "deletes": deletes, "sockets": _connect_all()}
