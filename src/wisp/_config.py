@@ -59,5 +59,8 @@ def read_server_info(home: Path) -> ServerInfo | None:
 
 def write_server_info(home: Path, info: ServerInfo) -> None:
     tmp = home / (SERVER_FILE + ".tmp")
-    tmp.write_text(json.dumps(info.__dict__))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the server's alone, like the token
+    os.fchmod(fd, 0o600)  # a leftover .tmp keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(info.__dict__))
     tmp.replace(home / SERVER_FILE)

@@ -93,16 +93,26 @@ def _http_error(exc: urllib.error.HTTPError) -> ClientError:
     return ClientError(exc.code, message)
 
 
+def cli_token(home: Path) -> str | None:
+    """What the CLI shows the server: $WISP_TOKEN (a deploy token, say) when set, else the admin
+    token the server wrote to $WISP_HOME/token."""
+    return os.environ.get("WISP_TOKEN") or read_token(home)
+
+
 def connect(home: Path) -> Client | None:
-    """A client for the server running on this WISP_HOME, or None if none answers."""
+    """A client for the server running on this WISP_HOME, or None if none answers. A server that
+    answers but refuses the token raises ClientError (401) with its message: starting another
+    would not help."""
     info = read_server_info(home)
-    token = read_token(home)
+    token = cli_token(home)
     if info is None or token is None:
         return None
     client = Client(home, info, token)
     try:
         client.request("GET", "/v1/health", timeout=5)
-    except ClientError:
+    except ClientError as exc:
+        if exc.status == 401:
+            raise
         return None
     return client
 

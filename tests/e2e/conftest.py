@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -107,7 +108,37 @@ class ServeProcess:
         self.stop()
 
 
+_OPEN_HOMES: list[Path] = []
+
+
+def open_for_containers(home: Path) -> None:
+    """A root server gives each app a uid, which must pass through the folders above WISP_HOME to
+    reach its code. pytest keeps its folders 0700 (and every pytest session that starts resets
+    that), so a root test's home lives in a folder of its own that others may enter (never list),
+    and `home` links to it; the server (and /proc) name the real path."""
+    if os.geteuid() != 0 or home.is_symlink():
+        return
+    if home.exists():
+        if any(home.iterdir()):
+            return  # a home in use (a restart): it keeps its place
+        home.rmdir()  # tmp_path_factory.mktemp's, still empty
+    real = Path(tempfile.mkdtemp(prefix="wisp-e2e-home-"))
+    os.chmod(real, 0o711)
+    home.parent.mkdir(parents=True, exist_ok=True)
+    home.symlink_to(real)
+    _OPEN_HOMES.append(real)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def remove_open_homes() -> Iterator[None]:
+    """The homes open_for_containers made outside pytest's folders go when the session ends."""
+    yield
+    for real in _OPEN_HOMES:
+        shutil.rmtree(real, ignore_errors=True)
+
+
 def start_wisp(home: Path, extra_env: dict[str, str] | None = None) -> Wisp:
+    open_for_containers(home)
     wisp = Wisp(home, free_port(), extra_env)
     wisp.run("server", "start")
     return wisp
@@ -176,7 +207,8 @@ def wait_until(predicate, timeout: float = 30, interval: float = 0.1, message: s
 def processes_in_group(hint: str) -> list[str]:
     """Live processes whose command line or working directory mentions `hint` (an app's files
     folder, say: containers forked from a zygote keep the zygote's command line, but run in
-    their version's folder)."""
+    their version's folder). A link is followed: processes name the real path."""
+    hint = os.path.realpath(hint)
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

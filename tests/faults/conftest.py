@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ..e2e.conftest import own_wisp, wisp  # noqa: F401  (fixtures)
+from e2e.conftest import own_wisp, remove_open_homes, wisp  # noqa: F401  (fixtures; tests/ is on sys.path, it has no __init__.py)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -25,7 +25,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def leftovers(home: Path) -> list[str]:
     """Live (non-zombie) processes whose command line, working directory or environment mentions
     `home`: the server, its zygotes and containers, and anything they forked."""
-    hint = str(home)
+    hint = os.path.realpath(home)  # a root test's home is a link (e2e.conftest.open_for_containers)
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

@@ -68,3 +68,77 @@ def test_call_token_admission(headers: list[tuple[bytes, bytes]], admitted: bool
     assert (refused is None) == admitted
     if refused is not None:
         assert refused.status == 401 and "call token" in refused.message
+
+
+# -- the control API: who may do what (issue 11) ---------------------------------------------------
+from wisp.server.auth import (  # noqa: E402
+    ADMIN, DeployTokens, Principal, action_of, app_refusal, new_deploy_token, route_refusal,
+)
+
+DEPLOY = Principal("deploy", "shop", "deploy-shop")
+CALL = Principal("call", "shop")
+
+
+@pytest.mark.parametrize(("method", "path", "action"), [
+    ("GET", "/v1/health", "health"),
+    ("PUT", "/v1/apps/shop", "deploy"),
+    ("DELETE", "/v1/apps/shop", "stop"),
+    ("GET", "/v1/apps/shop/logs", "logs"),
+    ("POST", "/v1/apps/shop/heartbeat", "heartbeat"),
+    ("GET", "/v1/apps", "list"),
+    ("POST", "/v1/apps", "admin"),
+    ("GET", "/v1/apps/shop", "admin"),
+    ("GET", "/v1/apps/shop/heartbeat", "admin"),
+    ("POST", "/v1/calls", "calls"),
+    ("GET", "/v1/calls/fc-1", "calls"),
+    ("PUT", "/v1/secrets/db", "admin"),
+    ("GET", "/v1/secrets", "admin"),
+    ("POST", "/v1/tokens", "admin"),
+    ("DELETE", "/v1/tokens/x", "admin"),
+    ("POST", "/v1/shutdown", "admin"),
+    ("POST", "/v1/images/prune", "admin"),
+    ("GET", "/metrics", "admin"),
+    ("GET", "/v1/unknown", "admin"),  # what is not named is the admin's
+])
+def test_action_of(method: str, path: str, action: str) -> None:
+    assert action_of(method, path) == action
+
+
+@pytest.mark.parametrize(("who", "action", "allowed"), [
+    (ADMIN, "admin", True), (ADMIN, "deploy", True), (ADMIN, "calls", True),
+    (DEPLOY, "health", True), (DEPLOY, "deploy", True), (DEPLOY, "stop", True), (DEPLOY, "logs", True),
+    (DEPLOY, "heartbeat", True), (DEPLOY, "list", True),
+    (DEPLOY, "admin", False), (DEPLOY, "calls", False),
+    (CALL, "calls", True), (CALL, "health", True),
+    (CALL, "deploy", False), (CALL, "stop", False), (CALL, "list", False), (CALL, "admin", False),
+])
+def test_route_refusal(who: Principal, action: str, allowed: bool) -> None:
+    refusal = route_refusal(who, action)
+    assert (refusal is None) == allowed
+    if refusal is not None:  # says what the token may do and what to use instead
+        assert "$WISP_HOME/token" in refusal
+        assert ("deploy, serve, heartbeat, stop and read the logs of 'shop'" in refusal) == (who is DEPLOY)
+        assert ("may only spawn and fetch that app's calls" in refusal) == (who is CALL)
+
+
+@pytest.mark.parametrize(("who", "app", "allowed"), [
+    (ADMIN, "other", True), (ADMIN, None, True),
+    (DEPLOY, "shop", True),
+    (DEPLOY, "other", False), (DEPLOY, "shop-dev", False), (DEPLOY, None, False),  # an app's name, not its id
+])
+def test_app_refusal(who: Principal, app: str | None, allowed: bool) -> None:
+    refusal = app_refusal(who, app)
+    assert (refusal is None) == allowed
+    if refusal is not None and app is not None:
+        assert f"wisp token create --deploy {app}" in refusal and "deploy token 'deploy-shop' of app 'shop'" in refusal
+
+
+def test_deploy_tokens_are_found_by_their_digest_and_revoked_at_once() -> None:
+    token, other = new_deploy_token(), new_deploy_token()
+    assert token.startswith("wd-") and token != other
+    tokens = DeployTokens([("deploy-shop", "shop", digest(token))])
+    assert tokens.find(token) == Principal("deploy", "shop", "deploy-shop")
+    assert tokens.find(other) is None and tokens.find("") is None
+    assert tokens.find(digest(token)) is None  # what the store keeps is no token
+    tokens.remove(digest(token))
+    assert tokens.find(token) is None

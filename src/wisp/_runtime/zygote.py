@@ -16,7 +16,9 @@ Two levels, both this module:
   themselves, so each shows the error as a fresh process would.
 
 Requests arrive on a Unix socket: a JSON line plus two file descriptors, the child's output pipe
-and a status pipe. A zygote reaps its children and writes each one's exit code to its status
+and a status pipe. A request may name a uid/gid (the app's, issue 11): the child drops to it
+before it takes the environment and folder, so neither a function zygote's import nor a
+container ever runs as the image zygote's root. A zygote reaps its children and writes each one's exit code to its status
 pipe (the server is not their parent). SIGTERM, or its parent's exit, retires a zygote: it stops
 taking requests and exits once its children have.
 """
@@ -52,6 +54,7 @@ PRELOAD = (
 MAX_REQUEST = 1 << 20
 MARKER = "\x00wisp-zygote "  # a function's zygote's one line to the server: ready, or why not
 PARENT_CHECK = 1.0  # seconds between checks that the parent (server or image zygote) lives
+PR_SET_DUMPABLE = 4
 
 # A fresh interpreter ignores SIGPIPE (a write to a closed socket raises instead of killing the
 # process) and turns SIGINT into KeyboardInterrupt; a zygote's own handlers must not leak in.
@@ -189,8 +192,22 @@ def unforkable(sockets_before: set[int], fork_safe: int) -> str | None:
     return None
 
 
+def drop_privileges(uid: int, gid: int) -> None:
+    """Become the app's uid/gid for good (real, effective and saved; no supplementary groups), as
+    a process started under that uid would be. A child that cannot raises: it never runs as root."""
+    if (os.getuid(), os.geteuid(), os.getgid(), os.getegid()) == (uid, uid, gid, gid):
+        return  # a function zygote's container: already the app's
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    if os.getuid() != uid or os.getgid() != gid:
+        raise PermissionError(f"could not drop to uid {uid} / gid {gid}")
+    # A uid change leaves the process undumpable (its /proc files root's); an exec under the uid would not.
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+
+
 def _become(request: dict[str, Any], out_fd: int, inherited: list[int]) -> None:
-    """In a forked child: a process of its own, with the request's output, environment and folder."""
+    """In a forked child: a process of its own, with the request's output, uid, environment and folder."""
     for fd in inherited:  # siblings' status pipes: holding them would hide their exits
         with contextlib.suppress(OSError):
             os.close(fd)
@@ -203,6 +220,8 @@ def _become(request: dict[str, Any], out_fd: int, inherited: list[int]) -> None:
     os.close(out_fd)
     sys.stdout.reconfigure(line_buffering=True, write_through=True)  # type: ignore[union-attr]
     sys.stderr.reconfigure(line_buffering=True, write_through=True)  # type: ignore[union-attr]
+    if request.get("uid") is not None:  # before the environment, the folder and any user code
+        drop_privileges(int(request["uid"]), int(request["gid"]))
     os.environ.clear()
     os.environ.update(request["env"])
     os.chdir(str(request["cwd"]))

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import app, deploy, image, run, secret, serve, server, token
+from ..client import ClientError
+from . import _output, app, deploy, image, run, secret, serve, server, token
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,13 +53,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.set_defaults(run=secret.delete)
 
-    tokens = sub.add_parser("token", help="proxy tokens for requires_proxy_auth endpoints").add_subparsers(dest="action", required=True, metavar="ACTION")
-    p = tokens.add_parser("create", help="make a proxy token and print its Modal-Key and Modal-Secret (once)")
-    p.add_argument("--proxy", required=True, metavar="NAME", help="the token's name (only proxy tokens exist)")
+    tokens = sub.add_parser("token", help="proxy tokens for requires_proxy_auth endpoints, deploy tokens for one app").add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = tokens.add_parser("create", help="make a proxy token (prints its Modal-Key and Modal-Secret) or a deploy token (prints it), once")
+    kind = p.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--proxy", metavar="NAME", help="a proxy token of this name, for requires_proxy_auth endpoints")
+    kind.add_argument("--deploy", metavar="APP_NAME", help="a deploy token that may only deploy, serve, stop and read the logs of this app (use it as WISP_TOKEN)")
     p.set_defaults(run=token.create)
-    tokens.add_parser("list", help="token names, keys and dates (secrets are not kept)").set_defaults(run=token.list_tokens)
+    tokens.add_parser("list", help="token names, kinds, keys and dates (secrets are not kept)").set_defaults(run=token.list_tokens)
     p = tokens.add_parser("revoke", help="revoke a token: refused from the next request")
-    p.add_argument("name", help="the token's name or key (wk-...)")
+    p.add_argument("name", help="the token's name, or a proxy token's key (wk-...)")
     p.set_defaults(run=token.revoke)
 
     servers = sub.add_parser("server", help="manage the background server").add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -73,4 +76,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    sys.exit(args.run(args))
+    try:
+        code = args.run(args)
+    except ClientError as exc:  # a server that refuses the token (WISP_TOKEN), wherever it was first asked
+        _output.fail(exc.message)
+        code = 1
+    sys.exit(code)

@@ -16,10 +16,11 @@ from typing import Any
 
 from .._spec import AppSpec, FunctionSpec
 from .._urls import app_id_for, call_label, endpoint_urls, make_label
-from .auth import ProxyTokens, call_token_check, digest, new_proxy_token
+from .auth import DeployTokens, Principal, ProxyTokens, call_token_check, digest, new_deploy_token, new_proxy_token
 from .images import (
     ImageBuildError, LocalImageBuilder, Progress, build_key, check_local_runtime, container_settings, place_files,
 )
+from .isolation import AppUser, allocate_uid, app_user, base_env, own_tree
 from .logs import AppLog
 from .metrics import Gauge, Labels, Metrics
 from .pool import FunctionPool, PoolConfig
@@ -57,8 +58,13 @@ class RunningApp:
 class AppManager:
     def __init__(self, home: Path, store: Store, builder: LocalImageBuilder, runtime: Runtime,
                  routes: dict[str, Any], gateway_port: int, socket_dir: str,
-                 config: PoolConfig = PoolConfig(), metrics: Metrics | None = None) -> None:
+                 config: PoolConfig = PoolConfig(), metrics: Metrics | None = None,
+                 uid_range: tuple[int, int] | None = None) -> None:
+        """`uid_range`: (base, count) of the per-app uids when the server runs as root; None: containers
+        share the server's uid."""
         self.home = home
+        self.uid_range = uid_range
+        self._users: dict[str, AppUser] = {}
         self.store = store
         self.builder = builder
         self.runtime = runtime
@@ -82,6 +88,7 @@ class AppManager:
         self.calls = SpawnedCalls(store, self._call_pool, lambda app_id, line: self.log(app_id).write(line))
         self._call_tokens: dict[str, str] = {}  # app id -> its call token (kept in SQLite too)
         self.proxy_tokens = ProxyTokens((row.key, row.secret_sha256) for row in store.proxy_tokens())
+        self.deploy_tokens = DeployTokens((row.name, row.app_name, row.token_sha256) for row in store.deploy_tokens())
 
     @property
     def deploying(self) -> bool:
@@ -121,9 +128,59 @@ class AppManager:
         self.proxy_tokens.remove(row.key)
         return row.name
 
+    # -- deploy tokens and who a control request comes from (issue 11) ---------------------------
+    def create_deploy_token(self, app_name: str) -> dict[str, str]:
+        """A new deploy token of `app_name` (its value is seen this once; the store keeps its SHA-256)."""
+        taken = {row.name for row in self.store.proxy_tokens()} | {row.name for row in self.store.deploy_tokens()}
+        name = next(n for n in (f"deploy-{app_name}", *(f"deploy-{app_name}-{i}" for i in range(2, 10_000)))
+                    if n not in taken)
+        token = new_deploy_token()
+        self.store.add_deploy_token(name, app_name, digest(token))
+        self.deploy_tokens.add(name, app_name, digest(token))
+        return {"name": name, "app": app_name, "token": token}
+
+    def revoke_deploy_token(self, name: str) -> str | None:
+        row = self.store.remove_deploy_token(name)
+        if row is None:
+            return None
+        self.deploy_tokens.remove(row.token_sha256)
+        return row.name
+
+    def identify(self, token: str) -> Principal | None:
+        """A deploy token's or a call token's principal; None for a token this server does not know."""
+        found = self.deploy_tokens.find(token)
+        if found is not None:
+            return found
+        app_id = self.app_for_call_token(token)
+        return None if app_id is None else Principal("call", app_id)
+
+    def app_name(self, app_id: str, who: Principal | None = None) -> str | None:
+        """The name of app `app_id`; for an id this server has never run, the name a deploy token's
+        own ids would carry (`name`, `name-dev`, `name-run-...`), else None."""
+        running = self.apps.get(app_id)
+        if running is not None:
+            return running.name
+        row = self.store.app(app_id)
+        if row is not None:
+            return row.name
+        if who is not None and who.app and (app_id in (who.app, f"{who.app}-dev") or app_id.startswith(f"{who.app}-run-")):
+            return who.app
+        return None
+
+    def user(self, app_id: str) -> AppUser | None:
+        """The uid/gid the app's containers run as (allocated on its first deploy, kept in the store)."""
+        if self.uid_range is None:
+            return None
+        if app_id not in self._users:
+            base, count = self.uid_range
+            uid = self.store.app_uid(app_id, lambda taken: allocate_uid(taken, base, count))
+            self._users[app_id] = app_user(uid, self.socket_dir)
+        return self._users[app_id]
+
     def log(self, app_id: str) -> AppLog:
         if app_id not in self.logs:
             self.logs[app_id] = AppLog(self.home / "logs" / f"{app_id}.log")
+            os.chmod(self.logs[app_id].path, 0o600)  # the server's: no container reads any app's log
         return self.logs[app_id]
 
     # -- deploy ----------------------------------------------------------------------------
@@ -204,23 +261,29 @@ class AppManager:
     def _pools(self, app_id: str, spec: AppSpec, labels: dict[str, FunctionSpec], pythons: dict[str, Path],
                files_dir: Path, secret_env: dict[str, dict[str, str]] | None = None) -> dict[str, FunctionPool]:
         log = self.log(app_id)
-        return {label: self._pool(app_id, spec, fn, pythons[fn.name], files_dir, log, (secret_env or {}).get(fn.name, {}))
-                for label, fn in labels.items()}
+        user = self.user(app_id)
+        if user is not None:  # the app's uid owns its code (0700): no other app reads it
+            own_tree(files_dir, user)
+        return {label: self._pool(app_id, spec, fn, pythons[fn.name], files_dir, log, (secret_env or {}).get(fn.name, {}),
+                                  user) for label, fn in labels.items()}
 
     def _pool(self, app_id: str, spec: AppSpec, fn: FunctionSpec, python: Path, files_dir: Path, log: AppLog,
-              secret_env: dict[str, str] | None = None) -> FunctionPool:
+              secret_env: dict[str, str] | None = None, user: AppUser | None = None) -> FunctionPool:
         argv = [str(python), "-m", "wisp._runtime", "--dir", str(files_dir), "--module", spec.module,
                 "--stub", spec.stub_attr, "--function", fn.name]
         image_env, cwd = container_settings(fn.image, python, files_dir)
-        env = {**_container_env(), **image_env, **(secret_env or {}), "WISP_APP": app_id, "WISP_FUNCTION": fn.name,
-               **self.call_env(app_id)}
-        launcher = self.runtime.launcher(argv, env=env, cwd=cwd, fork=fn.fork, log=log, startup_timeout=fn.startup_timeout)
+        # Never the server's environment (WISP_HOME, WISP_TOKEN, ...): what the spec, the secrets and wisp give.
+        env = {**base_env(files_dir, os.environ.get("LANG")), **image_env, **(secret_env or {}), "WISP_APP": app_id,
+               "WISP_FUNCTION": fn.name, **self.call_env(app_id)}
+        launcher = self.runtime.launcher(argv, env=env, cwd=cwd, fork=fn.fork, log=log, startup_timeout=fn.startup_timeout,
+                                         user=user)
         labels = (("app", app_id), ("function", fn.name))
         if fn.web is None:  # a called function: its app's callers only
             admit = call_token_check(self.call_token(app_id))
         else:
             admit = self.proxy_tokens.refusal if fn.web.requires_proxy_auth else None
-        return FunctionPool(fn, launcher, log, self.socket_dir, config=self.config, metrics=self.metrics, labels=labels,
+        socket_dir = self.socket_dir if user is None else user.socket_dir  # the app binds its sockets in its own
+        return FunctionPool(fn, launcher, log, socket_dir, config=self.config, metrics=self.metrics, labels=labels,
                             admit=admit)
 
     def call_env(self, app_id: str) -> dict[str, str]:
@@ -441,14 +504,6 @@ def resolve_secrets(spec: AppSpec, lookup: Callable[[str], dict[str, str] | None
         if env:
             out[fn.name] = env
     return out
-
-
-def _container_env() -> dict[str, str]:
-    """The container's environment: the server's, minus what would point Python elsewhere."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    return env
 
 
 

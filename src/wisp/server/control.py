@@ -20,6 +20,7 @@ from .._secret import check_env, check_name
 from .._urls import app_id_for
 from .._call_wire import CONTENT_TYPE
 from .apps import AppManager, DeployError
+from .auth import ADMIN, Principal, action_of, app_refusal, route_refusal
 from .spawned import RESULT_TTL
 
 
@@ -28,7 +29,16 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+def _app_refusal(request: Request, app_name: str | None) -> JSONResponse | None:
+    """403 when the request's token is a deploy token of another app."""
+    message = app_refusal(request.scope.get("wisp_principal", ADMIN), app_name)
+    return None if message is None else _error(403, message)
+
+
 def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], None], info: dict[str, Any]) -> ASGIApp:
+    def refused_for(request: Request) -> JSONResponse | None:
+        return _app_refusal(request, manager.app_name(request.path_params["app_id"], request.scope.get("wisp_principal")))
+
     async def health(request: Request) -> Response:
         return JSONResponse({"ok": True, "pid": os.getpid(), **info})
 
@@ -37,6 +47,9 @@ def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], No
         try:
             files = base64.b64decode(body["files"], validate=True)
             mode = body.get("mode", "deploy")
+            refused = _app_refusal(request, str(body["spec"]["name"]))
+            if refused is not None:
+                return refused
             if mode not in ("deploy", "serve", "run"):
                 return _error(400, f"mode must be 'deploy', 'serve' or 'run', got {mode!r}.")
             expected = app_id_for(str(body["spec"]["name"]), mode, body.get("owner"))
@@ -60,16 +73,21 @@ def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], No
         return JSONResponse(manager.builder.prune(manager.images_in_use()))
 
     async def list_apps(request: Request) -> Response:
-        return JSONResponse({"apps": manager.list()})
+        who = request.scope.get("wisp_principal", ADMIN)
+        return JSONResponse({"apps": [a for a in manager.list() if who.kind == "admin" or a["name"] == who.app]})
 
     async def stop_app(request: Request) -> Response:
         app_id = request.path_params["app_id"]
+        if (refused := refused_for(request)) is not None:
+            return refused
         if not await manager.stop(app_id, request.query_params.get("owner")):
             return _error(404, f"No app named {app_id!r}. `wisp app list` shows the apps.")
         return JSONResponse({"stopped": app_id})
 
     async def logs(request: Request) -> Response:
         app_id = request.path_params["app_id"]
+        if (refused := refused_for(request)) is not None:
+            return refused
         if manager.store.app(app_id) is None and app_id not in manager.logs:
             return _error(404, f"No app named {app_id!r}. `wisp app list` shows the apps.")
         text, offset = manager.log(app_id).read(int(request.query_params.get("offset", "0")))
@@ -77,6 +95,8 @@ def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], No
 
     async def heartbeat(request: Request) -> Response:
         app_id = request.path_params["app_id"]
+        if (refused := refused_for(request)) is not None:
+            return refused
         owner = request.query_params.get("owner", "")
         if not manager.heartbeat(app_id, owner):
             return _error(409, f"App {app_id!r} is no longer served by this `wisp serve`.")
@@ -150,14 +170,22 @@ def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], No
         return JSONResponse({"deleted": name})
 
     async def list_tokens(request: Request) -> Response:  # names, keys and dates: secrets are not kept
-        return JSONResponse({"tokens": [{"name": row.name, "key": row.key, "created_at": row.created_at}
-                                        for row in manager.store.proxy_tokens()]})
+        proxy = [{"kind": "proxy", "name": row.name, "key": row.key, "created_at": row.created_at}
+                 for row in manager.store.proxy_tokens()]
+        deploy = [{"kind": "deploy", "name": row.name, "app": row.app_name, "created_at": row.created_at}
+                  for row in manager.store.deploy_tokens()]
+        return JSONResponse({"tokens": proxy + deploy})
 
     async def create_token(request: Request) -> Response:
         try:
-            name = check_name((await request.json())["name"])
+            body = await request.json()
+            if "deploy" in body:
+                made = manager.create_deploy_token(check_name(body["deploy"]))
+                return JSONResponse(made, status_code=201)
+            name = check_name(body["name"])
         except (KeyError, TypeError, ValueError) as exc:
-            return _error(400, f"Malformed token request: {exc}. Send {{\"name\": \"NAME\"}}.")
+            return _error(400, f"Malformed token request: {exc}. Send {{\"name\": \"NAME\"}} for a proxy token or "
+                               "{\"deploy\": \"APP_NAME\"} for a deploy token.")
         made = manager.create_proxy_token(name)
         if made is None:
             return _error(409, f"A proxy token named {name!r} exists. Revoke it with `wisp token revoke {name}`, "
@@ -167,7 +195,9 @@ def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], No
     async def revoke_token(request: Request) -> Response:
         name = manager.revoke_proxy_token(request.path_params["name"])
         if name is None:
-            return _error(404, f"No proxy token named {request.path_params['name']!r}. `wisp token list` shows them.")
+            name = manager.revoke_deploy_token(request.path_params["name"])
+        if name is None:
+            return _error(404, f"No token named {request.path_params['name']!r}. `wisp token list` shows them.")
         return JSONResponse({"revoked": name})
 
     async def stop_server(request: Request) -> Response:
@@ -197,7 +227,7 @@ def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], No
         Route("/v1/calls/{call_id}", cancel_call, methods=["DELETE"]),
         Route("/metrics", metrics),
     ]
-    return _require_token(Starlette(routes=routes), f"Bearer {token}".encode(), manager.app_for_call_token)
+    return _require_token(Starlette(routes=routes), f"Bearer {token}".encode(), manager.identify)
 
 
 DeployArgs = tuple[dict[str, Any], str, bytes, "str | None"]
@@ -232,24 +262,29 @@ def _missing_call(call_id: str) -> JSONResponse:
                        f"(results are kept {RESULT_TTL / 3600:g} h).")
 
 
-def _require_token(app: ASGIApp, expected: bytes, app_for_call_token: Callable[[str], str | None]) -> ASGIApp:
-    """Every control call carries the token the server wrote to $WISP_HOME/token (mode 0600).
-
-    The calls API (`/v1/calls`) also takes an app's call token, and then sees that app only.
-    """
+def _require_token(app: ASGIApp, expected: bytes, identify: Callable[[str], Principal | None]) -> ASGIApp:
+    """Every control call carries a token: the server's admin token (the file $WISP_HOME/token,
+    mode 0600), a deploy token of one app, or (for `/v1/calls`) an app's call token. Unknown
+    tokens get 401; a known token asking for what it may not do gets 403 saying what it may do."""
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             given = dict(scope["headers"]).get(b"authorization", b"")
-            if hmac.compare_digest(given, expected):
-                scope["wisp_app"] = None
-            elif scope["path"].startswith("/v1/calls") and given.startswith(b"Bearer ") and \
-                    (owner := app_for_call_token(given[7:].decode("latin-1"))) is not None:
-                scope["wisp_app"] = owner
-            else:
-                response = _error(401, "Missing or wrong token. The CLI reads it from $WISP_HOME/token.")
+            who = ADMIN if hmac.compare_digest(given, expected) else None
+            if who is None and given.startswith(b"Bearer "):
+                who = identify(given[7:].decode("latin-1"))
+            if who is None:
+                response = _error(401, "Missing or wrong token. The CLI sends $WISP_TOKEN when set, else the server's "
+                                       "admin token from $WISP_HOME/token; `wisp token create --deploy APP_NAME` "
+                                       "makes a token for one app.")
                 await response(scope, receive, send)
                 return
+            refusal = route_refusal(who, action_of(scope["method"], scope["path"]))
+            if refusal is not None:
+                await _error(403, refusal)(scope, receive, send)
+                return
+            scope["wisp_principal"] = who
+            scope["wisp_app"] = who.app if who.kind == "call" else None
         await app(scope, receive, send)
 
     return guarded

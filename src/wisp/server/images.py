@@ -37,6 +37,7 @@ import wisp
 
 from .._image import MOUNT_BLOBS, ROOT
 from .._image_steps import AptInstall, Env, ImageSpec, PipInstall, PipInstallFromRequirements, RunCommands, Step
+from .isolation import MINIMAL_PATH, untraversable
 
 # What the container agent imports; pinned to the server's versions so the agent behaves the
 # same in every image and uv can install them from its cache.
@@ -136,6 +137,9 @@ class _SharedBuild:
 
 
 class LocalImageBuilder:
+    # Set when containers run as per-app uids: their Python must then be readable by other users.
+    readable_by_others = False
+
     def __init__(self, home: Path) -> None:
         self.root = home / "images"
         self.root.mkdir(parents=True, exist_ok=True)
@@ -171,7 +175,7 @@ class LocalImageBuilder:
         if target.exists():  # what an interrupted build left: never used, so start afresh
             _discard(target)
         try:
-            await _Job(spec, key, target, emit).run()
+            await _Job(spec, key, target, emit, self.readable_by_others).run()
         except BaseException:
             _discard(target)
             raise
@@ -257,8 +261,9 @@ def _size(folder: Path) -> int:
 class _Job:
     """The steps of one image's build, each reported as it starts, prints and ends."""
 
-    def __init__(self, spec: ImageSpec, key: str, target: Path, emit: Progress) -> None:
+    def __init__(self, spec: ImageSpec, key: str, target: Path, emit: Progress, readable: bool = False) -> None:
         self.spec = spec
+        self.readable = readable  # the interpreter must be readable by other users (per-app uids)
         self.key = key
         self.short = key[:12]
         self.target = target
@@ -330,7 +335,7 @@ class _Job:
         return self.target / "bin"
 
     async def _venv(self) -> None:
-        interpreter, self.python = await find_python(self.spec.python_version)
+        interpreter, self.python = await find_python(self.spec.python_version, readable_by_others=self.readable)
         seed = ["--seed"] if any(isinstance(s, RunCommands) for s in self.spec.steps) else []  # `pip` for commands
         await _run(self._name, [_uv(), "venv", "--relocatable", *seed, "--python", interpreter, str(self.target)], self._line)
 
@@ -464,16 +469,38 @@ def _candidates(version: str) -> list[str]:
     return list(dict.fromkeys(p for p in found if os.access(p, os.X_OK)))
 
 
-async def find_python(version: str | None) -> tuple[str, str]:
-    """(interpreter path, its version) for `python_version`; the server's own when None or equal."""
+def closed_to_others(interpreter: str) -> Path | None:
+    """The folder that keeps other users (an app's uid) from the interpreter and its standard
+    library (beside it), or None."""
+    return untraversable(Path(os.path.realpath(interpreter)).parent)
+
+
+async def find_python(version: str | None, *, readable_by_others: bool = False) -> tuple[str, str]:
+    """(interpreter path, its version) for `python_version`; the server's own when None or equal.
+    `readable_by_others`: containers run as other uids, so an interpreter under a folder closed
+    to them (pyenv's in /root, say) is passed over for another of the same version."""
     if version is None or _version_matches(host_python(), version):
-        return sys.executable, host_python()
+        if not readable_by_others or closed_to_others(sys.executable) is None:
+            return sys.executable, host_python()
+        version = version or ".".join(host_python().split(".")[:2])
     found = await _output([_uv(), "python", "find", "--python-preference", "system", "--no-python-downloads", version])
     candidates = ([found] if found else []) + _candidates(version)
+    passed_over = []
     for candidate in candidates:
+        if readable_by_others and (blocked := closed_to_others(candidate)) is not None:
+            passed_over.append(f"{candidate} (under {blocked}, closed to other users)")
+            continue
         actual = await _python_version(candidate)
         if actual and _version_matches(actual, version):
             return candidate, actual
+    if readable_by_others and (passed_over or closed_to_others(sys.executable)):
+        raise ImageBuildError(
+            f"Image build step `create environment (Python {version})` failed: containers run as their app's own "
+            f"uid, and no Python {version} on this machine is readable by other users "
+            f"({'; '.join(passed_over) or sys.executable}). Install one where they can read it (your system's "
+            f"python{'.'.join(version.split('.')[:2])} package, or `uv python install {version}` with "
+            "UV_PYTHON_INSTALL_DIR=/opt/python), or start the server with WISP_APP_UIDS=0 (containers then share "
+            "the server's uid).")
     minor = ".".join(version.split(".")[:2])
     raise ImageBuildError(
         f"Image build step `create environment (Python {version})` failed: no Python {version} interpreter was found "
@@ -536,7 +563,7 @@ def place_files(images: list[ImageSpec], files_dir: Path) -> None:
 def container_settings(spec: ImageSpec, python: Path, files_dir: Path) -> tuple[dict[str, str], Path]:
     """The environment variables and working directory of the image's containers."""
     venv = python.parent.parent
-    env = {"VIRTUAL_ENV": str(venv), "PATH": os.pathsep.join([str(venv / "bin"), os.environ.get("PATH", os.defpath)])}
+    env = {"VIRTUAL_ENV": str(venv), "PATH": os.pathsep.join([str(venv / "bin"), MINIMAL_PATH])}  # not the server's PATH
     env.update(spec.env)
     cwd = local_path(spec.workdir, files_dir)
     env["WISP_WORKDIR"] = str(cwd)

@@ -22,11 +22,14 @@ from typing import Any
 
 import uvicorn
 
+import wisp
+
 from .._config import ALIVE_LOCK, SERVER_FILE, ServerInfo, read_token, write_server_info
 from .apps import AppManager
 from .control import build_control_app
 from .gateway import Gateway
 from .images import LocalImageBuilder
+from .isolation import isolation_problem, secure_home, uid_settings
 from .pool import PoolConfig
 from .runtime import get_runtime
 from .store import Store
@@ -83,6 +86,22 @@ def gateway_options_from_env() -> dict[str, float]:
     return options
 
 
+def _isolation(home: Path) -> tuple[int, int] | None:
+    """The per-app uid range, or None (said once in the server log, with what to do); WISP_HOME
+    and the server's files in it are closed to containers either way."""
+    problem = isolation_problem(os.geteuid(), home, os.environ, [Path(wisp.__file__).parent])
+    uid_range = None
+    if problem is None:
+        try:
+            uid_range = uid_settings(os.environ)
+        except ValueError as exc:
+            raise SystemExit(f"wisp server: {exc}") from None
+    else:
+        print(f"wisp server: {problem}", flush=True)
+    secure_home(home, uid_range is not None)
+    return uid_range
+
+
 def _hold_alive_lock(home: Path) -> int | None:
     """Held until this process exits (the kernel lets go of it even after kill -9): the CLI
     tells a server that is starting or stopping from none at all by it."""
@@ -102,6 +121,7 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
         return 1
     token = read_token(home, create=True)
     assert token is not None
+    uid_range = _isolation(home)
     routes: dict[str, Any] = {}
     gateway = Gateway(routes, max_body_size=max_body_size, **gateway_options_from_env())
     try:
@@ -114,9 +134,13 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
             return 1
         raise
     socket_dir = tempfile.mkdtemp(prefix="wisp-")  # short: Unix socket paths max out at 107 bytes
+    if uid_range is not None:
+        os.chmod(socket_dir, 0o711)  # apps pass through to their own folder in it, never list it
     store = Store(home / "state.db")
-    manager = AppManager(home, store, LocalImageBuilder(home), get_runtime(runtime), routes, gateway.port, socket_dir,
-                         config=pool_config_from_env())
+    builder = LocalImageBuilder(home)
+    builder.readable_by_others = uid_range is not None
+    manager = AppManager(home, store, builder, get_runtime(runtime), routes, gateway.port, socket_dir,
+                         config=pool_config_from_env(), uid_range=uid_range)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -61,6 +61,16 @@ CREATE TABLE IF NOT EXISTS proxy_tokens (  -- requires_proxy_auth endpoints take
     secret_sha256 TEXT NOT NULL,           -- never the secret itself
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS app_uids (      -- issue 11: the uid (= gid) each app id's containers run as
+    app_id TEXT PRIMARY KEY,
+    uid INTEGER NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS deploy_tokens ( -- issue 11: tokens that may deploy/serve/stop one app name only
+    name TEXT PRIMARY KEY,
+    app_name TEXT NOT NULL,
+    token_sha256 TEXT NOT NULL UNIQUE,     -- never the token itself
+    created_at REAL NOT NULL
+);
 """
 
 
@@ -105,6 +115,14 @@ class SecretRow:
     values: dict[str, str]
     created_at: float
     updated_at: float
+
+
+@dataclass(frozen=True)
+class DeployTokenRow:
+    name: str
+    app_name: str
+    token_sha256: str
+    created_at: float
 
 
 @dataclass(frozen=True)
@@ -267,3 +285,34 @@ class Store:
             return None
         self._db.execute("DELETE FROM proxy_tokens WHERE name = ?", (row[0],))
         return ProxyTokenRow(*row)
+
+    # -- app uids and deploy tokens (issue 11) ----------------------------------------------------
+    def app_uid(self, app_id: str, allocate: Callable[[list[int]], int]) -> int:
+        """The app id's uid: allocated (from the uids taken) on first use, then kept for good."""
+        row = self._db.execute("SELECT uid FROM app_uids WHERE app_id = ?", (app_id,)).fetchone()
+        if row:
+            return int(row[0])
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            taken = [int(r[0]) for r in self._db.execute("SELECT uid FROM app_uids")]
+            uid = allocate(taken)
+            self._db.execute("INSERT INTO app_uids (app_id, uid) VALUES (?, ?)", (app_id, uid))
+        return uid
+
+    def deploy_tokens(self) -> list[DeployTokenRow]:
+        rows = self._db.execute("SELECT name, app_name, token_sha256, created_at FROM deploy_tokens ORDER BY created_at")
+        return [DeployTokenRow(*row) for row in rows]
+
+    def add_deploy_token(self, name: str, app_name: str, token_sha256: str) -> bool:
+        """False when a token of that name exists."""
+        cursor = self._db.execute("INSERT OR IGNORE INTO deploy_tokens (name, app_name, token_sha256, created_at) "
+                                  "VALUES (?, ?, ?, ?)", (name, app_name, token_sha256, time.time()))
+        return cursor.rowcount == 1
+
+    def remove_deploy_token(self, name: str) -> DeployTokenRow | None:
+        row = self._db.execute("SELECT name, app_name, token_sha256, created_at FROM deploy_tokens WHERE name = ?",
+                               (name,)).fetchone()
+        if row is None:
+            return None
+        self._db.execute("DELETE FROM deploy_tokens WHERE name = ?", (name,))
+        return DeployTokenRow(*row)

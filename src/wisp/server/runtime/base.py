@@ -5,6 +5,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from ..isolation import AppUser
+
 
 class ContainerProcess(Protocol):
     pid: int
@@ -48,8 +50,11 @@ class Runtime(Protocol):
     name: str
 
     def launcher(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, fork: bool, log: Log,
-                 startup_timeout: float = 300.0) -> Launcher:
+                 startup_timeout: float = 300.0, user: AppUser | None = None) -> Launcher:
         """A launcher for containers that run `argv + ["--socket", path]` in `env` and `cwd`.
+
+        `user`: the app's uid/gid (and socket folder); its containers run as it, and so does
+        whatever runs its code ahead of them (a function zygote). None: the server's uid.
 
         `fork=False`: the function asked for fresh processes; runtimes that fork must not.
         `startup_timeout`: how long what is prepared for the function (its import) may take.

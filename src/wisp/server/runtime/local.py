@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
+from ..isolation import AppUser
 from .base import Log
 
 
@@ -50,14 +52,24 @@ class LocalProcess:
         await self._proc.wait()
 
 
+def _become_user(uid: int, gid: int) -> None:
+    """In the child, between fork and exec: the app's uid/gid, no supplementary groups (a failure
+    aborts the start: the process never runs as the server's uid)."""
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+
+
 class LocalLauncher:
     """Every container a fresh interpreter: nothing to prepare or keep."""
 
-    def __init__(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, note: str | None = None) -> None:
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, note: str | None = None,
+                 user: AppUser | None = None) -> None:
         self.argv = list(argv)
         self.env = dict(env)
         self.cwd = cwd
         self.note = note
+        self.user = user  # the app's uid/gid: the process runs as it from its first instruction
 
     def prepare(self) -> None:
         pass
@@ -66,6 +78,8 @@ class LocalLauncher:
         pass
 
     async def start(self, socket_path: str) -> LocalProcess:
+        # Not Popen's user=/group=/extra_groups=: uvloop's subprocesses refuse them; preexec_fn works on both loops.
+        drop = {} if self.user is None else {"preexec_fn": functools.partial(_become_user, self.user.uid, self.user.gid)}
         proc = await asyncio.create_subprocess_exec(
             *self.argv, "--socket", socket_path,
             env=self.env,
@@ -75,6 +89,7 @@ class LocalLauncher:
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
             limit=1 << 20,
+            **drop,  # type: ignore[arg-type]
         )
         process = LocalProcess(proc)
         process.note = self.note
@@ -88,8 +103,8 @@ class LocalRuntime:
     name = "local"
 
     def launcher(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, fork: bool, log: Log,
-                 startup_timeout: float = 300.0) -> LocalLauncher:
-        return LocalLauncher(argv, env, cwd)
+                 startup_timeout: float = 300.0, user: AppUser | None = None) -> LocalLauncher:
+        return LocalLauncher(argv, env, cwd, user=user)
 
     async def close(self) -> None:
         pass

@@ -31,6 +31,7 @@ from typing import Any
 
 import wisp
 
+from ..isolation import AppUser, zygote_env
 from .base import Log
 from .local import LocalLauncher, LocalProcess, read_line
 
@@ -159,8 +160,12 @@ async def _reader(fd: int) -> asyncio.StreamReader:
     return reader
 
 
-def _request(args: Sequence[str], env: Mapping[str, str], cwd: Path) -> dict[str, Any]:
-    return {"args": list(args), "env": dict(env), "cwd": str(cwd)}
+def _request(args: Sequence[str], env: Mapping[str, str], cwd: Path, user: AppUser | None = None) -> dict[str, Any]:
+    """A fork request; with `user`, the child drops to the app's uid/gid before any user code runs."""
+    request: dict[str, Any] = {"args": list(args), "env": dict(env), "cwd": str(cwd)}
+    if user is not None:
+        request.update(uid=user.uid, gid=user.gid)
+    return request
 
 
 class _Zygote:
@@ -168,8 +173,9 @@ class _Zygote:
 
     socket_path: str
 
-    async def fork(self, args: Sequence[str], env: Mapping[str, str], cwd: Path) -> ForkedProcess:
-        return await fork_from(self.socket_path, _request(args, env, cwd))
+    async def fork(self, args: Sequence[str], env: Mapping[str, str], cwd: Path,
+                   user: AppUser | None = None) -> ForkedProcess:
+        return await fork_from(self.socket_path, _request(args, env, cwd, user))
 
 
 class ImageZygote(_Zygote):
@@ -185,7 +191,8 @@ class ImageZygote(_Zygote):
         self.proc = await asyncio.create_subprocess_exec(
             self.python, "-m", "wisp._runtime.zygote", "--socket", self.socket_path,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+            # Not the server's environment (WISP_HOME, ...): every function zygote is forked from this one.
+            start_new_session=True, env=zygote_env(os.environ.get("LANG")),
         )
         try:
             await asyncio.wait_for(self._ready_line(), ZYGOTE_START_TIMEOUT)
@@ -240,8 +247,9 @@ class FunctionZygote(_Zygote):
 
     @classmethod
     async def start(cls, image: ImageZygote, args: Sequence[str], env: Mapping[str, str], cwd: Path,
-                    socket_path: str, log: Callable[[str], None], timeout: float) -> FunctionZygote:
-        request = {**_request(args, env, cwd), "zygote": socket_path}
+                    socket_path: str, log: Callable[[str], None], timeout: float,
+                    user: AppUser | None = None) -> FunctionZygote:
+        request = {**_request(args, env, cwd, user), "zygote": socket_path}
         process = await fork_from(image.socket_path, request)
         zygote = cls(image, process, socket_path)
         try:
@@ -292,12 +300,14 @@ class ForkLauncher:
     """Starts one function version's containers as forks of its zygote."""
 
     def __init__(self, runtime: ZygoteRuntime, argv: Sequence[str], env: Mapping[str, str], cwd: Path,
-                 log: Log, startup_timeout: float) -> None:
-        """`argv`: `python -m wisp._runtime <agent args>`, as a fresh process would run."""
+                 log: Log, startup_timeout: float, user: AppUser | None = None) -> None:
+        """`argv`: `python -m wisp._runtime <agent args>`, as a fresh process would run. `user`:
+        the app's uid/gid, which the function's zygote and containers drop to."""
         self.runtime = runtime
         self.python = argv[0]
         self.args = list(argv[3:])  # the agent's, for the zygotes
-        self._fresh_launcher = LocalLauncher(argv, env, cwd)  # when forking is not to be had
+        self.user = user
+        self._fresh_launcher = LocalLauncher(argv, env, cwd, user=user)  # when forking is not to be had
         self.env = dict(env)
         self.cwd = cwd
         self.startup_timeout = startup_timeout
@@ -334,8 +344,10 @@ class ForkLauncher:
         if isinstance(old, FunctionZygote):
             old.retire()  # it exits once the containers it forked have
         try:
+            # Its socket is in the app's own folder: it binds it as the app's uid, other apps cannot reach it.
+            socket_path = self.runtime.socket_path(self.user.socket_dir if self.user else None)
             self._forker = await FunctionZygote.start(
-                image, self.args, self.env, self.cwd, self.runtime.socket_path(), self._write, self.startup_timeout)
+                image, self.args, self.env, self.cwd, socket_path, self._write, self.startup_timeout, self.user)
         except PreloadFailed as exc:
             self._write(f"[wisp] could not import the script ahead of its containers ({exc}); "
                         "each container imports it itself")
@@ -361,7 +373,7 @@ class ForkLauncher:
         if self._fresh is None:
             try:
                 forker = await self._forker_for_start()
-                return await forker.fork(argv, self.env, self.cwd)
+                return await forker.fork(argv, self.env, self.cwd, self.user)
             except Unforkable as exc:
                 self._fresh = f"started as a fresh process, not forked: {exc}"
                 note = self._fresh
@@ -416,22 +428,25 @@ class ZygoteRuntime:
         self._watch: asyncio.Task[None] | None = None
 
     def launcher(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, fork: bool, log: Log,
-                 startup_timeout: float = 300.0) -> ForkLauncher | LocalLauncher:
+                 startup_timeout: float = 300.0, user: AppUser | None = None) -> ForkLauncher | LocalLauncher:
         python, rest = argv[0], list(argv[1:])
         if rest[:2] != ["-m", "wisp._runtime"]:
-            return LocalLauncher(argv, env, cwd)
+            return LocalLauncher(argv, env, cwd, user=user)
         if not fork:
-            return LocalLauncher(argv, env, cwd, note="started as a fresh process: the function asks for one (fork=False)")
+            return LocalLauncher(argv, env, cwd, user=user,
+                                 note="started as a fresh process: the function asks for one (fork=False)")
         if self._watch is None:
             self._watch = asyncio.ensure_future(self._watch_wisp())
         self._users[python] += 1
-        launcher = ForkLauncher(self, argv, env, cwd, log, startup_timeout)
+        launcher = ForkLauncher(self, argv, env, cwd, log, startup_timeout, user)
         self._launchers.add(launcher)
         return launcher
 
-    def socket_path(self) -> str:
+    def socket_path(self, folder: str | None = None) -> str:
+        """A new zygote socket: in the runtime's own folder (0700, the server's: image zygotes run
+        as root and fork as any uid), or in `folder` (an app's, for its function zygote)."""
         self._sockets += 1
-        return f"{self._dir}/z{self._sockets}-{os.getpid()}.sock"
+        return f"{folder or self._dir}/z{self._sockets}-{os.getpid()}.sock"
 
     def fingerprint(self) -> str:
         """Of wisp's code on disk, looked at most once a second."""
