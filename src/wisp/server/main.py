@@ -28,7 +28,7 @@ from .control import build_control_app
 from .gateway import Gateway
 from .images import LocalImageBuilder
 from .pool import PoolConfig
-from .runtime import get_runtime
+from .runtime import get_runtime, groups
 from .store import Store
 
 TICK = 1.0  # seconds between idle checks; idle scale-down is precise to about this
@@ -100,6 +100,7 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
         print(f"Another wisp server is running on {home} (starting or stopping). Use it, or wait for it to stop: "
               "`wisp server status`.", file=sys.stderr, flush=True)
         return 1
+    groups.current = groups.begin(home, [])  # ends what an earlier run of this home left behind
     token = read_token(home, create=True)
     assert token is not None
     routes: dict[str, Any] = {}
@@ -114,6 +115,7 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
             return 1
         raise
     socket_dir = tempfile.mkdtemp(prefix="wisp-")  # short: Unix socket paths max out at 107 bytes
+    groups.add_folder(socket_dir)
     store = Store(home / "state.db")
     manager = AppManager(home, store, LocalImageBuilder(home), get_runtime(runtime), routes, gateway.port, socket_dir,
                          config=pool_config_from_env())

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
+from ..._runtime._parent import exit_unless_parent
+from . import groups
 from .base import Log
 
 
@@ -30,7 +33,9 @@ class LocalProcess:
             yield line
 
     async def wait(self) -> int:
-        return await self._proc.wait()
+        code = await self._proc.wait()
+        groups.ended(self.pid)
+        return code
 
     def _signal_group(self, sig: int) -> None:
         # The whole group, so whatever the user's code started goes too.
@@ -75,7 +80,11 @@ class LocalLauncher:
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
             limit=1 << 20,
+            # Dies with the server (SIGKILL), even a server killed with -9; the group's others are
+            # ended by the next start of the server (`groups`).
+            preexec_fn=functools.partial(exit_unless_parent, signal.SIGKILL, os.getpid()),
         )
+        groups.launched(proc.pid)
         process = LocalProcess(proc)
         process.note = self.note
         return process

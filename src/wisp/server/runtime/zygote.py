@@ -31,6 +31,7 @@ from typing import Any
 
 import wisp
 
+from . import groups
 from .base import Log
 from .local import LocalLauncher, LocalProcess, read_line
 
@@ -101,6 +102,7 @@ class ForkedProcess:
         else:  # the zygote died before reaping it: make sure nothing of it is left
             self._signal(signal.SIGKILL)
             self._code = -1
+        groups.ended(self.pid)
         return self._code
 
     def _signal(self, sig: int) -> None:
@@ -149,6 +151,7 @@ async def fork_from(socket_path: str, request: dict[str, Any]) -> ForkedProcess:
         os.close(out_r)
         os.close(status_r)
         raise ZygoteError(answer.get("error", "the zygote refused to fork"))
+    groups.launched(answer["pid"])
     return ForkedProcess(answer["pid"], await _reader(out_r), await _reader(status_r))
 
 
@@ -183,10 +186,11 @@ class ImageZygote(_Zygote):
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            self.python, "-m", "wisp._runtime.zygote", "--socket", self.socket_path,
+            self.python, "-m", "wisp._runtime.zygote", "--socket", self.socket_path, "--parent", str(os.getpid()),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             start_new_session=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
         )
+        groups.launched(self.proc.pid)  # it dies with the server: `--parent` (wisp._runtime._parent)
         try:
             await asyncio.wait_for(self._ready_line(), ZYGOTE_START_TIMEOUT)
         except asyncio.TimeoutError:
@@ -227,6 +231,7 @@ class ImageZygote(_Zygote):
     async def wait(self) -> None:
         if self.proc is not None:
             await self.proc.wait()
+            groups.ended(self.proc.pid)
 
 
 class FunctionZygote(_Zygote):
@@ -409,6 +414,7 @@ class ZygoteRuntime:
         self._users: Counter[str] = Counter()  # launchers per image Python
         self._launchers: weakref.WeakSet[ForkLauncher] = weakref.WeakSet()
         self._dir = tempfile.mkdtemp(prefix="wisp-z-")
+        groups.add_folder(self._dir)  # removed by the next start if this server cannot
         self._sockets = 0
         self._fingerprint_of = fingerprint
         self._fingerprint = fingerprint()
