@@ -194,3 +194,22 @@ def test_socket_files_of_dead_containers_are_removed_as_they_die(tmp_path: Path)
     finally:
         wisp.run("server", "stop", check=False)
         _kill_all(leftovers(wisp.home))
+
+
+def test_a_start_that_fails_after_its_apps_came_back_leaves_nothing_running(tmp_path: Path) -> None:
+    wisp = start_wisp(tmp_path / "home")
+    left: list[str] = []
+    try:
+        _deploy(wisp, tmp_path, "procs_app.py")  # restored at the next start: zygotes, warm containers
+        wisp.run("server", "stop")
+        (wisp.home / "server.json.tmp").mkdir()  # writing server.json, after the restore, fails
+        failed = wisp.run("server", "start", check=False)
+        time.sleep(1.0)
+        left = leftovers(wisp.home)
+        print(f"\nstart failing after the restore: exit {failed.returncode}; {len(left)} processes left")
+        assert failed.returncode != 0
+        assert not left, "\n".join(left)
+    finally:
+        (wisp.home / "server.json.tmp").rmdir()
+        wisp.run("server", "stop", check=False)
+        _kill_all(leftovers(wisp.home))
