@@ -213,3 +213,24 @@ def test_a_start_that_fails_after_its_apps_came_back_leaves_nothing_running(tmp_
         (wisp.home / "server.json.tmp").rmdir()
         wisp.run("server", "stop", check=False)
         _kill_all(leftovers(wisp.home))
+
+
+def test_server_stop_finishes_when_a_detached_child_holds_a_containers_output(tmp_path: Path) -> None:
+    """A process that left its container's group keeps the container's output pipe open: the
+    container's exit must still be noticed, so the stop finishes."""
+    wisp = start_wisp(tmp_path / "home")
+    detached = None
+    try:
+        _deploy(wisp, tmp_path, "procs_app.py")
+        detached = get(wisp.url("procs--detacher")).json()["child"]
+        started = time.monotonic()
+        stopped = wisp.run("server", "stop", check=False, timeout=120)
+        took = time.monotonic() - started
+        print(f"\nserver stop with a detached child holding the output: exit {stopped.returncode} in {took:.1f} s")
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    finally:
+        if detached is not None:
+            with _quiet():
+                os.kill(detached, signal.SIGKILL)
+        wisp.run("server", "stop", check=False)
+        _kill_all(leftovers(wisp.home))

@@ -27,3 +27,11 @@ def spawner():
     if not CHILD:
         CHILD.append(subprocess.Popen(["sleep", "600"]))
     return {"pid": os.getpid(), "child": CHILD[0].pid}
+
+
+@stub.webhook
+def detacher():
+    """Starts a process that leaves the container's group and session but keeps its output."""
+    if not CHILD:
+        CHILD.append(subprocess.Popen(["sleep", "600"], start_new_session=True))
+    return {"pid": os.getpid(), "child": CHILD[0].pid}

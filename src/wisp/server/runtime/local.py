@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import signal
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from pathlib import Path
 
 from ..._runtime._parent import exit_unless_parent
 from . import groups
 from .base import Log
+
+
+OUTPUT_AFTER_EXIT = 2.0  # seconds a container's output is still read once it has exited
 
 
 async def read_line(reader: asyncio.StreamReader) -> bytes:
@@ -21,6 +25,36 @@ async def read_line(reader: asyncio.StreamReader) -> bytes:
         return await reader.read(65536)
 
 
+async def lines_until_exit(reader: asyncio.StreamReader, exited: Awaitable[int]) -> AsyncIterator[bytes]:
+    """A container's lines until its output ends, or until it has exited and written nothing
+    more for OUTPUT_AFTER_EXIT: a process it started outside its group (setsid) may hold the
+    pipe open for ever, and the container's exit must still be noticed (and a stop finish)."""
+    exit_task = asyncio.ensure_future(exited)
+    try:
+        while not exit_task.done():
+            read = asyncio.ensure_future(read_line(reader))
+            await asyncio.wait((read, exit_task), return_when=asyncio.FIRST_COMPLETED)
+            if not read.done():
+                read.cancel()  # a cancelled readline keeps what it had buffered
+                with contextlib.suppress(asyncio.CancelledError):
+                    await read
+                break
+            if not (line := read.result()):
+                return
+            yield line
+        while True:
+            try:
+                line = await asyncio.wait_for(read_line(reader), OUTPUT_AFTER_EXIT)
+            except asyncio.TimeoutError:
+                return
+            if not line:
+                return
+            yield line
+    finally:
+        if not exit_task.done():
+            exit_task.cancel()
+
+
 class LocalProcess:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self._proc = proc
@@ -29,7 +63,7 @@ class LocalProcess:
 
     async def lines(self) -> AsyncIterator[bytes]:
         assert self._proc.stdout is not None
-        while line := await read_line(self._proc.stdout):
+        async for line in lines_until_exit(self._proc.stdout, self._proc.wait()):
             yield line
 
     async def wait(self) -> int:

@@ -33,7 +33,7 @@ import wisp
 
 from . import groups
 from .base import Log
-from .local import LocalLauncher, LocalProcess, read_line
+from .local import LocalLauncher, LocalProcess, lines_until_exit, read_line
 
 ZYGOTE_START_TIMEOUT = 60.0  # an image's zygote imports a fixed set of packages
 RETIRE_GRACE = 5.0  # at server shutdown, seconds a retired zygote gets before SIGKILL
@@ -87,7 +87,7 @@ class ForkedProcess:
         return await read_line(self._output)
 
     async def lines(self) -> AsyncIterator[bytes]:
-        while line := await self.readline():
+        async for line in lines_until_exit(self._output, self.wait()):
             yield line
 
     async def wait(self) -> int:
