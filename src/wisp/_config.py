@@ -1,6 +1,7 @@
 """Where wisp keeps its state, and how the CLI finds the running server."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
@@ -12,6 +13,7 @@ SERVER_FILE = "server.json"  # written by a running server: pid, ports; removed 
 TOKEN_FILE = "token"  # control-plane credential, mode 0600
 ALIVE_LOCK = "server.alive"  # flock held by a server process from its start to its exit
 START_LOCK = "server.start"  # flock held by a CLI while it finds or starts the server
+MIN_FREE_BYTES = 1 << 20  # to start a server: the token, server.json, the database's journal, log lines
 
 
 def wisp_home() -> Path:
@@ -24,16 +26,57 @@ def default_port() -> int:
     return int(os.environ.get("WISP_PORT") or DEFAULT_PORT)
 
 
+def disk_full_message(home: Path) -> str:
+    try:
+        stat = os.statvfs(home)
+        free = f"{stat.f_bavail * stat.f_frsize // 1024} KiB free"
+    except OSError:
+        free = "no space left"
+    return (f"The disk of WISP_HOME ({home}) is full: {free}, and a wisp server needs at least "
+            f"{MIN_FREE_BYTES // 1024} KiB there to start. Free some space (app logs are in {home / 'logs'}, "
+            "`wisp image prune` removes unused images), or set WISP_HOME to a folder on another disk.")
+
+
+def disk_problem(home: Path) -> str | None:
+    """Why a server cannot start in `home` for want of space, or None."""
+    try:
+        stat = os.statvfs(home)
+    except OSError:
+        return None
+    return disk_full_message(home) if stat.f_bavail * stat.f_frsize < MIN_FREE_BYTES else None
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An OSError for a full disk or quota, or SQLite's "database or disk is full"."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return "disk is full" in str(exc)
+
+
+def _write_atomically(path: Path, text: str, mode: int) -> None:
+    """All of `text` or nothing at `path` (a full disk leaves the old file, or none)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        os.fchmod(fd, mode)  # a leftover .tmp keeps its mode through O_CREAT
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def read_token(home: Path, *, create: bool = False) -> str | None:
     path = home / TOKEN_FILE
     if path.exists():
-        return path.read_text().strip()
+        token = path.read_text().strip()
+        if token or not create:  # an empty file is what an older wisp left on a full disk
+            return token
     if not create:
         return None
     token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token)
+    _write_atomically(path, token, 0o600)
     return token
 
 
@@ -58,9 +101,4 @@ def read_server_info(home: Path) -> ServerInfo | None:
 
 
 def write_server_info(home: Path, info: ServerInfo) -> None:
-    tmp = home / (SERVER_FILE + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the server's alone, like the token
-    os.fchmod(fd, 0o600)  # a leftover .tmp keeps its mode through O_CREAT
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(info.__dict__))
-    tmp.replace(home / SERVER_FILE)
+    _write_atomically(home / SERVER_FILE, json.dumps(info.__dict__), 0o600)  # the server's alone, like the token

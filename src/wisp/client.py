@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ._config import ALIVE_LOCK, START_LOCK, ServerInfo, read_server_info, read_token
+from ._config import ALIVE_LOCK, START_LOCK, ServerInfo, disk_problem, read_server_info, read_token
 
 START_TIMEOUT = 30.0
 
@@ -120,6 +120,9 @@ def connect(home: Path) -> Client | None:
 def start_server(home: Path, port: int, host: str = "127.0.0.1") -> Client:
     """Start the embedded server in the background and wait until it answers."""
     log_path = home / "server.log"
+    problem = disk_problem(home)  # the server would say so in server.log, on that same full disk
+    if problem is not None:
+        raise ClientError(0, problem)
     offset = log_path.stat().st_size if log_path.exists() else 0
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
@@ -140,6 +143,9 @@ def start_server(home: Path, port: int, host: str = "127.0.0.1") -> Client:
         output = f.read().decode(errors="replace").strip()
     if proc.poll() is None:
         proc.terminate()
+    problem = disk_problem(home)  # the disk filled while it started: its own words may be lost
+    if problem is not None and problem not in output:
+        output = f"{output}\n{problem}".strip()
     raise ClientError(0, f"The wisp server did not start.\n{output}\n(full log: {log_path})")
 
 

@@ -19,8 +19,12 @@ Requests arrive on a Unix socket: a JSON line plus two file descriptors, the chi
 and a status pipe. A request may name a uid/gid (the app's, issue 11): the child drops to it
 before it takes the environment and folder, so neither a function zygote's import nor a
 container ever runs as the image zygote's root. A zygote reaps its children and writes each one's exit code to its status
-pipe (the server is not their parent). SIGTERM, or its parent's exit, retires a zygote: it stops
-taking requests and exits once its children have.
+pipe (the server is not their parent). SIGTERM retires a zygote: it stops taking requests and
+exits once its children have. Its parent's death (the kernel's SIGHUP, asked for with
+PR_SET_PDEATHSIG, or a changed parent pid) orphans it: it kills its containers' process groups
+and exits at once, and its zygote children, orphaned in turn, do the same. Containers die with
+their zygote (SIGKILL): a retiring zygote outlives its children, so only a zygote that died early
+takes its containers along.
 """
 from __future__ import annotations
 
@@ -39,6 +43,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from ._parent import die_with_parent
+
 # Imported before any fork; what the agent and uvicorn would otherwise import on first request.
 PRELOAD = (
     "wisp._runtime.__main__", "wisp._runtime._asgi", "wisp._runtime._lifecycle", "wisp._runtime._load",
@@ -55,12 +61,15 @@ MAX_REQUEST = 1 << 20
 MARKER = "\x00wisp-zygote "  # a function's zygote's one line to the server: ready, or why not
 PARENT_CHECK = 1.0  # seconds between checks that the parent (server or image zygote) lives
 PR_SET_DUMPABLE = 4
+PR_GET_PDEATHSIG = 2
+ORPHANED = signal.SIGHUP  # a zygote's parent-death signal (handled); a container's is SIGKILL
 
 # A fresh interpreter ignores SIGPIPE (a write to a closed socket raises instead of killing the
 # process) and turns SIGINT into KeyboardInterrupt; a zygote's own handlers must not leak in.
 FRESH_SIGNALS = {
     signal.SIGCHLD: signal.SIG_DFL,
     signal.SIGTERM: signal.SIG_DFL,
+    signal.SIGHUP: signal.SIG_DFL,
     signal.SIGINT: signal.default_int_handler,
     signal.SIGPIPE: signal.SIG_IGN,
 }
@@ -197,13 +206,19 @@ def drop_privileges(uid: int, gid: int) -> None:
     a process started under that uid would be. A child that cannot raises: it never runs as root."""
     if (os.getuid(), os.geteuid(), os.getgid(), os.getegid()) == (uid, uid, gid, gid):
         return  # a function zygote's container: already the app's
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    deathsig, parent = ctypes.c_int(0), os.getppid()
+    prctl(PR_GET_PDEATHSIG, ctypes.byref(deathsig), 0, 0, 0)
     os.setgroups([])
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
     if os.getuid() != uid or os.getgid() != gid:
         raise PermissionError(f"could not drop to uid {uid} / gid {gid}")
     # A uid change leaves the process undumpable (its /proc files root's); an exec under the uid would not.
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+    prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+    # It also clears the parent-death signal: ask again, and go if the parent went in between.
+    if deathsig.value and not die_with_parent(deathsig.value, parent):
+        os._exit(1)
 
 
 def _become(request: dict[str, Any], out_fd: int, inherited: list[int]) -> None:
@@ -249,7 +264,8 @@ def _run_child(request: dict[str, Any], out_fd: int, inherited: list[int], body:
 class Zygote:
     """Fork a child per request on a Unix socket; reap children; retire on SIGTERM."""
 
-    def __init__(self, path: str, spawn: Spawn, fork_safe_threads: int = 0) -> None:
+    def __init__(self, path: str, spawn: Spawn, fork_safe_threads: int = 0, parent: int | None = None) -> None:
+        """`parent`: the pid our parent had when it started us, if known (a changed one orphans us)."""
         self.path = path
         self.spawn = spawn
         self.fork_safe_threads = fork_safe_threads  # e.g. OpenBLAS's pool: it stops itself for a fork
@@ -262,12 +278,29 @@ class Zygote:
         os.set_blocking(self.wake_r, False)
         os.set_blocking(wake_w, False)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # wake select(); reaping happens below
+        self.zygotes: set[int] = set()  # children that are zygotes: they end their own children
         self.retiring = False
+        self.orphaned = False
         signal.signal(signal.SIGTERM, self._on_sigterm)
+        signal.signal(ORPHANED, self._on_orphaned)
         signal.set_wakeup_fd(wake_w)
+        if parent is not None and self.parent != parent:
+            self.orphaned = True  # the parent died before the handler was in place
 
     def _on_sigterm(self, *_: object) -> None:
         self.retiring = True  # select() wakes up through the wakeup fd; the loop retires
+
+    def _on_orphaned(self, *_: object) -> None:
+        self.orphaned = True
+
+    def end_children(self) -> None:
+        """The parent died: nothing will route to our containers again, so they go now, with
+        their process groups (what a container started). Zygote children are left to notice
+        our exit themselves (their own parent-death signal), so they can end their containers."""
+        for pid in self.children:
+            if pid not in self.zygotes:
+                with contextlib.suppress(OSError):
+                    os.killpg(pid, signal.SIGKILL)
 
     def retire(self) -> None:
         if self.listener is not None:
@@ -278,6 +311,10 @@ class Zygote:
 
     def serve(self) -> None:
         while self.listener is not None or self.children:
+            if self.orphaned:
+                self.end_children()
+                self.retire()
+                return
             if self.retiring:
                 self.retire()
             watched = [self.wake_r] if self.listener is None else [self.listener, self.wake_r]
@@ -286,7 +323,8 @@ class Zygote:
             except InterruptedError:
                 continue
             if os.getppid() != self.parent:  # whoever asked for containers is gone
-                self.retiring = True
+                self.orphaned = True
+                continue
             if self.wake_r in ready:
                 with contextlib.suppress(BlockingIOError):
                     while os.read(self.wake_r, 512):
@@ -311,8 +349,12 @@ class Zygote:
             conn.sendall(b'{"error": "the zygote has threads; start containers as fresh processes"}\n')
             return
         request = json.loads(data)
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:
+            signal.signal(ORPHANED, signal.SIG_DFL)  # until a zygote child installs its own
+            if not die_with_parent(ORPHANED if request.get("zygote") else signal.SIGKILL, parent):
+                os._exit(1)
             conn.close()
             assert self.listener is not None
             self.listener.close()
@@ -320,6 +362,8 @@ class Zygote:
             self.spawn(request, out_fd, [*self.children.values(), self.wake_r])
         os.close(out_fd)
         self.children[pid] = status_fd
+        if request.get("zygote"):
+            self.zygotes.add(pid)
         conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
         self.reap()
 
@@ -332,6 +376,7 @@ class Zygote:
             if pid == 0:
                 return
             fd = self.children.pop(pid, None)
+            self.zygotes.discard(pid)
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.write(fd, str(os.waitstatus_to_exitcode(status)).encode())
@@ -376,12 +421,15 @@ def _function_zygote(request: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="wisp-zygote")
     parser.add_argument("--socket", required=True)
+    parser.add_argument("--parent", type=int, help="the server's pid: this zygote dies with it")
     args = parser.parse_args()
+    if args.parent is not None and not die_with_parent(ORPHANED, args.parent):
+        sys.exit(1)  # the server is gone already
     os.chdir("/")
     missing = preload()
     warm_up()
     gc.collect()
-    zygote = Zygote(args.socket, _image_spawn)
+    zygote = Zygote(args.socket, _image_spawn, parent=args.parent)
     gc.freeze()
     print(json.dumps({"ready": True, "pid": os.getpid(), "missing": missing}), flush=True)
     zygote.serve()

@@ -24,17 +24,20 @@ import uvicorn
 
 import wisp
 
-from .._config import ALIVE_LOCK, SERVER_FILE, ServerInfo, read_token, write_server_info
+from .._config import ALIVE_LOCK, SERVER_FILE, ServerInfo, disk_full_message, disk_problem, is_disk_full, read_token, \
+    write_server_info
 from .apps import AppManager
 from .control import build_control_app
 from .gateway import Gateway
 from .images import LocalImageBuilder
 from .isolation import isolation_problem, secure_home, uid_settings
+from .logs import UnfailingStream, check_log_max_bytes
 from .pool import PoolConfig
-from .runtime import get_runtime
+from .runtime import get_runtime, groups
 from .store import Store
 
 TICK = 1.0  # seconds between idle checks; idle scale-down is precise to about this
+ABANDON_GRACE = 15.0  # seconds a failed start gets to stop what it started
 
 
 class _AdminServer(uvicorn.Server):
@@ -114,12 +117,36 @@ def _hold_alive_lock(home: Path) -> int | None:
     return fd
 
 
+async def _abandon_start(manager: AppManager, admin: uvicorn.Server, admin_task: asyncio.Future[None],
+                         store: Store) -> None:
+    """Stop what a start that failed had started, within ABANDON_GRACE (the parent-death signals
+    end whatever is left when this process exits)."""
+    with contextlib.suppress(Exception, asyncio.TimeoutError):
+        await asyncio.wait_for(manager.close(), ABANDON_GRACE)
+    admin.should_exit = True
+    with contextlib.suppress(Exception, asyncio.TimeoutError):
+        await asyncio.wait_for(admin_task, ABANDON_GRACE)
+    with contextlib.suppress(Exception):
+        store.close()
+
+
 async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int) -> int:
     if _hold_alive_lock(home) is None:
         print(f"Another wisp server is running on {home} (starting or stopping). Use it, or wait for it to stop: "
               "`wisp server status`.", file=sys.stderr, flush=True)
         return 1
-    token = read_token(home, create=True)
+    problem, token = disk_problem(home), None
+    try:
+        if problem is None:  # before anything starts: a full disk leaves nothing running
+            groups.current = groups.begin(home, [])  # and ends what an earlier run left behind
+            token = read_token(home, create=True)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        problem = disk_full_message(home)
+    if problem is not None:
+        print(f"wisp server: {problem}", file=sys.stderr, flush=True)
+        return 1
     assert token is not None
     uid_range = _isolation(home)
     routes: dict[str, Any] = {}
@@ -136,6 +163,7 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
     socket_dir = tempfile.mkdtemp(prefix="wisp-")  # short: Unix socket paths max out at 107 bytes
     if uid_range is not None:
         os.chmod(socket_dir, 0o711)  # apps pass through to their own folder in it, never list it
+    groups.add_folder(socket_dir)
     store = Store(home / "state.db")
     builder = LocalImageBuilder(home)
     builder.readable_by_others = uid_range is not None
@@ -152,8 +180,16 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
     admin = _AdminServer(uvicorn.Config(build_control_app(manager, token, stop.set, {"gateway_port": gateway.port}),
                                         log_level="warning", access_log=False, lifespan="off"))
     admin_task = asyncio.ensure_future(admin.serve(sockets=[admin_sock]))
-    await manager.restore()
-    write_server_info(home, info)
+    try:
+        await manager.restore()
+        write_server_info(home, info)
+    except BaseException as exc:  # a failed start leaves nothing running
+        await _abandon_start(manager, admin, admin_task, store)
+        shutil.rmtree(socket_dir, ignore_errors=True)
+        if isinstance(exc, Exception) and is_disk_full(exc):
+            print(f"wisp server: {disk_full_message(home)}", file=sys.stderr, flush=True)
+            return 1
+        raise
     print(f"wisp server {info.pid}: gateway on http://{host}:{gateway.port}, control API on {info.admin_url}", flush=True)
     ticker = asyncio.ensure_future(_ticker(manager))
     try:
@@ -182,6 +218,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-body-size", type=int, default=int(os.environ.get("WISP_MAX_BODY_SIZE", 100 * 1024 * 1024)))
     args = parser.parse_args(argv)
     gateway_options_from_env()  # a bad setting stops the server here, with its name
+    check_log_max_bytes()
+    sys.stdout = UnfailingStream(sys.stdout)  # server.log on a full disk: drop lines, never raise
+    sys.stderr = UnfailingStream(sys.stderr)
     try:
         import uvloop
     except ImportError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -368,6 +369,8 @@ class FunctionPool:
         self._dispatch()
 
     def _exited(self, c: Container, code: int) -> None:
+        with contextlib.suppress(OSError):  # its socket file, now, not when the server stops
+            os.unlink(c.socket_path)
         was = c.state
         c.state = State.STOPPED if was is State.DRAINING else State.FAILED
         self._containers.remove(c)

@@ -2,14 +2,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import signal
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from pathlib import Path
 
+from ..._runtime._parent import exit_unless_parent
 from ..isolation import AppUser
+from . import groups
 from .base import Log
+
+
+OUTPUT_AFTER_EXIT = 2.0  # seconds a container's output is still read once it has exited
 
 
 async def read_line(reader: asyncio.StreamReader) -> bytes:
@@ -20,6 +26,36 @@ async def read_line(reader: asyncio.StreamReader) -> bytes:
         return await reader.read(65536)
 
 
+async def lines_until_exit(reader: asyncio.StreamReader, exited: Awaitable[int]) -> AsyncIterator[bytes]:
+    """A container's lines until its output ends, or until it has exited and written nothing
+    more for OUTPUT_AFTER_EXIT: a process it started outside its group (setsid) may hold the
+    pipe open for ever, and the container's exit must still be noticed (and a stop finish)."""
+    exit_task = asyncio.ensure_future(exited)
+    try:
+        while not exit_task.done():
+            read = asyncio.ensure_future(read_line(reader))
+            await asyncio.wait((read, exit_task), return_when=asyncio.FIRST_COMPLETED)
+            if not read.done():
+                read.cancel()  # a cancelled readline keeps what it had buffered
+                with contextlib.suppress(asyncio.CancelledError):
+                    await read
+                break
+            if not (line := read.result()):
+                return
+            yield line
+        while True:
+            try:
+                line = await asyncio.wait_for(read_line(reader), OUTPUT_AFTER_EXIT)
+            except asyncio.TimeoutError:
+                return
+            if not line:
+                return
+            yield line
+    finally:
+        if not exit_task.done():
+            exit_task.cancel()
+
+
 class LocalProcess:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self._proc = proc
@@ -28,11 +64,13 @@ class LocalProcess:
 
     async def lines(self) -> AsyncIterator[bytes]:
         assert self._proc.stdout is not None
-        while line := await read_line(self._proc.stdout):
+        async for line in lines_until_exit(self._proc.stdout, self._proc.wait()):
             yield line
 
     async def wait(self) -> int:
-        return await self._proc.wait()
+        code = await self._proc.wait()
+        groups.ended(self.pid)
+        return code
 
     def _signal_group(self, sig: int) -> None:
         # The whole group, so whatever the user's code started goes too.
@@ -60,6 +98,16 @@ def _become_user(uid: int, gid: int) -> None:
     os.setresuid(uid, uid, uid)
 
 
+def _child_setup(server: int, user: AppUser | None) -> None:
+    """In the child, between fork and exec. Not Popen's user=/group=/extra_groups=: uvloop's
+    subprocesses refuse them. The uid first: changing it clears the parent-death signal. Then it
+    dies with the server (SIGKILL), even a server killed with -9; the group's others are ended by
+    the next start of the server (`groups`)."""
+    if user is not None:
+        _become_user(user.uid, user.gid)
+    exit_unless_parent(signal.SIGKILL, server)
+
+
 class LocalLauncher:
     """Every container a fresh interpreter: nothing to prepare or keep."""
 
@@ -78,8 +126,6 @@ class LocalLauncher:
         pass
 
     async def start(self, socket_path: str) -> LocalProcess:
-        # Not Popen's user=/group=/extra_groups=: uvloop's subprocesses refuse them; preexec_fn works on both loops.
-        drop = {} if self.user is None else {"preexec_fn": functools.partial(_become_user, self.user.uid, self.user.gid)}
         proc = await asyncio.create_subprocess_exec(
             *self.argv, "--socket", socket_path,
             env=self.env,
@@ -89,8 +135,9 @@ class LocalLauncher:
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
             limit=1 << 20,
-            **drop,  # type: ignore[arg-type]
+            preexec_fn=functools.partial(_child_setup, os.getpid(), self.user),
         )
+        groups.launched(proc.pid)
         process = LocalProcess(proc)
         process.note = self.note
         return process

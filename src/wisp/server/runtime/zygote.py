@@ -32,8 +32,9 @@ from typing import Any
 import wisp
 
 from ..isolation import AppUser, zygote_env
+from . import groups
 from .base import Log
-from .local import LocalLauncher, LocalProcess, read_line
+from .local import LocalLauncher, LocalProcess, lines_until_exit, read_line
 
 ZYGOTE_START_TIMEOUT = 60.0  # an image's zygote imports a fixed set of packages
 RETIRE_GRACE = 5.0  # at server shutdown, seconds a retired zygote gets before SIGKILL
@@ -87,7 +88,7 @@ class ForkedProcess:
         return await read_line(self._output)
 
     async def lines(self) -> AsyncIterator[bytes]:
-        while line := await self.readline():
+        async for line in lines_until_exit(self._output, self.wait()):
             yield line
 
     async def wait(self) -> int:
@@ -102,6 +103,7 @@ class ForkedProcess:
         else:  # the zygote died before reaping it: make sure nothing of it is left
             self._signal(signal.SIGKILL)
             self._code = -1
+        groups.ended(self.pid)
         return self._code
 
     def _signal(self, sig: int) -> None:
@@ -150,6 +152,7 @@ async def fork_from(socket_path: str, request: dict[str, Any]) -> ForkedProcess:
         os.close(out_r)
         os.close(status_r)
         raise ZygoteError(answer.get("error", "the zygote refused to fork"))
+    groups.launched(answer["pid"])
     return ForkedProcess(answer["pid"], await _reader(out_r), await _reader(status_r))
 
 
@@ -189,11 +192,12 @@ class ImageZygote(_Zygote):
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            self.python, "-m", "wisp._runtime.zygote", "--socket", self.socket_path,
+            self.python, "-m", "wisp._runtime.zygote", "--socket", self.socket_path, "--parent", str(os.getpid()),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             # Not the server's environment (WISP_HOME, ...): every function zygote is forked from this one.
             start_new_session=True, env=zygote_env(os.environ.get("LANG")),
         )
+        groups.launched(self.proc.pid)  # it dies with the server: `--parent` (wisp._runtime._parent)
         try:
             await asyncio.wait_for(self._ready_line(), ZYGOTE_START_TIMEOUT)
         except asyncio.TimeoutError:
@@ -234,6 +238,7 @@ class ImageZygote(_Zygote):
     async def wait(self) -> None:
         if self.proc is not None:
             await self.proc.wait()
+            groups.ended(self.proc.pid)
 
 
 class FunctionZygote(_Zygote):
@@ -421,6 +426,7 @@ class ZygoteRuntime:
         self._users: Counter[str] = Counter()  # launchers per image Python
         self._launchers: weakref.WeakSet[ForkLauncher] = weakref.WeakSet()
         self._dir = tempfile.mkdtemp(prefix="wisp-z-")
+        groups.add_folder(self._dir)  # removed by the next start if this server cannot
         self._sockets = 0
         self._fingerprint_of = fingerprint
         self._fingerprint = fingerprint()
