@@ -362,6 +362,8 @@ class ForkLauncher:
         old, self._forker = self._forker, None
         if isinstance(old, FunctionZygote):
             old.retire()  # it exits once the containers it forked have
+        if self._closed:  # closed while the image's zygote started (a deploy that failed): import nothing
+            return image
         try:
             self._forker = await FunctionZygote.start(
                 image, self.args, self.env, self.cwd, self.runtime.socket_path(), self._write, self.startup_timeout,
