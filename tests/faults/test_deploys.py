@@ -168,3 +168,23 @@ def test_the_clis_own_import_of_a_script_has_a_timeout(wisp: Wisp, tmp_path: Pat
     assert proc.returncode != 0
     assert f"{script.name} did not finish importing within 3 s" in proc.stderr, proc.stderr
     assert "WISP_IMPORT_TIMEOUT" in proc.stderr
+
+
+def test_a_request_waiting_on_an_import_that_hangs_after_a_restart_gets_a_503_with_the_reason(
+        own_wisp: Wisp, tmp_path: Path) -> None:
+    wisp = own_wisp
+    wisp.run("deploy", str(place(tmp_path, "hangs_after_restart.py", "r")))
+    url = wisp.url("fault-restart--hello")
+    assert get(url).json() == "ok"
+    wisp.run("server", "stop")
+    (wisp.home / "apps/fault-restart/v1/hang").touch()  # beside the deployed copy of the script
+    wisp.run("server", "start")
+    started = time.monotonic()
+    r = get(url, timeout=120)  # the restored version is routed while its zygote imports
+    took = time.monotonic() - started
+    left = wait_gone(wisp, "fault-restart", 1)
+    print(f"\n[figures] the first request after the restart answered {r.status_code} after {took:.1f} s; "
+          f"processes of the version left: {len(left)}")
+    assert r.status_code == 503, r.text
+    assert "importing the script did not finish within startup_timeout=5 s" in r.json()["error"], r.text
+    assert not left, left
