@@ -85,6 +85,14 @@ def wait_gone(wisp: Wisp, app: str, version: int, timeout: float = 30) -> list[s
     return left
 
 
+def deploy_and_check(wisp: Wisp, script: Path, label: str, expected: str) -> str:
+    """Deploy `script`; the URL of `label`, which answers `expected`."""
+    wisp.run("deploy", str(script))
+    url = wisp.url(label)
+    assert get(url).json() == expected
+    return url
+
+
 def assert_refused_and_v1_served(code: int, output: str, reason: str, client: Client, left: list[str]) -> None:
     """The deploy of v2 failed with `reason`, v1 answered every request, nothing of v2 is left."""
     assert code != 0, output
@@ -97,9 +105,7 @@ def assert_refused_and_v1_served(code: int, output: str, reason: str, client: Cl
 def test_a_hanging_import_fails_its_deploy_blocks_no_other_app_and_loses_no_request(
         own_wisp: Wisp, tmp_path: Path) -> None:
     wisp = own_wisp
-    wisp.run("deploy", str(place(tmp_path, "deploy_a.py", "a1")))
-    url = wisp.url("fault-a--hello")
-    assert get(url).json() == "v1"
+    url = deploy_and_check(wisp, place(tmp_path, "deploy_a.py", "a1"), "fault-a--hello", "v1")
 
     with Client(url, "v1") as client:
         wait_until(lambda: client.answered >= 5, timeout=60, message="the client loop to get answers from v1")
@@ -136,9 +142,7 @@ def test_a_hanging_import_fails_its_deploy_blocks_no_other_app_and_loses_no_requ
 
 def test_a_warm_pool_whose_enter_hook_raises_fails_its_deploy_and_the_old_version_serves(
         wisp: Wisp, tmp_path: Path) -> None:
-    wisp.run("deploy", str(place(tmp_path, "warm_v1.py", "w1")))
-    url = wisp.url("fault-warm--model-version")
-    assert get(url).json() == "v1"
+    url = deploy_and_check(wisp, place(tmp_path, "warm_v1.py", "w1"), "fault-warm--model-version", "v1")
     with Client(url, "v1") as client:
         wait_until(lambda: client.answered >= 5, timeout=60, message="the client loop to get answers from v1")
         failed = wisp.run("deploy", str(place(tmp_path, "warm_enter_fails.py", "w2")), check=False, timeout=300)
@@ -173,9 +177,7 @@ def test_the_clis_own_import_of_a_script_has_a_timeout(wisp: Wisp, tmp_path: Pat
 def test_a_request_waiting_on_an_import_that_hangs_after_a_restart_gets_a_503_with_the_reason(
         own_wisp: Wisp, tmp_path: Path) -> None:
     wisp = own_wisp
-    wisp.run("deploy", str(place(tmp_path, "hangs_after_restart.py", "r")))
-    url = wisp.url("fault-restart--hello")
-    assert get(url).json() == "ok"
+    url = deploy_and_check(wisp, place(tmp_path, "hangs_after_restart.py", "r"), "fault-restart--hello", "ok")
     wisp.run("server", "stop")
     (wisp.home / "apps/fault-restart/v1/hang").touch()  # beside the deployed copy of the script
     wisp.run("server", "start")
