@@ -35,8 +35,9 @@ def test_a_failed_deploy_names_each_function_its_reason_and_what_keeps_serving()
         "  web: importing the script did not finish within startup_timeout=5 s. Check ...",
         "Fix the script (`wisp app logs shop` has the whole output), then deploy again.",
     ]
-    first = not_ready_message("shop-dev", "shop", 1, None, {"web": "boom"})
+    first = not_ready_message("shop-dev", "shop", 1, None, {"web": "boom"}, "serve")
     assert "nothing of it serves" in first and "`wisp app logs shop-dev`" in first
+    assert first.endswith("then save it again.")  # `wisp serve` deploys again on each save
 
 
 @pytest.mark.parametrize(("environ", "seconds"), [

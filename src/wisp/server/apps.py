@@ -308,7 +308,8 @@ class AppManager:
         """The new version never served: stop what it started, say why, and keep the old one."""
         await self._discard(new, files_dir)
         serving = self.apps.get(new.id)
-        message = not_ready_message(new.id, new.name, new.version, serving.version if serving else None, failures)
+        message = not_ready_message(new.id, new.name, new.version, serving.version if serving else None, failures,
+                                    new.mode)
         self.log(new.id).write(f"[wisp] {message}")
         raise DeployError(400, message)
 
@@ -504,14 +505,16 @@ def proof_containers(keep_warm: int, replaced_running: int, import_failed: bool)
     return max(keep_warm, replaced_running, 1 if import_failed else 0)
 
 
-def not_ready_message(app_id: str, name: str, version: int, serving: int | None, failures: dict[str, str]) -> str:
+def not_ready_message(app_id: str, name: str, version: int, serving: int | None, failures: dict[str, str],
+                      mode: str = "deploy") -> str:
     """What a deploy whose version did not become ready answers: each function's reason."""
     kept = f"version {serving} keeps serving" if serving is not None else "nothing of it serves"
     lines = [f"Version {version} of {name} did not become ready, so it was not switched in; {kept}."]
     for function, reason in sorted(failures.items()):
         first, *rest = reason.splitlines()
         lines += [f"  {function}: {first}", *(f"    {line}" for line in rest)]
-    lines.append(f"Fix the script (`wisp app logs {app_id}` has the whole output), then deploy again.")
+    again = "save it again" if mode == "serve" else "deploy again"
+    lines.append(f"Fix the script (`wisp app logs {app_id}` has the whole output), then {again}.")
     return "\n".join(lines)
 
 
