@@ -6,6 +6,8 @@ import pytest
 
 from wisp.cli._package import IMPORT_TIMEOUT, PackageError, import_timed_out, import_timeout
 from wisp.server.apps import not_ready_message, proof_containers
+from wisp.server.runtime import NotReady
+from wisp.server.runtime.zygote import FunctionZygote
 
 
 @pytest.mark.parametrize(("keep_warm", "replaced_running", "import_failed", "containers"), [
@@ -63,3 +65,17 @@ def test_an_import_that_timed_out_says_so_with_its_last_output_and_what_to_check
     assert "connecting\n  still" not in message
     assert "WISP_IMPORT_TIMEOUT" in message and "@enter()" in message
     assert "Its last output" not in import_timed_out("app.py", 3, "")
+
+
+def test_an_import_past_startup_timeout_says_so_with_its_last_output_which_goes_to_the_log() -> None:
+    zygote = FunctionZygote(None, None, "/nonexistent")  # type: ignore[arg-type]  (no process: only the message)
+    zygote.printed = ["connecting to db:5432", "", "retrying"]
+    logged: list[str] = []
+    error = zygote._timed_out(5, logged.append)
+    assert isinstance(error, NotReady)
+    assert str(error).startswith("importing the script did not finish within startup_timeout=5 s "
+                                 "(its last output: retrying). Check what it waits for at import")
+    assert logged == zygote.printed
+    zygote.printed = []
+    assert "last output" not in str(zygote._timed_out(2.5, logged.append))
+    assert "startup_timeout=2.5 s" in str(zygote._timed_out(2.5, logged.append))

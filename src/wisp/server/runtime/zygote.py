@@ -256,18 +256,12 @@ class FunctionZygote(_Zygote):
         forked(zygote)
         try:
             answer = await asyncio.wait_for(zygote._answer(log), timeout)
-        except BaseException as exc:  # timed out, or the deploy waiting for it went away
+        except asyncio.TimeoutError:
             await process.stop(0)
-            if not isinstance(exc, asyncio.TimeoutError):
-                raise
-            for line in zygote.printed:
-                log(line)
-            last = next((line for line in reversed(zygote.printed) if line.strip()), None)
-            raise ImportTimedOut(
-                f"importing the script did not finish within startup_timeout={timeout:g} s"
-                f"{f' (its last output: {last})' if last else ''}. Check what it waits for at import on the "
-                "server, where WISP_FUNCTION is set (a network call, a lock, a loop), or raise the "
-                "function's startup_timeout.") from None
+            raise zygote._timed_out(timeout, log) from None
+        except BaseException:  # whoever waited for it went away
+            await process.stop(0)
+            raise
         if "unforkable" in answer:
             await process.wait()
             raise Unforkable(answer["unforkable"])
@@ -289,6 +283,17 @@ class FunctionZygote(_Zygote):
         code = await self.process.wait()
         last = next((line for line in reversed(printed) if line.strip()), "no output")
         raise PreloadFailed(f"importing the script failed (exit code {code}): {last}")
+
+    def _timed_out(self, timeout: float, log: Callable[[str], None]) -> ImportTimedOut:
+        """What the import printed goes to the log (no container will print it again)."""
+        for line in self.printed:
+            log(line)
+        last = next((line for line in reversed(self.printed) if line.strip()), None)
+        return ImportTimedOut(
+            f"importing the script did not finish within startup_timeout={timeout:g} s"
+            f"{f' (its last output: {last})' if last else ''}. Check what it waits for at import on the "
+            "server, where WISP_FUNCTION is set (a network call, a lock, a loop), or raise the "
+            "function's startup_timeout.")
 
     async def _forward(self, log: Callable[[str], None]) -> None:
         while line := await self.process.readline():
