@@ -190,3 +190,23 @@ def test_a_request_waiting_on_an_import_that_hangs_after_a_restart_gets_a_503_wi
     assert r.status_code == 503, r.text
     assert "importing the script did not finish within startup_timeout=5 s" in r.json()["error"], r.text
     assert not left, left
+
+
+def test_a_serve_edit_that_cannot_become_ready_keeps_the_previous_version_serving(wisp: Wisp, tmp_path: Path) -> None:
+    script = place(tmp_path, "deploy_a.py", "s")
+    url = wisp.url("fault-a--hello-dev")
+    with wisp.serve(script) as serve:
+        serve.wait_for("Watching", timeout=300)
+        assert get(url).json() == "v1"
+        with Client(url, "v1") as client:
+            mark = len(serve.lines)
+            shutil.copy(APPS / "deploy_a_hangs.py", script)  # the edit: its import hangs in the server only
+            serve.wait_for("The previous version keeps serving", start=mark, timeout=120)
+            time.sleep(2)
+        output = "".join(serve.lines[mark:])
+        left = wait_gone(wisp, "fault-a-dev", 2)
+        print(f"\n[figures] serve's broken edit: requests {client.figures()}; v2 processes left: {len(left)}")
+        assert "did not finish within startup_timeout=10 s" in output, output
+        assert client.sent > 5 and not client.lost and client.answered == client.sent, client.figures()
+        assert not left, left
+        assert get(url).json() == "v1"
