@@ -93,16 +93,17 @@ def test_a_script_that_starts_threads_at_import_gets_fresh_processes_with_the_re
     wisp.run("app", "stop", "zygote-threads")
 
 
-def test_a_script_that_fails_to_import_in_its_container_shows_the_error_as_before(wisp: Wisp, tmp_path: Path) -> None:
+def test_a_script_that_fails_to_import_in_its_container_fails_its_deploy_with_the_error(wisp: Wisp, tmp_path: Path) -> None:
     shutil.copy(REPO / "tests/e2e/apps/zygote_broken.py", tmp_path / "zygote_broken.py")
-    wisp.run("deploy", str(tmp_path / "zygote_broken.py"))
-    response = get(wisp.url("zygote-broken--answer"))
-    assert response.status_code == 503
-    assert "DATABASE_URL is not set on this server" in response.text
+    failed = wisp.run("deploy", str(tmp_path / "zygote_broken.py"), check=False)
+    assert failed.returncode == 1
+    assert "Version 1 of zygote-broken did not become ready, so it was not switched in" in failed.stderr
+    assert "RuntimeError: DATABASE_URL is not set on this server" in failed.stderr  # the container's traceback
+    assert get(wisp.url("zygote-broken--answer")).status_code == 404  # nothing was routed
     log = _log(wisp, "zygote-broken")
-    assert "could not import the script ahead of its containers" in log
-    assert "[answer c" in log and "RuntimeError: DATABASE_URL is not set" in log  # from the container itself
-    wisp.run("app", "stop", "zygote-broken")
+    assert "could not import the script ahead of its containers" in log  # the fallback was tried
+    assert "[answer c" in log and "RuntimeError: DATABASE_URL is not set" in log  # by a container of its own
+    assert not processes_in_group("/apps/zygote-broken/v1")
 
 
 def test_zygotes_are_replaced_when_wisps_code_changes(own_wisp: Wisp, tmp_path: Path) -> None:

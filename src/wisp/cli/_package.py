@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import json
+import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -16,6 +19,7 @@ from typing import Any
 from .._image import MOUNT_BLOBS
 
 MAX_FILES_BYTES = 100 * 1024 * 1024
+IMPORT_TIMEOUT = 120.0  # seconds the CLI's own import of a script may take (WISP_IMPORT_TIMEOUT)
 _SKIP_DIRS = {"__pycache__", "node_modules", "venv", "env"}
 
 
@@ -39,15 +43,50 @@ class Target:
         return cls(script, attr or None)
 
 
+def import_timeout(environ: Mapping[str, str]) -> float:
+    """Seconds the CLI waits for a script's import: WISP_IMPORT_TIMEOUT, else IMPORT_TIMEOUT."""
+    text = environ.get("WISP_IMPORT_TIMEOUT", "").strip()
+    if not text:
+        return IMPORT_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise PackageError(f"WISP_IMPORT_TIMEOUT must be a number of seconds above 0, got {text!r}. "
+                           f"Set it to e.g. 300, or unset it for the default ({IMPORT_TIMEOUT:g} s).")
+    return seconds
+
+
 def inspect_app(target: Target) -> dict[str, Any]:
-    """Import the script in a fresh interpreter and return its app spec."""
-    proc = subprocess.run(
+    """Import the script in a fresh interpreter and return its app spec, within import_timeout()."""
+    timeout = import_timeout(os.environ)
+    proc = subprocess.Popen(
         [sys.executable, "-m", "wisp.cli._inspect", str(target.script), target.stub_attr or ""],
-        capture_output=True, text=True, cwd=target.script.parent,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=target.script.parent,
+        start_new_session=True,  # what the script starts goes with it when it is stopped
     )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except BaseException as exc:  # timed out, or Ctrl-C: the import must not outlive the command
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        _, stderr = proc.communicate()
+        if not isinstance(exc, subprocess.TimeoutExpired):
+            raise
+        raise PackageError(import_timed_out(target.script.name, timeout, stderr)) from None
     if proc.returncode != 0:
-        raise PackageError(proc.stderr.strip() or f"Importing {target.script.name} failed (exit {proc.returncode}).")
-    return json.loads(proc.stdout)
+        raise PackageError(stderr.strip() or f"Importing {target.script.name} failed (exit {proc.returncode}).")
+    return json.loads(stdout)
+
+
+def import_timed_out(script: str, timeout: float, printed: str) -> str:
+    last = [line for line in printed.splitlines() if line.strip()][-3:]
+    said = "".join(f"\n  {line}" for line in last)
+    return (f"{script} did not finish importing within {timeout:g} s, so its app could not be read."
+            f"{f' Its last output:{said}' if said else ''}\n"
+            "Check what the script does at import (a network call, a lock, a loop, input()) and move slow work "
+            "into the functions or an @enter() hook, or set WISP_IMPORT_TIMEOUT to more seconds.")
 
 
 def _wanted(path: Path) -> bool:

@@ -24,12 +24,12 @@ from .isolation import AppUser, allocate_uid, app_user, base_env, own_tree
 from .logs import AppLog
 from .metrics import Gauge, Labels, Metrics
 from .pool import FunctionPool, PoolConfig
-from .runtime import Runtime
+from .runtime import NotReady, Runtime
 from .spawned import SpawnedCalls
 from .store import Store
 
 HEARTBEAT_TIMEOUT = 10.0  # an ephemeral app whose `wisp serve` went silent this long is stopped
-PREPARE_WAIT = 30.0  # a deploy waits this long at most for its zygotes (a slow import goes on after)
+PROVE_SLACK = 15.0  # seconds past startup_timeout a deploy waits for a container to say it is ready or failed
 
 
 class DeployError(Exception):
@@ -83,7 +83,8 @@ class AppManager:
         self._draining: set[asyncio.Task[None]] = set()
         self._retiring: dict[FunctionPool, str] = {}  # draining or stopping -> app id: their images stay
         self._deploying: list[tuple[str, AppSpec]] = []
-        self._lock = asyncio.Lock()
+        self._locks: dict[str, asyncio.Lock] = {}  # per app id; held only while no user code runs
+        self._reserved: dict[str, int] = {}  # app id -> the highest version number handed out
         self.control_url = ""  # set once the control API listens; containers spawn calls there
         self.calls = SpawnedCalls(store, self._call_pool, lambda app_id, line: self.log(app_id).write(line))
         self._call_tokens: dict[str, str] = {}  # app id -> its call token (kept in SQLite too)
@@ -200,19 +201,36 @@ class AppManager:
             raise DeployError(400, str(exc)) from None
         self._deploying.append((app_id, spec))  # `wisp image prune` keeps its images from now on
         try:
-            # Outside the lock: builds of different apps run in parallel; the builder shares equal ones.
+            # Outside any lock: builds of different apps run in parallel; the builder shares equal ones.
             pythons = await self._build_images(app_id, list(labels.values()), progress)
-            async with self._lock:  # one deploy at a time keeps versions and routes consistent
-                version = self.store.next_version(app_id)
+            async with self._app_lock(app_id):  # a version number and its folder, nothing slower
+                version = self._next_version(app_id)
                 files_dir = self._unpack(app_id, version, files)
                 try:
                     place_files(images, files_dir)
                 except ImageBuildError as exc:
+                    shutil.rmtree(files_dir, ignore_errors=True)
                     raise DeployError(400, str(exc)) from None
-                self.store.save_version(app_id, spec.name, mode, version, spec.to_dict(), str(files_dir))
-                self.store.save_version_secrets(app_id, version, secret_env)  # for restore(): values pinned
-                await self._swap(RunningApp(app_id, spec.name, mode, version, spec,
-                                            self._pools(app_id, spec, labels, pythons, files_dir, secret_env), owner))
+                new = RunningApp(app_id, spec.name, mode, version, spec,
+                                 self._pools(app_id, spec, labels, pythons, files_dir, secret_env), owner)
+            # No lock while the new version's code runs (imports, enter hooks): other deploys of this
+            # app and of every other app go on meanwhile, and the old version serves throughout.
+            try:
+                failures = await self._prove(new)
+            except asyncio.CancelledError:  # the server is stopping
+                await self._discard(new, files_dir)
+                raise
+            if failures:
+                await self._fail(new, files_dir, failures)
+            async with self._app_lock(app_id):  # what changed while it started is checked again
+                refusal = self._label_clash(app_id, labels) or self._superseded(new)
+                if refusal is None:
+                    self.store.save_version(app_id, spec.name, mode, version, spec.to_dict(), str(files_dir))
+                    self.store.save_version_secrets(app_id, version, secret_env)  # for restore(): values pinned
+                    await self._swap(new)
+            if refusal is not None:
+                await self._discard(new, files_dir)
+                raise refusal
         finally:
             self._deploying.remove((app_id, spec))
         web = [label for label, f in labels.items() if f.web is not None]
@@ -226,13 +244,36 @@ class AppManager:
         return None if row is None else row.values
 
     def _check_labels(self, app_id: str, labels: dict[str, FunctionSpec]) -> None:
+        clash = self._label_clash(app_id, labels)
+        if clash is not None:
+            raise clash
+
+    def _label_clash(self, app_id: str, labels: dict[str, FunctionSpec]) -> DeployError | None:
         for other in self.apps.values():
             if other.id == app_id:
                 continue
             clash = {label for label, f in labels.items() if f.web is not None} & set(other.pools)
             if clash:
-                raise DeployError(409, f"URL label {sorted(clash)[0]!r} is already served by app {other.id!r}. "
-                                       f"Give the function another `label=`, or stop that app with `wisp app stop {other.id}`.")
+                return DeployError(409, f"URL label {sorted(clash)[0]!r} is already served by app {other.id!r}. "
+                                        f"Give the function another `label=`, or stop that app with `wisp app stop {other.id}`.")
+        return None
+
+    def _superseded(self, new: RunningApp) -> DeployError | None:
+        current = self.apps.get(new.id)
+        if current is None or current.version < new.version:
+            return None
+        return DeployError(409, f"Version {current.version} of {new.name} was deployed while version {new.version} "
+                                f"was starting; version {current.version} serves and version {new.version} was "
+                                "discarded. Deploy again if that is not what you want.")
+
+    def _app_lock(self, app_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(app_id, asyncio.Lock())
+
+    def _next_version(self, app_id: str) -> int:
+        """A number no other deploy of the app has: versions are saved only once they are ready."""
+        version = max(self.store.next_version(app_id), self._reserved.get(app_id, 0) + 1)
+        self._reserved[app_id] = version
+        return version
 
     async def _build_images(self, app_id: str, functions: list[FunctionSpec],
                             progress: Progress | None = None) -> dict[str, Path]:
@@ -291,20 +332,58 @@ class AppManager:
         return {"WISP_CALL_URL": f"http://127.0.0.1:{self.gateway_port}", "WISP_CONTROL_URL": self.control_url,
                 "WISP_CALL_TOKEN": self.call_token(app_id)}
 
+    async def _prove(self, new: RunningApp) -> dict[str, str]:
+        """Function name -> why it cannot serve; empty once every function of the new version has
+        shown it can (see `_prove_pool`). The first failure ends the wait for the others."""
+        old = self.apps.get(new.id)
+        tasks = {asyncio.ensure_future(self._prove_pool(pool, old.pools.get(label) if old else None)): pool.spec.name
+                 for label, pool in new.pools.items()}
+        failures: dict[str, str] = {}
+        pending = set(tasks)
+        try:
+            while pending and not failures:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                failures.update((tasks[task], reason) for task in done if (reason := task.result()) is not None)
+        finally:
+            for task in pending:
+                task.cancel()
+        return failures
+
+    async def _prove_pool(self, pool: FunctionPool, replaced: FunctionPool | None) -> str | None:
+        """Why this function's new version cannot serve, or None once it has shown it can: its zygote
+        imported the script (or a fallback to fresh processes was decided), and a container is
+        ready when `proof_containers` asks for one."""
+        try:
+            import_error = await pool.prepared()  # the first request after a deploy forks, as later ones do
+        except NotReady as exc:
+            return str(exc)
+        count = proof_containers(pool.spec.keep_warm, replaced.live_count() if replaced else 0, import_error is not None)
+        if not count:
+            return None
+        pool.prestart(count)
+        if await pool.wait_ready(pool.spec.startup_timeout + PROVE_SLACK):
+            return None
+        if pool.last_error is None:
+            return f"no container became ready within startup_timeout={pool.spec.startup_timeout} s"
+        return "\n".join([pool.last_error, *pool.last_output])
+
+    async def _fail(self, new: RunningApp, files_dir: Path, failures: dict[str, str]) -> None:
+        """The new version never served: stop what it started, say why, and keep the old one."""
+        await self._discard(new, files_dir)
+        serving = self.apps.get(new.id)
+        message = not_ready_message(new.id, new.name, new.version, serving.version if serving else None, failures,
+                                    new.mode)
+        self.log(new.id).write(f"[wisp] {message}")
+        raise DeployError(400, message)
+
+    async def _discard(self, new: RunningApp, files_dir: Path) -> None:
+        await asyncio.gather(*(pool.stop() for pool in new.pools.values()))
+        shutil.rmtree(files_dir, ignore_errors=True)
+
     async def _swap(self, new: RunningApp, old: RunningApp | None = None) -> None:
-        """Start the new version's containers, route to it, then drain the old version."""
+        """Route to the new version, then drain the old one. A deploy proves the new version
+        ready first (`_prove`); a restored one is routed at once, its zygotes still importing."""
         old = old or self.apps.get(new.id)
-        # The zygotes first: the first request after a deploy forks, as every later cold start does.
-        await asyncio.gather(*(pool.prepared(PREPARE_WAIT) for pool in new.pools.values()))
-        if old is not None:
-            warming = []
-            for label, pool in new.pools.items():
-                previous = old.pools.get(label)
-                running = previous.live_count() if previous else 0
-                if running:  # the replacing version is as warm as the old one before it takes over
-                    pool.prestart(running)
-                    warming.append(pool.wait_ready(pool.spec.startup_timeout))
-            await asyncio.gather(*warming)
         for label, pool in new.pools.items():
             pool.autoscale()  # the warm pool, if any
             self.routes[label] = pool
@@ -479,6 +558,27 @@ def _labels(spec: AppSpec, mode: str, app_id: str) -> dict[str, FunctionSpec]:
                                    f"{label!r}. Give one of them another name or `label=`.")
         labels[label] = f
     return labels
+
+
+def proof_containers(keep_warm: int, replaced_running: int, import_failed: bool) -> int:
+    """Containers a function's new version starts before it is routed; one of them must become
+    ready. Its warm pool; as many as the version it replaces runs (it takes over as warm); one
+    when its zygote could not import the script, since its containers now import it themselves
+    and only a ready one shows that they can."""
+    return max(keep_warm, replaced_running, 1 if import_failed else 0)
+
+
+def not_ready_message(app_id: str, name: str, version: int, serving: int | None, failures: dict[str, str],
+                      mode: str = "deploy") -> str:
+    """What a deploy whose version did not become ready answers: each function's reason."""
+    kept = f"version {serving} keeps serving" if serving is not None else "nothing of it serves"
+    lines = [f"Version {version} of {name} did not become ready, so it was not switched in; {kept}."]
+    for function, reason in sorted(failures.items()):
+        first, *rest = reason.splitlines()
+        lines += [f"  {function}: {first}", *(f"    {line}" for line in rest)]
+    again = "save it again" if mode == "serve" else "deploy again"
+    lines.append(f"Fix the script (`wisp app logs {app_id}` has the whole output), then {again}.")
+    return "\n".join(lines)
 
 
 def resolve_secrets(spec: AppSpec, lookup: Callable[[str], dict[str, str] | None]) -> dict[str, dict[str, str]]:

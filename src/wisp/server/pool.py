@@ -8,7 +8,6 @@ ones (no new requests, SIGTERM, uvicorn finishes what it holds, exit hooks run).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
 import time
@@ -30,6 +29,7 @@ _ids = itertools.count(1)
 STOP_GRACE = 10.0  # seconds a stopping container gets before SIGKILL
 FAILURE_BACKOFF = (0.5, 1, 2, 4, 8, 16, 30)  # seconds before the next start after failures
 FAILED_AFTER = 3  # consecutive failed starts before the function shows as failed
+LAST_OUTPUT = 8  # lines of a failed container's output a failed deploy shows
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,7 @@ class FunctionPool:
         self._retry_at = 0.0
         self._retry_scheduled = False
         self.last_error: str | None = None
+        self.last_output: list[str] = []  # the last lines of the container that failed last (a traceback's end)
 
     # -- the gateway's side: the activator ------------------------------------------------------
     @property
@@ -294,7 +295,11 @@ class FunctionPool:
         self.autoscale()
 
     def prestart(self, count: int) -> None:
-        """Start containers ahead of requests (a new version replacing a warm one)."""
+        """Start containers ahead of requests (a new version replacing a warm one, or proving
+        it can start). They count as a demand peak of `count` now, so the first decision after
+        the swap keeps them for a scale-down window instead of stopping them as idle."""
+        if count > 0:
+            self._scale = ScaleState(((self._clock(), count),))
         for _ in range(max(0, count - len(self._live()))):
             self._start()
 
@@ -380,6 +385,7 @@ class FunctionPool:
         summary = next((line for line in reversed(c.recent) if line.strip()), f"exit code {code}")
         when = "while starting" if was is State.STARTING else "while serving"
         self.last_error = f"container {c.id} exited {when} (code {code}): {summary}"
+        self.last_output = [line for line in c.recent if line.strip()][-LAST_OUTPUT:]
         self._log.write(f"[wisp] {self.last_error}")
         if was is State.STARTING:
             self._failures += 1
@@ -428,10 +434,11 @@ class FunctionPool:
             await asyncio.sleep(0.02)
         await self._launcher.close()
 
-    async def prepared(self, timeout: float) -> None:
-        """Wait, at most `timeout` seconds, for what the runtime prepares ahead of the first request."""
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._launcher.ready(), timeout)
+    async def prepared(self) -> str | None:
+        """Wait for what the runtime prepares ahead of the first request (the zygote's import),
+        which the launcher bounds by `startup_timeout`; raises NotReady past it. Returns why only
+        a ready container can prove this version, or None (Launcher.ready)."""
+        return await self._launcher.ready()
 
     # -- what `wisp app list` and /metrics show ----------------------------------------------
     def container_states(self) -> dict[str, int]:

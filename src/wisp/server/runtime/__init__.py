@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import socket
 
-from .base import ContainerProcess, Launcher, Log, Runtime
+from .base import ContainerProcess, Launcher, Log, NotReady, Runtime
 
 from .local import LocalRuntime
 from .zygote import ZygoteRuntime
@@ -24,4 +24,4 @@ def get_runtime(name: str) -> Runtime:
         raise ValueError(f"Unknown runtime {name!r}. Choose one of: {', '.join(sorted(RUNTIMES))}.") from None
 
 
-__all__ = ["ContainerProcess", "Launcher", "Log", "Runtime", "RUNTIMES", "get_runtime"]
+__all__ = ["ContainerProcess", "Launcher", "Log", "NotReady", "Runtime", "RUNTIMES", "get_runtime"]

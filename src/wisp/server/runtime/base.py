@@ -29,14 +29,24 @@ class Log(Protocol):
     def write(self, line: str, *, source: str | None = None) -> None: ...
 
 
+class NotReady(Exception):
+    """What was prepared for a function cannot start its containers (its import did not finish
+    within `startup_timeout`); the message says so and what to check."""
+
+
 class Launcher(Protocol):
     """Starts the containers of one version of one function."""
 
     def prepare(self) -> None:
         """Get ready to start containers soon (a zygote, say), in the background."""
 
-    async def ready(self) -> None:
-        """Wait for what `prepare` started. Never raises: a failure shows when a container starts."""
+    async def ready(self) -> str | None:
+        """Wait for what `prepare` started, within the function's `startup_timeout`.
+
+        Raises NotReady when containers cannot be started from it. Returns why only a ready
+        container can prove this version (its script failed to import ahead of its containers,
+        which now import it themselves), or None. A fallback that needs no proof (fresh processes)
+        returns None; `start` says why in the container's note."""
 
     async def start(self, socket_path: str) -> ContainerProcess:
         """Start a container that serves on `socket_path`."""

@@ -122,8 +122,8 @@ class LocalLauncher:
     def prepare(self) -> None:
         pass
 
-    async def ready(self) -> None:
-        pass
+    async def ready(self) -> str | None:
+        return None
 
     async def start(self, socket_path: str) -> LocalProcess:
         proc = await asyncio.create_subprocess_exec(

@@ -33,7 +33,7 @@ import wisp
 
 from ..isolation import AppUser, zygote_env
 from . import groups
-from .base import Log
+from .base import Log, NotReady
 from .local import LocalLauncher, LocalProcess, lines_until_exit, read_line
 
 ZYGOTE_START_TIMEOUT = 60.0  # an image's zygote imports a fixed set of packages
@@ -52,6 +52,11 @@ class Unforkable(ZygoteError):
 
 class PreloadFailed(ZygoteError):
     """A function's zygote could not import the script: its containers import it themselves."""
+
+
+class ImportTimedOut(NotReady):
+    """A function's zygote did not finish importing the script within its `startup_timeout`.
+    No fallback: a container importing it itself would hang the same way."""
 
 
 def wisp_fingerprint() -> str:
@@ -249,19 +254,27 @@ class FunctionZygote(_Zygote):
         self.process = process
         self.socket_path = socket_path
         self._output: asyncio.Task[None] | None = None
+        self.printed: list[str] = []  # what the script printed while it was imported
 
     @classmethod
     async def start(cls, image: ImageZygote, args: Sequence[str], env: Mapping[str, str], cwd: Path,
                     socket_path: str, log: Callable[[str], None], timeout: float,
-                    user: AppUser | None = None) -> FunctionZygote:
+                    user: AppUser | None = None,
+                    forked: Callable[[FunctionZygote], None] = lambda _: None) -> FunctionZygote:
+        """Fork it and wait for its import, at most `timeout` seconds. `forked` is told of it
+        first, so that whoever gives up on the import earlier can stop it."""
         request = {**_request(args, env, cwd, user), "zygote": socket_path}
         process = await fork_from(image.socket_path, request)
         zygote = cls(image, process, socket_path)
+        forked(zygote)
         try:
             answer = await asyncio.wait_for(zygote._answer(log), timeout)
         except asyncio.TimeoutError:
             await process.stop(0)
-            raise PreloadFailed(f"importing the script took over {timeout:.0f} s") from None
+            raise zygote._timed_out(timeout, log) from None
+        except BaseException:  # whoever waited for it went away
+            await process.stop(0)
+            raise
         if "unforkable" in answer:
             await process.wait()
             raise Unforkable(answer["unforkable"])
@@ -272,7 +285,7 @@ class FunctionZygote(_Zygote):
     async def _answer(self, log: Callable[[str], None]) -> dict[str, Any]:
         """Wait for the zygote's one line. What the script printed at import goes to the app's
         log, unless the import failed: then each container imports it and prints it again."""
-        printed = []
+        printed = self.printed
         while line := await self.process.readline():  # not `async for`: the rest goes to _forward
             if line.startswith(MARKER):
                 for earlier in printed:
@@ -283,6 +296,17 @@ class FunctionZygote(_Zygote):
         code = await self.process.wait()
         last = next((line for line in reversed(printed) if line.strip()), "no output")
         raise PreloadFailed(f"importing the script failed (exit code {code}): {last}")
+
+    def _timed_out(self, timeout: float, log: Callable[[str], None]) -> ImportTimedOut:
+        """What the import printed goes to the log (no container will print it again)."""
+        for line in self.printed:
+            log(line)
+        last = next((line for line in reversed(self.printed) if line.strip()), None)
+        return ImportTimedOut(
+            f"importing the script did not finish within startup_timeout={timeout:g} s"
+            f"{f' (its last output: {last})' if last else ''}. Check what it waits for at import on the "
+            "server, where WISP_FUNCTION is set (a network call, a lock, a loop), or raise the "
+            "function's startup_timeout.")
 
     async def _forward(self, log: Callable[[str], None]) -> None:
         while line := await self.process.readline():
@@ -321,6 +345,8 @@ class ForkLauncher:
         self._forker: Forker | None = None  # the function's zygote, or its image's if the import failed
         self._renewing: asyncio.Task[Forker] | None = None
         self._fresh: str | None = None  # why containers start as fresh processes, once known
+        self._import_error: str | None = None  # why the function's zygote could not import the script
+        self._importing: FunctionZygote | None = None  # forked, its import not finished yet
         self._closed = False
 
     def prepare(self) -> None:
@@ -328,10 +354,18 @@ class ForkLauncher:
             self._renewing = asyncio.ensure_future(self._renew())
             self._renewing.add_done_callback(_retrieve)
 
-    async def ready(self) -> None:
-        if self._renewing is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._renewing)
+    async def ready(self) -> str | None:
+        """The zygote's import within startup_timeout (ImportTimedOut past it); the import's
+        error when containers now import the script themselves."""
+        if self._renewing is None:
+            return None
+        try:
+            await asyncio.shield(self._renewing)
+        except NotReady:
+            raise
+        except Exception:  # no zygote to be had, or unforkable: fresh processes, `start` says why
+            return None
+        return self._import_error
 
     def _current(self) -> Forker | None:
         forker = self._forker
@@ -348,18 +382,32 @@ class ForkLauncher:
         old, self._forker = self._forker, None
         if isinstance(old, FunctionZygote):
             old.retire()  # it exits once the containers it forked have
+        if self._closed:  # closed while the image's zygote started (a deploy that failed): import nothing
+            return image
         try:
             # Its socket is in the app's own folder: it binds it as the app's uid, other apps cannot reach it.
             socket_path = self.runtime.socket_path(self.user.socket_dir if self.user else None)
             self._forker = await FunctionZygote.start(
-                image, self.args, self.env, self.cwd, socket_path, self._write, self.startup_timeout, self.user)
+                image, self.args, self.env, self.cwd, socket_path, self._write, self.startup_timeout, self.user,
+                forked=self._forked)
+            self._import_error = None
         except PreloadFailed as exc:
-            self._write(f"[wisp] could not import the script ahead of its containers ({exc}); "
-                        "each container imports it itself")
+            if not self._closed:  # else close() stopped the import
+                self._write(f"[wisp] could not import the script ahead of its containers ({exc}); "
+                            "each container imports it itself")
+            self._import_error = str(exc)
             self._forker = image
+        except ImportTimedOut as exc:
+            self._write(f"[wisp] {exc}")
+            raise
+        finally:
+            self._importing = None
         if self._closed:
             self._retire()
         return self._forker
+
+    def _forked(self, zygote: FunctionZygote) -> None:
+        self._importing = zygote
 
     def _write(self, line: str) -> None:
         self._log.write(line, source=self.source)
@@ -402,6 +450,8 @@ class ForkLauncher:
         if self._closed:
             return
         self._closed = True
+        if self._importing is not None:  # a version that failed its deploy, say: its import stops too
+            await self._importing.process.stop(0)
         retired = self._retire()
         self.runtime.release(self.python)
         if retired is not None:
