@@ -29,7 +29,7 @@ from .gateway import Gateway
 from .images import LocalImageBuilder
 from .pool import PoolConfig
 from .runtime import get_runtime
-from .store import Store
+from .recovery import DamagedState, open_store
 
 TICK = 1.0  # seconds between idle checks; idle scale-down is precise to about this
 
@@ -102,6 +102,11 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
         return 1
     token = read_token(home, create=True)
     assert token is not None
+    try:  # before anything starts: a damaged state.db stops here, saying which backup to restore
+        store = open_store(home)
+    except DamagedState as exc:
+        print(exc, file=sys.stderr, flush=True)
+        return 1
     routes: dict[str, Any] = {}
     gateway = Gateway(routes, max_body_size=max_body_size, **gateway_options_from_env())
     try:
@@ -114,7 +119,6 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
             return 1
         raise
     socket_dir = tempfile.mkdtemp(prefix="wisp-")  # short: Unix socket paths max out at 107 bytes
-    store = Store(home / "state.db")
     manager = AppManager(home, store, LocalImageBuilder(home), get_runtime(runtime), routes, gateway.port, socket_dir,
                          config=pool_config_from_env())
     stop = asyncio.Event()
