@@ -60,7 +60,7 @@ def app_folders(home: Path) -> list[str]:
 
 def unreadable_message(home: Path, reason: str) -> str:
     path = home / STATE_FILE
-    return (f"wisp server: the state database {path} cannot be used: {reason}. The server did not start. "
+    return (f"wisp server: the state database {path} cannot be used: {reason}. The server did not start.\n"
             + _what_to_do(home))
 
 
@@ -69,7 +69,7 @@ def empty_message(home: Path, code: list[str], *, missing: bool) -> str:
     shown = ", ".join(code[:5]) + (f" and {len(code) - 5} more" if len(code) > 5 else "")
     return (f"wisp server: the state database {path} is {'missing' if missing else 'empty'}, but {home / 'apps'} "
             f"holds the code of {len(code)} app(s) ({shown}): the state was lost or damaged, and starting would "
-            "forget every deployed app. The server did not start. "
+            "forget every deployed app. The server did not start.\n"
             + _what_to_do(home))
 
 
