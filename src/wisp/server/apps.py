@@ -273,8 +273,9 @@ class AppManager:
             task.add_done_callback(lambda _, pool=pool: self._drained(pool))  # type: ignore[misc]
 
     def _drained(self, pool: FunctionPool) -> None:
-        app_id, _ = self._draining_versions.pop(pool)
-        self._prune_pending.add(app_id)
+        drained = self._draining_versions.pop(pool, None)
+        if drained is not None:
+            self._prune_pending.add(drained[0])
 
     async def _prune_versions(self, app_id: str) -> None:
         """Keep an app's last `keep_versions` versions (for rollback), its current one and any
