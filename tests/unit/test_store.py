@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from wisp.server.store import AppRow, Store, VersionRow
+from wisp.server.store import (
+    MIGRATIONS, SCHEMA_VERSION, AppRow, DatabaseInfo, Store, StoreError, VersionRow, inspect, migrate,
+)
 
 SPEC: dict[str, Any] = {"name": "hello", "module": "hello", "stub_attr": "stub", "functions": [{"name": "f", "web": None}]}
 
@@ -134,3 +136,166 @@ def test_two_stores_on_one_file_see_each_others_writes(db: Path) -> None:
     finally:
         writer.close()
         reader.close()
+
+
+# -- schema versions (issue 11, point 6) -------------------------------------------------------
+UNVERSIONED = """
+CREATE TABLE apps (id TEXT PRIMARY KEY, name TEXT NOT NULL, mode TEXT NOT NULL, state TEXT NOT NULL,
+                   version INTEGER NOT NULL, created_at REAL NOT NULL, updated_at REAL NOT NULL);
+CREATE TABLE versions (app_id TEXT NOT NULL, version INTEGER NOT NULL, spec TEXT NOT NULL, files_dir TEXT NOT NULL,
+                       created_at REAL NOT NULL, PRIMARY KEY (app_id, version));
+INSERT INTO apps VALUES ('old', 'old', 'deploy', 'running', 2, 1.0, 2.0);
+INSERT INTO versions VALUES ('old', 1, '{"v": 1}', '/files/old/1', 1.0), ('old', 2, '{"v": 2}', '/files/old/2', 2.0);
+"""
+
+
+def tables(db: Path) -> set[str]:
+    conn = sqlite3.connect(db)
+    try:
+        return {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        conn.close()
+
+
+def user_version(db: Path) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_a_fresh_database_is_created_at_the_latest_version_in_wal_mode(db: Path) -> None:
+    Store(db).close()
+    assert user_version(db) == SCHEMA_VERSION == len(MIGRATIONS)
+    assert {"apps", "versions", "call_tokens", "calls", "secrets", "version_secrets", "proxy_tokens"} <= tables(db)
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+
+
+def test_an_unversioned_database_is_upgraded_and_keeps_its_rows(db: Path) -> None:
+    conn = sqlite3.connect(db)
+    conn.executescript(UNVERSIONED)
+    conn.close()
+    assert inspect(db) == DatabaseInfo(0, frozenset({"apps", "versions"}))  # recognised as wisp's, not as empty
+    store = Store(db)
+    try:
+        assert [(r.id, r.version) for r in store.apps()] == [("old", 2)]
+        assert store.version("old", 1) == VersionRow("old", 1, {"v": 1}, "/files/old/1")
+        assert store.secrets() == [] and store.proxy_tokens() == []  # the tables added since exist
+        store.put_secret("s", {"K": "v"}, replace=False)
+    finally:
+        store.close()
+    assert user_version(db) == SCHEMA_VERSION
+
+
+def test_reopening_a_current_database_changes_nothing(db: Path) -> None:
+    first = Store(db)
+    save(first, "a")
+    first.close()
+    second = Store(db)
+    try:
+        assert [r.id for r in second.apps()] == ["a"]
+    finally:
+        second.close()
+    assert user_version(db) == SCHEMA_VERSION
+
+
+STEPS = ("CREATE TABLE one (x)", "CREATE TABLE two (x); INSERT INTO one VALUES (2)", "CREATE TABLE three (x)")
+
+
+@pytest.mark.parametrize("start, expected", [(0, {"one", "two", "three"}), (1, {"one", "two", "three"}), (3, {"one"})])
+def test_migrate_applies_only_the_missing_steps_in_order(db: Path, start: int, expected: set[str]) -> None:
+    conn = sqlite3.connect(db, isolation_level=None)
+    if start:
+        conn.execute(f"PRAGMA user_version = {start}")
+        conn.execute("CREATE TABLE one (x)")  # what step 1 made earlier
+    try:
+        assert migrate(conn, STEPS) == 3
+        assert int(conn.execute("PRAGMA user_version").fetchone()[0]) == 3
+    finally:
+        conn.close()
+    assert tables(db) == expected  # a step already had is not run again (CREATE TABLE one would fail)
+
+
+def test_a_failing_step_leaves_the_database_at_the_step_before(db: Path) -> None:
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            migrate(conn, ("CREATE TABLE one (x)", "CREATE TABLE two (x); CREATE TABLE one (x)"))
+        assert int(conn.execute("PRAGMA user_version").fetchone()[0]) == 1
+        assert not conn.in_transaction
+    finally:
+        conn.close()
+    assert tables(db) == {"one"}  # step 2's first table went with it
+
+
+def test_a_database_from_a_newer_wisp_is_refused(db: Path) -> None:
+    Store(db).close()
+    conn = sqlite3.connect(db)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    for opener in (inspect, Store):
+        with pytest.raises(StoreError, match="newer wisp"):
+            opener(db)
+
+
+@pytest.mark.parametrize("content", [b"this is not a database " * 200, b"SQLite format 3\0" + b"\xff" * 5000])
+def test_unreadable_files_raise_store_error_not_sqlite_errors(db: Path, content: bytes) -> None:
+    db.write_bytes(content)
+    for opener in (inspect, Store):
+        with pytest.raises(StoreError, match="not a database"):
+            opener(db)
+
+
+def test_a_malformed_database_is_found_by_the_check(db: Path) -> None:
+    store = Store(db)
+    for n in range(300):
+        store.put_secret(f"s{n}", {"K": "x" * 200}, replace=False)
+    store.close()
+    data = bytearray(db.read_bytes())
+    data[2 * 4096:4 * 4096] = b"\xa5" * (2 * 4096)  # pages of the secrets table's b-tree
+    db.write_bytes(bytes(data))
+    with pytest.raises(StoreError):
+        inspect(db)
+
+
+@pytest.mark.parametrize("prepare, empty", [
+    (lambda db: db.write_bytes(b""), True),
+    (lambda db: sqlite3.connect(db).close(), True),
+    (lambda db: Store(db).close(), False),
+])
+def test_inspect_tells_an_empty_database(db: Path, prepare: Any, empty: bool) -> None:
+    prepare(db)
+    assert inspect(db).empty is empty
+
+
+def test_a_database_that_is_not_wisps_is_refused(db: Path) -> None:
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE photos (id)")
+    conn.close()
+    with pytest.raises(StoreError, match="not wisp's"):
+        inspect(db)
+
+
+def test_a_damaged_version_record_raises_store_error(store: Store) -> None:
+    save(store, "a")
+    store._db.execute("UPDATE versions SET spec = '{not json' WHERE app_id = 'a'")
+    with pytest.raises(StoreError, match="not valid JSON"):
+        store.version("a", 1)
+    with pytest.raises(StoreError, match="no record of its version 2"):
+        store.version("a", 2)
+
+
+def test_delete_versions_drops_their_pinned_secrets_too(store: Store) -> None:
+    for _ in range(3):
+        version = save(store, "a")
+        store.save_version_secrets("a", version, {"f": {"K": str(version)}})
+    save(store, "b")
+    store.delete_versions("a", [1, 2])
+    assert store.version_numbers("a") == [3]
+    assert store.version_numbers("b") == [1]
+    assert store.version_secrets("a", 1) == {} and store.version_secrets("a", 3) == {"f": {"K": "3"}}

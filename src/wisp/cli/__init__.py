@@ -71,6 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=server.start)
     servers.add_parser("stop", help="stop the server and every container").set_defaults(run=server.stop)
     servers.add_parser("status", help="is a server running, and where").set_defaults(run=server.status)
+    p = servers.add_parser("backup", help="a consistent copy of state.db, also while the server runs")
+    p.add_argument("path", nargs="?", help="file or folder to write (default $WISP_HOME/backups/state-<time>.db)")
+    p.set_defaults(run=server.backup)
+    p = servers.add_parser("restore", help="put a backup in place of state.db (the server must be stopped)")
+    p.add_argument("backup", nargs="?", help="the backup file (default the newest in $WISP_HOME/backups)")
+    p.set_defaults(run=server.restore)
     return parser
 
 

@@ -17,6 +17,8 @@ def list_apps(args: argparse.Namespace) -> int:
         _output.say("No apps yet. `wisp deploy script.py` creates one.")
     for app in apps:
         _output.say(f"{app['id']}  {app['state']}  {app['mode']}  version {app['version']}")
+        if app.get("error"):
+            _output.say(f"  FAILED: {app['error']}")
         for ep in app["endpoints"]:
             counts = ", ".join(f"{n} {state}" for state, n in sorted(ep["containers"].items())) or "no containers"
             auth = " (proxy auth: send Modal-Key/Modal-Secret)" if ep.get("requires_proxy_auth") else ""

@@ -1,14 +1,17 @@
-"""`wisp server start|stop|status`: the background server on this WISP_HOME."""
+"""`wisp server start|stop|status|backup|restore`: the background server on this WISP_HOME."""
 from __future__ import annotations
 
 import argparse
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from .._config import default_port, read_server_info, wisp_home
-from ..client import Client, ClientError, connect, ensure_server
+from .._config import START_LOCK, default_port, read_server_info, wisp_home
+from ..client import Client, ClientError, _locked, connect, ensure_server, server_alive
+from ..server import recovery
+from ..server.store import StoreError
 from . import _output
 
 STOP_TIMEOUT = 30.0
@@ -110,4 +113,42 @@ def status(args: argparse.Namespace) -> int:
     running = sum(1 for a in apps if a["state"] == "running")
     _output.say(f"wisp server running: pid {client.info.pid}, gateway http://{client.info.host}:{client.info.gateway_port}, "
                 f"control API {client.info.admin_url}, home {home}, {running} app(s) running")
+    return 0
+
+
+def backup(args: argparse.Namespace) -> int:
+    """An online backup of state.db (the server may be running), 0600; prints where it went."""
+    home = wisp_home()
+    target = Path(args.path).expanduser().resolve() if args.path else None
+    if target is not None and target.exists() and not target.is_dir():
+        _output.fail(f"{target} exists already. Name a new file, or a folder to put a timestamped backup in.")
+        return 1
+    try:
+        path = recovery.take_backup(home, target)
+    except (StoreError, OSError) as exc:
+        _output.fail(f"Could not back up {home / recovery.STATE_FILE}: {exc}.")
+        return 1
+    _output.say(f"Backed up {home / recovery.STATE_FILE} to {path}")
+    return 0
+
+
+def restore(args: argparse.Namespace) -> int:
+    """Put a backup in place of state.db while no server runs (the replaced file is kept)."""
+    home = wisp_home()
+    with _locked(home / START_LOCK):  # no CLI starts a server on the file while it is replaced
+        if server_alive(home):
+            _output.fail(f"A wisp server is running on {home}. Stop it first (`wisp server stop`), then restore.")
+            return 1
+        chosen = Path(args.backup).expanduser().resolve() if args.backup else recovery.newest_backup(home)
+        if chosen is None or not chosen.is_file():
+            _output.fail(f"No backup {'at ' + str(chosen) if chosen else 'in ' + str(home / recovery.BACKUPS)}. "
+                         "Name one: `wisp server restore PATH` (`wisp server backup` makes them).")
+            return 1
+        try:
+            kept = recovery.restore(home, chosen)
+        except (StoreError, OSError) as exc:
+            _output.fail(f"{chosen} cannot be restored: {exc}. Pick another backup (`ls {home / recovery.BACKUPS}`).")
+            return 1
+    replaced = f"; the file it replaced is kept as {kept}" if kept else ""
+    _output.say(f"Restored {home / recovery.STATE_FILE} from {chosen}{replaced}. Start the server: `wisp server start`.")
     return 0

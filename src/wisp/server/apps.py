@@ -7,6 +7,7 @@ import io
 import os
 import secrets
 import shutil
+import sqlite3
 import tarfile
 import time
 from collections.abc import Callable
@@ -26,10 +27,11 @@ from .metrics import Gauge, Labels, Metrics
 from .pool import FunctionPool, PoolConfig
 from .runtime import NotReady, Runtime
 from .spawned import SpawnedCalls
-from .store import Store
+from .store import AppRow, Store, StoreError
 
 HEARTBEAT_TIMEOUT = 10.0  # an ephemeral app whose `wisp serve` went silent this long is stopped
 PROVE_SLACK = 15.0  # seconds past startup_timeout a deploy waits for a container to say it is ready or failed
+KEEP_VERSIONS = 10  # versions kept per app (WISP_KEEP_VERSIONS), the current one included
 
 
 class DeployError(Exception):
@@ -88,6 +90,10 @@ class AppManager:
         self.control_url = ""  # set once the control API listens; containers spawn calls there
         self.calls = SpawnedCalls(store, self._call_pool, lambda app_id, line: self.log(app_id).write(line))
         self._call_tokens: dict[str, str] = {}  # app id -> its call token (kept in SQLite too)
+        self.failed: dict[str, str] = {}  # app id -> why restore() could not bring it back
+        self.keep_versions = keep_versions_from_env()
+        self._draining_versions: dict[FunctionPool, tuple[str, int]] = {}  # draining -> (app id, version): not pruned
+        self._prune_pending: set[str] = set()  # apps whose drained versions tick() may prune now
         self.proxy_tokens = ProxyTokens((row.key, row.secret_sha256) for row in store.proxy_tokens())
         self.deploy_tokens = DeployTokens((row.name, row.app_name, row.token_sha256) for row in store.deploy_tokens())
 
@@ -233,6 +239,8 @@ class AppManager:
                 raise refusal
         finally:
             self._deploying.remove((app_id, spec))
+        self.failed.pop(app_id, None)
+        await self._prune_versions(app_id)
         web = [label for label, f in labels.items() if f.web is not None]
         self.log(app_id).write(f"[wisp] {mode} {spec.name} version {version}: {', '.join(web) or 'no web functions'}")
         # The caller (the CLI, with the server's token) gets the app's call token: `wisp run` calls with it.
@@ -403,6 +411,35 @@ class AppManager:
             self._retiring[pool] = app.id
             task.add_done_callback(self._draining.discard)
             task.add_done_callback(lambda _, pool=pool: self._retiring.pop(pool, None))  # type: ignore[misc]
+            self._draining_versions[pool] = (app.id, app.version)
+            task.add_done_callback(lambda _, pool=pool: self._drained(pool))  # type: ignore[misc]
+
+    def _drained(self, pool: FunctionPool) -> None:
+        drained = self._draining_versions.pop(pool, None)
+        if drained is not None:
+            self._prune_pending.add(drained[0])
+
+    async def _prune_versions(self, app_id: str) -> None:
+        """Keep an app's last `keep_versions` versions (for rollback), its current one and any
+        serving or still draining; forget the older ones: their rows, pinned secret values and
+        folders. Safe beside a deploy of the app: its new version is the newest."""
+        row = self.store.app(app_id)
+        if row is None:
+            return
+        in_use = {version for owner, version in self._draining_versions.values() if owner == app_id}
+        if app_id in self.apps:
+            in_use.add(self.apps[app_id].version)
+        old = versions_to_prune(self.store.version_numbers(app_id), self.keep_versions, row.version, in_use)
+        if not old:
+            return
+        try:  # the rows first: a folder left behind by a failed removal is never used again
+            self.store.delete_versions(app_id, old)
+            await asyncio.to_thread(_remove_folders, [self.home / "apps" / app_id / f"v{version}" for version in old])
+        except (sqlite3.Error, OSError) as exc:  # a deploy that worked must not fail for its clean-up
+            self.log(app_id).write(f"[wisp] could not prune old versions ({exc}); the next deploy tries again")
+            return
+        self.log(app_id).write(f"[wisp] pruned version(s) {', '.join(map(str, old))}: the last {self.keep_versions} "
+                               "are kept (WISP_KEEP_VERSIONS)")
 
     # -- stop, restore, heartbeats -----------------------------------------------------------
     async def stop(self, app_id: str, owner: str | None = None) -> bool:
@@ -411,6 +448,7 @@ class AppManager:
             if self.store.app(app_id) is None:
                 return False
             self.store.set_state(app_id, "stopped")
+            self.failed.pop(app_id, None)
             return True
         if owner is not None and app.owner != owner:
             return True  # another `serve` has taken this app over; it is theirs to stop
@@ -428,31 +466,59 @@ class AppManager:
         return True
 
     async def restore(self) -> None:
-        """After a server restart, deployed apps serve again; ephemeral ones are gone."""
+        """After a server restart, deployed apps serve again; ephemeral ones are gone. An app
+        whose record is damaged (a spec that does not parse or validate, a missing files folder)
+        or whose image no longer builds fails alone, with the reason in `wisp app list`, its log
+        and the server log; the others start."""
         for row in self.store.apps():
             if row.state != "running":
                 continue
             if row.mode != "deploy":
                 self.store.set_state(row.id, "stopped")
                 continue
-            saved = self.store.version(row.id, row.version)
-            spec = AppSpec.from_dict(saved.spec)
-            labels = _labels(spec, row.mode, row.id)
             try:
-                pythons = await self._build_images(row.id, list(labels.values()))
+                await self._restore(row)
             except DeployError as exc:
-                self.log(row.id).write(f"[wisp] could not restore {row.id}: {exc.message}")
-                continue
-            secret_env = self.store.version_secrets(row.id, row.version)  # pinned at deploy, inline ones too
-            gone = sorted({r.name for f in spec.functions for r in f.secrets if r.name and self.store.secret(r.name) is None})
-            if gone:
-                self.log(row.id).write(f"[wisp] secret(s) {', '.join(gone)} no longer exist; {row.id} keeps the "
-                                       "values it was deployed with. Create them again before the next deploy.")
-            pools = self._pools(row.id, spec, labels, pythons, Path(saved.files_dir), secret_env)
-            await self._swap(RunningApp(row.id, spec.name, row.mode, row.version, spec, pools))
+                self._restore_failed(row.id, exc.message)
+            except Exception as exc:  # damage nobody foresaw must still fail only this app
+                self._restore_failed(row.id, f"{type(exc).__name__}: {exc}")
         resumed = self.calls.resume()
         if resumed:
             print(f"wisp server: {resumed} spawned call(s) that had not ended run again", flush=True)
+
+    async def _restore(self, row: AppRow) -> None:
+        files_dir, spec = self._saved_version(row)
+        labels = _labels(spec, row.mode, row.id)
+        pythons = await self._build_images(row.id, list(labels.values()))
+        secret_env = self.store.version_secrets(row.id, row.version)  # pinned at deploy, inline ones too
+        gone = sorted({r.name for f in spec.functions for r in f.secrets if r.name and self.store.secret(r.name) is None})
+        if gone:
+            self.log(row.id).write(f"[wisp] secret(s) {', '.join(gone)} no longer exist; {row.id} keeps the "
+                                   "values it was deployed with. Create them again before the next deploy.")
+        pools = self._pools(row.id, spec, labels, pythons, files_dir, secret_env)
+        await self._swap(RunningApp(row.id, spec.name, row.mode, row.version, spec, pools))
+
+    def _saved_version(self, row: AppRow) -> tuple[Path, AppSpec]:
+        """The files folder and spec of an app's current version; DeployError saying what is damaged."""
+        try:
+            saved = self.store.version(row.id, row.version)
+        except StoreError as exc:
+            raise DeployError(500, f"{exc}") from None
+        try:
+            spec = AppSpec.from_dict(saved.spec)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DeployError(500, f"the spec of its version {row.version} does not validate "
+                                   f"({type(exc).__name__}: {exc})") from None
+        files_dir = Path(saved.files_dir)
+        if not files_dir.is_dir():
+            raise DeployError(500, f"the files folder of its version {row.version}, {files_dir}, is missing")
+        return files_dir, spec
+
+    def _restore_failed(self, app_id: str, reason: str) -> None:
+        message = f"could not restore app {app_id}: {reason}. Deploy it again (`wisp deploy`) or restore a backup."
+        self.failed[app_id] = message
+        self.log(app_id).write(f"[wisp] {message}")
+        print(f"wisp server: {message}", flush=True)
 
     def heartbeat(self, app_id: str, owner: str) -> bool:
         app = self.apps.get(app_id)
@@ -471,6 +537,8 @@ class AppManager:
             for pool in app.pools.values():
                 pool.tick()
         self.calls.expire()
+        while self._prune_pending:  # versions that were still draining at their app's last deploy
+            await self._prune_versions(self._prune_pending.pop())
 
     async def close(self) -> None:
         await self.calls.close()
@@ -492,8 +560,12 @@ class AppManager:
         """Image build key -> ids of the apps whose running (or restorable, or draining) versions use it."""
         used: dict[str, list[str]] = {}
         specs = [(app.id, app.spec) for app in self.apps.values()] + self._deploying
-        specs += [(row.id, AppSpec.from_dict(self.store.version(row.id, row.version).spec)) for row in self.store.apps()
-                  if row.state == "running" and row.mode == "deploy" and row.id not in self.apps]
+        for row in self.store.apps():
+            if row.state == "running" and row.mode == "deploy" and row.id not in self.apps:
+                try:
+                    specs.append((row.id, self._saved_version(row)[1]))
+                except DeployError:
+                    pass  # a damaged record names no image we could keep
         for app_id, spec in specs:
             for fn in spec.functions:
                 used.setdefault(build_key(fn.image), []).append(app_id)
@@ -537,8 +609,10 @@ class AppManager:
             if running is not None:
                 out.append(self.describe(running))
             else:
-                out.append({"id": row.id, "name": row.name, "mode": row.mode, "state": "stopped",
-                            "version": row.version, "endpoints": [], "functions": []})
+                failed = self.failed.get(row.id) if row.state == "running" else None
+                out.append({"id": row.id, "name": row.name, "mode": row.mode, "state": "failed" if failed else "stopped",
+                            "version": row.version, "endpoints": [], "functions": [],
+                            **({"error": failed} if failed else {})})
         return out
 
 
@@ -579,6 +653,33 @@ def not_ready_message(app_id: str, name: str, version: int, serving: int | None,
     again = "save it again" if mode == "serve" else "deploy again"
     lines.append(f"Fix the script (`wisp app logs {app_id}` has the whole output), then {again}.")
     return "\n".join(lines)
+
+
+def versions_to_prune(versions: list[int], keep: int, current: int, in_use: set[int]) -> list[int]:
+    """The versions to forget: all but the newest `keep`, never the current one or one in use
+    (serving, or draining)."""
+    newest = set(sorted(versions)[-keep:]) if keep > 0 else set()
+    return sorted(v for v in versions if v not in newest and v != current and v not in in_use)
+
+
+def _remove_folders(folders: list[Path]) -> None:
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def keep_versions_from_env() -> int:
+    """WISP_KEEP_VERSIONS: how many versions of each app to keep, the current one included."""
+    value = os.environ.get("WISP_KEEP_VERSIONS", "")
+    if not value:
+        return KEEP_VERSIONS
+    try:
+        keep = int(value)
+    except ValueError:
+        keep = 0
+    if keep < 1:
+        raise SystemExit(f"wisp server: WISP_KEEP_VERSIONS={value!r} must be a whole number of versions, at least 1 "
+                         f"(the current one); unset, {KEEP_VERSIONS} are kept.")
+    return keep
 
 
 def resolve_secrets(spec: AppSpec, lookup: Callable[[str], dict[str, str] | None]) -> dict[str, dict[str, str]]:

@@ -33,8 +33,8 @@ from .images import LocalImageBuilder
 from .isolation import isolation_problem, secure_home, uid_settings
 from .logs import UnfailingStream, check_log_max_bytes
 from .pool import PoolConfig
+from .recovery import DamagedState, open_store
 from .runtime import get_runtime, groups
-from .store import Store
 
 TICK = 1.0  # seconds between idle checks; idle scale-down is precise to about this
 ABANDON_GRACE = 15.0  # seconds a failed start gets to stop what it started
@@ -149,6 +149,11 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
         return 1
     assert token is not None
     uid_range = _isolation(home)
+    try:  # before anything starts: a damaged state.db stops here, saying which backup to restore
+        store = open_store(home)
+    except DamagedState as exc:
+        print(exc, file=sys.stderr, flush=True)
+        return 1
     routes: dict[str, Any] = {}
     gateway = Gateway(routes, max_body_size=max_body_size, **gateway_options_from_env())
     try:
@@ -164,7 +169,6 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
     if uid_range is not None:
         os.chmod(socket_dir, 0o711)  # apps pass through to their own folder in it, never list it
     groups.add_folder(socket_dir)
-    store = Store(home / "state.db")
     builder = LocalImageBuilder(home)
     builder.readable_by_others = uid_range is not None
     manager = AppManager(home, store, builder, get_runtime(runtime), routes, gateway.port, socket_dir,

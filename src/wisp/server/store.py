@@ -1,4 +1,9 @@
-"""SQLite persistence for apps and their versions: what must survive a server restart."""
+"""SQLite persistence for apps and their versions: what must survive a server restart.
+
+The schema is versioned: `MIGRATIONS` is the ordered list of steps, and `PRAGMA user_version`
+says how many of them a database has had. Opening a store applies the missing ones, each in
+its own transaction with the version it reaches.
+"""
 from __future__ import annotations
 
 import json
@@ -59,16 +64,6 @@ CREATE TABLE IF NOT EXISTS proxy_tokens (  -- requires_proxy_auth endpoints take
     name TEXT PRIMARY KEY,
     key TEXT NOT NULL UNIQUE,              -- the Modal-Key value, wk-...
     secret_sha256 TEXT NOT NULL,           -- never the secret itself
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS app_uids (      -- issue 11: the uid (= gid) each app id's containers run as
-    app_id TEXT PRIMARY KEY,
-    uid INTEGER NOT NULL UNIQUE
-);
-CREATE TABLE IF NOT EXISTS deploy_tokens ( -- issue 11: tokens that may deploy/serve/stop one app name only
-    name TEXT PRIMARY KEY,
-    app_name TEXT NOT NULL,
-    token_sha256 TEXT NOT NULL UNIQUE,     -- never the token itself
     created_at REAL NOT NULL
 );
 """
@@ -140,13 +135,98 @@ def restrict(path: Path) -> None:
             os.chmod(candidate, 0o600)
 
 
+# Step i takes a database from user_version i to i + 1. A released step never changes: a new
+# table or column is a new step at the end (its SQL, run in one transaction).
+MIGRATIONS: tuple[str, ...] = (
+    _SCHEMA,  # 1: the tables of before versioning; IF NOT EXISTS, so an unversioned database keeps its rows
+    # 2: per-app uids and deploy tokens (issue 11, isolation)
+    """
+CREATE TABLE app_uids (                    -- the uid (= gid) each app id's containers run as
+    app_id TEXT PRIMARY KEY,
+    uid INTEGER NOT NULL UNIQUE
+);
+CREATE TABLE deploy_tokens (               -- tokens that may deploy/serve/stop one app name only
+    name TEXT PRIMARY KEY,
+    app_name TEXT NOT NULL,
+    token_sha256 TEXT NOT NULL UNIQUE,     -- never the token itself
+    created_at REAL NOT NULL
+);
+""",
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StoreError(Exception):
+    """The database cannot be used as it is (unreadable, damaged, not wisp's, or too new)."""
+
+
+@dataclass(frozen=True)
+class DatabaseInfo:
+    user_version: int
+    tables: frozenset[str]
+
+    @property
+    def empty(self) -> bool:
+        """No schema at all: a database that was never created, or lost its contents."""
+        return not self.tables
+
+
+def inspect(path: Path) -> DatabaseInfo:
+    """What an existing database holds, checked readable page by page (`quick_check`); only
+    read (a committed WAL is checkpointed on close, as any open does). StoreError says why it
+    cannot be used."""
+    old_umask = os.umask(0o077)  # the -wal/-shm files this may create
+    try:
+        db = sqlite3.connect(path.resolve().as_uri() + "?mode=rw", uri=True, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StoreError(str(exc)) from None
+    finally:
+        os.umask(old_umask)
+    try:
+        user_version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        tables = frozenset(row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
+        problems = [row[0] for row in db.execute("PRAGMA quick_check")]
+    except sqlite3.Error as exc:
+        raise StoreError(str(exc)) from None
+    finally:
+        db.close()
+    if problems != ["ok"]:
+        raise StoreError("; ".join(problems[:3]))
+    if user_version > SCHEMA_VERSION:
+        raise StoreError(f"it has schema version {user_version}, written by a newer wisp (this one knows up to "
+                         f"version {SCHEMA_VERSION})")
+    if tables and "apps" not in tables:
+        raise StoreError(f"it is an SQLite database, but not wisp's (no `apps` table; tables: {', '.join(sorted(tables))})")
+    return DatabaseInfo(user_version, tables)
+
+
+def migrate(db: sqlite3.Connection, migrations: tuple[str, ...] = MIGRATIONS) -> int:
+    """Apply the steps a database has not had yet; the version it is at now."""
+    current = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if current > len(migrations):
+        raise StoreError(f"it has schema version {current}, written by a newer wisp (this one knows up to "
+                         f"version {len(migrations)})")
+    for number in range(current, len(migrations)):
+        try:  # the step and its version number commit together, or neither does
+            db.executescript(f"BEGIN IMMEDIATE;\n{migrations[number]};\nPRAGMA user_version = {number + 1};\nCOMMIT;")
+        except sqlite3.Error:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+    return len(migrations)
+
+
 class Store:
     def __init__(self, path: Path) -> None:
         old_umask = os.umask(0o077)  # the files sqlite creates now are 0600 from the start
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                migrate(self._db)
+            except (sqlite3.Error, StoreError) as exc:
+                self._db.close()
+                raise StoreError(str(exc)) from None
         finally:
             os.umask(old_umask)
         restrict(path)
@@ -187,10 +267,29 @@ class Store:
         return AppRow(*row) if row else None
 
     def version(self, app_id: str, version: int) -> VersionRow:
+        """StoreError when the row is missing or its spec is not JSON (a damaged record)."""
         row = self._db.execute(
             "SELECT spec, files_dir FROM versions WHERE app_id = ? AND version = ?", (app_id, version)
         ).fetchone()
-        return VersionRow(app_id, version, json.loads(row[0]), row[1])
+        if row is None:
+            raise StoreError(f"there is no record of its version {version}")
+        try:
+            spec = json.loads(row[0])
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"the spec of its version {version} is not valid JSON ({exc})") from None
+        return VersionRow(app_id, version, spec, row[1])
+
+    def version_numbers(self, app_id: str) -> list[int]:
+        return [row[0] for row in self._db.execute("SELECT version FROM versions WHERE app_id = ? ORDER BY version",
+                                                   (app_id,))]
+
+    def delete_versions(self, app_id: str, versions: list[int]) -> None:
+        """Forget old versions: their rows and the secret values pinned for them, together."""
+        with self._db:
+            self._db.execute("BEGIN")
+            for table in ("versions", "version_secrets"):
+                self._db.executemany(f"DELETE FROM {table} WHERE app_id = ? AND version = ?",
+                                     [(app_id, version) for version in versions])
 
     # -- calls between functions -------------------------------------------------------------
     def call_token(self, app_id: str, make: Callable[[], str]) -> str:
