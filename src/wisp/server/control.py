@@ -72,7 +72,11 @@ def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], No
         app_id = request.path_params["app_id"]
         if manager.store.app(app_id) is None and app_id not in manager.logs:
             return _error(404, f"No app named {app_id!r}. `wisp app list` shows the apps.")
-        text, offset = manager.log(app_id).read(int(request.query_params.get("offset", "0")))
+        raw = request.query_params.get("offset", "0")
+        if not raw.isascii() or not raw.isdigit():
+            return _error(400, f"offset={raw!r} is not a byte offset: give a whole number of bytes, 0 or more "
+                               "(the x-wisp-log-offset header of the previous answer).")
+        text, offset = manager.log(app_id).read(int(raw))
         return PlainTextResponse(text, headers={"x-wisp-log-offset": str(offset)})
 
     async def heartbeat(request: Request) -> Response:
