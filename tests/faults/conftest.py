@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ..e2e.conftest import own_wisp, wisp  # noqa: F401  (fixtures)
+from e2e.conftest import own_wisp, wisp  # noqa: F401  (fixtures; `tests` is on sys.path, not a package)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

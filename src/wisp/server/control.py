@@ -28,7 +28,9 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], None], info: dict[str, Any]) -> ASGIApp:
+def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], dict[str, Any]],
+                      info: dict[str, Any]) -> ASGIApp:
+    """`shutdown()` starts the server's stop and says how (its grace, requests in progress)."""
     async def health(request: Request) -> Response:
         return JSONResponse({"ok": True, "pid": os.getpid(), **info})
 
@@ -177,8 +179,7 @@ def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], No
     async def stop_server(request: Request) -> Response:
         if request.query_params.get("if_idle") and (manager.apps or manager.deploying):
             return _error(409, "Apps are running or being deployed on this server; it keeps running.")
-        shutdown()
-        return JSONResponse({"stopping": True})
+        return JSONResponse({"stopping": True, **shutdown()})
 
     routes = [
         Route("/v1/health", health),

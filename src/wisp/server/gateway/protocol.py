@@ -53,6 +53,7 @@ class GatewayState:
     calls: Calls = field(default_factory=Calls)
     redirect_after: float = 150.0  # seconds without a response before the 303 (S7)
     port: int = 0
+    draining: bool = False  # the server is stopping: no redirects, every response is a last one
     connections: set[ClientConnection] = field(default_factory=set)
     _id_prefix: bytes = field(default_factory=lambda: os.urandom(4).hex().encode())
     _id_count: int = 0
@@ -292,7 +293,8 @@ class ClientConnection(asyncio.Protocol):
             self.respond(504, responses.timed_out(handler.timeout))
         elif not req.complete:
             req.sending_seen = now  # a slow client's upload is not the function's wait
-        elif now - max(handler.started, req.sending_seen) >= state.redirect_after and not req.websocket:
+        elif now - max(handler.started, req.sending_seen) >= state.redirect_after and not req.websocket \
+                and not state.draining:  # a stopping server can neither keep a call nor be asked for it
             req.exchange = None
             call = state.calls.detach(handler, req.label, req.url)
             self._redirect(req, call.location(), call.id)
@@ -403,6 +405,39 @@ class ClientConnection(asyncio.Protocol):
     def close_idle(self) -> None:
         if self._active is None:
             self._close()
+
+    @property
+    def busy(self) -> bool:
+        """A request is in progress (or a WebSocket open): a drain waits for it."""
+        return self._active is not None and not self._closing
+
+    def drain(self) -> None:
+        """The server is stopping: close now if idle, else after the response in progress,
+        which then says `Connection: close`; requests pipelined behind it are not answered
+        (the client retries them, RFC 9112 9.3.2)."""
+        req = self._active
+        if req is None:
+            self._close()
+        else:
+            req.keep_alive = False
+
+    def give_up(self, grace: float) -> str:
+        """The shutdown grace is over: a request still waiting for its response gets a 503
+        ("503"); a response under way or a WebSocket is cut ("cut"); "" if nothing was left."""
+        req = self._active
+        if req is None or self._closing:
+            self.shutdown()
+            return ""
+        handler = req.exchange
+        if req.responded or (handler is not None and handler.head_sent):
+            self.shutdown()
+            return "cut"
+        if handler is not None:
+            handler.abort(503)
+            req.exchange = None
+        req.keep_alive = False
+        self.respond(503, responses.shutting_down(grace), {"Retry-After": "1"})
+        return "503"
 
     def shutdown(self) -> None:
         """Cut the connection now: a client that does not read must not hold up a shutdown."""

@@ -52,6 +52,11 @@ def json_response(
     return b"".join(parts)
 
 
+def shutting_down(grace: float) -> dict[str, object]:
+    return {"error": f"The wisp server is stopping and this request did not get its answer within the "
+                     f"{grace:g} s shutdown grace period. Retry it once the server is back."}
+
+
 def not_found(labels: Iterable[str], port: int) -> dict[str, object]:
     hint = (
         f"Web endpoint URLs look like http://<label>.localhost:{port}/ or "
