@@ -39,13 +39,16 @@ class Drain:
     def port(self) -> int:
         return self.wisp.port
 
-    def get(self, rest: str, timeout: float = 60) -> int:
-        """One request on a connection of its own; its status."""
+    def get(self, rest: str, timeout: float = 60, closes: list[str] | None = None) -> int:
+        """One request on a (keep-alive) connection of its own; its status. `closes` collects
+        the response's Connection header."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
             conn.request("GET", PATH + rest)
             resp = conn.getresponse()
             resp.read()
+            if closes is not None:
+                closes.append(resp.getheader("connection", ""))
             return resp.status
         finally:
             conn.close()
@@ -96,11 +99,11 @@ def refused(port: int) -> bool:
     return False
 
 
-def in_flight(drain: Drain, tags: list[str], results: dict[str, object]) -> list[threading.Thread]:
+def in_flight(drain: Drain, tags: list[str], results: dict[str, object], closes: list[str]) -> list[threading.Thread]:
     """Start one 2 s request per tag, each on its own connection; wait until all have reached the app."""
     def one(tag: str) -> None:
         try:
-            results[tag] = drain.get(f"/sleep?seconds=2&tag={tag}")
+            results[tag] = drain.get(f"/sleep?seconds=2&tag={tag}", closes=closes)
         except (OSError, http.client.HTTPException) as exc:
             results[tag] = exc
     threads = [threading.Thread(target=one, args=(tag,), daemon=True) for tag in tags]
@@ -125,7 +128,8 @@ def test_sigterm_lets_in_flight_requests_finish_then_runs_exit_hooks(tmp_path: P
     pid = drain.wisp.server_pid()
     tags = [f"r{i}" for i in range(8)]
     results: dict[str, object] = {}
-    threads = in_flight(drain, tags, results)
+    closes: list[str] = []
+    threads = in_flight(drain, tags, results, closes)
     signalled = time.monotonic()
     os.kill(pid, signal.SIGTERM)
     # New connections are refused while the 2 s requests are still being served.
@@ -138,6 +142,7 @@ def test_sigterm_lets_in_flight_requests_finish_then_runs_exit_hooks(tmp_path: P
     counts = report("SIGTERM with 8 requests in flight", len(tags), results)
     print(f"server exited {took:.1f} s after SIGTERM; exit hooks ran: {len(drain.exit_hooks())}")
     assert counts["answered"] == len(tags), results
+    assert closes == ["close"] * len(tags)  # each was its connection's last response
     assert refused_while_serving
     assert drain.exit_hooks(), "the container's exit hook did not run"
     assert took < drain.grace + EXIT_MARGIN

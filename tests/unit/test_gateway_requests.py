@@ -15,7 +15,7 @@ from wisp.server.gateway.request import upstream_head
 from wisp.server.gateway.upstream import UpstreamPool
 
 from .test_gateway_heads import header_lines, parsed
-from .test_gateway_protocol import MockTransport, statuses
+from .test_gateway_protocol import MockTransport, Waiting, statuses
 
 
 class Named:
@@ -104,3 +104,40 @@ def test_connection_host_does_not_strip_host() -> None:
     lines = header_lines(upstream_head(req, b"ip", b""))
     assert b"Host: app--fn.localhost" in lines
     assert not any(line.lower().startswith(b"x-gone") for line in lines)
+
+
+# -- a stopping server (issue 11, point 3) -----------------------------------------------------------
+def drained(raw: bytes, *, grace_over: bool) -> tuple[MockTransport, str]:
+    async def main() -> tuple[MockTransport, str]:
+        transport = MockTransport()
+        conn = ClientConnection(GatewayState({"known": Waiting()}, UpstreamPool(), 1024))
+        conn.connection_made(transport)
+        if raw:
+            conn.data_received(raw)
+        await asyncio.sleep(0)
+        conn.drain()
+        ended = conn.give_up(30) if grace_over else ""
+        await asyncio.sleep(0)
+        conn.connection_lost(None)
+        return transport, ended
+
+    return asyncio.run(main())
+
+
+def test_a_drain_closes_an_idle_connection_at_once() -> None:
+    t, _ = drained(b"", grace_over=False)
+    assert t.closed and t.written == b""
+
+
+def test_a_request_still_waiting_when_the_grace_ends_gets_503_and_the_connection_closes() -> None:
+    t, ended = drained(b"GET /known/ HTTP/1.1\r\nHost: x\r\n\r\n", grace_over=True)
+    assert ended == "503"
+    assert statuses(t.written) == [b"503"]
+    assert b"connection: close" in t.written and b"retry-after: 1" in t.written.lower()
+    assert b"shutdown grace" in t.written
+    assert t.closed
+
+
+def test_a_busy_connection_is_left_to_finish_its_request() -> None:
+    t, _ = drained(b"GET /known/ HTTP/1.1\r\nHost: x\r\n\r\n", grace_over=False)
+    assert t.written == b"" and not t.closed
