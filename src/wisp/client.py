@@ -117,16 +117,19 @@ def connect(home: Path) -> Client | None:
     return client
 
 
-def start_server(home: Path, port: int, host: str = "127.0.0.1") -> Client:
-    """Start the embedded server in the background and wait until it answers."""
+def start_server(home: Path, port: int, host: str = "127.0.0.1", grace: float | None = None) -> Client:
+    """Start the embedded server in the background and wait until it answers.
+
+    grace: its shutdown grace in seconds (`--grace`); None: WISP_SHUTDOWN_GRACE or 30."""
     log_path = home / "server.log"
     problem = disk_problem(home)  # the server would say so in server.log, on that same full disk
     if problem is not None:
         raise ClientError(0, problem)
     offset = log_path.stat().st_size if log_path.exists() else 0
+    extra = ["--grace", str(grace)] if grace is not None else []
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "wisp.server", "--home", str(home), "--port", str(port), "--host", host],
+            [sys.executable, "-m", "wisp.server", "--home", str(home), "--port", str(port), "--host", host, *extra],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
@@ -149,7 +152,7 @@ def start_server(home: Path, port: int, host: str = "127.0.0.1") -> Client:
     raise ClientError(0, f"The wisp server did not start.\n{output}\n(full log: {log_path})")
 
 
-def ensure_server(home: Path, port: int, host: str = "127.0.0.1") -> tuple[Client, bool]:
+def ensure_server(home: Path, port: int, host: str = "127.0.0.1", grace: float | None = None) -> tuple[Client, bool]:
     """The running server, starting one if none answers; True when this call started it.
 
     Race-free for many CLIs at once (a Makefile starting several `serve`s): they take turns
@@ -163,7 +166,7 @@ def ensure_server(home: Path, port: int, host: str = "127.0.0.1") -> tuple[Clien
             if client is not None:
                 return client, False
             if not server_alive(home):
-                return start_server(home, port, host), True
+                return start_server(home, port, host, grace), True
             if time.monotonic() > deadline:
                 raise ClientError(0, f"A wisp server on {home} neither answers nor exits (see {home / 'server.log'}). "
                                      "Stop it with `wisp server stop`, or `kill` the process named in server.json.")

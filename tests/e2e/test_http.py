@@ -317,6 +317,51 @@ def test_the_app_sees_the_client_headers_and_no_hop_by_hop_ones(h: Http) -> None
     assert seen.get("connection") in (None, "keep-alive")  # uvicorn's own view of the gateway's connection
 
 
+def exchange_raw(h: Http, data: bytes) -> bytes:
+    """Send raw bytes on a fresh connection and read until the gateway closes it."""
+    with socket.create_connection(("127.0.0.1", h.port), timeout=30) as sock:
+        sock.sendall(data)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def test_an_absolute_form_target_routes_by_its_authority_and_reaches_the_app_in_origin_form(h: Http) -> None:
+    authority = f"http-bodies--misc.localhost:{h.port}"
+    answer = exchange_raw(h, f"GET http://{authority}/headers?x=1 HTTP/1.1\r\nHost: nobody.localhost\r\n"
+                             "Connection: close\r\n\r\n".encode())
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), answer
+    seen = dict(json.loads(body)["headers"])
+    assert seen["host"] == authority
+
+
+def test_two_host_headers_and_a_missing_version_get_400_at_once(h: Http) -> None:
+    two = exchange_raw(h, f"GET /headers HTTP/1.1\r\nHost: http-bodies--misc.localhost\r\n"
+                          f"Host: http-long--slow.localhost\r\n\r\n".encode())
+    assert two.startswith(b"HTTP/1.1 400 ") and b"more than one Host" in two
+    started = time.monotonic()
+    old = exchange_raw(h, f"GET {h.path('http-bodies', 'misc', '/headers')}\r\n".encode())  # HTTP/0.9
+    assert old.startswith(b"HTTP/1.1 400 ") and b"no HTTP version" in old
+    assert time.monotonic() - started < 20  # not held until the 75 s idle timeout
+
+
+def test_connection_host_keeps_the_host_header(h: Http) -> None:
+    host = f"http-bodies--misc.localhost:{h.port}"
+    resp = requests.get(f"http://127.0.0.1:{h.port}/headers", timeout=30,
+                        headers={"Host": host, "Connection": "host"})
+    assert resp.status_code == 200
+    assert dict(resp.json()["headers"])["host"] == host
+
+
+def test_a_bad_log_offset_is_400_with_a_reason(h: Http) -> None:
+    status, body = admin(h.wisp, "/v1/apps/http-bodies/logs?offset=abc")
+    assert status == 400 and "offset='abc'" in json.loads(body)["error"]
+    assert admin(h.wisp, "/v1/apps/http-bodies/logs?offset=-1")[0] == 400
+    assert admin(h.wisp, "/v1/apps/http-bodies/logs?offset=0")[0] == 200
+
+
 def test_an_error_is_logged_with_its_request_id(h: Http) -> None:
     resp = requests.get(h.url("http-bodies", "misc", "/boom"), timeout=30)
     assert resp.status_code == 500

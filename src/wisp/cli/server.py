@@ -14,7 +14,21 @@ from ..server import recovery
 from ..server.store import StoreError
 from . import _output
 
-STOP_TIMEOUT = 30.0
+# How long `server stop` waits beyond the server's grace period: its containers get 10 s
+# (pool.STOP_GRACE) for exit hooks once the gateway has drained, the zygotes a few more.
+STOP_MARGIN = 20.0
+DEFAULT_GRACE = 30.0  # the server's own default (wisp.server.main.DEFAULT_GRACE)
+
+
+def grace_seconds(value: str) -> float:
+    """`--grace`: a number of seconds, 0 or more."""
+    try:
+        grace = float(value)
+    except ValueError:
+        grace = -1.0
+    if not 0 <= grace < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds; give one, 0 or more (e.g. --grace 30).")
+    return grace
 
 
 def running(hint: str = "run `wisp deploy script.py`") -> Client | None:
@@ -44,12 +58,13 @@ def request(method: str, path: str, done: str | Callable[[dict[str, Any]], str],
 def start(args: argparse.Namespace) -> int:
     home = wisp_home()
     try:
-        client, started = ensure_server(home, args.port or default_port(), args.host)
+        client, started = ensure_server(home, args.port or default_port(), args.host, args.grace)
     except ClientError as exc:
         _output.fail(exc.message)
         return 1
     if not started:
-        _output.say(f"The wisp server is already running (pid {client.info.pid}, port {client.info.gateway_port}).")
+        again = " --grace applies when a server starts: stop this one first to change it." if args.grace is not None else ""
+        _output.say(f"The wisp server is already running (pid {client.info.pid}, port {client.info.gateway_port}).{again}")
         return 0
     _output.say(f"Started the wisp server (pid {client.info.pid}): gateway on http://{args.host}:{client.info.gateway_port}")
     return 0
@@ -59,33 +74,69 @@ def stop(args: argparse.Namespace) -> int:
     home = wisp_home()
     client = connect(home)
     if client is None:
-        _output.say("No wisp server is running.")
-        return 0
-    if shutdown(client):
-        _output.say(f"Stopped the wisp server (pid {client.info.pid}).")
+        if not server_alive(home):
+            _output.say("No wisp server is running.")
+            return 0
+        # Its server.json is gone but it still holds its alive lock: it is stopping already.
+        limit = _grace_here() + STOP_MARGIN
+        _output.say(f"The wisp server is already stopping; waiting up to {limit:.0f} s for it to finish.")
+        if _wait(lambda: not server_alive(home), limit):
+            _output.say("The wisp server has stopped.")
+            return 0
+        _output.fail(f"The wisp server on {home} did not stop within {limit:.0f} s; see {home / 'server.log'}.")
+        return 1
+    started = time.monotonic()
+    if shutdown(client, on_answer=_say_draining):
+        _output.say(f"Stopped the wisp server (pid {client.info.pid}) in {time.monotonic() - started:.1f} s.")
         return 0
     return 1
 
 
-def shutdown(client: Client, *, if_idle: bool = False) -> bool:
-    """Ask the server to stop its containers and exit; wait until its process is gone.
+def _say_draining(answer: dict[str, Any]) -> None:
+    busy = answer.get("busy", 0)
+    if busy:
+        _output.say(f"Stopping the wisp server: {busy} request(s) in progress get up to {answer['grace']:g} s to finish.")
+
+
+def _grace_here() -> float:
+    """The grace a server started from this environment has (a guess for one already stopping)."""
+    try:
+        return grace_seconds(os.environ.get("WISP_SHUTDOWN_GRACE") or str(DEFAULT_GRACE))
+    except argparse.ArgumentTypeError:
+        return DEFAULT_GRACE
+
+
+def shutdown(client: Client, *, if_idle: bool = False,
+             on_answer: Callable[[dict[str, Any]], None] | None = None) -> bool:
+    """Ask the server to stop and wait until its process is gone: it drains its requests for
+    up to its grace period (the answer says how long), then stops its containers.
 
     if_idle: only if no app runs and none is being deployed, decided by the server itself (so a
     `serve` that is just deploying on it is never cut off); False when it declined.
     """
     pid = client.info.pid
     try:
-        client.request("POST", "/v1/shutdown" + ("?if_idle=1" if if_idle else ""))
+        answer = client.request("POST", "/v1/shutdown" + ("?if_idle=1" if if_idle else ""))
     except ClientError as exc:
         if if_idle and exc.status == 409:
             return False
         raise
-    deadline = time.monotonic() + STOP_TIMEOUT
+    if on_answer is not None:
+        on_answer(answer)
+    limit = float(answer.get("grace", DEFAULT_GRACE)) + STOP_MARGIN
+    if _wait(lambda: not _alive(pid), limit):
+        return True
+    _output.fail(f"The wisp server (pid {pid}) did not stop within {limit:.0f} s; `kill {pid}` twice forces it "
+                 "(its containers are killed without their exit hooks).")
+    return False
+
+
+def _wait(done: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if done():
             return True
         time.sleep(0.05)
-    _output.fail(f"The wisp server (pid {pid}) did not stop within {STOP_TIMEOUT:.0f} s; `kill {pid}` ends it.")
     return False
 
 

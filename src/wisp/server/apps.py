@@ -540,20 +540,32 @@ class AppManager:
         while self._prune_pending:  # versions that were still draining at their app's last deploy
             await self._prune_versions(self._prune_pending.pop())
 
-    async def close(self) -> None:
+    async def close(self, grace: float | None = None) -> None:
+        """Server shutdown, once the gateway has drained: every container gets SIGTERM (its
+        exit hooks run) and `grace` seconds (default: pool.STOP_GRACE for an idle one) before
+        SIGKILL; versions still draining after a redeploy stop the same way."""
         await self.calls.close()
-        await asyncio.gather(*(self.stop_running(app) for app in list(self.apps.values())))
+        retiring = [pool.stop(grace) for pool in list(self._retiring)]
+        await asyncio.gather(*(self.stop_running(app, grace) for app in list(self.apps.values())), *retiring)
         for task in list(self._draining):
             await task
         await self.runtime.close()
         for log in self.logs.values():
             log.close()
 
-    async def stop_running(self, app: RunningApp) -> None:
+    def kill(self) -> None:
+        """A forced server stop: kill every container now (`close()` then ends quickly)."""
+        for app in self.apps.values():
+            for pool in app.pools.values():
+                pool.kill()
+        for pool in list(self._retiring):
+            pool.kill()
+
+    async def stop_running(self, app: RunningApp, grace: float | None = None) -> None:
         """Server shutdown: stop containers but keep the app's state, so it comes back."""
         for label in app.pools:
             self.routes.pop(label, None)
-        await asyncio.gather(*(pool.stop() for pool in app.pools.values()))
+        await asyncio.gather(*(pool.stop(grace) for pool in app.pools.values()))
 
     # -- views ---------------------------------------------------------------------------------
     def images_in_use(self) -> dict[str, list[str]]:

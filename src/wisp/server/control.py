@@ -35,7 +35,9 @@ def _app_refusal(request: Request, app_name: str | None) -> JSONResponse | None:
     return None if message is None else _error(403, message)
 
 
-def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], None], info: dict[str, Any]) -> ASGIApp:
+def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], dict[str, Any]],
+                      info: dict[str, Any]) -> ASGIApp:
+    """`shutdown()` starts the server's stop and says how (its grace, requests in progress)."""
     def refused_for(request: Request) -> JSONResponse | None:
         return _app_refusal(request, manager.app_name(request.path_params["app_id"], request.scope.get("wisp_principal")))
 
@@ -90,7 +92,11 @@ def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], No
             return refused
         if manager.store.app(app_id) is None and app_id not in manager.logs:
             return _error(404, f"No app named {app_id!r}. `wisp app list` shows the apps.")
-        text, offset = manager.log(app_id).read(int(request.query_params.get("offset", "0")))
+        raw = request.query_params.get("offset", "0")
+        if not raw.isascii() or not raw.isdigit():
+            return _error(400, f"offset={raw!r} is not a byte offset: give a whole number of bytes, 0 or more "
+                               "(the x-wisp-log-offset header of the previous answer).")
+        text, offset = manager.log(app_id).read(int(raw))
         return PlainTextResponse(text, headers={"x-wisp-log-offset": str(offset)})
 
     async def heartbeat(request: Request) -> Response:
@@ -203,8 +209,7 @@ def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], No
     async def stop_server(request: Request) -> Response:
         if request.query_params.get("if_idle") and (manager.apps or manager.deploying):
             return _error(409, "Apps are running or being deployed on this server; it keeps running.")
-        shutdown()
-        return JSONResponse({"stopping": True})
+        return JSONResponse({"stopping": True, **shutdown()})
 
     routes = [
         Route("/v1/health", health),

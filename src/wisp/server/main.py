@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,13 @@ from .gateway import Gateway
 from .images import LocalImageBuilder
 from .isolation import isolation_problem, secure_home, uid_settings
 from .logs import UnfailingStream, check_log_max_bytes
-from .pool import PoolConfig
+from .pool import STOP_GRACE, PoolConfig
 from .recovery import DamagedState, open_store
 from .runtime import get_runtime, groups
+from .store import Store
 
 TICK = 1.0  # seconds between idle checks; idle scale-down is precise to about this
+DEFAULT_GRACE = 30.0  # seconds in-flight requests and WebSockets get when the server stops
 ABANDON_GRACE = 15.0  # seconds a failed start gets to stop what it started
 
 
@@ -105,6 +108,23 @@ def _isolation(home: Path) -> tuple[int, int] | None:
     return uid_range
 
 
+def shutdown_grace(value: str | None = None) -> float:
+    """Seconds a stopping server lets requests in progress finish: `value` (`--grace`), else
+    WISP_SHUTDOWN_GRACE, else 30."""
+    name = "--grace" if value is not None else "WISP_SHUTDOWN_GRACE"
+    raw = value if value is not None else os.environ.get("WISP_SHUTDOWN_GRACE", "")
+    if not raw:
+        return DEFAULT_GRACE
+    try:
+        grace = float(raw)
+    except ValueError:
+        grace = -1.0
+    if not 0 <= grace < float("inf"):
+        raise SystemExit(f"wisp server: {name}={raw!r} must be a number of seconds, 0 or more "
+                         f"(the default is {DEFAULT_GRACE:g}).")
+    return grace
+
+
 def _hold_alive_lock(home: Path) -> int | None:
     """Held until this process exits (the kernel lets go of it even after kill -9): the CLI
     tells a server that is starting or stopping from none at all by it."""
@@ -130,7 +150,8 @@ async def _abandon_start(manager: AppManager, admin: uvicorn.Server, admin_task:
         store.close()
 
 
-async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int) -> int:
+async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int,
+              grace: float = DEFAULT_GRACE) -> int:
     if _hold_alive_lock(home) is None:
         print(f"Another wisp server is running on {home} (starting or stopping). Use it, or wait for it to stop: "
               "`wisp server status`.", file=sys.stderr, flush=True)
@@ -157,7 +178,7 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
     routes: dict[str, Any] = {}
     gateway = Gateway(routes, max_body_size=max_body_size, **gateway_options_from_env())
     try:
-        await gateway.start(host, port)
+        await gateway.start(host, port, serve=False)  # accepts once the apps are restored
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             print(f"Port {port} is in use by another program. Either identify and stop that program, "
@@ -174,18 +195,25 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
     manager = AppManager(home, store, builder, get_runtime(runtime), routes, gateway.port, socket_dir,
                          config=pool_config_from_env(), uid_range=uid_range)
     stop = asyncio.Event()
+    force = asyncio.Event()  # a second SIGTERM/SIGINT: stop now, cutting what is left
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, lambda: (force if stop.is_set() else stop).set())
+
+    def request_stop() -> dict[str, Any]:
+        stop.set()
+        return {"grace": grace, "busy": gateway.busy()}
 
     admin_sock = _admin_socket()
     info = ServerInfo(os.getpid(), host, gateway.port, admin_sock.getsockname()[1])
     manager.control_url = info.admin_url
-    admin = _AdminServer(uvicorn.Config(build_control_app(manager, token, stop.set, {"gateway_port": gateway.port}),
+    admin = _AdminServer(uvicorn.Config(build_control_app(manager, token, request_stop, {"gateway_port": gateway.port}),
                                         log_level="warning", access_log=False, lifespan="off"))
     admin_task = asyncio.ensure_future(admin.serve(sockets=[admin_sock]))
     try:
         await manager.restore()
+        # Only now: a deployed URL is refused while its app is restored, never answered 404.
+        await gateway.serve()
         write_server_info(home, info)
     except BaseException as exc:  # a failed start leaves nothing running
         await _abandon_start(manager, admin, admin_task, store)
@@ -199,17 +227,53 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
     try:
         await stop.wait()
     finally:
-        print("wisp server: stopping", flush=True)
         (home / SERVER_FILE).unlink(missing_ok=True)
-        ticker.cancel()
-        await gateway.close()
-        await manager.close()
+        await _shut_down(gateway, manager, grace, force, ticker)
         admin.should_exit = True
+        admin.force_exit = force.is_set()
         await admin_task
         store.close()
         shutil.rmtree(socket_dir, ignore_errors=True)
         print("wisp server: stopped", flush=True)
     return 0
+
+
+async def _shut_down(gateway: Gateway, manager: AppManager, grace: float, force: asyncio.Event,
+                     ticker: asyncio.Future[None]) -> None:
+    """Drain, then stop the containers (their exit hooks run), then return; `force` cuts short.
+
+    The order matters: containers get SIGTERM only once the gateway has no request left for
+    them, so uvicorn in each finds nothing in flight and the exit hooks run right after.
+    """
+    busy = gateway.busy()
+    print(f"wisp server: stopping; {busy} request(s) in progress get up to {grace:g} s to finish "
+          "(a second SIGTERM or Ctrl-C stops at once)", flush=True)
+    started = time.monotonic()
+    drain = asyncio.ensure_future(gateway.drain(grace))
+    if await _finished(drain, force):
+        drained = drain.result()
+        print(f"wisp server: drained in {time.monotonic() - started:.1f} s: {drained.busy} busy connection(s); "
+              f"at the end of the grace period {drained.answered_503} request(s) answered 503, "
+              f"{drained.cut} response(s) or WebSocket(s) cut", flush=True)
+    else:
+        drain.cancel()
+        print("wisp server: forced to stop; cutting every connection", flush=True)
+    ticker.cancel()  # the pools keep scaling while they drain, not while they stop
+    await gateway.close()
+    closing = asyncio.ensure_future(manager.close(grace=0 if force.is_set() else STOP_GRACE))
+    if not await _finished(closing, force):
+        print("wisp server: forced to stop; killing the containers without their exit hooks", flush=True)
+        manager.kill()
+        await closing
+    print(f"wisp server: containers stopped {time.monotonic() - started:.1f} s after the stop began", flush=True)
+
+
+async def _finished(task: asyncio.Future[Any], force: asyncio.Event) -> bool:
+    """Wait for `task`; False if `force` was set first (the task is left running)."""
+    forced = asyncio.ensure_future(force.wait())
+    await asyncio.wait({task, forced}, return_when=asyncio.FIRST_COMPLETED)
+    forced.cancel()
+    return task.done()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -220,15 +284,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runtime", default=os.environ.get("WISP_RUNTIME", "auto"),
                         help="container runtime: auto (zygote where fork works), zygote or local")
     parser.add_argument("--max-body-size", type=int, default=int(os.environ.get("WISP_MAX_BODY_SIZE", 100 * 1024 * 1024)))
+    parser.add_argument("--grace", help="seconds in-flight requests get when the server stops "
+                                        "(default 30, $WISP_SHUTDOWN_GRACE)")
     args = parser.parse_args(argv)
     gateway_options_from_env()  # a bad setting stops the server here, with its name
     check_log_max_bytes()
     sys.stdout = UnfailingStream(sys.stdout)  # server.log on a full disk: drop lines, never raise
     sys.stderr = UnfailingStream(sys.stderr)
+    grace = shutdown_grace(args.grace)
     try:
         import uvloop
     except ImportError:
         uvloop = None
     if uvloop is not None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    sys.exit(asyncio.run(run(args.home.resolve(), args.host, args.port, args.runtime, args.max_body_size)))
+    sys.exit(asyncio.run(run(args.home.resolve(), args.host, args.port, args.runtime, args.max_body_size, grace)))

@@ -406,12 +406,14 @@ class FunctionPool:
                 self._metrics.requests.inc((*self._labels, ("status", "503")))
                 waiter.set_exception(TargetUnavailable(503, message))
 
-    def _stop(self, c: Container) -> None:
+    def _stop(self, c: Container, grace: float | None = None) -> None:
         if c.state in (State.DRAINING, State.STOPPED, State.FAILED):
             return
         c.state = State.DRAINING
         if c.process is not None:  # else _run stops it as soon as it exists
-            self._spawn(c.process.stop(self.spec.timeout if c.in_flight else STOP_GRACE))
+            if grace is None:
+                grace = self.spec.timeout if c.in_flight else STOP_GRACE
+            self._spawn(c.process.stop(grace))
 
     # -- shutdown --------------------------------------------------------------------------
     async def drain(self, timeout: float | None = None) -> None:
@@ -422,17 +424,28 @@ class FunctionPool:
             await asyncio.sleep(0.05)
         await self.stop()
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop every container: SIGTERM (uvicorn drains, exit hooks run), SIGKILL after `grace`
+        seconds (default: the function's timeout for a busy container, STOP_GRACE for an idle one)."""
         self._closed = True
         while self._waiters:
             waiter, _ = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(TargetUnavailable(503, f"`{self.spec.name}` was stopped.", {"Retry-After": "1"}))
         for c in list(self._containers):
-            self._stop(c)
+            self._stop(c, grace)
         while self._containers or self._tasks:
             await asyncio.sleep(0.02)
         await self._launcher.close()
+
+    def kill(self) -> None:
+        """A forced server stop: every container is killed now, exit hooks or not; `stop()`
+        (already running, or called next) then returns as soon as they are gone."""
+        self._closed = True
+        for c in self._containers:
+            c.state = State.DRAINING
+            if c.process is not None:
+                self._spawn(c.process.stop(0))
 
     async def prepared(self) -> str | None:
         """Wait for what the runtime prepares ahead of the first request (the zygote's import),

@@ -29,6 +29,7 @@ logger = logging.getLogger("wisp.gateway")
 LINGER_SECONDS = 2.0  # after an early answer, how long unread request bytes are drained
 DRAIN_LIMIT = 64 * 1024  # an early answer keeps the connection if at most this is left to read
 MAX_HEAD = 64 * 1024  # request line and headers; llhttp itself sets no limit
+REQUEST_LINE_SEEN = 8 * 1024  # bytes kept to recognise a request line without a version
 # Why reading from the client is paused; reading resumes when no reason is left.
 _PIPELINE = 1  # a later request arrived while one is in progress
 _BODY = 2  # the container is not taking the request body as fast as it arrives
@@ -52,6 +53,7 @@ class GatewayState:
     calls: Calls = field(default_factory=Calls)
     redirect_after: float = 150.0  # seconds without a response before the 303 (S7)
     port: int = 0
+    draining: bool = False  # the server is stopping: no redirects, every response is a last one
     connections: set[ClientConnection] = field(default_factory=set)
     _id_prefix: bytes = field(default_factory=lambda: os.urandom(4).hex().encode())
     _id_count: int = 0
@@ -83,6 +85,9 @@ class ClientConnection(asyncio.Protocol):
         # (an underestimate, so only heads truly over the limit are refused); None: no head.
         self._head_size: int | None = None
         self._head_known = 0  # bytes of the request line and the headers parsed whole so far
+        # The end of the incoming head while its request line may still be arriving (None: it
+        # has ended, or no head is arriving); see _check_request_line.
+        self._line: bytes | None = None
         self._linger: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
@@ -119,8 +124,26 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserError:
             self._bad_request(400, responses.BAD_REQUEST)
         else:
-            if self._head_size is not None:
+            if self._head_size is not None:  # a head is still arriving: the rare path
                 self._count_head(max(self._head_size + len(data), self._head_known))
+                if self._line is not None and not self._closing:
+                    self._check_request_line(data)
+
+    def _check_request_line(self, data: bytes) -> None:
+        """Refuse a request line that ended without an HTTP version (HTTP/0.9) as it arrives.
+
+        llhttp takes `GET /` + CRLF for HTTP/0.9 and waits for headers that such a client never
+        sends; without this it would sit until the idle timeout. Only heads that are still
+        incomplete after a read get here, and only until their first line has ended.
+        """
+        line = self._line + data if self._line else data
+        if not line.endswith(b"\n"):
+            self._line = line[-REQUEST_LINE_SEEN:]
+            return
+        self._line = None
+        last = line[:-1].rstrip(b"\r").rpartition(b"\n")[2]
+        if not self._parsing.headers and last == self.parser.get_method() + b" " + self._parsing.url:
+            self._bad_version("0.9")
 
     def _count_head(self, size: int) -> None:
         # httptools gathers a header value whole before calling on_header, and llhttp has no
@@ -144,6 +167,7 @@ class ClientConnection(asyncio.Protocol):
         self._parsing = Request()
         self._head_size = -self._chunk_size
         self._head_known = 0
+        self._line = b""
 
     def on_url(self, url: bytes) -> None:
         self._parsing.url += url
@@ -161,12 +185,19 @@ class ClientConnection(asyncio.Protocol):
         req = self._parsing
         parser = self.parser
         req.method = parser.get_method()
-        req.http11 = parser.get_http_version() == "1.1"
+        version = parser.get_http_version()
+        req.http11 = version == "1.1"
+        if not req.http11 and version != "1.0":
+            self._bad_version(version)
+            return
         req.keep_alive = parser.should_keep_alive()
-        read_headers(req)
+        refused = read_headers(req)
+        if refused is not None:
+            self._bad_request(400, refused)
+            return
         req.websocket = parser.should_upgrade() and is_websocket(req)
         self.idle_since = None
-        if self._closing:
+        if self._closing or self._unreadable:  # past bad input earlier in this read
             return
         if self._active is None:
             self._start(req)
@@ -262,7 +293,8 @@ class ClientConnection(asyncio.Protocol):
             self.respond(504, responses.timed_out(handler.timeout))
         elif not req.complete:
             req.sending_seen = now  # a slow client's upload is not the function's wait
-        elif now - max(handler.started, req.sending_seen) >= state.redirect_after and not req.websocket:
+        elif now - max(handler.started, req.sending_seen) >= state.redirect_after and not req.websocket \
+                and not state.draining:  # a stopping server can neither keep a call nor be asked for it
             req.exchange = None
             call = state.calls.detach(handler, req.label, req.url)
             self._redirect(req, call.location(), call.id)
@@ -374,6 +406,39 @@ class ClientConnection(asyncio.Protocol):
         if self._active is None:
             self._close()
 
+    @property
+    def busy(self) -> bool:
+        """A request is in progress (or a WebSocket open): a drain waits for it."""
+        return self._active is not None and not self._closing
+
+    def drain(self) -> None:
+        """The server is stopping: close now if idle, else after the response in progress,
+        which then says `Connection: close`; requests pipelined behind it are not answered
+        (the client retries them, RFC 9112 9.3.2)."""
+        req = self._active
+        if req is None:
+            self._close()
+        else:
+            req.keep_alive = False
+
+    def give_up(self, grace: float) -> str:
+        """The shutdown grace is over: a request still waiting for its response gets a 503
+        ("503"); a response under way or a WebSocket is cut ("cut"); "" if nothing was left."""
+        req = self._active
+        if req is None or self._closing:
+            self.shutdown()
+            return ""
+        handler = req.exchange
+        if req.responded or (handler is not None and handler.head_sent):
+            self.shutdown()
+            return "cut"
+        if handler is not None:
+            handler.abort(503)
+            req.exchange = None
+        req.keep_alive = False
+        self.respond(503, responses.shutting_down(grace), {"Retry-After": "1"})
+        return "503"
+
     def shutdown(self) -> None:
         """Cut the connection now: a client that does not read must not hold up a shutdown."""
         self._abort_active()
@@ -415,6 +480,12 @@ class ClientConnection(asyncio.Protocol):
         elif not req.complete:  # the bad bytes are in the active request's body
             self._cut_active(status, message)
         # else: the requests before the bad bytes are answered first; see _done
+
+    def _bad_version(self, version: str) -> None:
+        if version.startswith(("0.", "1.")):
+            self._bad_request(400, responses.NO_VERSION)
+        else:
+            self._bad_request(505, responses.VERSION_NOT_SUPPORTED)
 
     def _internal_error(self) -> None:
         self._unreadable = True

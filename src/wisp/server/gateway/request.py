@@ -74,15 +74,20 @@ class Request:
         return self.chunked or self.content_length > 0
 
 
-def read_headers(req: Request) -> None:
-    """Pick out what the gateway acts on and keep the rest for the upstream head."""
+def read_headers(req: Request) -> str | None:
+    """Pick out what the gateway acts on and keep the rest for the upstream head.
+
+    Returns why the request must be refused with 400, or None.
+    """
     parts = req.parts
     connection = b""
+    hosts = 0
     for name, value in req.headers:
         kind = _SPECIAL.get(name.lower())
         if kind is None:
             parts += (name, b": ", value, b"\r\n")
         elif kind == _HOST:
+            hosts += 1
             req.host = value
             parts += (name, b": ", value, b"\r\n")
         elif kind == _LENGTH:
@@ -98,8 +103,51 @@ def read_headers(req: Request) -> None:
             req.upgrade = value
         elif kind == _CONNECTION:
             connection = connection + b"," + value if connection else value
+    if hosts > 1:
+        # Routing by one and the app reading the other would let a client reach one function
+        # while the app believes it is another (RFC 9112 3.2: 400).
+        return TWO_HOSTS
     if connection and connection.lower() not in _COMMON_CONNECTION:
         _drop_listed(parts, connection)
+    if not req.url.startswith(b"/"):
+        return _absolute_form(req)
+    return None
+
+
+TWO_HOSTS = "The request has more than one Host header; send exactly one."
+BAD_TARGET = ("The request target is neither a path (`/path`) nor an absolute http:// or https:// URL "
+              "without user info; send `GET /path HTTP/1.1` with a Host header.")
+
+
+def _absolute_form(req: Request) -> str | None:
+    """`GET http://host:port/path HTTP/1.1` (RFC 9112 3.2.2): the target's authority replaces
+    the Host header, for routing and for the app, and the app gets the origin form (`/path`).
+
+    Other targets (`*` of OPTIONS, say) are left as they are: they route nowhere.
+    """
+    scheme, sep, rest = req.url.partition(b"://")
+    if not sep:
+        return None
+    if scheme.lower() not in (b"http", b"https"):
+        return BAD_TARGET
+    end = len(rest)
+    for delimiter in (b"/", b"?", b"#"):
+        found = rest.find(delimiter)
+        if 0 <= found < end:
+            end = found
+    authority, target = rest[:end], rest[end:]
+    if not authority or b"@" in authority:  # user info is an error in http URIs (RFC 9110 4.2.4)
+        return BAD_TARGET
+    req.url = target if target.startswith(b"/") else b"/" + target
+    req.host = authority
+    parts = req.parts
+    for i in range(0, len(parts), 4):
+        if parts[i].lower() == b"host":
+            parts[i + 2] = authority
+            break
+    else:
+        parts[:0] = (b"host", b": ", authority, b"\r\n")
+    return None
 
 
 # Connection values that name no other header: the usual case costs one lookup.
@@ -109,6 +157,7 @@ _COMMON_CONNECTION = frozenset({b"close", b"keep-alive", b"upgrade", b"keep-aliv
 def _drop_listed(parts: list[bytes], connection: bytes) -> None:
     """`Connection: X-Foo` makes X-Foo hop-by-hop too (RFC 9110 7.6.1): it is not forwarded."""
     listed = {token.strip().lower() for token in connection.split(b",")}
+    listed.discard(b"host")  # not hop-by-hop: routing and the app both need it
     kept: list[bytes] = []
     for i in range(0, len(parts), 4):  # parts holds (name, ": ", value, CRLF) per header
         if parts[i].lower() not in listed:

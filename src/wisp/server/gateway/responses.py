@@ -15,6 +15,9 @@ BAD_GATEWAY = (
     "Its logs (`wisp app logs <app>`) show why; the request can be retried."
 )
 BAD_REQUEST = "The request is not valid HTTP/1.1, so the gateway cannot route it."
+NO_VERSION = ("The request line has no HTTP version (HTTP/0.9 is not supported); "
+              "send `GET /path HTTP/1.1` with a Host header.")
+VERSION_NOT_SUPPORTED = "The gateway speaks HTTP/1.1 and HTTP/1.0 only; send the request as HTTP/1.1."
 HEAD_TOO_LARGE = "The request line and headers are larger than 64 KiB; send fewer or shorter headers."
 INTERNAL = "The gateway failed while handling this request. This is a bug in wisp; the server log has the traceback."
 
@@ -47,6 +50,11 @@ def json_response(
     if with_body:
         parts.append(body)
     return b"".join(parts)
+
+
+def shutting_down(grace: float) -> dict[str, object]:
+    return {"error": f"The wisp server is stopping and this request did not get its answer within the "
+                     f"{grace:g} s shutdown grace period. Retry it once the server is back."}
 
 
 def not_found(labels: Iterable[str], port: int) -> dict[str, object]:

@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Mapping
+from typing import NamedTuple
 
 from ._target import Target
 from .calls import Calls
@@ -15,6 +16,16 @@ IDLE_TIMEOUT = 75.0  # seconds a client connection may sit without a request in 
 REDIRECT_AFTER = 150.0  # seconds without a response before a 303 to the call's result (S7)
 RESULT_TTL = 600.0  # seconds a detached call's result stays fetchable after it finished
 BACKLOG = 2048
+FLUSH_SECONDS = 1.0  # after the shutdown grace, how long the gateway's 503s get to reach their clients
+
+
+class Drained(NamedTuple):
+    """What a shutdown's drain found: busy connections at its start, and at the end of the
+    grace period requests answered 503 (never started) and responses or WebSockets cut."""
+
+    busy: int
+    answered_503: int
+    cut: int
 
 
 class Gateway:
@@ -33,16 +44,28 @@ class Gateway:
         self._sweeper: asyncio.Task[None] | None = None
         self.idle_timeout = IDLE_TIMEOUT
 
-    async def start(self, host: str, port: int, sock: socket.socket | None = None) -> None:
-        """Listen on host:port (port 0 picks a free one), or on `sock` when given."""
+    async def start(self, host: str, port: int, sock: socket.socket | None = None, *, serve: bool = True) -> None:
+        """Listen on host:port (port 0 picks a free one), or on `sock` when given.
+
+        serve=False binds the port (so one in use fails here) but refuses connections until
+        `serve()`: the server restores its apps first, so none of their URLs answers 404.
+        """
         loop = asyncio.get_running_loop()
         state = self._state
         if sock is not None:
-            self._server = await loop.create_server(lambda: ClientConnection(state), sock=sock, backlog=BACKLOG)
+            self._server = await loop.create_server(lambda: ClientConnection(state), sock=sock, backlog=BACKLOG,
+                                                    start_serving=serve)
         else:
-            self._server = await loop.create_server(lambda: ClientConnection(state), host, port, backlog=BACKLOG)
+            self._server = await loop.create_server(lambda: ClientConnection(state), host, port, backlog=BACKLOG,
+                                                    start_serving=serve)
         state.port = self.port
         self._sweeper = loop.create_task(self._sweep())
+
+    async def serve(self) -> None:
+        """Start accepting connections (after `start(..., serve=False)`)."""
+        if self._server is None:
+            raise RuntimeError("The gateway has no port before `await gateway.start(host, port)`.")
+        await self._server.start_serving()
 
     @property
     def port(self) -> int:
@@ -58,6 +81,43 @@ class Gateway:
     def calls(self) -> Calls:
         """Requests redirected by the 303 chain, running or finished and kept."""
         return self._calls
+
+    def busy(self) -> int:
+        """Client connections with a request in progress (an open WebSocket counts)."""
+        return sum(1 for conn in self._state.connections if conn.busy)
+
+    async def drain(self, grace: float) -> Drained:
+        """Stop accepting connections and let the requests in progress finish, for at most
+        `grace` seconds; then answer 503 to those still waiting for their response and cut the
+        rest (responses under way, WebSockets). `close()` comes after.
+
+        Idle keep-alive connections close at once; a busy one closes after the response in
+        progress, which says `Connection: close` (uvicorn and nginx do the same). Requests
+        waiting for a container keep waiting: a pool that can serve them within the grace
+        period does.
+        """
+        state = self._state
+        state.draining = True
+        if self._server is not None:
+            self._server.close()  # the kernel refuses new connections from now on
+        busy = 0
+        for conn in list(state.connections):
+            busy += conn.busy
+            conn.drain()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while any(conn.busy for conn in state.connections) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        answered = cut = 0
+        for conn in list(state.connections):
+            ended = conn.give_up(grace)
+            answered += ended == "503"
+            cut += ended == "cut"
+        # The 503s are written; give them a moment to leave before close() aborts what is left.
+        flush_until = loop.time() + FLUSH_SECONDS
+        while state.connections and loop.time() < flush_until:
+            await asyncio.sleep(0.02)
+        return Drained(busy, answered, cut)
 
     async def close(self) -> None:
         """Stop listening and cut every client and container connection."""
