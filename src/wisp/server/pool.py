@@ -8,6 +8,7 @@ ones (no new requests, SIGTERM, uvicorn finishes what it holds, exit hooks run).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import time
