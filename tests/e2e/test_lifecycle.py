@@ -1,6 +1,9 @@
 """Container lifecycle hooks through the real server and containers (issue 3, point 4; S12)."""
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +31,10 @@ class Deployed:
 @pytest.fixture(scope="module")
 def deployed(wisp: Wisp, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     folder = tmp_path_factory.mktemp("lifecycle")
-    events = folder / "events" / "events.txt"  # outside what deploy ships, so nothing copies it
-    events.parent.mkdir()
+    # Outside what deploy ships, so nothing copies it, and outside pytest's 0700 folders: the
+    # containers run as the app's own uid when the server is root, and must be able to write it.
+    events = Path(tempfile.mkdtemp(prefix="wisp-lifecycle-")) / "events.txt"
+    os.chmod(events.parent, 0o777)
     source = (REPO / "tests/e2e/apps/lifecycle.py").read_text()
     source = source.replace('"/tmp/wisp-lifecycle-events.txt"', repr(str(events)))
     app = folder / "app"
@@ -38,6 +43,7 @@ def deployed(wisp: Wisp, tmp_path_factory: pytest.TempPathFactory) -> Iterator[D
     wisp.run("deploy", str(app / "lifecycle.py"))
     yield Deployed(wisp, events)
     wisp.run("app", "stop", APP, check=False)
+    shutil.rmtree(events.parent, ignore_errors=True)
 
 
 def test_enter_runs_once_per_container_before_its_first_request(deployed: Deployed) -> None:

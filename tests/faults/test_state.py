@@ -98,14 +98,15 @@ def test_a_damaged_record_fails_only_its_app(own_wisp: Wisp, tmp_path: Path) -> 
 
 
 def test_an_unreadable_database_refuses_to_start_naming_the_backup(own_wisp: Wisp, tmp_path: Path) -> None:
+    home = own_wisp.home.resolve()  # the server names the real path, not the link
     deploy(own_wisp, tmp_path, "kept")
     own_wisp.run("server", "stop")
     own_wisp.run("server", "start")  # a start with apps to keep backs them up
-    backups = sorted((own_wisp.home / "backups").glob("state-*.db"))
+    backups = sorted((home / "backups").glob("state-*.db"))
     assert len(backups) == 1 and stat.S_IMODE(backups[0].stat().st_mode) == 0o600
     own_wisp.run("server", "stop")
 
-    db = own_wisp.home / "state.db"
+    db = home / "state.db"
     db.write_bytes(b"\x89 garbage, not a database " * 500)
     output = failed_start(own_wisp)
     assert str(db) in output and "cannot be used: file is not a database" in output, output
@@ -113,15 +114,16 @@ def test_an_unreadable_database_refuses_to_start_naming_the_backup(own_wisp: Wis
 
     restored = own_wisp.run("server", "restore").stdout  # the newest backup by default
     assert f"from {backups[0]}" in restored and "state.db.replaced-" in restored, restored
-    assert len(list(own_wisp.home.glob("state.db.replaced-*"))) == 1  # the damaged file is kept aside
+    assert len(list(home.glob("state.db.replaced-*"))) == 1  # the damaged file is kept aside
     own_wisp.run("server", "start")
     assert serves(own_wisp, "kept")
 
 
 def test_an_empty_database_beside_app_folders_refuses_to_start(own_wisp: Wisp, tmp_path: Path) -> None:
+    home = own_wisp.home.resolve()  # the server names the real path, not the link
     deploy(own_wisp, tmp_path, "remembered")
     own_wisp.run("server", "stop")
-    db = own_wisp.home / "state.db"
+    db = home / "state.db"
     good = tmp_path / "good.db"
     shutil.copy(db, good)
 
@@ -136,19 +138,20 @@ def test_an_empty_database_beside_app_folders_refuses_to_start(own_wisp: Wisp, t
         damage(db)
         output = failed_start(own_wisp)
         assert f"{db} is {word}" in output and "holds the code of 1 app(s) (remembered)" in output, output
-        assert "no backup" in output and re.search(rf"`mkdir \S+ && mv .*{own_wisp.home / 'apps'} ", output), output
+        assert "no backup" in output and re.search(rf"`mkdir \S+ && mv .*{home / 'apps'} ", output), output
         shutil.copy(good, db)  # nothing was written over: the good file serves again
-        assert not (own_wisp.home / "backups").exists()
+        assert not (home / "backups").exists()
 
     own_wisp.run("server", "start")
     assert serves(own_wisp, "remembered")
 
 
 def test_backup_while_running_and_restore(own_wisp: Wisp, tmp_path: Path) -> None:
+    home = own_wisp.home.resolve()  # the server names the real path, not the link
     deploy(own_wisp, tmp_path, "before")
     printed = own_wisp.run("server", "backup").stdout
     backup = Path(printed.split(" to ")[-1].strip())
-    assert backup.parent == own_wisp.home / "backups" and backup.is_file(), printed
+    assert backup.parent == home / "backups" and backup.is_file(), printed
     assert stat.S_IMODE(backup.stat().st_mode) == 0o600
     named = own_wisp.run("server", "backup", str(tmp_path / "named.db")).stdout
     assert str(tmp_path / "named.db") in named and (tmp_path / "named.db").is_file()

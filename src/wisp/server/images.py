@@ -479,10 +479,12 @@ async def find_python(version: str | None, *, readable_by_others: bool = False) 
     """(interpreter path, its version) for `python_version`; the server's own when None or equal.
     `readable_by_others`: containers run as other uids, so an interpreter under a folder closed
     to them (pyenv's in /root, say) is passed over for another of the same version."""
+    host_closed = False  # the server's own interpreter has the version but others cannot read it
     if version is None or _version_matches(host_python(), version):
         if not readable_by_others or closed_to_others(sys.executable) is None:
             return sys.executable, host_python()
         version = version or ".".join(host_python().split(".")[:2])
+        host_closed = True
     found = await _output([_uv(), "python", "find", "--python-preference", "system", "--no-python-downloads", version])
     candidates = ([found] if found else []) + _candidates(version)
     passed_over = []
@@ -493,7 +495,7 @@ async def find_python(version: str | None, *, readable_by_others: bool = False) 
         actual = await _python_version(candidate)
         if actual and _version_matches(actual, version):
             return candidate, actual
-    if readable_by_others and (passed_over or closed_to_others(sys.executable)):
+    if passed_over or host_closed:
         raise ImageBuildError(
             f"Image build step `create environment (Python {version})` failed: containers run as their app's own "
             f"uid, and no Python {version} on this machine is readable by other users "
