@@ -93,7 +93,7 @@ class Diff:
         return None if a is None or b is None else a - b
 
 
-Pick = Union[Stat, Diff]
+Pick = Union[Stat, Diff]  # noqa: UP007 (a runtime alias: `|` on classes needs 3.10 at import)
 OPS = {"<=": "≤", ">=": "≥", "abs<=": "within ±"}
 
 

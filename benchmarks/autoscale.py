@@ -38,8 +38,8 @@ import time
 from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parent))
-import _results  # noqa: E402  (benchmarks/_results.py)
-from _machine import free_port  # noqa: E402
+import _results
+from _machine import free_port
 
 APP = "autoscalebench"
 APP_HEAD = '''
@@ -151,7 +151,7 @@ def burst(home: Path, port: int, label: str, n: int) -> dict:
         gate.wait()
         try:
             status, body = call(conns[i], path)
-        except Exception as exc:  # noqa: BLE001 - reported, not hidden
+        except Exception as exc:
             status, body = -1, repr(exc).encode()
         results[i] = (time.perf_counter(), status, body)
 

@@ -16,13 +16,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parent))
-import _results  # noqa: E402
-from _machine import free_port  # noqa: E402
+import _results
+from _machine import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = '''

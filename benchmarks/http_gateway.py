@@ -257,8 +257,8 @@ def main() -> None:
         trips = {s.name: ws_round_trips(s, args.round_trips) for s in (gateway, plain)}
         transfers = {}
         for side in (gateway, plain):
-            transfers[side.name, "up"] = with_peak(pid, lambda: upload(side, size))
-            transfers[side.name, "down"] = with_peak(pid, lambda: download(side, size))
+            transfers[side.name, "up"] = with_peak(pid, lambda: upload(side, size))  # noqa: B023 (called at once)
+            transfers[side.name, "down"] = with_peak(pid, lambda: download(side, size))  # noqa: B023 (called at once)
     finally:
         direct.terminate()
         direct.wait()

@@ -30,8 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parent))
-import _results  # noqa: E402  (benchmarks/_results.py)
-
+import _results
 from wisp import Image
 from wisp.server.images import LocalImageBuilder, runtime_requirements
 

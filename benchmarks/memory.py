@@ -23,8 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parent))
-import _results  # noqa: E402  (benchmarks/_results.py)
-from _machine import app_pids, container_pids, free_port, rollup  # noqa: E402
+import _results
+from _machine import app_pids, container_pids, free_port, rollup
 
 SCRIPT = """
 import time

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parent))
-from _machine import rollup  # noqa: E402  (benchmarks/_machine.py)
+from _machine import rollup
 
 SCRIPT = '''
 import wisp

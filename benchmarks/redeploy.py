@@ -26,8 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parent))
-import _results  # noqa: E402  (benchmarks/_results.py)
-from _machine import container_pids, free_port  # noqa: E402
+import _results
+from _machine import container_pids, free_port
 
 WISP_SCRIPT = """
 import wisp

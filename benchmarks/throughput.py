@@ -36,8 +36,8 @@ import time
 from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parent))
-import _results  # noqa: E402  (benchmarks/_results.py)
-from _machine import free_port  # noqa: E402
+import _results
+from _machine import free_port
 
 APP_NAME = "bench-tput"
 FUNCTION = "hello"

@@ -1,6 +1,11 @@
 """Interleaved A/B: one wisp server per source tree, wrk -c64 runs taking turns between them,
 CPU µs/request of each server process (utime+stime from /proc, as benchmarks/throughput.py)."""
-import argparse, json, os, statistics, sys, tempfile
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/

@@ -1,7 +1,12 @@
 """The gateway's Python cost per request, no sockets: a real FunctionPool with one ready
 container (no process), a ClientConnection and an UpstreamConnection on stub transports."""
-import asyncio, gc, pathlib, time
+import asyncio
+import gc
+import pathlib
+import time
+
 import uvloop
+
 from wisp._image import Image
 from wisp._spec import FunctionSpec, WebSpec
 from wisp.server.gateway.protocol import ClientConnection, GatewayState

@@ -404,7 +404,7 @@ def enter(_warn_parentheses_missing: Any = None, *, snap: bool = False) -> Calla
     return _lifecycle_decorator("@wisp.enter", ENTER, _warn_parentheses_missing)
 
 
-def exit(_warn_parentheses_missing: Any = None) -> Callable[[F], F]:  # noqa: A001 - Modal's name
+def exit(_warn_parentheses_missing: Any = None) -> Callable[[F], F]:
     """Mark a method to run once when the container shuts down."""
     return _lifecycle_decorator("@wisp.exit", EXIT, _warn_parentheses_missing)
 
@@ -458,7 +458,10 @@ def _web_methods(where: str, klass: type) -> dict[str, Any]:
 
 def _check_constructible(where: str, klass: type) -> None:
     """The container makes the instance with `klass()` and calls `__enter__()` on it."""
-    required = _required_parameters(klass.__init__, skip_self=True) if klass.__init__ is not object.__init__ else []
+    # The __init__ that klass() runs: the first in the MRO (read from the class dicts, so no
+    # instance-level lookup is implied).
+    init = next((c.__dict__["__init__"] for c in klass.__mro__ if "__init__" in c.__dict__), object.__init__)
+    required = _required_parameters(init, skip_self=True) if init is not object.__init__ else []
     if required:
         raise TypeError(
             f"{where}: the container creates `{klass.__name__}()` with no arguments, but its `__init__` requires "

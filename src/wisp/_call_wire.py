@@ -26,7 +26,8 @@ _LENGTH = struct.Struct(">I")
 
 
 def encode_input(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-    return cloudpickle.dumps((tuple(args), dict(kwargs)))
+    data: bytes = cloudpickle.dumps((tuple(args), dict(kwargs)))
+    return data
 
 
 def decode_input(data: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -48,7 +49,7 @@ class RemoteFailure:
 
 
 def frame(kind: str, payload: Any) -> bytes:
-    body = cloudpickle.dumps((kind, payload))
+    body: bytes = cloudpickle.dumps((kind, payload))
     return _LENGTH.pack(len(body)) + body
 
 

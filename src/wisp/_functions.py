@@ -198,7 +198,7 @@ class FunctionHandle:
         context, path = self._target()
         data = encode_input(args, kwargs)
         # The whole answer is read (list), so the keep-alive connection is free for the next call.
-        return self._with_retries(lambda: list(_values(_call(context, path, data, "remote")))[0])
+        return self._with_retries(lambda: next(iter(list(_values(_call(context, path, data, "remote"))))))
 
     def remote_gen(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
         if not self.is_generator:

@@ -23,8 +23,22 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ._image_steps import (
-    ROOT, AddLocalDir, AddLocalFile, AddLocalPythonSource, AptInstall, ContextFile, DockerBuild, Env, ImageSpec,
-    PipInstall, PipInstallFromRequirements, RunCommands, Step, UvPipInstall, Workdir, default_python,
+    ROOT,
+    AddLocalDir,
+    AddLocalFile,
+    AddLocalPythonSource,
+    AptInstall,
+    ContextFile,
+    DockerBuild,
+    Env,
+    ImageSpec,
+    PipInstall,
+    PipInstallFromRequirements,
+    RunCommands,
+    Step,
+    UvPipInstall,
+    Workdir,
+    default_python,
 )
 
 _PYTHON_VERSION = re.compile(r"3\.\d+(\.\d+)?")
@@ -317,4 +331,4 @@ def _load_toml(path: Path) -> dict[str, Any]:
         return tomllib.load(f)
 
 
-__all__ = ["ROOT", "MOUNT_BLOBS", "ContextFile", "DockerBuild", "Image", "ImageSpec", "default_python", "file_sha256"]
+__all__ = ["MOUNT_BLOBS", "ROOT", "ContextFile", "DockerBuild", "Image", "ImageSpec", "default_python", "file_sha256"]

@@ -303,7 +303,7 @@ class AddLocalDir(Step):
     role: ClassVar[Role] = "mount"
     local: str = ""
     remote: str = ""
-    files: Files | None = _omit_none()  # None inside a container
+    files: Files | None = _omit_none()  # noqa: RUF009 (a field() spec, not a value)  None inside a container
 
     def call(self) -> str:
         return f".{self.op}({self.local!r}, {self.remote!r})"

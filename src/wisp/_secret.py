@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from ._spec import SecretRef
 
@@ -30,7 +31,7 @@ def check_name(name: object) -> str:
     return name
 
 
-def check_env(env: Mapping[object, object], where: str) -> dict[str, str]:
+def check_env(env: Mapping[Any, object], where: str) -> dict[str, str]:
     """Keys are environment variable names, values strings; None values are dropped (as Modal)."""
     out: dict[str, str] = {}
     for key, value in env.items():

@@ -105,7 +105,7 @@ def test_refusals_over_http_are_403_for_a_known_token_and_401_for_an_unknown_one
 
 
 def test_a_revoked_deploy_token_is_refused_at_once(server: tuple[Wisp, Path, str]) -> None:
-    wisp, root, _ = server
+    wisp, _, _ = server
     token = wisp.run("token", "create", "--deploy", "tok-a").stdout.strip().splitlines()[-1]
     listed = wisp.run("token", "list").stdout
     assert "deploy-tok-a-2  deploy token of app tok-a" in listed and token not in listed

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import itertools
 import json
 import os
 import re
@@ -175,7 +176,7 @@ def arrivals(h: Http, path: str) -> list[tuple[int, float, float]]:
 def test_each_chunk_arrives_before_the_next_is_sent(h: Http, function: str, kind: str) -> None:
     ticks = arrivals(h, h.path("http-stream", function))
     assert [i for i, _, _ in ticks] == [0, 1, 2, 3], kind
-    for (_, _, arrived), (_, next_sent, _) in zip(ticks, ticks[1:]):
+    for (_, _, arrived), (_, next_sent, _) in itertools.pairwise(ticks):
         assert arrived < next_sent, f"{kind}: a chunk waited for the next one"
     assert max(arrived - sent for _, sent, arrived in ticks) < 0.3, kind  # CLOCK_MONOTONIC is machine-wide
 
@@ -278,7 +279,7 @@ def test_keep_alive_carries_many_requests(h: Http) -> None:
         conn.request("POST" if i % 2 else "GET", h.path("http-bodies", "misc", "/headers"), body=b"b%d" % i if i % 2 else None)
         resp = conn.getresponse()
         assert resp.status == 200
-        assert json.loads(resp.read())["body"] == ("b%d" % i if i % 2 else "")
+        assert json.loads(resp.read())["body"] == (f"b{i}" if i % 2 else "")
         ids.add(resp.getheader("x-wisp-request-id"))
     assert conn.sock is sock  # never reconnected
     assert len(ids) == 200
@@ -338,8 +339,8 @@ def test_an_absolute_form_target_routes_by_its_authority_and_reaches_the_app_in_
 
 
 def test_two_host_headers_and_a_missing_version_get_400_at_once(h: Http) -> None:
-    two = exchange_raw(h, f"GET /headers HTTP/1.1\r\nHost: http-bodies--misc.localhost\r\n"
-                          f"Host: http-long--slow.localhost\r\n\r\n".encode())
+    two = exchange_raw(h, b"GET /headers HTTP/1.1\r\nHost: http-bodies--misc.localhost\r\n"
+                          b"Host: http-long--slow.localhost\r\n\r\n")
     assert two.startswith(b"HTTP/1.1 400 ") and b"more than one Host" in two
     started = time.monotonic()
     old = exchange_raw(h, f"GET {h.path('http-bodies', 'misc', '/headers')}\r\n".encode())  # HTTP/0.9

@@ -7,8 +7,17 @@ from collections.abc import Sequence
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
-    AcceptConnection, BytesMessage, CloseConnection, Event, Message, Ping, Pong, RejectConnection, RejectData,
-    Request, TextMessage,
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Message,
+    Ping,
+    Pong,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
 )
 
 

@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from e2e.conftest import Wisp, get, start_wisp, wait_until
+
 from .conftest import leftovers
 
 APPS = Path(__file__).parent / "apps"

@@ -16,6 +16,7 @@ from pathlib import Path
 import requests
 
 from e2e.conftest import Wisp, get, open_for_containers, start_wisp, wait_until
+
 from .conftest import descendants, leftovers, still_alive
 
 APPS = Path(__file__).parent / "apps"
@@ -76,7 +77,7 @@ def _wait_gone(home: Path, before: dict[int, str]) -> tuple[list[str], list[str]
     started = time.monotonic()
     while True:
         alive, other = still_alive(before), leftovers(home)
-        if not alive and not other or time.monotonic() - started > GONE_WITHIN:
+        if (not alive and not other) or time.monotonic() - started > GONE_WITHIN:
             return alive, other, time.monotonic() - started
         time.sleep(0.1)
 
@@ -186,7 +187,7 @@ def test_socket_files_of_dead_containers_are_removed_as_they_die(tmp_path: Path)
             counts["answered" if response.status_code == 200 else "lost"] += 1
             if response.status_code == 200:
                 pid = response.json()["pid"]
-                wait_until(lambda: not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text()
+                wait_until(lambda: not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text()  # noqa: B023 (called at once)
                            .rsplit(")", 1)[1].split()[0] == "Z", 30, message="the container to exit")
         time.sleep(0.5)
         sockets = list(tmp.rglob("*.sock"))

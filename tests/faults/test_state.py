@@ -16,6 +16,7 @@ from pathlib import Path
 import requests
 
 from e2e.conftest import Wisp, get, start_wisp, wait_until
+
 from .conftest import leftovers
 
 SCRIPT = """

@@ -72,7 +72,13 @@ def test_call_token_admission(headers: list[tuple[bytes, bytes]], admitted: bool
 
 # -- the control API: who may do what (issue 11) ---------------------------------------------------
 from wisp.server.auth import (  # noqa: E402
-    ADMIN, DeployTokens, Principal, action_of, app_refusal, new_deploy_token, route_refusal,
+    ADMIN,
+    DeployTokens,
+    Principal,
+    action_of,
+    app_refusal,
+    new_deploy_token,
+    route_refusal,
 )
 
 DEPLOY = Principal("deploy", "shop", "deploy-shop")

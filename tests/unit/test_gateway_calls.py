@@ -21,6 +21,7 @@ from wisp.server.gateway import calls as calls_module
 from wisp.server.gateway.calls import call_param, is_call_id, new_call_id
 
 from .test_gateway import FakeTarget, Harness, assert_releases, get, pattern, pattern_sha, wait_until
+
 WINDOW = 0.2
 
 
@@ -375,7 +376,7 @@ def test_a_call_still_waiting_for_a_container_is_redirected_and_then_served(wind
     target.delay = WINDOW * 2  # a cold start longer than the window
     first = request(window, "GET", "/app/slow?s=0")
     assert first.status == 303 and record.requests == 0
-    status, _, body, _ = follow(window, first.getheader("location") or "")
+    status, _, _, _ = follow(window, first.getheader("location") or "")
     assert (status, record.requests) == (200, 1)
     assert_releases(target, [False])
 
@@ -390,3 +391,19 @@ def test_a_request_still_sending_its_body_is_not_redirected(window: Harness) -> 
         while b"}" not in data:
             data += sock.recv(65536)
     assert data.startswith(b"HTTP/1.1 200 ") and b'"body":"abcdefghij"' in data
+
+
+def test_a_fetch_still_waiting_when_a_drain_gives_up_gets_503(make_window: Callable[..., Harness]) -> None:
+    """A client polling a call whose result has not begun, when the server stops: 503, not a
+    TypeError in the drain (the fetch's abort once took no status)."""
+    h = make_window(redirect_after=1.0, result_ttl=5.0)
+    served(h)
+    first = request(h, "GET", "/app/slow?s=5")
+    assert first.status == 303
+    conn = h.client()
+    conn.request("GET", first.getheader("location") or "")
+    time.sleep(0.2)  # the fetch is waiting for the result, well within its own window
+    drained = h.call(h.gateway.drain(0.1))
+    resp = conn.getresponse()
+    assert resp.status == 503 and resp.getheader("retry-after") == "1"
+    assert drained.answered_503 == 1

@@ -402,7 +402,7 @@ def test_images_are_usable_as_dict_keys() -> None:
 
 
 def test_image_is_not_equal_to_its_spec() -> None:
-    assert BASE != BASE.spec
+    assert BASE.spec != BASE
 
 
 # -- Dockerfile rendering: one case per builder method ---------------------------------------------

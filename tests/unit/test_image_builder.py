@@ -23,8 +23,16 @@ from wisp.cli import _package
 from wisp.cli.image import BuildProgress, mount_blobs, watch_dirs
 from wisp.server import images
 from wisp.server.images import (
-    COMPLETE, ImageBuildError, LocalImageBuilder, build_key, check_local_runtime, container_settings,
-    find_python, local_path, place_files, runtime_requirements,
+    COMPLETE,
+    ImageBuildError,
+    LocalImageBuilder,
+    build_key,
+    check_local_runtime,
+    container_settings,
+    find_python,
+    local_path,
+    place_files,
+    runtime_requirements,
 )
 
 BASE = Image.debian_slim()

@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from wisp.server.isolation import (
-    DEFAULT_UID_BASE, WISP_VARIABLES, allocate_uid, base_env, isolation_problem, uid_settings, untraversable, zygote_env,
+    DEFAULT_UID_BASE,
+    WISP_VARIABLES,
+    allocate_uid,
+    base_env,
+    isolation_problem,
+    uid_settings,
+    untraversable,
+    zygote_env,
 )
 from wisp.server.store import Store
 

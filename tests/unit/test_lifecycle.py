@@ -308,7 +308,7 @@ def test_class_needing_constructor_arguments_is_an_error() -> None:
 
 def test_dunder_enter_with_required_arguments_is_an_error() -> None:
     class Model:
-        def __enter__(self, path: str) -> None: ...
+        def __enter__(self, path: str) -> None: ...  # noqa: PLE0302 (the wrong signature under test)
 
     with pytest.raises(TypeError, match=r"`Model\.__enter__`: the container calls `__enter__` .* requires path"):
         Stub().cls()(Model)

@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 
 from wisp.server.store import (
-    MIGRATIONS, SCHEMA_VERSION, AppRow, DatabaseInfo, Store, StoreError, VersionRow, inspect, migrate,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    AppRow,
+    DatabaseInfo,
+    Store,
+    StoreError,
+    VersionRow,
+    inspect,
+    migrate,
 )
 
 SPEC: dict[str, Any] = {"name": "hello", "module": "hello", "stub_attr": "stub", "functions": [{"name": "f", "web": None}]}
@@ -58,7 +66,7 @@ def test_save_version_round_trip(store: Store) -> None:
 
 
 def test_every_version_keeps_its_own_spec(store: Store) -> None:
-    for version in (1, 2, 3):
+    for _ in (1, 2, 3):
         save(store, "hello")
     for version in (1, 2, 3):
         saved = store.version("hello", version)

@@ -69,7 +69,7 @@ def load(args: argparse.Namespace) -> Loaded:
         from ._invoke import invoke_app
 
         app = invoke_app(fn, spec)  # a called function: `.remote()`, `.map()`, `.spawn()`
-    elif klass is None and spec.web.kind == "webhook":
+    elif klass is None and spec.web is not None and spec.web.kind == "webhook":
         app = with_root_path(with_errors(build_app(fn, spec), spec.name))
     return Loaded(workdir, module, stub, fn, spec, klass, app)
 

@@ -5,7 +5,7 @@ import json
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from .._spec import FunctionSpec
 
@@ -61,7 +61,7 @@ def build_app(fn: Callable[..., Any], spec: FunctionSpec) -> ASGIApp:
             f"@stub.asgi function `{spec.name}` returned {app!r}, which is not an ASGI app. "
             "Return the app object, for example `return web_app` for a FastAPI() instance."
         )
-    return app
+    return cast(Callable[..., Any], app)
 
 
 def with_root_path(app: ASGIApp) -> ASGIApp:

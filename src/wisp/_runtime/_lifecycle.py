@@ -62,7 +62,7 @@ def find_class(module: ModuleType, stub: Stub, path: str) -> type:
     return found
 
 
-def enter_hooks(instance: object) -> list[Hook]:
+def enter_hooks(instance: Any) -> list[Hook]:
     """`__enter__` first (the seed's form), then the `@wisp.enter()` methods in definition order."""
     klass = type(instance)
     hooks: list[Hook] = [("__enter__", instance.__enter__)] if hasattr(klass, "__enter__") else []

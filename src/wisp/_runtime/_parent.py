@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Callable
 
 PR_SET_PDEATHSIG = 1
 
+_prctl: Callable[..., int] | None
 try:  # resolved here, not in a child after fork (a fork of a threaded server must not dlopen)
     _prctl = ctypes.CDLL(None, use_errno=True).prctl
 except (OSError, AttributeError):

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 
 class Pipe(asyncio.Protocol):
-    __slots__ = ("transport", "peer", "_early", "_eof", "_closed", "_on_lost", "_reading", "_peer_full")
+    __slots__ = ("_closed", "_early", "_eof", "_on_lost", "_peer_full", "_reading", "peer", "transport")
 
     def __init__(self, on_lost: Callable[[Pipe, Exception | None], None] | None = None) -> None:
         self.transport: asyncio.Transport | None = None

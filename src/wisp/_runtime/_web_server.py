@@ -115,7 +115,7 @@ class Starter:
             result = fn()
             if inspect.isawaitable(result):
                 asyncio.run(_awaited(result))
-        except BaseException as exc:  # noqa: BLE001 - reported by the waiting main thread
+        except BaseException as exc:
             self.error = exc
         else:
             self.returned = True

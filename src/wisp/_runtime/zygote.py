@@ -41,6 +41,7 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
+from types import FrameType
 from typing import Any, NoReturn
 
 from ._parent import die_with_parent
@@ -66,7 +67,7 @@ ORPHANED = signal.SIGHUP  # a zygote's parent-death signal (handled); a containe
 
 # A fresh interpreter ignores SIGPIPE (a write to a closed socket raises instead of killing the
 # process) and turns SIGINT into KeyboardInterrupt; a zygote's own handlers must not leak in.
-FRESH_SIGNALS = {
+FRESH_SIGNALS: dict[signal.Signals, Callable[[int, FrameType | None], object] | int] = {
     signal.SIGCHLD: signal.SIG_DFL,
     signal.SIGTERM: signal.SIG_DFL,
     signal.SIGHUP: signal.SIG_DFL,
@@ -317,7 +318,7 @@ class Zygote:
                 return
             if self.retiring:
                 self.retire()
-            watched = [self.wake_r] if self.listener is None else [self.listener, self.wake_r]
+            watched: list[socket.socket | int] = [self.wake_r] if self.listener is None else [self.listener, self.wake_r]
             try:
                 ready, _, _ = select.select(watched, [], [], PARENT_CHECK)
             except InterruptedError:

@@ -77,7 +77,8 @@ def inspect_app(target: Target) -> dict[str, Any]:
         raise PackageError(import_timed_out(target.script.name, timeout, stderr)) from None
     if proc.returncode != 0:
         raise PackageError(stderr.strip() or f"Importing {target.script.name} failed (exit {proc.returncode}).")
-    return json.loads(stdout)
+    spec: dict[str, Any] = json.loads(stdout)
+    return spec
 
 
 def import_timed_out(script: str, timeout: float, printed: str) -> str:

@@ -95,9 +95,8 @@ def _stop(client: Client, app_id: str, owner: str, *, stop_server: bool) -> None
     try:
         client.request("DELETE", f"/v1/apps/{app_id}?owner={owner}", timeout=60)
         _output.say("Stopped the app and its containers.")
-        if stop_server:
-            if server.shutdown(client, if_idle=True):
-                _output.say("Stopped the wisp server this command started (no other app was running).")
+        if stop_server and server.shutdown(client, if_idle=True):
+            _output.say("Stopped the wisp server this command started (no other app was running).")
     except ClientError as exc:
         _output.fail(f"Could not stop the app: {exc.message}")
 

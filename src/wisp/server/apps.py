@@ -17,9 +17,24 @@ from typing import Any
 
 from .._spec import AppSpec, FunctionSpec
 from .._urls import app_id_for, call_label, endpoint_urls, make_label
-from .auth import DeployTokens, Principal, ProxyTokens, call_token_check, digest, new_deploy_token, new_proxy_token
+from .auth import (
+    Admit,
+    DeployTokens,
+    Principal,
+    ProxyTokens,
+    call_token_check,
+    digest,
+    new_deploy_token,
+    new_proxy_token,
+)
 from .images import (
-    ImageBuildError, LocalImageBuilder, Progress, build_key, check_local_runtime, container_settings, place_files,
+    ImageBuildError,
+    LocalImageBuilder,
+    Progress,
+    build_key,
+    check_local_runtime,
+    container_settings,
+    place_files,
 )
 from .isolation import AppUser, allocate_uid, app_user, base_env, own_tree
 from .logs import AppLog
@@ -327,6 +342,7 @@ class AppManager:
         launcher = self.runtime.launcher(argv, env=env, cwd=cwd, fork=fn.fork, log=log, startup_timeout=fn.startup_timeout,
                                          user=user)
         labels = (("app", app_id), ("function", fn.name))
+        admit: Admit | None
         if fn.web is None:  # a called function: its app's callers only
             admit = call_token_check(self.call_token(app_id))
         else:

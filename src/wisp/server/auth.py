@@ -192,5 +192,19 @@ class DeployTokens:
         return None if found is None else Principal("deploy", found[1], found[0])
 
 
-__all__ = ["ADMIN", "APP_ACTIONS", "DeployTokens", "Principal", "action_of", "app_refusal", "new_deploy_token",
-           "route_refusal", "KEY_HEADER", "SECRET_HEADER", "ProxyTokens", "call_token_check", "digest", "new_proxy_token"]
+__all__ = [
+    "ADMIN",
+    "APP_ACTIONS",
+    "KEY_HEADER",
+    "SECRET_HEADER",
+    "DeployTokens",
+    "Principal",
+    "ProxyTokens",
+    "action_of",
+    "app_refusal",
+    "call_token_check",
+    "digest",
+    "new_deploy_token",
+    "new_proxy_token",
+    "route_refusal",
+]

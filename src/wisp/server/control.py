@@ -16,13 +16,12 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .._call_wire import CONTENT_TYPE
 from .._secret import check_env, check_name
 from .._urls import app_id_for
-from .._call_wire import CONTENT_TYPE
 from .apps import AppManager, DeployError
 from .auth import ADMIN, Principal, action_of, app_refusal, route_refusal
 from .spawned import RESULT_TTL
-
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -192,11 +191,11 @@ def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], di
         except (KeyError, TypeError, ValueError) as exc:
             return _error(400, f"Malformed token request: {exc}. Send {{\"name\": \"NAME\"}} for a proxy token or "
                                "{\"deploy\": \"APP_NAME\"} for a deploy token.")
-        made = manager.create_proxy_token(name)
-        if made is None:
+        proxy = manager.create_proxy_token(name)
+        if proxy is None:
             return _error(409, f"A proxy token named {name!r} exists. Revoke it with `wisp token revoke {name}`, "
                                "or choose another name.")
-        return JSONResponse(made, status_code=201)
+        return JSONResponse(proxy, status_code=201)
 
     async def revoke_token(request: Request) -> Response:
         name = manager.revoke_proxy_token(request.path_params["name"])

@@ -161,6 +161,16 @@ def app_user(uid: int, socket_parent: str) -> AppUser:
 
 
 __all__ = [
-    "AppUser", "DEFAULT_UID_BASE", "WISP_VARIABLES", "allocate_uid", "base_env", "isolation_problem", "own_tree",
-    "secure_home", "app_user", "uid_settings", "untraversable", "zygote_env",
+    "DEFAULT_UID_BASE",
+    "WISP_VARIABLES",
+    "AppUser",
+    "allocate_uid",
+    "app_user",
+    "base_env",
+    "isolation_problem",
+    "own_tree",
+    "secure_home",
+    "uid_settings",
+    "untraversable",
+    "zygote_env",
 ]

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import io
 import os
 import shutil
 import signal
@@ -19,14 +20,22 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 
 import wisp
 
-from .._config import ALIVE_LOCK, SERVER_FILE, ServerInfo, disk_full_message, disk_problem, is_disk_full, read_token, \
-    write_server_info
+from .._config import (
+    ALIVE_LOCK,
+    SERVER_FILE,
+    ServerInfo,
+    disk_full_message,
+    disk_problem,
+    is_disk_full,
+    read_token,
+    write_server_info,
+)
 from .apps import AppManager
 from .control import build_control_app
 from .gateway import Gateway
@@ -289,13 +298,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     gateway_options_from_env()  # a bad setting stops the server here, with its name
     check_log_max_bytes()
-    sys.stdout = UnfailingStream(sys.stdout)  # server.log on a full disk: drop lines, never raise
-    sys.stderr = UnfailingStream(sys.stderr)
+    # server.log on a full disk: drop lines, never raise (the streams are text files: TextIOBase)
+    sys.stdout = UnfailingStream(cast(io.TextIOBase, sys.stdout))
+    sys.stderr = UnfailingStream(cast(io.TextIOBase, sys.stderr))
     grace = shutdown_grace(args.grace)
     try:
         import uvloop
-    except ImportError:
-        uvloop = None
-    if uvloop is not None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass  # the standard loop (uvloop is not built for every platform)
     sys.exit(asyncio.run(run(args.home.resolve(), args.host, args.port, args.runtime, args.max_body_size, grace)))

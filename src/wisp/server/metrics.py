@@ -99,6 +99,7 @@ class Metrics:
 
     def render(self) -> str:
         lines: list[str] = []
-        for metric in (self.requests, self.queue_wait, self.cold_start, self.enter, *self.gauges):
+        metrics: list[Counter | Histogram | Gauge] = [self.requests, self.queue_wait, self.cold_start, self.enter]
+        for metric in metrics + self.gauges:
             lines += metric.render()
         return "\n".join(lines) + "\n"

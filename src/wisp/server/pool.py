@@ -62,7 +62,7 @@ class Container:
 
 
 class Lease:
-    __slots__ = ("_pool", "_container", "socket_path", "_released")
+    __slots__ = ("_container", "_pool", "_released", "socket_path")
 
     def __init__(self, pool: FunctionPool, container: Container) -> None:
         self._pool = pool

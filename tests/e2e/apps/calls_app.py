@@ -80,7 +80,6 @@ def start(item: dict) -> dict:
 @modal.fastapi_endpoint()
 def poll(call_id: str):
     from fastapi.responses import JSONResponse
-
     from modal_compat import FunctionCall
 
     try:

@@ -7,8 +7,8 @@ import tempfile
 import traceback
 from pathlib import Path
 
-import wisp
 from calls_app import add, app, boom, count, crash, flaky, slow, square
+
 from wisp.functions import FunctionCall
 
 

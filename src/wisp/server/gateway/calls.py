@@ -178,7 +178,7 @@ class Call:
             self._mem += data
         else:
             if self._file is None:
-                self._file = tempfile.TemporaryFile(prefix="wisp-call-")
+                self._file = tempfile.TemporaryFile(prefix="wisp-call-")  # noqa: SIM115 (lives as long as the Call)
             fd = self._file.fileno()
             with memoryview(data) as view:
                 while view:
@@ -218,7 +218,7 @@ class CallFetch:
     again by the gateway's sweep if no response has started within another window.
     """
 
-    __slots__ = ("client", "call", "head_only", "offset", "started", "head_sent", "done")
+    __slots__ = ("call", "client", "done", "head_only", "head_sent", "offset", "started")
 
     def __init__(self, client: Fetcher, call: Call, *, head_only: bool, started: float) -> None:
         self.client = client
@@ -253,7 +253,9 @@ class CallFetch:
             else:
                 client.finish_response(True)
 
-    def abort(self) -> None:
+    def abort(self, status: int | None = None) -> None:
+        """The client left, or the server gives up on it; `status` is for the metrics of an
+        Exchange's call and means nothing to a fetch (a stored answer has no container)."""
         self.done = True
         self.call.readers.discard(self)
 

@@ -56,10 +56,33 @@ class Client(Protocol):
 
 class Exchange:
     __slots__ = (
-        "client", "request", "pool", "lease", "conn", "head_sent", "done", "_head",
-        "_acquiring", "_connecting", "_pending", "_pending_size", "_body_done", "_sent",
-        "_sent_size", "_retried", "_framing", "_keep_alive", "_reusable", "_until_eof", "_held",
-        "_upstream_full", "_out", "_status", "started", "timeout", "_switching",
+        "_acquiring",
+        "_body_done",
+        "_connecting",
+        "_framing",
+        "_head",
+        "_held",
+        "_keep_alive",
+        "_out",
+        "_pending",
+        "_pending_size",
+        "_retried",
+        "_reusable",
+        "_sent",
+        "_sent_size",
+        "_status",
+        "_switching",
+        "_until_eof",
+        "_upstream_full",
+        "client",
+        "conn",
+        "done",
+        "head_sent",
+        "lease",
+        "pool",
+        "request",
+        "started",
+        "timeout",
     )
 
     def __init__(self, client: Client, pool: UpstreamPool, request: Request, head: bytes, started: float) -> None:

@@ -40,9 +40,28 @@ class Request:
     """One request on a client connection, from its first byte until its response is sent."""
 
     __slots__ = (
-        "url", "headers", "method", "http11", "keep_alive", "host", "content_length",
-        "chunked", "expect_continue", "forwarded_for", "upgrade", "websocket", "parts", "complete",
-        "responded", "body", "body_size", "exchange", "request_id", "label", "tunnel_data", "sending_seen",
+        "body",
+        "body_size",
+        "chunked",
+        "complete",
+        "content_length",
+        "exchange",
+        "expect_continue",
+        "forwarded_for",
+        "headers",
+        "host",
+        "http11",
+        "keep_alive",
+        "label",
+        "method",
+        "parts",
+        "request_id",
+        "responded",
+        "sending_seen",
+        "tunnel_data",
+        "upgrade",
+        "url",
+        "websocket",
     )
 
     def __init__(self) -> None:

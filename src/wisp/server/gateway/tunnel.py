@@ -29,7 +29,7 @@ class TunnelClient(Protocol):
 
 
 class Tunnel:
-    __slots__ = ("client", "upstream", "lease", "_client_end", "_upstream_end")
+    __slots__ = ("_client_end", "_upstream_end", "client", "lease", "upstream")
 
     def __init__(self, client: TunnelClient, upstream: UpstreamConnection, lease: Lease, early: bytes) -> None:
         self.client = client

@@ -5,7 +5,6 @@ import os
 import socket
 
 from .base import ContainerProcess, Launcher, Log, NotReady, Runtime
-
 from .local import LocalRuntime
 from .zygote import ZygoteRuntime
 
@@ -24,4 +23,4 @@ def get_runtime(name: str) -> Runtime:
         raise ValueError(f"Unknown runtime {name!r}. Choose one of: {', '.join(sorted(RUNTIMES))}.") from None
 
 
-__all__ = ["ContainerProcess", "Launcher", "Log", "NotReady", "Runtime", "RUNTIMES", "get_runtime"]
+__all__ = ["RUNTIMES", "ContainerProcess", "Launcher", "Log", "NotReady", "Runtime", "get_runtime"]

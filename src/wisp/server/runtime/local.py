@@ -14,7 +14,6 @@ from ..isolation import AppUser
 from . import groups
 from .base import Log
 
-
 OUTPUT_AFTER_EXIT = 2.0  # seconds a container's output is still read once it has exited
 
 
