@@ -8,14 +8,14 @@ from __future__ import annotations
 import difflib
 import inspect
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from ._functions import FunctionHandle
 from ._image import Image
 from ._modal_keywords import NO_OPS, REFUSED, refusal
 from ._retries import policy
 from ._secret import Secret
-from ._spec import HTTP_METHODS, AppSpec, FunctionSpec, SecretRef, WebSpec
+from ._spec import HTTP_METHODS, AppSpec, FunctionSpec, SecretRef, WebKind, WebSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 C = TypeVar("C", bound=type)
@@ -347,7 +347,7 @@ def concurrent(
             raise TypeError(f"{where} is above `@stub.cls` here; put it under `@stub.cls(...)`, closer to the class.")
         if getattr(fn, "__wisp_function__", None) is not None:
             raise TypeError(f"{where} is below `@stub.function` here; put it closer to the function.")
-        fn.__wisp_concurrent__ = (max_inputs, target_inputs)  # type: ignore[attr-defined]
+        fn.__wisp_concurrent__ = (max_inputs, target_inputs)  # type: ignore[attr-defined]  # a mark on the user's object, read back by getattr
         return fn
 
     return mark
@@ -390,7 +390,7 @@ def _lifecycle_decorator(where: str, kind: str, first: Any) -> Callable[[F], F]:
 
     def mark(fn: F) -> F:
         _check_hook(where, fn)
-        fn.__wisp_lifecycle__ = kind  # type: ignore[attr-defined]
+        fn.__wisp_lifecycle__ = kind  # type: ignore[attr-defined]  # a mark on the user's object, read back by getattr
         return fn
 
     return mark
@@ -503,7 +503,7 @@ class Stub:
             name = ".".join(method)
             fields = {**fields, "cls": method[0], "method_name": method[1]}
         self._add(where, name, fn, web, fields, getattr(fn, "__wisp_concurrent__", None))
-        spec = fn.__wisp_function__ = self._functions[name][1]  # type: ignore[attr-defined]
+        spec = fn.__wisp_function__ = self._functions[name][1]  # type: ignore[attr-defined]  # a mark on the user's object, read back by getattr
         if method is None:  # `f.remote()`, `f.map()`, `f.spawn()`, `f.local()` (S: calls between functions)
             FunctionHandle(fn, name, web is not None, spec.retries).attach()
 
@@ -522,6 +522,13 @@ class Stub:
             fields = {**fields, "allow_concurrent_inputs": WEB_SERVER_INPUTS}
         self._functions[name] = (fn, FunctionSpec(name=name, web=web, **fields))
 
+    # Each decorator works bare (`@stub.function`) and called (`@stub.function(...)`): the
+    # overloads give both forms their real types, so a checker sees the decorated function.
+    @overload
+    def function(self, _fn: F, /) -> F: ...
+    @overload
+    def function(self, _fn: None = None, /, **kwargs: Any) -> Callable[[F], F]: ...
+
     def function(self, _fn: Any = None, /, **kwargs: Any) -> Any:
         """Register a function; stack `@wisp.fastapi_endpoint()` etc. under it to serve it."""
         where = "@stub.function"
@@ -532,6 +539,12 @@ class Stub:
             return fn
 
         return _bare_or_factory(where, _fn, wrap, "@stub.function(timeout=60)")
+
+    @overload
+    def webhook(self, _fn: F, /) -> F: ...
+    @overload
+    def webhook(self, _fn: None = None, /, *, method: str = "GET", label: str | None = None, docs: bool = False,
+                **kwargs: Any) -> Callable[[F], F]: ...
 
     def webhook(
         self, _fn: Any = None, /, *, method: str = "GET", label: str | None = None, docs: bool = False, **kwargs: Any
@@ -550,8 +563,8 @@ class Stub:
 
         return _bare_or_factory(where, _fn, wrap, "@stub.webhook(method=\"POST\")")
 
-    def _app_decorator(self, where: str, kind: str, first: Any, label: str | None, kwargs: dict[str, Any]) -> Any:
-        web = WebSpec(kind, label=label, requires_proxy_auth=_web_keywords(where, kwargs))  # type: ignore[arg-type]
+    def _app_decorator(self, where: str, kind: WebKind, first: Any, label: str | None, kwargs: dict[str, Any]) -> Any:
+        web = WebSpec(kind, label=label, requires_proxy_auth=_web_keywords(where, kwargs))
         fields = _function_fields(where, kwargs, self.image)
 
         def wrap(fn: F) -> F:
@@ -562,13 +575,28 @@ class Stub:
 
         return _bare_or_factory(where, first, wrap, f"{where}(image=image)")
 
+    @overload
+    def asgi(self, _fn: F, /) -> F: ...
+    @overload
+    def asgi(self, _fn: None = None, /, *, label: str | None = None, **kwargs: Any) -> Callable[[F], F]: ...
+
     def asgi(self, _fn: Any = None, /, *, label: str | None = None, **kwargs: Any) -> Any:
         """Serve the ASGI app (FastAPI, Starlette, ...) that the decorated function returns."""
         return self._app_decorator("@stub.asgi", "asgi", _fn, label, kwargs)
 
+    @overload
+    def wsgi(self, _fn: F, /) -> F: ...
+    @overload
+    def wsgi(self, _fn: None = None, /, *, label: str | None = None, **kwargs: Any) -> Callable[[F], F]: ...
+
     def wsgi(self, _fn: Any = None, /, *, label: str | None = None, **kwargs: Any) -> Any:
         """Serve the WSGI app (Flask, Django, ...) that the decorated function returns."""
         return self._app_decorator("@stub.wsgi", "wsgi", _fn, label, kwargs)
+
+    @overload
+    def cls(self, _cls: C, /) -> C: ...
+    @overload
+    def cls(self, _cls: None = None, /, **kwargs: Any) -> Callable[[C], C]: ...
 
     def cls(self, _cls: Any = None, /, **kwargs: Any) -> Any:
         """Register a class: `@wisp.enter()` methods run once per container before it takes
@@ -598,10 +626,15 @@ class Stub:
             self._check_free(where, f"{path}.{name}", fn)
         concurrency = vars(klass).get("__wisp_concurrent__")
         self._classes[path] = klass
-        klass.__wisp_cls__ = path  # type: ignore[attr-defined]
+        klass.__wisp_cls__ = path  # type: ignore[attr-defined]  # a mark on the user's object, read back by getattr
         for name, fn in webs.items():
             self._add(where, f"{path}.{name}", fn, fn.__wisp_web__, {**fields, "cls": path, "method_name": name},
                       concurrency)
+
+    @overload
+    def local_entrypoint(self, _fn: F, /) -> F: ...
+    @overload
+    def local_entrypoint(self, _fn: None = None, /, *, name: str | None = None) -> Callable[[F], F]: ...
 
     def local_entrypoint(self, _fn: Any = None, /, *, name: str | None = None) -> Any:
         """Mark the function `wisp run script.py` runs in your own process, with the app running:

@@ -172,15 +172,20 @@ class FunctionHandle:
         self.is_generator = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
 
     def attach(self) -> None:
-        fn = self._fn
-        fn.local = self.local  # type: ignore[attr-defined]
-        fn.remote = _Variant(self.remote, _in_thread(self.remote))  # type: ignore[attr-defined]
-        fn.remote_gen = _Variant(self.remote_gen, _gen_in_thread(self.remote_gen))  # type: ignore[attr-defined]
-        fn.map = _Variant(self.map, _gen_in_thread(self.map))  # type: ignore[attr-defined]
-        fn.starmap = _Variant(self.starmap, _gen_in_thread(self.starmap))  # type: ignore[attr-defined]
-        fn.spawn = _Variant(self.spawn, _in_thread(self.spawn))  # type: ignore[attr-defined]
-        fn.for_each = _Variant(self.for_each, _in_thread(self.for_each))  # type: ignore[attr-defined]
-        fn.object_id = self.name  # type: ignore[attr-defined]
+        # The user's own function carries its call forms (as Modal's Function does), so the
+        # decorator can return it unchanged: `square.remote(2)` and `square(2)` both work.
+        forms: dict[str, object] = {
+            "local": self.local,
+            "remote": _Variant(self.remote, _in_thread(self.remote)),
+            "remote_gen": _Variant(self.remote_gen, _gen_in_thread(self.remote_gen)),
+            "map": _Variant(self.map, _gen_in_thread(self.map)),
+            "starmap": _Variant(self.starmap, _gen_in_thread(self.starmap)),
+            "spawn": _Variant(self.spawn, _in_thread(self.spawn)),
+            "for_each": _Variant(self.for_each, _in_thread(self.for_each)),
+            "object_id": self.name,
+        }
+        for name, value in forms.items():
+            setattr(self._fn, name, value)
 
     def local(self, *args: Any, **kwargs: Any) -> Any:
         return self._fn(*args, **kwargs)

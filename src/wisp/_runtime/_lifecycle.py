@@ -69,12 +69,12 @@ def enter_hooks(instance: Any) -> list[Hook]:
     return hooks + [(name, getattr(instance, name)) for name in lifecycle_hooks(klass, ENTER)]
 
 
-def exit_hooks(instance: object) -> list[Hook]:
+def exit_hooks(instance: Any) -> list[Hook]:
     """The `@wisp.exit()` methods, then `__exit__(None, None, None)`: enter's order, reversed in kind."""
     klass = type(instance)
     hooks: list[Hook] = [(name, getattr(instance, name)) for name in lifecycle_hooks(klass, EXIT)]
     if hasattr(klass, "__exit__"):
-        hooks.append(("__exit__", lambda: instance.__exit__(None, None, None)))  # type: ignore[attr-defined]
+        hooks.append(("__exit__", lambda: instance.__exit__(None, None, None)))
     return hooks
 
 

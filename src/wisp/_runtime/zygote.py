@@ -234,8 +234,8 @@ def _become(request: dict[str, Any], out_fd: int, inherited: list[int]) -> None:
     os.dup2(out_fd, 1)
     os.dup2(out_fd, 2)
     os.close(out_fd)
-    sys.stdout.reconfigure(line_buffering=True, write_through=True)  # type: ignore[union-attr]
-    sys.stderr.reconfigure(line_buffering=True, write_through=True)  # type: ignore[union-attr]
+    sys.stdout.reconfigure(line_buffering=True, write_through=True)  # type: ignore[union-attr]  # a TextIOWrapper here
+    sys.stderr.reconfigure(line_buffering=True, write_through=True)  # type: ignore[union-attr]  # a TextIOWrapper here
     if request.get("uid") is not None:  # before the environment, the folder and any user code
         drop_privileges(int(request["uid"]), int(request["gid"]))
     os.environ.clear()

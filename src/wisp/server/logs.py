@@ -161,7 +161,7 @@ class UnfailingStream(io.TextIOBase):
         self._dropped = 0  # writes that did not fit in _unwritten
 
     @property
-    def encoding(self) -> str:  # type: ignore[override]
+    def encoding(self) -> str:  # type: ignore[override]  # typeshed: a plain attribute; read-only here
         return "utf-8"
 
     def fileno(self) -> int:

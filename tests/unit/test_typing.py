@@ -1,0 +1,69 @@
+"""The public decorators keep the decorated object's type for a type checker (issue 12, point 7):
+a user running mypy on a wisp script sees their own function, not `Any`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mypy import api
+
+SCRIPT = '''
+import wisp
+
+stub = wisp.Stub()
+
+@stub.function
+def bare(x: int) -> int:
+    return x
+
+@stub.function(timeout=60)
+def called(x: int) -> str:
+    return str(x)
+
+@stub.webhook(method="POST")
+def hook(x: int) -> dict[str, int]:
+    return {"x": x}
+
+@stub.asgi(label="api")
+def factory() -> object:
+    return object()
+
+@stub.cls(timeout=10)
+class Model:
+    pass
+
+@stub.local_entrypoint()
+def main() -> None:
+    pass
+
+reveal_type(bare)
+reveal_type(called)
+reveal_type(hook)
+reveal_type(factory)
+reveal_type(Model)
+reveal_type(main)
+'''
+
+EXPECTED = [
+    "def (x: int) -> int",
+    "def (x: int) -> str",
+    "def (x: int) -> dict[str, int]",
+    "def () -> object",
+    "def () -> script.Model",
+    "def ()",
+]
+
+
+@pytest.fixture(scope="module")
+def revealed(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    folder = tmp_path_factory.mktemp("typing")
+    (folder / "script.py").write_text(SCRIPT)
+    out, err, _ = api.run(["--strict", "--no-incremental", "--cache-dir", str(folder / "cache"),
+                           str(Path(folder / "script.py"))])
+    assert not err and "error:" not in out, out + err
+    return [line.split("Revealed type is ", 1)[1].strip('"') for line in out.splitlines() if "Revealed type" in line]
+
+
+@pytest.mark.parametrize(("index", "expected"), list(enumerate(EXPECTED)))
+def test_a_decorated_object_keeps_its_type(revealed: list[str], index: int, expected: str) -> None:
+    assert revealed[index] == expected
