@@ -34,16 +34,21 @@ def _app_refusal(request: Request, app_name: str | None) -> JSONResponse | None:
     return None if message is None else _error(403, message)
 
 
-def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], dict[str, Any]],
-                      info: dict[str, Any]) -> ASGIApp:
-    """`shutdown()` starts the server's stop and says how (its grace, requests in progress)."""
-    def refused_for(request: Request) -> JSONResponse | None:
-        return _app_refusal(request, manager.app_name(request.path_params["app_id"], request.scope.get("wisp_principal")))
+class _ControlAPI:
+    """The control API's endpoints, one method each; `build_control_app` routes to them."""
 
-    async def health(request: Request) -> Response:
-        return JSONResponse({"ok": True, "pid": os.getpid(), **info})
+    def __init__(self, manager: AppManager, shutdown: Callable[[], dict[str, Any]], info: dict[str, Any]) -> None:
+        self.manager = manager
+        self.shutdown = shutdown
+        self.info = info
 
-    async def put_app(request: Request) -> Response:
+    def _refused_for(self, request: Request) -> JSONResponse | None:
+        return _app_refusal(request, self.manager.app_name(request.path_params["app_id"], request.scope.get("wisp_principal")))
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"ok": True, "pid": os.getpid(), **self.info})
+
+    async def put_app(self, request: Request) -> Response:
         body = await request.json()
         try:
             files = base64.b64decode(body["files"], validate=True)
@@ -59,103 +64,104 @@ def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], di
                                    f"{body['spec']['name']!r} is app {expected!r}: PUT it to /v1/apps/{expected}.")
             args: DeployArgs = (body["spec"], mode, files, body.get("owner"))
             if "application/x-ndjson" in request.headers.get("accept", ""):  # build progress, then the result
-                return StreamingResponse(_deploy_events(manager, args), media_type="application/x-ndjson")
-            result = await manager.deploy(*args)
+                return StreamingResponse(_deploy_events(self.manager, args), media_type="application/x-ndjson")
+            result = await self.manager.deploy(*args)
         except (KeyError, TypeError, binascii.Error) as exc:
             return _error(400, f"Malformed deploy request ({exc!r}); use the wisp CLI of the same version as the server.")
         except DeployError as exc:
             return _error(exc.status, exc.message)
         return JSONResponse(result)
 
-    async def list_images(request: Request) -> Response:
-        return JSONResponse({"images": manager.builder.list_images(manager.images_in_use())})
+    async def list_images(self, request: Request) -> Response:
+        return JSONResponse({"images": self.manager.builder.list_images(self.manager.images_in_use())})
 
-    async def prune_images(request: Request) -> Response:
-        return JSONResponse(manager.builder.prune(manager.images_in_use()))
+    async def prune_images(self, request: Request) -> Response:
+        return JSONResponse(self.manager.builder.prune(self.manager.images_in_use()))
 
-    async def list_apps(request: Request) -> Response:
+    async def list_apps(self, request: Request) -> Response:
         who = request.scope.get("wisp_principal", ADMIN)
-        return JSONResponse({"apps": [a for a in manager.list() if who.kind == "admin" or a["name"] == who.app]})
+        return JSONResponse({"apps": [a for a in self.manager.list() if who.kind == "admin" or a["name"] == who.app]})
 
-    async def stop_app(request: Request) -> Response:
+    async def stop_app(self, request: Request) -> Response:
         app_id = request.path_params["app_id"]
-        if (refused := refused_for(request)) is not None:
+        if (refused := self._refused_for(request)) is not None:
             return refused
-        if not await manager.stop(app_id, request.query_params.get("owner")):
+        if not await self.manager.stop(app_id, request.query_params.get("owner")):
             return _error(404, f"No app named {app_id!r}. `wisp app list` shows the apps.")
         return JSONResponse({"stopped": app_id})
 
-    async def logs(request: Request) -> Response:
+    async def logs(self, request: Request) -> Response:
         app_id = request.path_params["app_id"]
-        if (refused := refused_for(request)) is not None:
+        if (refused := self._refused_for(request)) is not None:
             return refused
-        if manager.store.app(app_id) is None and app_id not in manager.logs:
+        if self.manager.store.app(app_id) is None and app_id not in self.manager.logs:
             return _error(404, f"No app named {app_id!r}. `wisp app list` shows the apps.")
         raw = request.query_params.get("offset", "0")
         if not raw.isascii() or not raw.isdigit():
             return _error(400, f"offset={raw!r} is not a byte offset: give a whole number of bytes, 0 or more "
                                "(the x-wisp-log-offset header of the previous answer).")
-        text, offset = manager.log(app_id).read(int(raw))
+        text, offset = self.manager.log(app_id).read(int(raw))
         return PlainTextResponse(text, headers={"x-wisp-log-offset": str(offset)})
 
-    async def heartbeat(request: Request) -> Response:
+    async def heartbeat(self, request: Request) -> Response:
         app_id = request.path_params["app_id"]
-        if (refused := refused_for(request)) is not None:
+        if (refused := self._refused_for(request)) is not None:
             return refused
         owner = request.query_params.get("owner", "")
-        if not manager.heartbeat(app_id, owner):
+        if not self.manager.heartbeat(app_id, owner):
             return _error(409, f"App {app_id!r} is no longer served by this `wisp serve`.")
         return JSONResponse({"ok": True})
 
-    async def metrics(request: Request) -> Response:
-        return PlainTextResponse(manager.metrics.render(), media_type="text/plain; version=0.0.4")
+    async def metrics(self, request: Request) -> Response:
+        return PlainTextResponse(self.manager.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    def _visible(request: Request, call_id: str) -> Any:
+    def _visible(self, request: Request, call_id: str) -> Any:
         """The call, if the caller may see it: the admin sees all, an app's token its own app's."""
-        row = manager.calls.find(call_id)
+        row = self.manager.calls.find(call_id)
         scope_app = request.scope.get("wisp_app")
         if row is None or (scope_app is not None and row.app_id != scope_app):
             return None
         return row
 
-    async def spawn_call(request: Request) -> Response:
+    async def spawn_call(self, request: Request) -> Response:
         app_id = request.query_params.get("app", "")
         function = request.query_params.get("function", "")
         scope_app = request.scope.get("wisp_app")
         if scope_app is not None and app_id != scope_app:
             return _error(403, f"This token belongs to app {scope_app!r}; it cannot call functions of {app_id!r}.")
-        if manager._call_pool(app_id, function) is None:
+        if self.manager._call_pool(app_id, function) is None:
             return _error(404, f"App {app_id!r} runs no function `{function}` that can be called (web endpoints "
                                "are called through their URL). `wisp app list` shows what runs.")
-        call_id = manager.calls.spawn(app_id, function, await request.body())
+        call_id = self.manager.calls.spawn(app_id, function, await request.body())
         return JSONResponse({"call_id": call_id}, status_code=201)
 
-    async def get_call(request: Request) -> Response:
+    async def get_call(self, request: Request) -> Response:
         call_id = request.path_params["call_id"]
-        if _visible(request, call_id) is None:
+        if self._visible(request, call_id) is None:
             return _missing_call(call_id)
         try:
             timeout = float(request.query_params.get("timeout", "0"))
         except ValueError:
             return _error(400, "timeout must be a number of seconds.")
-        row = await manager.calls.wait(call_id, timeout)
+        row = await self.manager.calls.wait(call_id, timeout)
         if row is None:
             return _missing_call(call_id)
         if row.state == "pending":
             return JSONResponse({"call_id": call_id, "state": "pending"}, status_code=202)
         return Response(row.answer, media_type=CONTENT_TYPE, headers={"x-wisp-call-state": row.state})
 
-    async def cancel_call(request: Request) -> Response:
+    async def cancel_call(self, request: Request) -> Response:
         call_id = request.path_params["call_id"]
-        if _visible(request, call_id) is None:
+        if self._visible(request, call_id) is None:
             return _missing_call(call_id)
-        manager.calls.cancel(call_id)
+        self.manager.calls.cancel(call_id)
         return JSONResponse({"call_id": call_id, "cancelled": True})
-    async def list_secrets(request: Request) -> Response:  # names, key names and dates: never values
-        return JSONResponse({"secrets": [{"name": row.name, "keys": sorted(row.values), "created_at": row.created_at,
-                                          "updated_at": row.updated_at} for row in manager.store.secrets()]})
 
-    async def put_secret(request: Request) -> Response:
+    async def list_secrets(self, request: Request) -> Response:  # names, key names and dates: never values
+        return JSONResponse({"secrets": [{"name": row.name, "keys": sorted(row.values), "created_at": row.created_at,
+                                          "updated_at": row.updated_at} for row in self.manager.store.secrets()]})
+
+    async def put_secret(self, request: Request) -> Response:
         name = request.path_params["name"]
         try:
             body = await request.json()
@@ -163,73 +169,78 @@ def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], di
             values = check_env(body["values"], f"secret {name!r}")
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             return _error(400, f"Malformed secret: {exc}. Send {{\"values\": {{\"KEY\": \"value\"}}}}.")
-        if not manager.store.put_secret(name, values, replace=bool(body.get("force"))):
+        if not self.manager.store.put_secret(name, values, replace=bool(body.get("force"))):
             return _error(409, f"Secret {name!r} already exists. Use `wisp secret create {name} ... --force` "
                                "to replace its values.")
         return JSONResponse({"name": name, "keys": sorted(values)})
 
-    async def delete_secret(request: Request) -> Response:
+    async def delete_secret(self, request: Request) -> Response:
         name = request.path_params["name"]
-        if not manager.store.delete_secret(name):
+        if not self.manager.store.delete_secret(name):
             return _error(404, f"No secret named {name!r}. `wisp secret list` shows the secrets.")
         return JSONResponse({"deleted": name})
 
-    async def list_tokens(request: Request) -> Response:  # names, keys and dates: secrets are not kept
+    async def list_tokens(self, request: Request) -> Response:  # names, keys and dates: secrets are not kept
         proxy = [{"kind": "proxy", "name": row.name, "key": row.key, "created_at": row.created_at}
-                 for row in manager.store.proxy_tokens()]
+                 for row in self.manager.store.proxy_tokens()]
         deploy = [{"kind": "deploy", "name": row.name, "app": row.app_name, "created_at": row.created_at}
-                  for row in manager.store.deploy_tokens()]
+                  for row in self.manager.store.deploy_tokens()]
         return JSONResponse({"tokens": proxy + deploy})
 
-    async def create_token(request: Request) -> Response:
+    async def create_token(self, request: Request) -> Response:
         try:
             body = await request.json()
             if "deploy" in body:
-                made = manager.create_deploy_token(check_name(body["deploy"]))
+                made = self.manager.create_deploy_token(check_name(body["deploy"]))
                 return JSONResponse(made, status_code=201)
             name = check_name(body["name"])
         except (KeyError, TypeError, ValueError) as exc:
             return _error(400, f"Malformed token request: {exc}. Send {{\"name\": \"NAME\"}} for a proxy token or "
                                "{\"deploy\": \"APP_NAME\"} for a deploy token.")
-        proxy = manager.create_proxy_token(name)
+        proxy = self.manager.create_proxy_token(name)
         if proxy is None:
             return _error(409, f"A proxy token named {name!r} exists. Revoke it with `wisp token revoke {name}`, "
                                "or choose another name.")
         return JSONResponse(proxy, status_code=201)
 
-    async def revoke_token(request: Request) -> Response:
-        name = manager.revoke_proxy_token(request.path_params["name"])
+    async def revoke_token(self, request: Request) -> Response:
+        name = self.manager.revoke_proxy_token(request.path_params["name"])
         if name is None:
-            name = manager.revoke_deploy_token(request.path_params["name"])
+            name = self.manager.revoke_deploy_token(request.path_params["name"])
         if name is None:
             return _error(404, f"No token named {request.path_params['name']!r}. `wisp token list` shows them.")
         return JSONResponse({"revoked": name})
 
-    async def stop_server(request: Request) -> Response:
-        if request.query_params.get("if_idle") and (manager.apps or manager.deploying):
+    async def stop_server(self, request: Request) -> Response:
+        if request.query_params.get("if_idle") and (self.manager.apps or self.manager.deploying):
             return _error(409, "Apps are running or being deployed on this server; it keeps running.")
-        return JSONResponse({"stopping": True, **shutdown()})
+        return JSONResponse({"stopping": True, **self.shutdown()})
 
+
+def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], dict[str, Any]],
+                      info: dict[str, Any]) -> ASGIApp:
+    """`shutdown()` starts the server's stop and says how (its grace, requests in progress)."""
+    api = _ControlAPI(manager, shutdown, info)
     routes = [
-        Route("/v1/health", health),
-        Route("/v1/apps", list_apps),
-        Route("/v1/apps/{app_id}", put_app, methods=["PUT"]),
-        Route("/v1/apps/{app_id}", stop_app, methods=["DELETE"]),
-        Route("/v1/apps/{app_id}/logs", logs),
-        Route("/v1/apps/{app_id}/heartbeat", heartbeat, methods=["POST"]),
-        Route("/v1/images", list_images),
-        Route("/v1/images/prune", prune_images, methods=["POST"]),
-        Route("/v1/secrets", list_secrets),
-        Route("/v1/secrets/{name}", put_secret, methods=["PUT"]),
-        Route("/v1/secrets/{name}", delete_secret, methods=["DELETE"]),
-        Route("/v1/tokens", list_tokens),
-        Route("/v1/tokens", create_token, methods=["POST"]),
-        Route("/v1/tokens/{name}", revoke_token, methods=["DELETE"]),
-        Route("/v1/shutdown", stop_server, methods=["POST"]),
-        Route("/v1/calls", spawn_call, methods=["POST"]),
-        Route("/v1/calls/{call_id}", get_call, methods=["GET"]),
-        Route("/v1/calls/{call_id}", cancel_call, methods=["DELETE"]),
-        Route("/metrics", metrics),
+        Route("/v1/health", api.health),
+        Route("/v1/apps", api.list_apps),
+        Route("/v1/apps/{app_id}", api.put_app, methods=["PUT"]),
+        Route("/v1/apps/{app_id}", api.stop_app, methods=["DELETE"]),
+        Route("/v1/apps/{app_id}/logs", api.logs),
+        Route("/v1/apps/{app_id}/heartbeat", api.heartbeat, methods=["POST"]),
+        Route("/v1/images", api.list_images),
+        Route("/v1/images/prune", api.prune_images, methods=["POST"]),
+        Route("/v1/secrets", api.list_secrets),
+        Route("/v1/secrets/{name}", api.put_secret, methods=["PUT"]),
+        Route("/v1/secrets/{name}", api.delete_secret, methods=["DELETE"]),
+        Route("/v1/tokens", api.list_tokens),
+        Route("/v1/tokens", api.create_token, methods=["POST"]),
+        Route("/v1/tokens/{name}", api.revoke_token, methods=["DELETE"]),
+        Route("/v1/shutdown", api.stop_server, methods=["POST"]),
+        Route("/v1/calls", api.spawn_call, methods=["POST"]),
+        Route("/v1/calls/{call_id}", api.get_call, methods=["GET"]),
+        Route("/v1/calls/{call_id}", api.cancel_call, methods=["DELETE"]),
+        Route("/metrics", api.metrics),
     ]
     return _require_token(Starlette(routes=routes), f"Bearer {token}".encode(), manager.identify)
 
