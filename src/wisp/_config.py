@@ -67,6 +67,11 @@ def _write_atomically(path: Path, text: str, mode: int) -> None:
         raise
 
 
+def write_private(path: Path, text: str) -> None:
+    """A file only the server's user may read (mode 0600), written whole or not at all."""
+    _write_atomically(path, text, 0o600)
+
+
 def read_token(home: Path, *, create: bool = False) -> str | None:
     path = home / TOKEN_FILE
     if path.exists():
@@ -86,6 +91,7 @@ class ServerInfo:
     host: str
     gateway_port: int
     admin_port: int
+    modal_port: int = 0  # Modal's client API (issue 13); 0: off
 
     @property
     def admin_url(self) -> str:

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from ..client import ClientError
-from . import _output, app, deploy, image, run, secret, serve, server, token
+from . import _output, app, deploy, image, modal_env, run, secret, serve, server, token
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     p = tokens.add_parser("revoke", help="revoke a token: refused from the next request")
     p.add_argument("name", help="the token's name, or a proxy token's key (wk-...)")
     p.set_defaults(run=token.revoke)
+
+    modal = sub.add_parser("modal", help="use Modal's own client (the `modal` CLI) with this server").add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = modal.add_parser("env", help='print the exports for `eval "$(wisp modal env)"` (starts the server if needed)')
+    p.add_argument("--port", type=int, help="gateway port if the server must be started")
+    p.set_defaults(run=modal_env.run)
 
     servers = sub.add_parser("server", help="manage the background server").add_subparsers(dest="action", required=True, metavar="ACTION")
     p = servers.add_parser("start", help="start the server in the background")

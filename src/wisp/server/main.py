@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import io
@@ -42,6 +43,7 @@ from .gateway import Gateway
 from .images import LocalImageBuilder
 from .isolation import isolation_problem, secure_home, uid_settings
 from .logs import UnfailingStream, check_log_max_bytes
+from .modal_api.start import ModalAPI, start_modal_api
 from .pool import STOP_GRACE, PoolConfig
 from .recovery import DamagedState, open_store
 from .runtime import get_runtime, groups
@@ -160,7 +162,8 @@ async def _abandon_start(manager: AppManager, admin: uvicorn.Server, admin_task:
 
 
 async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int,
-              grace: float = DEFAULT_GRACE) -> int:
+              grace: float = DEFAULT_GRACE, modal_port: int | None = None) -> int:
+    """`modal_port`: where Modal's client API listens (None: the gateway's port + 1; 0: off)."""
     if _hold_alive_lock(home) is None:
         print(f"Another wisp server is running on {home} (starting or stopping). Use it, or wait for it to stop: "
               "`wisp server status`.", file=sys.stderr, flush=True)
@@ -219,12 +222,17 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
     admin = _AdminServer(uvicorn.Config(build_control_app(manager, token, request_stop, {"gateway_port": gateway.port}),
                                         log_level="warning", access_log=False, lifespan="off"))
     admin_task = asyncio.ensure_future(admin.serve(sockets=[admin_sock]))
+    modal_api: ModalAPI | None = None
     try:
         await manager.restore()
         # Only now: a deployed URL is refused while its app is restored, never answered 404.
         await gateway.serve()
+        modal_api = await start_modal_api(manager, home, gateway.port + 1 if modal_port is None else modal_port)
+        info = dataclasses.replace(info, modal_port=modal_api.port if modal_api is not None else 0)
         write_server_info(home, info)
     except BaseException as exc:  # a failed start leaves nothing running
+        if modal_api is not None:
+            await modal_api.close()
         await _abandon_start(manager, admin, admin_task, store)
         shutil.rmtree(socket_dir, ignore_errors=True)
         if isinstance(exc, Exception) and is_disk_full(exc):
@@ -232,11 +240,16 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
             return 1
         raise
     print(f"wisp server {info.pid}: gateway on http://{host}:{gateway.port}, control API on {info.admin_url}", flush=True)
+    if modal_api is not None:
+        print(f"wisp server: Modal's client API on {modal_api.url} (`eval \"$(wisp modal env)\"` points the modal "
+              "CLI at it)", flush=True)
     ticker = asyncio.ensure_future(_ticker(manager))
     try:
         await stop.wait()
     finally:
         (home / SERVER_FILE).unlink(missing_ok=True)
+        if modal_api is not None:  # no new Modal calls while the apps drain
+            await modal_api.close()
         await _shut_down(gateway, manager, grace, force, ticker)
         admin.should_exit = True
         admin.force_exit = force.is_set()
@@ -293,6 +306,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runtime", default=os.environ.get("WISP_RUNTIME", "auto"),
                         help="container runtime: auto (zygote where fork works), zygote or local")
     parser.add_argument("--max-body-size", type=int, default=int(os.environ.get("WISP_MAX_BODY_SIZE", 100 * 1024 * 1024)))
+    parser.add_argument("--modal-port", type=int, default=_env_int("WISP_MODAL_PORT"),
+                        help="port of Modal's client API on 127.0.0.1 (default: the gateway's port + 1; 0: off)")
     parser.add_argument("--grace", help="seconds in-flight requests get when the server stops "
                                         "(default 30, $WISP_SHUTDOWN_GRACE)")
     args = parser.parse_args(argv)
@@ -307,4 +322,15 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:
         pass  # the standard loop (uvloop is not built for every platform)
-    sys.exit(asyncio.run(run(args.home.resolve(), args.host, args.port, args.runtime, args.max_body_size, grace)))
+    sys.exit(asyncio.run(run(args.home.resolve(), args.host, args.port, args.runtime, args.max_body_size, grace,
+                             args.modal_port)))
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise SystemExit(f"{name}={value!r} is not a port number; give one (0 turns it off), or unset it.") from None

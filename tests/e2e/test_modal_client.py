@@ -1,0 +1,105 @@
+"""Modal's own, unmodified client CLI against a wisp server (issue 13, point 1 and the app
+commands of point 2): `eval "$(wisp modal env)"`, then `modal app list/stop`, with the token
+checked and unimplemented RPCs named."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, Wisp, free_port, start_wisp
+
+pytestmark = pytest.mark.e2e
+MODAL = str(Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin" / "modal")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Wisp, dict[str, str]]]:
+    home = tmp_path_factory.mktemp("modal-home")
+    wisp = start_wisp(home / "home", {"WISP_MODAL_PORT": str(free_port())})
+    try:
+        exports = wisp.run("modal", "env").stdout
+        yield wisp, parse_exports(exports)
+    finally:
+        wisp.run("server", "stop", check=False)
+
+
+def parse_exports(text: str) -> dict[str, str]:
+    """What `eval "$(wisp modal env)"` would set, read by a real shell."""
+    out = subprocess.run(["sh", "-c", f'{text}\nenv'], capture_output=True, text=True, check=True).stdout
+    return dict(line.split("=", 1) for line in out.splitlines() if line.startswith("MODAL_"))
+
+
+def modal(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    # A home of its own, so no ~/.modal.toml profile of the machine's user takes part.
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
+    clean.update(env, HOME=str(Path(env["_HOME"])), MODAL_CONFIG_PATH=str(Path(env["_HOME"]) / ".modal.toml"))
+    proc = subprocess.run([MODAL, *args], env={k: v for k, v in clean.items() if not k.startswith("_")},
+                          capture_output=True, text=True, timeout=120)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"modal {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def env(server: tuple[Wisp, dict[str, str]], tmp_path: Path) -> dict[str, str]:
+    return {**server[1], "_HOME": str(tmp_path)}
+
+
+def deploy_hello(wisp: Wisp, tmp_path: Path, name: str) -> None:
+    script = tmp_path / f"{name}.py"
+    script.write_text((REPO / "examples" / "hello.py").read_text().replace("wisp.Stub()", f"wisp.Stub({name!r})"))
+    wisp.run("deploy", str(script))
+
+
+def test_wisp_modal_env_prints_three_exports(server: tuple[Wisp, dict[str, str]]) -> None:
+    wisp, exported = server
+    assert set(exported) == {"MODAL_SERVER_URL", "MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET"}
+    assert exported["MODAL_SERVER_URL"] == f"http://127.0.0.1:{wisp.env['WISP_MODAL_PORT']}"
+    token_file = Path(os.path.realpath(wisp.home)) / "modal-token"
+    assert oct(token_file.stat().st_mode & 0o777) == "0o600"
+    assert exported["MODAL_TOKEN_SECRET"] not in (wisp.home / "server.log").read_text()  # never logged
+
+
+def test_modal_app_list_shows_wisp_apps(server: tuple[Wisp, dict[str, str]], env: dict[str, str],
+                                        tmp_path: Path) -> None:
+    deploy_hello(server[0], tmp_path, "listed")
+    out = modal(env, "app", "list", "--json").stdout
+    assert '"listed"' in out and "deployed" in out, out
+
+
+def test_modal_app_stop_stops_the_wisp_app(server: tuple[Wisp, dict[str, str]], env: dict[str, str],
+                                           tmp_path: Path) -> None:
+    wisp = server[0]
+    deploy_hello(wisp, tmp_path, "stoppable")
+    modal(env, "app", "stop", "stoppable", "--yes")
+    listed = wisp.run("app", "list").stdout
+    assert any(line.split()[:2] == ["stoppable", "stopped"] for line in listed.splitlines()), listed
+    assert "stopped" in modal(env, "app", "list", "--json").stdout
+
+
+def test_an_unknown_token_is_refused_naming_wisp_modal_env(env: dict[str, str]) -> None:
+    proc = modal({**env, "MODAL_TOKEN_SECRET": "ws-not-the-secret"}, "app", "list", check=False)
+    assert proc.returncode != 0
+    assert "wisp modal env" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+def test_an_rpc_wisp_does_not_implement_is_named(env: dict[str, str]) -> None:
+    proc = modal(env, "volume", "list", check=False)
+    assert proc.returncode != 0
+    assert "does not implement the Modal RPC VolumeList" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+def test_modal_port_0_turns_the_api_off_and_modal_env_says_so(tmp_path: Path) -> None:
+    wisp = start_wisp(tmp_path / "home", {"WISP_MODAL_PORT": "0"})
+    try:
+        proc = wisp.run("modal", "env", check=False)
+        assert proc.returncode == 1 and proc.stdout == ""
+        assert "does not serve Modal's client API" in proc.stderr, proc.stderr
+    finally:
+        wisp.run("server", "stop", check=False)
+        shutil.rmtree(tmp_path / "home", ignore_errors=True)

@@ -1,0 +1,98 @@
+"""Modal's client API, the pure parts: app translation, the env lines, the token, and that every
+RPC of Modal's service has a handler (implemented, or UNIMPLEMENTED with its name)."""
+from __future__ import annotations
+
+import asyncio
+import shlex
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from grpclib import GRPCError, Status
+from modal_proto.api_grpc import ModalClientBase
+
+from wisp.cli.modal_env import env_lines
+from wisp.server.modal_api import translate
+from wisp.server.modal_api.service import ModalService
+from wisp.server.modal_api.tokens import read_modal_token
+
+
+@pytest.mark.parametrize(("mode", "state", "expected"), [
+    ("deploy", "running", translate.APP_STATE_DEPLOYED),
+    ("serve", "running", translate.APP_STATE_EPHEMERAL),
+    ("run", "running", translate.APP_STATE_EPHEMERAL),
+    ("deploy", "stopped", translate.APP_STATE_STOPPED),
+    ("serve", "stopped", translate.APP_STATE_STOPPED),
+    ("deploy", "failed", translate.APP_STATE_DISABLED),
+])
+def test_app_state(mode: str, state: str, expected: int) -> None:
+    assert translate.app_state(mode, state) == expected
+
+
+def test_the_numbers_are_modal_protos() -> None:
+    from modal_proto import api_pb2
+    assert (translate.APP_STATE_EPHEMERAL, translate.APP_STATE_DEPLOYED, translate.APP_STATE_STOPPED,
+            translate.APP_STATE_DISABLED) == (api_pb2.APP_STATE_EPHEMERAL, api_pb2.APP_STATE_DEPLOYED,
+                                              api_pb2.APP_STATE_STOPPED, api_pb2.APP_STATE_DISABLED)
+
+
+@pytest.mark.parametrize(("described", "tasks"), [
+    ({}, 0),
+    ({"endpoints": [{"containers": {"ready": 2, "draining": 1}}]}, 2),
+    ({"endpoints": [{"containers": {"busy": 1, "starting": 1}}], "functions": [{"containers": {"ready": 3}}]}, 5),
+    ({"functions": [{"containers": {"failed": 4, "stopped": 1}}]}, 0),
+])
+def test_running_tasks_count_live_containers(described: dict[str, Any], tasks: int) -> None:
+    assert translate.running_tasks(described) == tasks
+
+
+def test_a_failed_app_says_why_in_its_description() -> None:
+    item = translate.app_item({"id": "a", "name": "a", "mode": "deploy", "state": "failed", "error": "no image"}, 5.0)
+    assert item.description == "a (failed: no image)" and item.state == translate.APP_STATE_DISABLED
+    assert item.created_at == 5.0
+
+
+@pytest.mark.parametrize("secret", ["ws-plain", "ws-with space", "ws-'quote'", 'ws-"dq"$HOME`x`'])
+def test_env_lines_survive_a_shell(secret: str) -> None:
+    lines = env_lines("http://127.0.0.1:8401", "wk-1", secret)
+    out = subprocess.run(["sh", "-c", "\n".join(lines) + '\nprintf %s "$MODAL_TOKEN_SECRET"'],
+                         capture_output=True, text=True, check=True).stdout
+    assert out == secret
+    assert lines[0] == f"export MODAL_SERVER_URL={shlex.quote('http://127.0.0.1:8401')}"
+
+
+def test_the_token_is_made_once_private_and_checked_whole(tmp_path: Path) -> None:
+    assert read_modal_token(tmp_path) is None
+    made = read_modal_token(tmp_path, create=True)
+    assert made is not None and read_modal_token(tmp_path) == made
+    assert stat.S_IMODE((tmp_path / "modal-token").stat().st_mode) == 0o600
+    assert made.matches(made.id, made.secret)
+    assert not made.matches(made.id, made.secret + "x")
+    assert not made.matches("wk-other", made.secret)
+    (tmp_path / "modal-token").write_text("{garbage")
+    remade = read_modal_token(tmp_path, create=True)
+    assert remade is not None and remade != made
+
+
+def test_every_rpc_of_modals_service_has_a_handler() -> None:
+    service = ModalService(manager=None)  # type: ignore[arg-type]
+    mapping = service.__mapping__()
+    expected = {name for name in ModalClientBase.__abstractmethods__}
+    assert {path.rsplit("/", 1)[1] for path in mapping} == expected
+    assert len(expected) > 200  # the whole service, not a slice of it
+
+
+def test_an_unimplemented_rpc_is_named_in_its_error() -> None:
+    service = ModalService(manager=None)  # type: ignore[arg-type]
+    handler = service.__mapping__()["/modal.client.ModalClient/VolumeList"].func
+    with pytest.raises(GRPCError) as caught:
+        asyncio.run(handler(None))
+    assert caught.value.status is Status.UNIMPLEMENTED
+    assert "VolumeList" in str(caught.value.message)
+
+
+def test_an_implemented_rpc_is_not_the_fallback() -> None:
+    service = ModalService(manager=None)  # type: ignore[arg-type]
+    assert service.__mapping__()["/modal.client.ModalClient/AppList"].func == service.AppList
