@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, Wisp, free_port, start_wisp
+from .conftest import REPO, Wisp, free_port, get, start_wisp
 
 pytestmark = pytest.mark.e2e
 MODAL = str(Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin" / "modal")
@@ -103,3 +103,25 @@ def test_modal_port_0_turns_the_api_off_and_modal_env_says_so(tmp_path: Path) ->
     finally:
         wisp.run("server", "stop", check=False)
         shutil.rmtree(tmp_path / "home", ignore_errors=True)
+
+
+def test_modal_secrets_are_wisps_secrets(server: tuple[Wisp, dict[str, str]], env: dict[str, str],
+                                         tmp_path: Path) -> None:
+    wisp = server[0]
+    created = modal(env, "secret", "create", "greeting", "GREETING=Bonjour", "OTHER=x")
+    assert "Bonjour" not in created.stdout + created.stderr
+    again = modal(env, "secret", "create", "greeting", "GREETING=Hallo", check=False)
+    assert again.returncode != 0 and "already exists" in again.stdout + again.stderr
+    modal(env, "secret", "create", "greeting", "GREETING=Hola", "--force")
+
+    listed = modal(env, "secret", "list", "--json").stdout
+    assert "greeting" in listed and "Hola" not in listed, listed
+    assert "greeting" in wisp.run("secret", "list").stdout
+
+    script = tmp_path / "secret_env.py"
+    shutil.copy(REPO / "examples" / "secret_env.py", script)
+    wisp.run("deploy", str(script))
+    assert get(wisp.url("secret-env--greet", "/?name=Ada")).json() == "Hola, Ada!"
+
+    modal(env, "secret", "delete", "greeting", "--yes")
+    assert "greeting" not in wisp.run("secret", "list").stdout

@@ -96,3 +96,36 @@ def test_an_unimplemented_rpc_is_named_in_its_error() -> None:
 def test_an_implemented_rpc_is_not_the_fallback() -> None:
     service = ModalService(manager=None)  # type: ignore[arg-type]
     assert service.__mapping__()["/modal.client.ModalClient/AppList"].func == service.AppList
+
+
+@pytest.mark.parametrize(("creation", "exists", "action"), [
+    (translate.CREATION_UNSPECIFIED, True, "found"),
+    (translate.CREATION_UNSPECIFIED, False, "missing"),
+    (translate.CREATION_CREATE_IF_MISSING, True, "found"),
+    (translate.CREATION_CREATE_IF_MISSING, False, "create"),
+    (translate.CREATION_CREATE_FAIL_IF_EXISTS, True, "exists"),
+    (translate.CREATION_CREATE_FAIL_IF_EXISTS, False, "create"),
+    (translate.CREATION_CREATE_OVERWRITE_IF_EXISTS, True, "replace"),
+    (translate.CREATION_CREATE_OVERWRITE_IF_EXISTS, False, "create"),
+    (5, False, "unsupported"),  # ephemeral
+    (4, True, "unsupported"),  # anonymous, owned by an app
+])
+def test_secret_action(creation: int, exists: bool, action: str) -> None:
+    assert translate.secret_action(creation, exists) == action
+
+
+def test_creation_types_are_modal_protos() -> None:
+    from modal_proto import api_pb2
+    assert (translate.CREATION_UNSPECIFIED, translate.CREATION_CREATE_IF_MISSING,
+            translate.CREATION_CREATE_FAIL_IF_EXISTS, translate.CREATION_CREATE_OVERWRITE_IF_EXISTS) == (
+        api_pb2.OBJECT_CREATION_TYPE_UNSPECIFIED, api_pb2.OBJECT_CREATION_TYPE_CREATE_IF_MISSING,
+        api_pb2.OBJECT_CREATION_TYPE_CREATE_FAIL_IF_EXISTS, api_pb2.OBJECT_CREATION_TYPE_CREATE_OVERWRITE_IF_EXISTS)
+
+
+@pytest.mark.parametrize(("name", "sid"), [("db", "st-db"), ("my-secret_1", "st-my-secret_1")])
+def test_secret_ids_carry_the_name(name: str, sid: str) -> None:
+    assert translate.secret_id(name) == sid and translate.secret_name(sid) == name
+
+
+def test_a_foreign_secret_id_names_nothing() -> None:
+    assert translate.secret_name("sc-123") is None

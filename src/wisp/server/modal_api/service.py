@@ -16,12 +16,14 @@ from grpclib import GRPCError, Status
 from modal_proto import api_pb2
 from modal_proto.api_grpc import ModalClientBase
 
-from .translate import app_item
+from ..._secret import check_env, check_name
+from .translate import app_item, secret_action, secret_id, secret_name
 
 if TYPE_CHECKING:
     from grpclib.server import Stream
 
     from ..apps import AppManager
+    from ..store import SecretRow
 
 Handler = Callable[["Stream[Any, Any]"], Awaitable[None]]
 
@@ -88,3 +90,56 @@ class ModalService:
             raise GRPCError(Status.NOT_FOUND, f"No app {request.app_id!r} on this wisp server; `modal app list` "
                                               "shows the apps.")
         await stream.send_message(empty_pb2.Empty())
+
+    # -- secrets: `modal secret create/list/delete`, `modal.Secret.from_name` ----------------------
+    async def SecretGetOrCreate(
+            self, stream: Stream[api_pb2.SecretGetOrCreateRequest, api_pb2.SecretGetOrCreateResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        name = request.deployment_name
+        store = self.manager.store
+        action = secret_action(request.object_creation_type, store.secret(name) is not None)
+        if action == "missing":
+            raise GRPCError(Status.NOT_FOUND, f"Secret {name!r} not found on this wisp server. Create it with "
+                                              f"`modal secret create {name} KEY=VALUE` or `wisp secret create`.")
+        if action == "exists":
+            raise GRPCError(Status.ALREADY_EXISTS, f"Secret {name!r} already exists; add --force to replace it.")
+        if action == "unsupported":
+            raise GRPCError(Status.UNIMPLEMENTED, "wisp keeps named secrets only; create it with "
+                                                  "`modal secret create NAME KEY=VALUE`, then use Secret.from_name.")
+        if action in ("create", "replace"):
+            try:
+                values = check_env(dict(request.env_dict), f"secret {name!r}")
+                store.put_secret(check_name(name), values, replace=True)
+            except ValueError as exc:
+                raise GRPCError(Status.INVALID_ARGUMENT, str(exc)) from None
+        row = store.secret(name)
+        assert row is not None
+        await stream.send_message(api_pb2.SecretGetOrCreateResponse(secret_id=secret_id(name),
+                                                                    metadata=_secret_metadata(row)))
+
+    async def SecretList(self, stream: Stream[api_pb2.SecretListRequest, api_pb2.SecretListResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        page = request.pagination
+        rows = sorted(self.manager.store.secrets(), key=lambda r: r.created_at, reverse=True)  # newest first
+        if page.created_before:
+            rows = [r for r in rows if r.created_at < page.created_before]
+        rows = rows[:page.max_objects] if page.max_objects else rows
+        items = [api_pb2.SecretListItem(label=r.name, created_at=r.created_at, environment_name="main",
+                                        secret_id=secret_id(r.name), metadata=_secret_metadata(r)) for r in rows]
+        await stream.send_message(api_pb2.SecretListResponse(items=items))
+
+    async def SecretDelete(self, stream: Stream[api_pb2.SecretDeleteRequest, empty_pb2.Empty]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        name = secret_name(request.secret_id)
+        if name is None or not self.manager.store.delete_secret(name):
+            raise GRPCError(Status.NOT_FOUND, f"No secret {request.secret_id!r} on this wisp server.")
+        await stream.send_message(empty_pb2.Empty())
+
+
+def _secret_metadata(row: SecretRow) -> api_pb2.SecretMetadata:
+    """Names, keys and dates: never values (as `wisp secret list`)."""
+    return api_pb2.SecretMetadata(name=row.name, keys=sorted(row.values), environment_name="main",
+                                  creation_info=api_pb2.CreationInfo(created_at=row.created_at, created_by="wisp"))

@@ -57,3 +57,35 @@ def app_item(described: dict[str, Any], created_at: float) -> AppItem:
     return AppItem(app_id=described["id"], name=described["name"], description=description,
                    state=app_state(described["mode"], described["state"]),
                    n_running_tasks=running_tasks(described), created_at=created_at)
+
+
+# -- secrets: wisp's named secrets are Modal's deployed Secret objects ---------------------------
+SECRET_ID_PREFIX = "st-"  # Modal's Secret ids start so; wisp's carry the name (names are unique)
+
+# modal_proto.api_pb2.ObjectCreationType values.
+CREATION_UNSPECIFIED = 0  # look up by name: Secret.from_name
+CREATION_CREATE_IF_MISSING = 1
+CREATION_CREATE_FAIL_IF_EXISTS = 2  # `modal secret create NAME ...`
+CREATION_CREATE_OVERWRITE_IF_EXISTS = 3  # `modal secret create --force`
+
+
+def secret_id(name: str) -> str:
+    return SECRET_ID_PREFIX + name
+
+
+def secret_name(secret_id: str) -> str | None:
+    return secret_id[len(SECRET_ID_PREFIX):] if secret_id.startswith(SECRET_ID_PREFIX) else None
+
+
+def secret_action(creation_type: int, exists: bool) -> str:
+    """What SecretGetOrCreate does: "found" (answer the id), "create", "replace", or the error
+    "exists" / "missing" / "unsupported" (ephemeral and app-owned secrets)."""
+    if creation_type == CREATION_UNSPECIFIED:
+        return "found" if exists else "missing"
+    if creation_type == CREATION_CREATE_IF_MISSING:
+        return "found" if exists else "create"
+    if creation_type == CREATION_CREATE_FAIL_IF_EXISTS:
+        return "exists" if exists else "create"
+    if creation_type == CREATION_CREATE_OVERWRITE_IF_EXISTS:
+        return "replace" if exists else "create"
+    return "unsupported"
