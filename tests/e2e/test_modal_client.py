@@ -125,3 +125,24 @@ def test_modal_secrets_are_wisps_secrets(server: tuple[Wisp, dict[str, str]], en
 
     modal(env, "secret", "delete", "greeting", "--yes")
     assert "greeting" not in wisp.run("secret", "list").stdout
+
+
+def test_modal_app_logs_shows_and_follows_the_apps_log(server: tuple[Wisp, dict[str, str]], env: dict[str, str],
+                                                       tmp_path: Path) -> None:
+    wisp = server[0]
+    deploy_hello(wisp, tmp_path, "logged")
+    assert get(wisp.url("logged--f")).status_code == 200
+    fetched = modal(env, "app", "logs", "logged").stdout
+    assert "[wisp] deploy logged version 1" in fetched and "ready in" in fetched, fetched
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
+    clean.update({k: v for k, v in env.items() if not k.startswith("_")}, HOME=env["_HOME"])
+    follower = subprocess.Popen([MODAL, "app", "logs", "logged", "-f"], env=clean, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    try:
+        wisp.run("app", "stop", "logged")
+        out, _ = follower.communicate(timeout=60)  # the stopped app's log ends: the follower exits
+    finally:
+        follower.kill()
+    assert follower.returncode == 0, out
+    assert "[wisp] app logged stopped" in out, out

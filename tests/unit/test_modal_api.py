@@ -129,3 +129,44 @@ def test_secret_ids_carry_the_name(name: str, sid: str) -> None:
 
 def test_a_foreign_secret_id_names_nothing() -> None:
     assert translate.secret_name("sc-123") is None
+
+
+DAY = 86400.0
+MIDNIGHT = 1_000_000 * DAY  # some local midnight
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("", []),
+    ("10:00:00 a\n10:00:05 b\n", [MIDNIGHT + 36000, MIDNIGHT + 36005]),
+    # written across midnight: the last line is today, the ones before it yesterday
+    ("23:59:58 a\n00:00:01 b\n", [MIDNIGHT - DAY + 86398, MIDNIGHT + 1]),
+    # two midnights back
+    ("23:00:00 a\n23:00:00 b\n01:00:00 c\n02:00:00 d\n", [MIDNIGHT - DAY + 82800] * 2 + [MIDNIGHT + 3600, MIDNIGHT + 7200]),
+    ("22:00:00 a\n01:00:00 b\n23:00:00 c\n00:30:00 d\n",
+     [MIDNIGHT - 2 * DAY + 79200, MIDNIGHT - DAY + 3600, MIDNIGHT - DAY + 82800, MIDNIGHT + 1800]),
+    # a line with no stamp takes the next line's
+    ("rotated marker\n08:00:00 a\n", [MIDNIGHT + 28800, MIDNIGHT + 28800]),
+])
+def test_log_lines_get_full_timestamps(text: str, expected: list[float]) -> None:
+    assert [ln.timestamp for ln in translate.dated_lines(text, MIDNIGHT)] == expected
+
+
+def test_wisps_own_lines_are_system_lines() -> None:
+    lines = translate.dated_lines("10:00:00 [wisp] deploy\n10:00:01 [f c1] hello\n", MIDNIGHT)
+    assert [(ln.text, ln.system) for ln in lines] == [("10:00:00 [wisp] deploy", True),
+                                                       ("10:00:01 [f c1] hello", False)]
+
+
+LINES = translate.dated_lines("".join(f"10:00:0{i} line{i}\n" for i in range(6)), MIDNIGHT)
+
+
+@pytest.mark.parametrize(("since", "until", "limit", "expected"), [
+    (0, 0, 0, ["line0", "line1", "line2", "line3", "line4", "line5"]),
+    (0, 0, 2, ["line4", "line5"]),  # the last ones, oldest first
+    (MIDNIGHT + 36002, 0, 0, ["line2", "line3", "line4", "line5"]),  # since is inclusive
+    (0, MIDNIGHT + 36002, 0, ["line0", "line1"]),  # until is exclusive
+    (MIDNIGHT + 36001, MIDNIGHT + 36004, 2, ["line2", "line3"]),
+    (MIDNIGHT + 40000, 0, 10, []),
+])
+def test_log_window(since: float, until: float, limit: int, expected: list[str]) -> None:
+    assert [ln.text.split()[1] for ln in translate.log_window(LINES, since, until, limit)] == expected

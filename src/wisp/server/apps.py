@@ -630,6 +630,10 @@ class AppManager:
         return {"id": app.id, "name": app.name, "mode": app.mode, "state": "running", "version": app.version,
                 "endpoints": endpoints, "functions": functions}
 
+    def running_or_stopping(self, app_id: str) -> bool:
+        """Whether the app runs or is still stopping: its log may yet grow."""
+        return app_id in self.apps or app_id in self._retiring.values()
+
     def list(self) -> list[dict[str, Any]]:
         out = []
         for row in self.store.apps():

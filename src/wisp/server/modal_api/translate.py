@@ -89,3 +89,50 @@ def secret_action(creation_type: int, exists: bool) -> str:
     if creation_type == CREATION_CREATE_OVERWRITE_IF_EXISTS:
         return "replace" if exists else "create"
     return "unsupported"
+
+
+# -- logs: wisp's app log lines as Modal's log entries --------------------------------------------
+@dataclass(frozen=True)
+class LogLine:
+    text: str
+    timestamp: float  # seconds since the epoch
+    system: bool  # wisp's own line ("[wisp] ..."), not a container's output
+
+
+def _time_of_day(line: str) -> int | None:
+    """Seconds since midnight of a line's `HH:MM:SS ` stamp (wisp's log format), or None."""
+    head = line[:9]
+    if len(head) < 9 or head[2] != ":" or head[5] != ":" or head[8] != " ":
+        return None
+    try:
+        hours, minutes, seconds = int(head[0:2]), int(head[3:5]), int(head[6:8])
+    except ValueError:
+        return None
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def dated_lines(text: str, last_midnight: float) -> list[LogLine]:
+    """The lines of an app log with full timestamps. Lines carry only the time of day, in the
+    order written; `last_midnight` is the midnight (epoch seconds, local) of the day the last
+    line was written (the file's mtime). Walking back, a time of day later than the one after
+    it means the day before. A line without a stamp (a rotation marker) takes the next stamp."""
+    lines = text.splitlines()
+    out: list[LogLine] = []
+    midnight = last_midnight
+    later: int | None = None
+    for line in reversed(lines):
+        of_day = _time_of_day(line)
+        if of_day is None:
+            of_day = later if later is not None else 0
+        elif later is not None and of_day > later:
+            midnight -= 86400
+        later = of_day
+        out.append(LogLine(line, midnight + of_day, line[9:15] == "[wisp]"))
+    out.reverse()
+    return out
+
+
+def log_window(lines: list[LogLine], since: float, until: float, limit: int) -> list[LogLine]:
+    """The last `limit` lines in [since, until) (0 for either bound: open), oldest first."""
+    chosen = [ln for ln in lines if (not since or ln.timestamp >= since) and (not until or ln.timestamp < until)]
+    return chosen[-limit:] if limit else chosen
