@@ -8,7 +8,9 @@ the RPC, so the client's error says what is missing rather than failing in trans
 from __future__ import annotations
 
 import asyncio
+import io
 import os
+import tarfile
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -20,6 +22,10 @@ from modal_proto import api_pb2
 from modal_proto.api_grpc import ModalClientBase
 
 from ..._secret import check_env, check_name
+from ..._urls import endpoint_urls, make_label
+from ..apps import DeployError
+from .drafts import DraftApp, Drafts, ImageLayer, MountFile, new_id
+from .specs import Layer, Unsupported, function_spec, image_spec, version_files
 from .translate import (
     APP_STATE_DEPLOYED,
     LogLine,
@@ -54,6 +60,7 @@ class ModalService:
 
     def __init__(self, manager: AppManager) -> None:
         self.manager = manager
+        self.drafts = Drafts()
 
     def __getattr__(self, name: str) -> Handler:
         if name[:1].isupper():  # an RPC of ModalClient that this class does not define
@@ -156,6 +163,159 @@ class ModalService:
                 return
             await asyncio.sleep(LOG_POLL)
 
+    # -- deploy: the objects of an app, then AppPublish -------------------------------------------
+    async def AppCreate(self, stream: Stream[api_pb2.AppCreateRequest, api_pb2.AppCreateResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        app_id = new_id("ap")
+        self.drafts.app(app_id).description = request.description
+        await stream.send_message(api_pb2.AppCreateResponse(app_id=app_id, app_page_url="", app_logs_url=""))
+
+    async def AppHeartbeat(self, stream: Stream[api_pb2.AppHeartbeatRequest, empty_pb2.Empty]) -> None:
+        await stream.recv_message()  # a draft lives until it is published or its client disconnects
+        await stream.send_message(empty_pb2.Empty())
+
+    async def AppClientDisconnect(self, stream: Stream[api_pb2.AppClientDisconnectRequest, empty_pb2.Empty]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        self.drafts.apps.pop(request.app_id, None)  # published or given up: its objects are no longer needed
+        await stream.send_message(empty_pb2.Empty())
+
+    async def AppGetLayout(self, stream: Stream[api_pb2.AppGetLayoutRequest, api_pb2.AppGetLayoutResponse]) -> None:
+        """A deployed app that is deployed again: its objects are made afresh, so the layout is empty."""
+        request = await stream.recv_message()
+        assert request is not None
+        self.drafts.app(request.app_id)
+        await stream.send_message(api_pb2.AppGetLayoutResponse(app_layout=api_pb2.AppLayout()))
+
+    async def EnvironmentGetOrCreate(
+            self, stream: Stream[api_pb2.EnvironmentGetOrCreateRequest, api_pb2.EnvironmentGetOrCreateResponse]) -> None:
+        await stream.recv_message()
+        settings = api_pb2.EnvironmentSettings(image_builder_version="2025.06", webhook_suffix="")
+        await stream.send_message(api_pb2.EnvironmentGetOrCreateResponse(
+            environment_id="en-main", metadata=api_pb2.EnvironmentMetadata(name="main", settings=settings)))
+
+    async def ImageGetOrCreate(
+            self, stream: Stream[api_pb2.ImageGetOrCreateRequest, api_pb2.ImageGetOrCreateResponse]) -> None:
+        """Recorded, and answered as built: wisp builds the function's whole image chain at
+        publish, where a failure fails the deploy with the step and its output."""
+        request = await stream.recv_message()
+        assert request is not None
+        image = request.image
+        image_id = new_id("im")
+        self.drafts.images[image_id] = ImageLayer(list(image.dockerfile_commands),
+                                                  [b.image_id for b in image.base_images],
+                                                  {f.filename: f.data for f in image.context_files})
+        done = api_pb2.GenericResult(status=api_pb2.GenericResult.GENERIC_STATUS_SUCCESS)
+        await stream.send_message(api_pb2.ImageGetOrCreateResponse(image_id=image_id, result=done))
+
+    async def MountBatchedCheckExistence(
+            self, stream: Stream[api_pb2.MountBatchedCheckExistenceRequest,
+                                 api_pb2.MountBatchedCheckExistenceResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        missing = [h for h in request.sha256_hex_hashes if h not in self.drafts.blobs]
+        await stream.send_message(api_pb2.MountBatchedCheckExistenceResponse(missing_sha256_hex_hashes=missing,
+                                                                             checked_at=_now()))
+
+    async def MountPutFile(self, stream: Stream[api_pb2.MountPutFileRequest, api_pb2.MountPutFileResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        if request.HasField("data"):
+            self.drafts.blobs[request.sha256_hex] = request.data
+        elif request.data_blob_id:
+            raise GRPCError(Status.UNIMPLEMENTED, "wisp takes a mounted file's data inline only; files over the "
+                                                  "client's blob threshold (large files) cannot be mounted yet.")
+        await stream.send_message(api_pb2.MountPutFileResponse(exists=request.sha256_hex in self.drafts.blobs,
+                                                               checked_at=_now()))
+
+    async def MountGetOrCreate(
+            self, stream: Stream[api_pb2.MountGetOrCreateRequest, api_pb2.MountGetOrCreateResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        mount_id = new_id("mo")
+        self.drafts.mounts[mount_id] = [MountFile(f.filename, f.sha256_hex, f.mode) for f in request.files]
+        await stream.send_message(api_pb2.MountGetOrCreateResponse(mount_id=mount_id,
+                                                                   handle_metadata=api_pb2.MountHandleMetadata()))
+
+    async def FunctionPrecreate(
+            self, stream: Stream[api_pb2.FunctionPrecreateRequest, api_pb2.FunctionPrecreateResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        draft = self.drafts.app(request.app_id)
+        function_id = draft.names.setdefault(request.function_name, new_id("fu"))
+        await stream.send_message(api_pb2.FunctionPrecreateResponse(
+            function_id=function_id, handle_metadata=api_pb2.FunctionHandleMetadata(function_name=request.function_name)))
+
+    async def FunctionCreate(self, stream: Stream[api_pb2.FunctionCreateRequest, api_pb2.FunctionCreateResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        fn = request.function if request.HasField("function") else request.function_data.ranked_functions[0].function
+        draft = self.drafts.app(request.app_id)
+        function_id = request.existing_function_id or draft.names.setdefault(fn.function_name, new_id("fu"))
+        draft.functions[function_id] = fn
+        web_url = ""
+        if fn.HasField("webhook_config") and fn.webhook_config.type:
+            label = make_label(draft.description, fn.function_name, label=fn.webhook_config.requested_suffix or None)
+            web_url = endpoint_urls(label, self.manager.gateway_port)[0]
+        data = api_pb2.FunctionData(module_name=fn.module_name, function_name=fn.function_name, web_url=web_url,
+                                    webhook_config=fn.webhook_config,
+                                    ranked_functions=[api_pb2.FunctionData.RankedFunction(rank=0, function=fn)])
+        await stream.send_message(api_pb2.FunctionCreateResponse(
+            function_id=function_id, function=fn, function_data=data,
+            handle_metadata=api_pb2.FunctionHandleMetadata(function_name=fn.function_name, web_url=web_url,
+                                                           definition_id=function_id)))
+
+    async def AppPublish(self, stream: Stream[api_pb2.AppPublishRequest, api_pb2.AppPublishResponse]) -> None:
+        """The app's functions, images and mounts become one wisp deploy: built, proven ready and
+        switched in as `wisp deploy` would, or failed with the reason while the old version serves."""
+        request = await stream.recv_message()
+        assert request is not None
+        draft = self.drafts.apps.get(request.app_id)
+        if draft is None or not draft.functions:
+            raise GRPCError(Status.FAILED_PRECONDITION, "This app has no functions to publish on this wisp server; "
+                                                        "run `modal deploy` again.")
+        name = request.name or draft.description
+        try:
+            spec, files = self._deploy_request(draft, name)
+            await self.manager.deploy(spec, "deploy", files, None)
+        except Unsupported as exc:
+            raise GRPCError(Status.FAILED_PRECONDITION, str(exc)) from None
+        except DeployError as exc:
+            raise GRPCError(Status.FAILED_PRECONDITION, exc.message) from None
+        await stream.send_message(api_pb2.AppPublishResponse(
+            url=f"http://127.0.0.1:{self.manager.gateway_port}/", deployed_at=time.time()))
+
+    def _deploy_request(self, draft: DraftApp, name: str) -> tuple[dict[str, Any], bytes]:
+        """wisp's deploy body for a draft: the AppSpec JSON and the version's files as a tarball."""
+        functions, mount_ids, module = [], [], ""
+        for fn in draft.functions.values():
+            functions.append(function_spec(fn, image_spec(self._chain(fn.image_id))))
+            mount_ids += [m for m in fn.mount_ids if m not in mount_ids]
+            module = module or fn.module_name
+        mounted = []
+        for mount_id in mount_ids:
+            for f in self.drafts.mounts.get(mount_id, []):
+                data = self.drafts.blobs.get(f.sha256)
+                if data is None:
+                    raise Unsupported(f"The client did not send the contents of {f.filename}; run `modal deploy` again.")
+                mounted.append((f.filename, data, f.mode))
+        spec = {"name": name, "module": module, "stub_attr": "", "functions": functions}
+        return spec, _tarball(version_files(mounted))
+
+    def _chain(self, image_id: str) -> list[Layer]:
+        """The image's layers, the root first."""
+        chain: list[Layer] = []
+        while image_id:
+            layer = self.drafts.images.get(image_id)
+            if layer is None:
+                raise Unsupported(f"The image {image_id} was not made on this wisp server; run `modal deploy` again.")
+            if len(layer.base_ids) > 1:
+                raise Unsupported("An image built from several base images cannot be built by wisp.")
+            chain.append(Layer(tuple(layer.commands), tuple(layer.context_files.items())))
+            image_id = layer.base_ids[0] if layer.base_ids else ""
+        return chain[::-1]
+
     # -- secrets: `modal secret create/list/delete`, `modal.Secret.from_name` ----------------------
     async def SecretGetOrCreate(
             self, stream: Stream[api_pb2.SecretGetOrCreateRequest, api_pb2.SecretGetOrCreateResponse]) -> None:
@@ -235,3 +395,20 @@ def _midnight_of(path: os.PathLike[str]) -> float:
         mtime = time.time()
     day = time.localtime(mtime)
     return time.mktime((day.tm_year, day.tm_mon, day.tm_mday, 0, 0, 0, 0, 0, -1))
+
+
+def _now() -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.GetCurrentTime()
+    return stamp
+
+
+def _tarball(files: list[tuple[str, bytes, int]]) -> bytes:
+    """An app version's files as the gzipped tarball a wisp deploy takes."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path, data, mode in files:
+            info = tarfile.TarInfo(path)
+            info.size, info.mode = len(data), (mode & 0o777) or 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()

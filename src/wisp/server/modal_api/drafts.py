@@ -1,0 +1,55 @@
+"""What a `modal deploy` sends before it publishes: the objects of an app being created.
+
+Modal's client creates an app's objects one RPC at a time (images layer by layer, mounts file
+by file, then functions) and publishes them together with AppPublish. wisp keeps them here, in
+memory, keyed by the ids it handed out, and turns them into one wisp deploy at publish time.
+Nothing here is durable: a deploy that did not publish is simply made again by the client.
+"""
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def new_id(prefix: str) -> str:
+    """Modal-shaped ids: a type prefix and 22 letters and digits (`ap-...`, `im-...`)."""
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    return prefix + "-" + "".join(secrets.choice(alphabet) for _ in range(22))
+
+
+@dataclass
+class ImageLayer:
+    commands: list[str]
+    base_ids: list[str]  # the layers this one builds on (Modal's `FROM base`)
+    context_files: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass
+class MountFile:
+    filename: str  # the path inside the container (Modal mounts the script's folder at /root)
+    sha256: str
+    mode: int
+
+
+@dataclass
+class DraftApp:
+    """An app between AppCreate (or AppGetLayout for a deployed one) and AppPublish."""
+
+    app_id: str
+    description: str
+    functions: dict[str, Any] = field(default_factory=dict)  # function id -> api_pb2.Function
+    names: dict[str, str] = field(default_factory=dict)  # function name -> its id
+
+
+@dataclass
+class Drafts:
+    """Every object a client has created and not yet published or dropped."""
+
+    apps: dict[str, DraftApp] = field(default_factory=dict)
+    images: dict[str, ImageLayer] = field(default_factory=dict)
+    mounts: dict[str, list[MountFile]] = field(default_factory=dict)
+    blobs: dict[str, bytes] = field(default_factory=dict)  # file contents by SHA-256 (MountPutFile)
+
+    def app(self, app_id: str) -> DraftApp:
+        return self.apps.setdefault(app_id, DraftApp(app_id, app_id))

@@ -1,0 +1,167 @@
+"""Modal's objects as wisp's specs, without I/O: an image chain's Dockerfile commands as wisp's
+typed image steps, a `Function` definition as a wisp function spec, a script's mounts as the
+files of an app version. Table-tested; a layer or option wisp cannot honour raises
+`Unsupported` naming it and saying what to do instead.
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from modal_proto import api_pb2
+
+from ..._image_steps import Env, ImageSpec, PipInstall, RunCommands, Step, UvPipInstall, Workdir
+from ..._runtime._load import MODAL_APP_ENV  # the agent then gives the script wisp as `modal`
+from .translate import secret_name
+
+ROOT = "/root"
+
+
+class Unsupported(ValueError):
+    """Something in a Modal app that this wisp cannot honour; the message says what and why."""
+
+
+@dataclass(frozen=True)
+class Layer:
+    commands: tuple[str, ...]
+    context_files: tuple[tuple[str, bytes], ...] = ()
+
+
+def _python_version(from_line: str) -> str:
+    """`FROM python:3.11.12-slim-bookworm` (Modal's debian_slim) -> "3.11"."""
+    image = from_line.split(None, 1)[1]
+    name, _, tag = image.partition(":")
+    version = tag.split("-", 1)[0]
+    if name != "python" or "-slim-" not in tag or version.count(".") < 1:
+        raise Unsupported(
+            f"The image layer `{from_line}` starts from a registry image; wisp's local builder makes "
+            "`Image.debian_slim(python_version=...)` images only (from_registry, from_dockerfile and "
+            "micromamba need a container builder). Start from modal.Image.debian_slim().")
+    return ".".join(version.split(".")[:2])
+
+
+def _pip_step(command: str) -> Step:
+    """`RUN python -m pip install ...` as written by Modal's pip_install."""
+    words = shlex.split(command)[len(("RUN", "python", "-m", "pip", "install")):]
+    packages: list[str] = []
+    options: dict[str, Any] = {}
+    it = iter(words)
+    for word in it:
+        if word in ("--index-url", "--extra-index-url"):
+            options[word[2:].replace("-", "_")] = next(it, None)
+        elif word == "--pre":
+            options["pre"] = True
+        elif word.startswith("-"):
+            raise Unsupported(f"The image layer `{command}` passes pip the option {word!r}, which wisp's builder "
+                              "does not take. Drop it, or use index_url/extra_index_url/pre.")
+        else:
+            packages.append(word)
+    return PipInstall(packages=tuple(sorted(packages)), **options)
+
+
+def _uv_step(command: str) -> Step:
+    """`RUN /.uv/uv pip install --python $(command -v python) --compile-bytecode ...` (uv_pip_install)."""
+    words = shlex.split(command.replace("$(command -v python)", "PYTHON"))
+    packages = [w for w in words[4:] if not w.startswith("-") and w != "PYTHON"]
+    return UvPipInstall(packages=tuple(sorted(packages)))
+
+
+def _layer_steps(layer: Layer) -> list[Step]:
+    steps: list[Step] = []
+    for command in layer.commands:
+        keyword, _, rest = command.partition(" ")
+        if command == "FROM base" or command.startswith("COPY --from=ghcr.io/astral-sh/uv"):
+            continue  # the chain itself, and the uv binary uv_pip_install brings (wisp has its own)
+        if command.startswith("RUN python -m pip install "):
+            steps.append(_pip_step(command))
+        elif command.startswith("RUN /.uv/uv pip install "):
+            steps.append(_uv_step(command))
+        elif keyword == "ENV":
+            pairs = [word.split("=", 1) for word in shlex.split(rest)]
+            steps.append(Env(tuple(sorted((k, v) for k, v in pairs))))
+        elif keyword == "WORKDIR":
+            steps.append(Workdir(rest.strip()))
+        elif keyword == "RUN":
+            steps.append(RunCommands((rest,)))
+        else:
+            raise Unsupported(f"The image layer `{command}` cannot be built by wisp's local builder (it runs "
+                              "pip/uv installs, commands, ENV and WORKDIR). Use the Image methods "
+                              "pip_install, uv_pip_install, run_commands, env and workdir instead.")
+    return steps
+
+
+def image_spec(chain: list[Layer]) -> ImageSpec:
+    """A function's image chain (the root layer first) as one wisp image."""
+    if not chain or not chain[0].commands or not chain[0].commands[0].startswith("FROM "):
+        raise Unsupported("The function's image has no base layer; start from modal.Image.debian_slim().")
+    python = _python_version(chain[0].commands[0])
+    # The root's other commands make Modal's own base (compilers, pip, uv); wisp's base has its own.
+    steps = [step for layer in chain[1:] for step in _layer_steps(layer)]
+    steps.append(Env(((MODAL_APP_ENV, "1"),)))
+    spec = ImageSpec("debian_slim", python)
+    for step in steps:
+        spec = spec.then(step)  # consecutive steps of one kind merge, as wisp's own Image methods do
+    return spec
+
+
+_WEB_KINDS = {
+    api_pb2.WEBHOOK_TYPE_FUNCTION: "webhook",
+    api_pb2.WEBHOOK_TYPE_ASGI_APP: "asgi",
+    api_pb2.WEBHOOK_TYPE_WSGI_APP: "wsgi",
+    api_pb2.WEBHOOK_TYPE_WEB_SERVER: "web_server",
+}
+
+
+def web_spec(config: api_pb2.WebhookConfig) -> dict[str, Any] | None:
+    kind = _WEB_KINDS.get(config.type)
+    if kind is None:
+        return None
+    web: dict[str, Any] = {"kind": kind, "label": config.requested_suffix or None,
+                           "requires_proxy_auth": config.requires_proxy_auth}
+    if kind == "webhook":
+        web.update(method=config.method or "GET", docs=config.web_endpoint_docs)
+    if kind == "web_server":
+        web.update(port=config.web_server_port, startup_timeout=config.web_server_startup_timeout or 5.0)
+    return web
+
+
+def function_spec(fn: api_pb2.Function, image: ImageSpec) -> dict[str, Any]:
+    """A Modal `Function` definition as wisp's FunctionSpec JSON."""
+    if fn.is_class:
+        raise Unsupported(f"`{fn.function_name}` is an @app.cls class; wisp does not take Modal classes through "
+                          "the modal client yet. Deploy this app with `wisp deploy` (import wisp as modal).")
+    scaling = fn.autoscaler_settings
+    secrets = []
+    for sid in fn.secret_ids:
+        name = secret_name(sid)
+        if name is None:
+            raise Unsupported(f"`{fn.function_name}` uses the secret {sid!r}, which is not a named secret of this "
+                              "wisp server. Use modal.Secret.from_name(...) with a secret made by "
+                              "`modal secret create`.")
+        secrets.append({"name": name})
+    return {
+        "name": fn.function_name,
+        "image": image.to_data(),
+        "web": web_spec(fn.webhook_config) if fn.HasField("webhook_config") else None,
+        "timeout": fn.timeout_secs or 300,
+        "container_idle_timeout": scaling.scaledown_window or fn.task_idle_timeout_secs or 60,
+        "keep_warm": scaling.min_containers or fn.warm_pool_size,
+        "concurrency_limit": scaling.max_containers or fn.concurrency_limit or None,
+        "buffer_containers": scaling.buffer_containers,
+        "allow_concurrent_inputs": fn.max_concurrent_inputs or 1,
+        "target_inputs": fn.target_concurrent_inputs or None,
+        "startup_timeout": fn.startup_timeout_secs or 300,
+        "secrets": secrets,
+    }
+
+
+def version_files(mounted: list[tuple[str, bytes, int]]) -> list[tuple[str, bytes, int]]:
+    """(path relative to the version's folder, data, mode) for the mounted files under /root
+    (Modal mounts the script's folder and local packages there); others cannot be placed."""
+    out = []
+    for path, data, mode in mounted:
+        if not path.startswith(ROOT + "/"):
+            raise Unsupported(f"A mount puts {path} outside {ROOT}; wisp places an app's files under {ROOT} only.")
+        out.append((path[len(ROOT) + 1:], data, mode))
+    return out

@@ -1,0 +1,65 @@
+"""A Modal app, written for Modal and deployed with Modal's own CLI (`modal deploy`) to wisp."""
+import os
+
+import modal
+from pydantic import BaseModel
+
+image = modal.Image.debian_slim(python_version="3.11").pip_install("fastapi[standard]", "flask")
+app = modal.App("modal-web", image=image)
+
+
+class Item(BaseModel):
+    x: int
+
+
+@app.function()
+@modal.fastapi_endpoint(docs=True)
+def hello(name: str = "world"):
+    return {"hello": name, "pid": os.getpid()}
+
+
+@app.function()
+@modal.fastapi_endpoint(method="POST")
+def square(item: Item):
+    return {"square": item.x**2}
+
+
+@app.function(secrets=[modal.Secret.from_name("modal-web-secret")])
+@modal.fastapi_endpoint()
+def secret():
+    return {"token": os.environ["API_TOKEN"]}
+
+
+@app.function()
+@modal.fastapi_endpoint(requires_proxy_auth=True)
+def private():
+    return "only with Modal-Key and Modal-Secret"
+
+
+@app.function(min_containers=1, scaledown_window=120)
+@modal.concurrent(max_inputs=10)
+@modal.asgi_app()
+def api():
+    from fastapi import FastAPI
+
+    web = FastAPI()
+
+    @web.get("/items/{n}")
+    def item(n: int):
+        return {"item": n}
+
+    return web
+
+
+@app.function()
+@modal.wsgi_app()
+def flask_app():
+    from flask import Flask
+
+    web = Flask(__name__)
+
+    @web.get("/")
+    def index():
+        return "flask on wisp"
+
+    return web
