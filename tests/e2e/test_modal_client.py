@@ -11,43 +11,24 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, Wisp, free_port, get, start_wisp
+from .conftest import REPO, Wisp, get, start_wisp
+from .modal_cli import MODAL, client_env, modal, modal_server
 
 pytestmark = pytest.mark.e2e
-MODAL = str(Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin" / "modal")
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Wisp, dict[str, str]]]:
-    home = tmp_path_factory.mktemp("modal-home")
-    wisp = start_wisp(home / "home", {"WISP_MODAL_PORT": str(free_port())})
+    wisp, exports = modal_server(tmp_path_factory.mktemp("modal-home") / "home")
     try:
-        exports = wisp.run("modal", "env").stdout
-        yield wisp, parse_exports(exports)
+        yield wisp, exports
     finally:
         wisp.run("server", "stop", check=False)
 
 
-def parse_exports(text: str) -> dict[str, str]:
-    """What `eval "$(wisp modal env)"` would set, read by a real shell."""
-    out = subprocess.run(["sh", "-c", f'{text}\nenv'], capture_output=True, text=True, check=True).stdout
-    return dict(line.split("=", 1) for line in out.splitlines() if line.startswith("MODAL_"))
-
-
-def modal(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    # A home of its own, so no ~/.modal.toml profile of the machine's user takes part.
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
-    clean.update(env, HOME=str(Path(env["_HOME"])), MODAL_CONFIG_PATH=str(Path(env["_HOME"]) / ".modal.toml"))
-    proc = subprocess.run([MODAL, *args], env={k: v for k, v in clean.items() if not k.startswith("_")},
-                          capture_output=True, text=True, timeout=120)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"modal {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
 @pytest.fixture
 def env(server: tuple[Wisp, dict[str, str]], tmp_path: Path) -> dict[str, str]:
-    return {**server[1], "_HOME": str(tmp_path)}
+    return client_env(server[1], tmp_path)
 
 
 def deploy_hello(wisp: Wisp, tmp_path: Path, name: str) -> None:
@@ -135,9 +116,7 @@ def test_modal_app_logs_shows_and_follows_the_apps_log(server: tuple[Wisp, dict[
     fetched = modal(env, "app", "logs", "logged").stdout
     assert "[wisp] deploy logged version 1" in fetched and "ready in" in fetched, fetched
 
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
-    clean.update({k: v for k, v in env.items() if not k.startswith("_")}, HOME=env["_HOME"])
-    follower = subprocess.Popen([MODAL, "app", "logs", "logged", "-f"], env=clean, stdout=subprocess.PIPE,
+    follower = subprocess.Popen([MODAL, "app", "logs", "logged", "-f"], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
     try:
         wisp.run("app", "stop", "logged")

@@ -11,7 +11,16 @@ from typing import Any
 
 from modal_proto import api_pb2
 
-from ..._image_steps import Env, ImageSpec, PipInstall, RunCommands, Step, UvPipInstall, Workdir
+from ..._image_steps import (
+    Env,
+    ImageSpec,
+    PipInstall,
+    PipInstallFromRequirements,
+    RunCommands,
+    Step,
+    UvPipInstall,
+    Workdir,
+)
 from ..._runtime._load import MODAL_APP_ENV  # the agent then gives the script wisp as `modal`
 from .translate import secret_name
 
@@ -41,22 +50,31 @@ def _python_version(from_line: str) -> str:
     return ".".join(version.split(".")[:2])
 
 
-def _pip_step(command: str) -> Step:
-    """`RUN python -m pip install ...` as written by Modal's pip_install."""
+REQUIREMENTS = "/.requirements.txt"  # where Modal's pip_install_from_requirements copies the file
+
+
+def _pip_step(command: str, context: dict[str, bytes]) -> Step:
+    """`RUN python -m pip install ...` as written by Modal's pip_install (and, with `-r`, by its
+    pip_install_from_requirements, whose file came with the layer as a context file)."""
     words = shlex.split(command)[len(("RUN", "python", "-m", "pip", "install")):]
     packages: list[str] = []
     options: dict[str, Any] = {}
+    requirements: str | None = None
     it = iter(words)
     for word in it:
         if word in ("--index-url", "--extra-index-url"):
             options[word[2:].replace("-", "_")] = next(it, None)
         elif word == "--pre":
             options["pre"] = True
+        elif word == "-r" and REQUIREMENTS in context and next(it, None) == REQUIREMENTS:
+            requirements = context[REQUIREMENTS].decode()
         elif word.startswith("-"):
             raise Unsupported(f"The image layer `{command}` passes pip the option {word!r}, which wisp's builder "
                               "does not take. Drop it, or use index_url/extra_index_url/pre.")
         else:
             packages.append(word)
+    if requirements is not None:
+        return PipInstallFromRequirements(content=requirements, **options)
     return PipInstall(packages=tuple(sorted(packages)), **options)
 
 
@@ -69,12 +87,15 @@ def _uv_step(command: str) -> Step:
 
 def _layer_steps(layer: Layer) -> list[Step]:
     steps: list[Step] = []
+    context = dict(layer.context_files)
     for command in layer.commands:
         keyword, _, rest = command.partition(" ")
         if command == "FROM base" or command.startswith("COPY --from=ghcr.io/astral-sh/uv"):
             continue  # the chain itself, and the uv binary uv_pip_install brings (wisp has its own)
+        if command == f"COPY {REQUIREMENTS} {REQUIREMENTS}" and REQUIREMENTS in context:
+            continue  # the requirements file: its `pip install -r` takes it from the context
         if command.startswith("RUN python -m pip install "):
-            steps.append(_pip_step(command))
+            steps.append(_pip_step(command, context))
         elif command.startswith("RUN /.uv/uv pip install "):
             steps.append(_uv_step(command))
         elif keyword == "ENV":

@@ -1,0 +1,107 @@
+"""`modal deploy`, Modal's own CLI unmodified, onto a wisp server (issue 13, point 2): a Modal-style
+app with fastapi_endpoint (GET, POST with a pydantic body, docs), asgi_app, wsgi_app, a named
+secret, proxy auth, min_containers and @modal.concurrent, answered over HTTP as on Modal."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, Wisp, admin, get, post
+from .modal_cli import client_env, modal, modal_server
+
+pytestmark = pytest.mark.e2e
+APP = REPO / "tests" / "e2e" / "apps" / "modal" / "web_app.py"
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Wisp, dict[str, str], Path, str]]:
+    root = tmp_path_factory.mktemp("modal-deploy")
+    wisp, exports = modal_server(root / "home")
+    env = client_env(exports, root)
+    folder = root / "app"
+    folder.mkdir()
+    shutil.copy(APP, folder / "web_app.py")
+    try:
+        wisp.run("secret", "create", "modal-web-secret", "API_TOKEN=tok-123")
+        printed = modal(env, "deploy", "web_app.py", cwd=folder)
+        yield wisp, env, folder, printed.stdout + printed.stderr
+    finally:
+        wisp.run("server", "stop", check=False)
+
+
+def url(wisp: Wisp, function: str, path: str = "/") -> str:
+    return wisp.url(f"modal-web--{function}", path)
+
+
+def test_the_printed_urls_are_wisp_gateway_urls(deployed: tuple[Wisp, dict[str, str], Path, str]) -> None:
+    wisp, _, _, printed = deployed
+    for function in ("hello", "square", "api", "flask-app"):
+        assert f"http://modal-web--{function}.localhost:{wisp.port}/" in printed, printed
+    assert "App deployed" in printed
+
+
+def test_min_containers_keeps_a_warm_container(deployed: tuple[Wisp, dict[str, str], Path, str]) -> None:
+    """min_containers=1 on `api`: one container is ready before any request was made to it (this
+    test runs before the others that call `api`)."""
+    wisp = deployed[0]
+    status, text = admin(wisp, "/v1/apps")
+    assert status == 200
+    api = next(e for a in json.loads(text)["apps"] if a["name"] == "modal-web" for e in a["endpoints"]
+               if e["function"] == "api")
+    assert api["containers"].get("ready", 0) + api["containers"].get("busy", 0) >= 1, api
+
+
+def test_fastapi_endpoints_answer_as_on_modal(deployed: tuple[Wisp, dict[str, str], Path, str]) -> None:
+    wisp = deployed[0]
+    assert get(url(wisp, "hello", "/?name=Ada")).json()["hello"] == "Ada"
+    assert post(url(wisp, "square"), json={"x": 7}).json() == {"square": 49}
+    assert post(url(wisp, "square"), json={"x": "seven"}).status_code == 422
+    assert get(url(wisp, "hello", "/docs")).status_code == 200  # docs=True
+
+
+def test_asgi_and_wsgi_apps(deployed: tuple[Wisp, dict[str, str], Path, str]) -> None:
+    wisp = deployed[0]
+    assert get(url(wisp, "api", "/items/3")).json() == {"item": 3}
+    assert get(url(wisp, "flask-app")).text == "flask on wisp"
+
+
+def test_a_named_secret_reaches_the_container(deployed: tuple[Wisp, dict[str, str], Path, str]) -> None:
+    assert get(url(deployed[0], "secret")).json() == {"token": "tok-123"}
+
+
+def test_proxy_auth_is_enforced(deployed: tuple[Wisp, dict[str, str], Path, str]) -> None:
+    wisp = deployed[0]
+    assert get(url(wisp, "private")).status_code == 401
+    out = wisp.run("token", "create", "--proxy", "modal-e2e").stdout
+    key, secret = re.search(r"^Modal-Key: (\S+)$", out, re.M), re.search(r"^Modal-Secret: (\S+)$", out, re.M)
+    assert key and secret, out
+    headers = {"Modal-Key": key[1], "Modal-Secret": secret[1]}
+    answered = get(url(wisp, "private"), headers=headers)
+    assert answered.status_code == 200, (answered.text, headers)
+
+
+def test_a_redeploy_serves_the_new_code(deployed: tuple[Wisp, dict[str, str], Path, str]) -> None:
+    wisp, env, folder, _ = deployed
+    script = folder / "web_app.py"
+    script.write_text(script.read_text().replace('{"hello": name, "pid": os.getpid()}',
+                                                 '{"hello": name, "pid": os.getpid(), "v": 2}'))
+    modal(env, "deploy", "web_app.py", cwd=folder)
+    assert get(url(wisp, "hello", "/?name=Bo")).json()["v"] == 2
+
+
+def test_an_image_wisp_cannot_build_fails_the_deploy_and_the_old_version_serves(
+        deployed: tuple[Wisp, dict[str, str], Path, str], tmp_path: Path) -> None:
+    wisp, env, _, _ = deployed
+    before = get(url(wisp, "hello", "/?name=Cy")).json()
+    broken = tmp_path / "web_app.py"
+    broken.write_text(APP.read_text().replace('modal.Image.debian_slim(python_version="3.11")',
+                                              'modal.Image.from_registry("nginx:latest")'))
+    failed = modal(env, "deploy", "web_app.py", cwd=tmp_path, check=False)
+    assert failed.returncode != 0
+    assert "FROM nginx:latest" in failed.stdout + failed.stderr and "debian_slim" in failed.stdout + failed.stderr
+    assert get(url(wisp, "hello", "/?name=Cy")).json() == before

@@ -1,0 +1,126 @@
+"""Modal's objects as wisp's specs (modal_api/specs.py): image chains as typed steps, Function
+definitions as function specs, mounts as version files."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from modal_proto import api_pb2
+
+from wisp._image_steps import (
+    Env,
+    ImageSpec,
+    PipInstall,
+    PipInstallFromRequirements,
+    RunCommands,
+    UvPipInstall,
+    Workdir,
+)
+from wisp.server.modal_api.specs import Layer, Unsupported, function_spec, image_spec, version_files
+
+BASE = Layer(("FROM python:3.11.12-slim-bookworm", "RUN apt-get update",
+              "RUN apt-get install -y gcc gfortran build-essential", "RUN pip install --upgrade pip wheel uv",
+              'CMD ["sleep", "172800"]'))
+MARK = Env((("WISP_MODAL_APP", "1"),))
+
+
+def layer(*commands: str) -> Layer:
+    return Layer(("FROM base", *commands))
+
+
+@pytest.mark.parametrize(("layers", "steps"), [
+    ([], (MARK,)),
+    ([layer("RUN python -m pip install 'fastapi[standard]' requests==2.32.3")],
+     (PipInstall(("fastapi[standard]", "requests==2.32.3")), MARK)),
+    ([layer("RUN python -m pip install b a --index-url https://idx --pre")],
+     (PipInstall(("a", "b"), index_url="https://idx", pre=True), MARK)),
+    ([layer("COPY --from=ghcr.io/astral-sh/uv:latest /uv /.uv/uv",
+            "RUN /.uv/uv pip install --python $(command -v python) --compile-bytecode httpx")],
+     (UvPipInstall(("httpx",)), MARK)),
+    ([layer("RUN echo hi", "RUN echo two")], (RunCommands(("echo hi", "echo two")), MARK)),
+    ([layer("WORKDIR /root/app")], (Workdir("/root/app"), MARK)),
+    # consecutive steps of one kind merge, as wisp's own Image methods make them
+    ([layer("RUN python -m pip install a"), layer("RUN python -m pip install b"), layer("ENV A=1")],
+     (PipInstall(("a", "b")), Env((("A", "1"), ("WISP_MODAL_APP", "1"))))),
+])
+def test_image_chains_become_typed_steps(layers: list[Layer], steps: tuple[Any, ...]) -> None:
+    spec = image_spec([BASE, *layers])
+    assert spec == ImageSpec("debian_slim", "3.11", steps)
+
+
+def test_a_requirements_file_comes_with_its_layer() -> None:
+    requirements = Layer(("FROM base", "COPY /.requirements.txt /.requirements.txt",
+                          "RUN python -m pip install -r /.requirements.txt"),
+                         (("/.requirements.txt", b"requests\nflask==3.0\n"),))
+    spec = image_spec([BASE, requirements])
+    assert spec.steps == (PipInstallFromRequirements(content="requests\nflask==3.0\n"), MARK)
+
+
+def test_the_python_version_comes_from_the_base() -> None:
+    assert image_spec([Layer(("FROM python:3.12.3-slim-bookworm",))]).python_version == "3.12"
+
+
+@pytest.mark.parametrize(("chain", "named"), [
+    ([Layer(("FROM nginx:latest",))], "FROM nginx:latest"),
+    ([BASE, layer("COPY /.requirements.txt /.requirements.txt")], "COPY /.requirements.txt"),
+    ([BASE, layer('ENTRYPOINT ["x"]')], 'ENTRYPOINT ["x"]'),
+    ([BASE, layer("RUN python -m pip install -r /.requirements.txt")], "'-r'"),  # no file came with it
+    ([], "no base layer"),
+])
+def test_layers_wisp_cannot_build_are_named(chain: list[Layer], named: str) -> None:
+    with pytest.raises(Unsupported) as caught:
+        image_spec(chain)
+    assert named in str(caught.value)
+
+
+def function(**fields: Any) -> api_pb2.Function:
+    return api_pb2.Function(function_name="f", module_name="app", **fields)
+
+
+IMAGE = ImageSpec("debian_slim", "3.11")
+
+
+@pytest.mark.parametrize(("fields", "expected"), [
+    ({}, {"web": None, "timeout": 300, "keep_warm": 0, "concurrency_limit": None, "allow_concurrent_inputs": 1,
+          "container_idle_timeout": 60, "buffer_containers": 0, "target_inputs": None, "secrets": []}),
+    ({"webhook_config": api_pb2.WebhookConfig(type=api_pb2.WEBHOOK_TYPE_FUNCTION, method="POST",
+                                              web_endpoint_docs=True, requires_proxy_auth=True)},
+     {"web": {"kind": "webhook", "method": "POST", "docs": True, "label": None, "requires_proxy_auth": True}}),
+    ({"webhook_config": api_pb2.WebhookConfig(type=api_pb2.WEBHOOK_TYPE_ASGI_APP, requested_suffix="api")},
+     {"web": {"kind": "asgi", "label": "api", "requires_proxy_auth": False}}),
+    ({"webhook_config": api_pb2.WebhookConfig(type=api_pb2.WEBHOOK_TYPE_WSGI_APP)},
+     {"web": {"kind": "wsgi", "label": None, "requires_proxy_auth": False}}),
+    ({"webhook_config": api_pb2.WebhookConfig(type=api_pb2.WEBHOOK_TYPE_WEB_SERVER, web_server_port=8000,
+                                              web_server_startup_timeout=10)},
+     {"web": {"kind": "web_server", "label": None, "requires_proxy_auth": False, "port": 8000,
+              "startup_timeout": 10.0}}),
+    ({"timeout_secs": 60, "max_concurrent_inputs": 10, "target_concurrent_inputs": 8,
+      "autoscaler_settings": api_pb2.AutoscalerSettings(min_containers=2, max_containers=5, buffer_containers=1,
+                                                        scaledown_window=120)},
+     {"timeout": 60, "allow_concurrent_inputs": 10, "target_inputs": 8, "keep_warm": 2, "concurrency_limit": 5,
+      "buffer_containers": 1, "container_idle_timeout": 120}),
+    ({"warm_pool_size": 3, "concurrency_limit": 4, "task_idle_timeout_secs": 30},  # the older fields
+     {"keep_warm": 3, "concurrency_limit": 4, "container_idle_timeout": 30}),
+    ({"secret_ids": ["st-db", "st-api"]}, {"secrets": [{"name": "db"}, {"name": "api"}]}),
+])
+def test_function_definitions_become_function_specs(fields: dict[str, Any], expected: dict[str, Any]) -> None:
+    spec = function_spec(function(**fields), IMAGE)
+    assert spec["name"] == "f" and spec["image"] == IMAGE.to_data()
+    assert {k: spec[k] for k in expected} == expected
+
+
+@pytest.mark.parametrize(("fields", "named"), [
+    ({"is_class": True}, "@app.cls"),
+    ({"secret_ids": ["sc-123"]}, "sc-123"),
+])
+def test_functions_wisp_cannot_run_are_refused(fields: dict[str, Any], named: str) -> None:
+    with pytest.raises(Unsupported) as caught:
+        function_spec(function(**fields), IMAGE)
+    assert named in str(caught.value)
+
+
+def test_mounted_files_land_in_the_version_folder() -> None:
+    files = [("/root/app.py", b"x", 0o644), ("/root/pkg/mod.py", b"y", 0o600)]
+    assert version_files(files) == [("app.py", b"x", 0o644), ("pkg/mod.py", b"y", 0o600)]
+    with pytest.raises(Unsupported, match="/etc/passwd"):
+        version_files([("/etc/passwd", b"", 0o644)])
