@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
-from .conftest import REPO, Wisp, admin, get, post
-from .modal_cli import client_env, modal, modal_server
+from .conftest import REPO, Wisp, admin, get, post, wait_until
+from .modal_cli import MODAL, client_env, modal, modal_server
 
 pytestmark = pytest.mark.e2e
 APP = REPO / "tests" / "e2e" / "apps" / "modal" / "web_app.py"
@@ -105,3 +108,46 @@ def test_an_image_wisp_cannot_build_fails_the_deploy_and_the_old_version_serves(
     assert failed.returncode != 0
     assert "FROM nginx:latest" in failed.stdout + failed.stderr and "debian_slim" in failed.stdout + failed.stderr
     assert get(url(wisp, "hello", "/?name=Cy")).json() == before
+
+
+SERVED = '''
+import modal
+
+app = modal.App("modal-served")
+
+
+@app.function()
+@modal.fastapi_endpoint()
+def hello():
+    return {"version": 1}
+'''
+
+
+def test_modal_serve_serves_reloads_and_stops_at_ctrl_c(deployed: tuple[Wisp, dict[str, str], Path, str],
+                                                        tmp_path: Path) -> None:
+    wisp, env, _, _ = deployed
+    script = tmp_path / "served.py"
+    script.write_text(SERVED)
+    served = url(wisp, "x").replace("modal-web--x", "modal-served--hello-dev")
+
+    def answer() -> object:
+        try:
+            response = get(served, timeout=5)
+            return response.json() if response.status_code == 200 else None
+        except (requests.RequestException, ValueError):
+            return None
+
+    serving = subprocess.Popen([MODAL, "serve", "served.py"], cwd=tmp_path, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: answer() == {"version": 1}, timeout=120, message="modal serve to serve")
+        script.write_text(SERVED.replace('{"version": 1}', '{"version": 2}'))
+        wait_until(lambda: answer() == {"version": 2}, timeout=60, message="the edit to be served")
+        serving.send_signal(signal.SIGINT)
+        out, _ = serving.communicate(timeout=60)
+    finally:
+        serving.kill()
+    assert serving.returncode == 0, out
+    assert "[wisp] serve modal-served version 1" in out, out  # the app's log streams to the terminal
+    listed = wisp.run("app", "list").stdout
+    assert any(line.split()[:2] == ["modal-served-dev", "stopped"] for line in listed.splitlines()), listed

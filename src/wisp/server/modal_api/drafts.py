@@ -38,8 +38,11 @@ class DraftApp:
 
     app_id: str
     description: str
+    mode: str = "deploy"  # "serve" for `modal serve` / `modal run` (an ephemeral app)
     functions: dict[str, Any] = field(default_factory=dict)  # function id -> api_pb2.Function
     names: dict[str, str] = field(default_factory=dict)  # function name -> its id
+    wisp_id: str | None = None  # the wisp app it became at its first AppPublish
+    last_heartbeat: float = 0.0  # monotonic time of the client's last AppHeartbeat (ephemeral apps)
 
 
 @dataclass
@@ -50,6 +53,17 @@ class Drafts:
     images: dict[str, ImageLayer] = field(default_factory=dict)
     mounts: dict[str, list[MountFile]] = field(default_factory=dict)
     blobs: dict[str, bytes] = field(default_factory=dict)  # file contents by SHA-256 (MountPutFile)
+    published: dict[str, str] = field(default_factory=dict)  # Modal app id -> the wisp app it became
+    log_starts: dict[str, int] = field(default_factory=dict)  # Modal app id -> its wisp log's offset then
 
     def app(self, app_id: str) -> DraftApp:
         return self.apps.setdefault(app_id, DraftApp(app_id, app_id))
+
+    def wisp_id(self, app_id: str) -> str:
+        """The wisp app a Modal app id names: a published draft's, or the id itself (wisp's ids
+        are what AppList and AppGetByDeploymentName hand out)."""
+        return self.published.get(app_id, app_id)
+
+    def unpublished(self, app_id: str) -> bool:
+        """A Modal app created and not yet published: no wisp app, and no log, yet."""
+        return app_id in self.apps and app_id not in self.published

@@ -22,7 +22,7 @@ from modal_proto import api_pb2
 from modal_proto.api_grpc import ModalClientBase
 
 from ..._secret import check_env, check_name
-from ..._urls import endpoint_urls, make_label
+from ..._urls import app_id_for, endpoint_urls, make_label
 from ..apps import DeployError
 from .drafts import DraftApp, Drafts, ImageLayer, MountFile, new_id
 from .specs import Layer, Unsupported, function_spec, image_spec, version_files
@@ -61,6 +61,7 @@ class ModalService:
     def __init__(self, manager: AppManager) -> None:
         self.manager = manager
         self.drafts = Drafts()
+        self._keeper: asyncio.Future[None] | None = None
 
     def __getattr__(self, name: str) -> Handler:
         if name[:1].isupper():  # an RPC of ModalClient that this class does not define
@@ -115,7 +116,7 @@ class ModalService:
     async def AppStop(self, stream: Stream[api_pb2.AppStopRequest, empty_pb2.Empty]) -> None:
         request = await stream.recv_message()
         assert request is not None
-        if not await self.manager.stop(request.app_id):
+        if not await self.manager.stop(self.drafts.wisp_id(request.app_id)):
             raise GRPCError(Status.NOT_FOUND, f"No app {request.app_id!r} on this wisp server; `modal app list` "
                                               "shows the apps.")
         await stream.send_message(empty_pb2.Empty())
@@ -129,8 +130,9 @@ class ModalService:
         """A time window of the app's log, the last `limit` lines of it (`modal app logs NAME`)."""
         request = await stream.recv_message()
         assert request is not None
-        self._known_app(request.app_id)
-        log = self.manager.log(request.app_id)
+        app_id = self.drafts.wisp_id(request.app_id)
+        self._known_app(app_id)
+        log = self.manager.log(app_id)
         text, _ = log.read(0)
         lines = dated_lines(text, _midnight_of(log.path))
         chosen = log_window(lines, _seconds(request.since) if request.HasField("since") else 0,
@@ -144,11 +146,19 @@ class ModalService:
         A stopped app's log ends with `app_done`."""
         request = await stream.recv_message()
         assert request is not None
-        self._known_app(request.app_id)
-        log = self.manager.log(request.app_id)
-        offset = int(request.last_entry_id) if request.last_entry_id.isdigit() else _recent_offset(log.read(0)[1])
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(request.timeout, 0)
+        while self.drafts.unpublished(request.app_id):  # `modal serve` follows before it publishes
+            if loop.time() >= deadline:
+                return
+            await asyncio.sleep(LOG_POLL)
+        app_id = self.drafts.wisp_id(request.app_id)
+        self._known_app(app_id)
+        log = self.manager.log(app_id)
+        if request.last_entry_id.isdigit():
+            offset = int(request.last_entry_id)
+        else:  # a `modal serve`/`run` from its own first line; `modal app logs -f` with recent lines
+            offset = self.drafts.log_starts.get(request.app_id, _recent_offset(log.read(0)[1]))
         while True:
             text, offset = log.read(offset)
             if text:
@@ -156,7 +166,7 @@ class ModalService:
                 items = [_entry(LogLine(line, now, line[9:15] == "[wisp]")) for line in text.splitlines()]
                 await stream.send_message(api_pb2.TaskLogsBatch(entry_id=str(offset),
                                                                 items=items))
-            elif not self.manager.running_or_stopping(request.app_id):
+            elif not self.manager.running_or_stopping(app_id):
                 await stream.send_message(api_pb2.TaskLogsBatch(app_done=True))
                 return
             if loop.time() >= deadline:
@@ -168,24 +178,35 @@ class ModalService:
         request = await stream.recv_message()
         assert request is not None
         app_id = new_id("ap")
-        self.drafts.app(app_id).description = request.description
+        draft = self.drafts.app(app_id)
+        draft.description = request.description
+        draft.mode = "deploy" if request.app_state == api_pb2.APP_STATE_INITIALIZING else "serve"
         await stream.send_message(api_pb2.AppCreateResponse(app_id=app_id, app_page_url="", app_logs_url=""))
 
     async def AppHeartbeat(self, stream: Stream[api_pb2.AppHeartbeatRequest, empty_pb2.Empty]) -> None:
-        await stream.recv_message()  # a draft lives until it is published or its client disconnects
+        """The client is alive (every 15 s): an ephemeral app it runs is kept, see `_keep_served`."""
+        request = await stream.recv_message()
+        assert request is not None
+        draft = self.drafts.apps.get(request.app_id)
+        if draft is not None:
+            draft.last_heartbeat = time.monotonic()
         await stream.send_message(empty_pb2.Empty())
 
     async def AppClientDisconnect(self, stream: Stream[api_pb2.AppClientDisconnectRequest, empty_pb2.Empty]) -> None:
+        """The client is done: a deploy's objects are no longer needed; an ephemeral app stops."""
         request = await stream.recv_message()
         assert request is not None
-        self.drafts.apps.pop(request.app_id, None)  # published or given up: its objects are no longer needed
+        draft = self.drafts.apps.pop(request.app_id, None)
+        if draft is not None and draft.mode == "serve" and draft.wisp_id:
+            await self.manager.stop(draft.wisp_id, owner=draft.app_id)
         await stream.send_message(empty_pb2.Empty())
 
     async def AppGetLayout(self, stream: Stream[api_pb2.AppGetLayoutRequest, api_pb2.AppGetLayoutResponse]) -> None:
         """A deployed app that is deployed again: its objects are made afresh, so the layout is empty."""
         request = await stream.recv_message()
         assert request is not None
-        self.drafts.app(request.app_id)
+        draft = self.drafts.app(request.app_id)
+        draft.functions.clear()  # what the script defines now is sent again; a removed function goes
         await stream.send_message(api_pb2.AppGetLayoutResponse(app_layout=api_pb2.AppLayout()))
 
     async def EnvironmentGetOrCreate(
@@ -256,7 +277,8 @@ class ModalService:
         draft.functions[function_id] = fn
         web_url = ""
         if fn.HasField("webhook_config") and fn.webhook_config.type:
-            label = make_label(draft.description, fn.function_name, label=fn.webhook_config.requested_suffix or None)
+            label = make_label(draft.description, fn.function_name, label=fn.webhook_config.requested_suffix or None,
+                               dev=draft.mode == "serve")
             web_url = endpoint_urls(label, self.manager.gateway_port)[0]
         data = api_pb2.FunctionData(module_name=fn.module_name, function_name=fn.function_name, web_url=web_url,
                                     webhook_config=fn.webhook_config,
@@ -276,15 +298,44 @@ class ModalService:
             raise GRPCError(Status.FAILED_PRECONDITION, "This app has no functions to publish on this wisp server; "
                                                         "run `modal deploy` again.")
         name = request.name or draft.description
+        if request.app_state == api_pb2.APP_STATE_DEPLOYED:
+            draft.mode = "deploy"
+        owner = draft.app_id if draft.mode == "serve" else None  # the client's app holds a served one
+        if draft.app_id not in self.drafts.published:  # its client follows the log from here on
+            self.drafts.log_starts[draft.app_id] = self.manager.log(app_id_for(name, draft.mode, owner)).read(0)[1]
         try:
             spec, files = self._deploy_request(draft, name)
-            await self.manager.deploy(spec, "deploy", files, None)
+            result = await self.manager.deploy(spec, draft.mode, files, owner)
+            draft.wisp_id = self.drafts.published[draft.app_id] = result["id"]
+            if draft.mode == "serve":
+                draft.last_heartbeat = time.monotonic()
+                self._keep_served()
         except Unsupported as exc:
             raise GRPCError(Status.FAILED_PRECONDITION, str(exc)) from None
         except DeployError as exc:
             raise GRPCError(Status.FAILED_PRECONDITION, exc.message) from None
         await stream.send_message(api_pb2.AppPublishResponse(
             url=f"http://127.0.0.1:{self.manager.gateway_port}/", deployed_at=time.time()))
+
+    def _keep_served(self) -> None:
+        if self._keeper is None or self._keeper.done():
+            self._keeper = asyncio.ensure_future(self._keep_served_apps())
+
+    async def _keep_served_apps(self) -> None:
+        """wisp stops an ephemeral app whose heartbeats stop for 10 s; Modal's client beats every
+        15 s. So the server beats for it while the client's own beats keep coming, and stops
+        beating (wisp then stops the app) once they have not for MODAL_HEARTBEAT_TIMEOUT."""
+        while True:
+            served = [d for d in self.drafts.apps.values() if d.mode == "serve" and d.wisp_id]
+            if not served:
+                return
+            now = time.monotonic()
+            for draft in served:
+                assert draft.wisp_id is not None
+                alive = now - draft.last_heartbeat < MODAL_HEARTBEAT_TIMEOUT
+                if not alive or not self.manager.heartbeat(draft.wisp_id, draft.app_id):
+                    self.drafts.apps.pop(draft.app_id, None)  # silent, or stopped: no longer served
+            await asyncio.sleep(KEEPER_INTERVAL)
 
     def _deploy_request(self, draft: DraftApp, name: str) -> tuple[dict[str, Any], bytes]:
         """wisp's deploy body for a draft: the AppSpec JSON and the version's files as a tarball."""
@@ -370,6 +421,8 @@ def _secret_metadata(row: SecretRow) -> api_pb2.SecretMetadata:
                                   creation_info=api_pb2.CreationInfo(created_at=row.created_at, created_by="wisp"))
 
 
+MODAL_HEARTBEAT_TIMEOUT = 45.0  # three of the client's 15 s heartbeats missed: it is gone
+KEEPER_INTERVAL = 2.0  # as often as `wisp serve` beats
 LOG_POLL = 0.25  # seconds between looks at a followed log: a log file has no change event to wait on
 RECENT_BYTES = 64 * 1024  # what a new follower is shown of a log before its new lines
 
