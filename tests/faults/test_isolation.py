@@ -32,6 +32,12 @@ def attacked(request: pytest.FixtureRequest,
     """Both runtimes: containers forked from a zygote, and fresh processes (Popen's user=)."""
     root = tmp_path_factory.mktemp("isolation")
     wisp = start_wisp(root / "home", {"WISP_TEST_SENTINEL": SENTINEL, "WISP_RUNTIME": request.param})
+    shared = [line for line in (wisp.home / "server.log").read_text().splitlines() if "share the server's uid" in line]
+    if shared and os.geteuid() == 0:
+        # wisp itself lies under a folder other users cannot enter (a 0700 temporary clone, say):
+        # the server falls back to one uid and says so; what this module checks cannot hold.
+        wisp.run("server", "stop", check=False)
+        pytest.skip(shared[0])
     try:
         for name in ("victim.py", "snoop.py"):
             shutil.copy(APPS / name, root / name)
