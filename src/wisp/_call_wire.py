@@ -1,7 +1,10 @@
 """How calls between functions travel: pure encoding, shared by callers and containers.
 
 A call's input is `cloudpickle((args, kwargs))`, sent as one HTTP body. An answer is a sequence
-of *frames*, each a 4-byte big-endian length and a pickled `(kind, payload)`:
+of *frames*, each a 4-byte big-endian length, one byte naming the kind, and the pickled payload.
+The kind is readable without unpickling anything: the server only needs to know whether a
+spawned call succeeded, and must never unpickle what a container sent (a crafted pickle runs
+code in whoever loads it). Only the caller, which is the app's own code, loads payloads.
 
 - `("ok", value)`: the function returned `value` (the only frame of a plain call);
 - `("item", value)`: a generator yielded `value` (any number, streamed as they come);
@@ -48,9 +51,12 @@ class RemoteFailure:
     traceback: str  # the remote traceback, formatted
 
 
+KINDS = ("ok", "item", "done", "error")  # a frame's kind byte is its index here
+
+
 def frame(kind: str, payload: Any) -> bytes:
-    body: bytes = cloudpickle.dumps((kind, payload))
-    return _LENGTH.pack(len(body)) + body
+    body: bytes = cloudpickle.dumps(payload)
+    return _LENGTH.pack(len(body) + 1) + bytes((KINDS.index(kind),)) + body
 
 
 def failure_frame(exc: BaseException, traceback_text: str) -> bytes:
@@ -68,16 +74,22 @@ class FrameReader:
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> Iterator[tuple[str, Any]]:
+        for kind, body in self.feed_raw(data):
+            yield kind, cloudpickle.loads(body)
+
+    def feed_raw(self, data: bytes) -> Iterator[tuple[str, bytes]]:
+        """(kind, pickled payload) frames: nothing is unpickled."""
         self._buffer += data
         while len(self._buffer) >= _LENGTH.size:
             (size,) = _LENGTH.unpack_from(self._buffer)
             end = _LENGTH.size + size
             if len(self._buffer) < end:
                 return
-            body = bytes(self._buffer[_LENGTH.size:end])
+            if size < 1 or self._buffer[_LENGTH.size] >= len(KINDS):
+                raise ValueError(f"not an answer frame (size {size}, kind byte {self._buffer[_LENGTH.size:][:1]!r})")
+            code, body = self._buffer[_LENGTH.size], bytes(self._buffer[_LENGTH.size + 1:end])
             del self._buffer[:end]
-            kind, payload = cloudpickle.loads(body)
-            yield kind, payload
+            yield KINDS[code], body
 
     @property
     def pending(self) -> int:
@@ -86,8 +98,14 @@ class FrameReader:
 
 
 def decode_frames(data: bytes) -> list[tuple[str, Any]]:
+    """Every frame of a whole answer, payloads unpickled: for the caller only."""
+    return [(kind, cloudpickle.loads(body)) for kind, body in raw_frames(data)]
+
+
+def raw_frames(data: bytes) -> list[tuple[str, bytes]]:
+    """Every frame of a whole answer, payloads left pickled: what the server may look at."""
     reader = FrameReader()
-    frames = list(reader.feed(data))
+    frames = list(reader.feed_raw(data))
     if reader.pending:
         raise ValueError(f"the answer ends inside a frame ({reader.pending} bytes left over)")
     return frames

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from wisp import Retries
-from wisp._call_wire import FrameReader, decode_frames, decode_input, encode_input, failure_frame, frame
+from wisp._call_wire import FrameReader, decode_frames, decode_input, encode_input, failure_frame, frame, raw_frames
 from wisp._retries import delay, policy
 from wisp._urls import CALL_LABEL_PREFIX, call_label
 
@@ -71,3 +71,33 @@ def test_call_routes_are_stable_internal_and_distinct() -> None:
     assert a == call_label("app", "f") and a.startswith(CALL_LABEL_PREFIX)
     assert len({a, call_label("app", "g"), call_label("app-dev", "f"), call_label("ap", "pf")}) == 4
     assert call_label("x y/z", "Model.predict").replace("-", "").replace("_", "").isalnum()
+
+
+class _Bomb:
+    """A payload whose unpickling runs code: what a hostile container could send."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (exec, ("raise SystemExit('unpickled!')",))
+
+
+def test_frame_kinds_are_read_without_unpickling_the_payload() -> None:
+    answer = frame("ok", _Bomb()) + frame("error", _Bomb())
+    assert [kind for kind, _ in raw_frames(answer)] == ["ok", "error"]
+    with pytest.raises(SystemExit, match="unpickled"):
+        decode_frames(answer)  # the caller's path does load it (the caller is the app's own code)
+
+
+@pytest.mark.parametrize("garbage", [b"\x00\x00\x00\x02\x09x", b"\x00\x00\x00\x00", b"\x00\x00\x00\x05ab"])
+def test_bytes_that_are_not_frames_are_refused(garbage: bytes) -> None:
+    with pytest.raises(ValueError):
+        raw_frames(garbage)
+
+
+def test_the_server_classifies_a_spawned_answer_from_kinds_only() -> None:
+    from wisp.server.spawned import _outcome
+
+    ok, kept = _outcome(frame("ok", _Bomb()), "f")
+    assert ok and kept == frame("ok", _Bomb())
+    assert _outcome(frame("error", _Bomb()), "f")[0] is False
+    failed, replaced = _outcome(b"not frames", "f")
+    assert not failed and raw_frames(replaced)[0][0] == "error"

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from .._call_wire import decode_frames, failure_frame
+from .._call_wire import failure_frame, raw_frames
 from .._retries import delay
 from ..exception import ExecutionError, FunctionTimeoutError, InputCancellation
 from .gateway import TargetUnavailable
@@ -75,7 +75,7 @@ class SpawnedCalls:
             answer = await self._attempt(pool, data)
             if answer is None:  # the pool closed between lookup and dispatch: not an attempt of the input
                 continue
-            ok = decode_frames(answer)[0][0] == "ok"
+            ok, answer = _outcome(answer, function)
             wait = None if ok else delay(pool.spec.retries, attempt)
             if wait is None:
                 self._end(call_id, "done" if ok else "failed", answer)
@@ -145,3 +145,17 @@ class SpawnedCalls:
 
 def _failure(exc: Exception) -> bytes:
     return failure_frame(exc, "")
+
+
+def _outcome(answer: bytes, function: str) -> tuple[bool, bytes]:
+    """Whether an answer says the call succeeded, read from its frames' kinds only: the server
+    never unpickles what a container wrote. An answer that is not frames is a failure."""
+    try:
+        frames = raw_frames(answer)
+    except ValueError as exc:
+        frames, problem = [], str(exc)
+    else:
+        problem = "it was empty"
+    if frames:
+        return frames[0][0] == "ok", answer
+    return False, _failure(ExecutionError(f"`{function}` answered something that is not a call's answer ({problem})."))
