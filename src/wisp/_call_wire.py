@@ -9,12 +9,15 @@ code in whoever loads it). Only the caller, which is the app's own code, loads p
 - `("ok", value)`: the function returned `value` (the only frame of a plain call);
 - `("item", value)`: a generator yielded `value` (any number, streamed as they come);
 - `("done", None)`: the generator finished;
-- `("error", RemoteFailure)`: the function raised; the caller raises it again.
+- `("error", RemoteFailure)`: the function raised; the caller raises it again. On the wire its
+  summary and traceback are clear JSON and only the exception itself is pickled, so the server
+  can report a failure (to Modal's client, say) without loading anything.
 
 No I/O here: the container's invoke app and the caller's client both feed bytes in and out.
 """
 from __future__ import annotations
 
+import json
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,12 +62,42 @@ def frame(kind: str, payload: Any) -> bytes:
     return _LENGTH.pack(len(body) + 1) + bytes((KINDS.index(kind),)) + body
 
 
+@dataclass(frozen=True)
+class RawFrame:
+    """A frame as the server may see it: its kind, the pickled payload (for an error, the
+    pickled exception, or b"" when it would not pickle) and, for an error, its text."""
+
+    kind: str
+    data: bytes
+    summary: str = ""
+    traceback: str = ""
+
+
 def failure_frame(exc: BaseException, traceback_text: str) -> bytes:
     summary = f"{type(exc).__name__}: {exc}"
+    meta = json.dumps({"summary": summary, "traceback": traceback_text}).encode()
     try:
-        return frame("error", RemoteFailure(exc, summary, traceback_text))
+        pickled: bytes = cloudpickle.dumps(exc)
     except Exception:  # an exception that will not pickle still reaches the caller as text
-        return frame("error", RemoteFailure(None, summary, traceback_text))
+        pickled = b""
+    body = _LENGTH.pack(len(meta)) + meta + pickled
+    return _LENGTH.pack(len(body) + 1) + bytes((KINDS.index("error"),)) + body
+
+
+def _raw(kind: str, body: bytes) -> RawFrame:
+    if kind != "error":
+        return RawFrame(kind, body)
+    (size,) = _LENGTH.unpack_from(body)
+    meta = json.loads(body[_LENGTH.size:_LENGTH.size + size])
+    return RawFrame(kind, body[_LENGTH.size + size:], str(meta["summary"]), str(meta["traceback"]))
+
+
+def _loaded(raw: RawFrame) -> tuple[str, Any]:
+    """The caller's view of a frame: its payload unpickled."""
+    if raw.kind != "error":
+        return raw.kind, cloudpickle.loads(raw.data)
+    exception = cloudpickle.loads(raw.data) if raw.data else None
+    return raw.kind, RemoteFailure(exception, raw.summary, raw.traceback)
 
 
 class FrameReader:
@@ -74,11 +107,11 @@ class FrameReader:
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> Iterator[tuple[str, Any]]:
-        for kind, body in self.feed_raw(data):
-            yield kind, cloudpickle.loads(body)
+        for raw in self.feed_raw(data):
+            yield _loaded(raw)
 
-    def feed_raw(self, data: bytes) -> Iterator[tuple[str, bytes]]:
-        """(kind, pickled payload) frames: nothing is unpickled."""
+    def feed_raw(self, data: bytes) -> Iterator[RawFrame]:
+        """Frames with their payloads still pickled: nothing is unpickled."""
         self._buffer += data
         while len(self._buffer) >= _LENGTH.size:
             (size,) = _LENGTH.unpack_from(self._buffer)
@@ -89,7 +122,10 @@ class FrameReader:
                 raise ValueError(f"not an answer frame (size {size}, kind byte {self._buffer[_LENGTH.size:][:1]!r})")
             code, body = self._buffer[_LENGTH.size], bytes(self._buffer[_LENGTH.size + 1:end])
             del self._buffer[:end]
-            yield KINDS[code], body
+            try:
+                yield _raw(KINDS[code], body)
+            except (struct.error, ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"a malformed {KINDS[code]} frame ({exc})") from None
 
     @property
     def pending(self) -> int:
@@ -99,10 +135,10 @@ class FrameReader:
 
 def decode_frames(data: bytes) -> list[tuple[str, Any]]:
     """Every frame of a whole answer, payloads unpickled: for the caller only."""
-    return [(kind, cloudpickle.loads(body)) for kind, body in raw_frames(data)]
+    return [_loaded(raw) for raw in raw_frames(data)]
 
 
-def raw_frames(data: bytes) -> list[tuple[str, bytes]]:
+def raw_frames(data: bytes) -> list[RawFrame]:
     """Every frame of a whole answer, payloads left pickled: what the server may look at."""
     reader = FrameReader()
     frames = list(reader.feed_raw(data))

@@ -81,8 +81,8 @@ class _Bomb:
 
 
 def test_frame_kinds_are_read_without_unpickling_the_payload() -> None:
-    answer = frame("ok", _Bomb()) + frame("error", _Bomb())
-    assert [kind for kind, _ in raw_frames(answer)] == ["ok", "error"]
+    answer = frame("ok", _Bomb()) + frame("item", _Bomb())
+    assert [raw.kind for raw in raw_frames(answer)] == ["ok", "item"]
     with pytest.raises(SystemExit, match="unpickled"):
         decode_frames(answer)  # the caller's path does load it (the caller is the app's own code)
 
@@ -98,6 +98,24 @@ def test_the_server_classifies_a_spawned_answer_from_kinds_only() -> None:
 
     ok, kept = _outcome(frame("ok", _Bomb()), "f")
     assert ok and kept == frame("ok", _Bomb())
-    assert _outcome(frame("error", _Bomb()), "f")[0] is False
+    assert _outcome(failure_frame(ValueError("x"), ""), "f")[0] is False
     failed, replaced = _outcome(b"not frames", "f")
-    assert not failed and raw_frames(replaced)[0][0] == "error"
+    assert not failed and raw_frames(replaced)[0].kind == "error"
+
+
+def test_an_errors_text_is_read_without_unpickling_its_exception() -> None:
+    class Unloadable(Exception):
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (exec, ("raise SystemExit('unpickled!')",))
+
+    (raw,) = raw_frames(failure_frame(Unloadable("boom"), "Traceback ...\nUnloadable: boom"))
+    assert (raw.kind, raw.summary, raw.traceback) == ("error", "Unloadable: boom", "Traceback ...\nUnloadable: boom")
+    assert raw.data  # the exception, still pickled
+
+
+def test_an_exception_that_will_not_pickle_arrives_as_text() -> None:
+    import threading
+
+    (kind, failure), = decode_frames(failure_frame(ValueError(threading.Lock()), "tb"))
+    assert kind == "error" and failure.exception is None
+    assert failure.summary.startswith("ValueError: <unlocked _thread.lock") and failure.traceback == "tb"

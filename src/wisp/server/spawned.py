@@ -157,5 +157,5 @@ def _outcome(answer: bytes, function: str) -> tuple[bool, bytes]:
     else:
         problem = "it was empty"
     if frames:
-        return frames[0][0] == "ok", answer
+        return frames[0].kind == "ok", answer
     return False, _failure(ExecutionError(f"`{function}` answered something that is not a call's answer ({problem})."))
