@@ -151,3 +151,31 @@ def test_modal_serve_serves_reloads_and_stops_at_ctrl_c(deployed: tuple[Wisp, di
     assert "[wisp] serve modal-served version 1" in out, out  # the app's log streams to the terminal
     listed = wisp.run("app", "list").stdout
     assert any(line.split()[:2] == ["modal-served-dev", "stopped"] for line in listed.splitlines()), listed
+
+
+CALLS = REPO / "tests" / "e2e" / "apps" / "modal" / "calls_app.py"
+
+
+def test_modal_run_calls_remote_map_spawn_and_from_id(deployed: tuple[Wisp, dict[str, str], Path, str],
+                                                      tmp_path: Path) -> None:
+    wisp, env, _, _ = deployed
+    shutil.copy(CALLS, tmp_path / "calls_app.py")
+    out = modal(env, "run", "calls_app.py", cwd=tmp_path).stdout
+    printed = [line for line in out.splitlines() if line.split(" ", 1)[0] in ("remote", "map", "spawn", "from_id",
+                                                                             "raised")]
+    assert printed == ["remote 49", "map True", "spawn 25", "from_id 25", "raised ValueError('negative: -1')"], out
+    listed = wisp.run("app", "list").stdout  # the run's app ended with it
+    assert any(line.split()[:2] == ["modal-calls-dev", "stopped"] for line in listed.splitlines()), listed
+
+
+def test_a_deployed_function_is_called_by_name_from_the_modal_sdk(deployed: tuple[Wisp, dict[str, str], Path, str],
+                                                                   tmp_path: Path) -> None:
+    env = deployed[1]
+    script = tmp_path / "calls_app.py"
+    script.write_text(CALLS.read_text().replace('"modal-calls"', '"modal-calls-deployed"'))
+    modal(env, "deploy", "calls_app.py", cwd=tmp_path)
+    caller = tmp_path / "caller.py"
+    caller.write_text('import modal\nprint(modal.Function.from_name("modal-calls-deployed", "square").remote(9))\n')
+    python = Path(MODAL).parent / "python"
+    done = subprocess.run([str(python), str(caller)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "81", done.stdout + done.stderr

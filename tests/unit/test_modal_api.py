@@ -7,14 +7,17 @@ import shlex
 import stat
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from grpclib import GRPCError, Status
 from modal_proto.api_grpc import ModalClientBase
 
+from wisp._call_wire import failure_frame, frame
 from wisp.cli.modal_env import env_lines
-from wisp.server.modal_api import translate
+from wisp.exception import ExecutionError, FunctionTimeoutError
+from wisp.server.modal_api import calls, translate
 from wisp.server.modal_api.service import ModalService
 from wisp.server.modal_api.tokens import read_modal_token
 
@@ -77,7 +80,7 @@ def test_the_token_is_made_once_private_and_checked_whole(tmp_path: Path) -> Non
 
 
 def test_every_rpc_of_modals_service_has_a_handler() -> None:
-    service = ModalService(manager=None)  # type: ignore[arg-type]
+    service = ModalService(manager=SimpleNamespace(calls=None))  # type: ignore[arg-type]  # the mapping needs no manager
     mapping = service.__mapping__()
     expected = {name for name in ModalClientBase.__abstractmethods__}
     assert {path.rsplit("/", 1)[1] for path in mapping} == expected
@@ -85,7 +88,7 @@ def test_every_rpc_of_modals_service_has_a_handler() -> None:
 
 
 def test_an_unimplemented_rpc_is_named_in_its_error() -> None:
-    service = ModalService(manager=None)  # type: ignore[arg-type]
+    service = ModalService(manager=SimpleNamespace(calls=None))  # type: ignore[arg-type]  # the mapping needs no manager
     handler = service.__mapping__()["/modal.client.ModalClient/VolumeList"].func
     with pytest.raises(GRPCError) as caught:
         asyncio.run(handler(None))
@@ -94,7 +97,7 @@ def test_an_unimplemented_rpc_is_named_in_its_error() -> None:
 
 
 def test_an_implemented_rpc_is_not_the_fallback() -> None:
-    service = ModalService(manager=None)  # type: ignore[arg-type]
+    service = ModalService(manager=SimpleNamespace(calls=None))  # type: ignore[arg-type]  # the mapping needs no manager
     assert service.__mapping__()["/modal.client.ModalClient/AppList"].func == service.AppList
 
 
@@ -170,3 +173,39 @@ LINES = translate.dated_lines("".join(f"10:00:0{i} line{i}\n" for i in range(6))
 ])
 def test_log_window(since: float, until: float, limit: int, expected: list[str]) -> None:
     assert [ln.text.split()[1] for ln in translate.log_window(LINES, since, until, limit)] == expected
+
+
+@pytest.mark.parametrize(("answer", "status", "exception", "has_data"), [
+    (frame("ok", 49), calls.STATUS_SUCCESS, "", True),
+    (failure_frame(ValueError("negative"), "tb"), calls.STATUS_FAILURE, "ValueError: negative", True),
+    # the server's own verdicts are wisp's classes, which a Modal client could not unpickle: text only
+    (failure_frame(ExecutionError("the container went away"), ""), calls.STATUS_FAILURE,
+     "ExecutionError: the container went away", False),
+    (failure_frame(FunctionTimeoutError("past 60 s"), ""), calls.STATUS_TIMEOUT, "FunctionTimeoutError: past 60 s",
+     False),
+    (frame("item", 1), calls.STATUS_FAILURE, "ExecutionError: a generator's items", False),
+    (b"garbage", calls.STATUS_FAILURE, "ExecutionError: the container's answer was not readable", False),
+    (b"", calls.STATUS_FAILURE, "ExecutionError: the container answered nothing", False),
+])
+def test_an_answer_as_modals_result(answer: bytes, status: int, exception: str, has_data: bool) -> None:
+    result = calls.result_of(answer)
+    assert result.status == status and result.exception.startswith(exception) and bool(result.data) == has_data
+
+
+def test_result_statuses_are_modal_protos() -> None:
+    from modal_proto import api_pb2
+    generic = api_pb2.GenericResult
+    assert (calls.STATUS_SUCCESS, calls.STATUS_FAILURE, calls.STATUS_TIMEOUT) == (
+        generic.GENERIC_STATUS_SUCCESS, generic.GENERIC_STATUS_FAILURE, generic.GENERIC_STATUS_TIMEOUT)
+
+
+def test_a_successful_outputs_data_is_the_pickled_value_untouched() -> None:
+    import pickle
+    assert pickle.loads(calls.result_of(frame("ok", {"a": [1, 2]})).data) == {"a": [1, 2]}
+
+
+def test_function_ids_are_stable_and_modal_shaped() -> None:
+    from wisp.server.modal_api.drafts import stable_id
+    one = stable_id("fu", "app/square")
+    assert one == stable_id("fu", "app/square") != stable_id("fu", "app/cube")
+    assert one.startswith("fu-") and len(one) == 25 and one[3:].isalnum()

@@ -7,9 +7,22 @@ Nothing here is durable: a deploy that did not publish is simply made again by t
 """
 from __future__ import annotations
 
+import hashlib
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
+
+
+def stable_id(prefix: str, key: str) -> str:
+    """A Modal-shaped id that is always the same for `key` (a function of an app), so it still
+    names its function after a server restart."""
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    number = int.from_bytes(hashlib.sha256(key.encode()).digest(), "big")
+    chars = []
+    for _ in range(22):
+        number, digit = divmod(number, len(alphabet))
+        chars.append(alphabet[digit])
+    return prefix + "-" + "".join(chars)
 
 
 def new_id(prefix: str) -> str:

@@ -24,7 +24,8 @@ from modal_proto.api_grpc import ModalClientBase
 from ..._secret import check_env, check_name
 from ..._urls import app_id_for, endpoint_urls, make_label
 from ..apps import DeployError
-from .drafts import DraftApp, Drafts, ImageLayer, MountFile, new_id
+from .calls import ModalCalls
+from .drafts import DraftApp, Drafts, ImageLayer, MountFile, new_id, stable_id
 from .specs import Layer, Unsupported, function_spec, image_spec, version_files
 from .translate import (
     APP_STATE_DEPLOYED,
@@ -61,6 +62,8 @@ class ModalService:
     def __init__(self, manager: AppManager) -> None:
         self.manager = manager
         self.drafts = Drafts()
+        self.calls = ModalCalls(manager.calls)
+        self.functions: dict[str, tuple[str, str]] = {}  # function id -> (wisp app id, function name)
         self._keeper: asyncio.Future[None] | None = None
 
     def __getattr__(self, name: str) -> Handler:
@@ -264,7 +267,7 @@ class ModalService:
         request = await stream.recv_message()
         assert request is not None
         draft = self.drafts.app(request.app_id)
-        function_id = draft.names.setdefault(request.function_name, new_id("fu"))
+        function_id = draft.names.setdefault(request.function_name, self._function_id(draft, request.function_name))
         await stream.send_message(api_pb2.FunctionPrecreateResponse(
             function_id=function_id, handle_metadata=api_pb2.FunctionHandleMetadata(function_name=request.function_name)))
 
@@ -273,7 +276,8 @@ class ModalService:
         assert request is not None
         fn = request.function if request.HasField("function") else request.function_data.ranked_functions[0].function
         draft = self.drafts.app(request.app_id)
-        function_id = request.existing_function_id or draft.names.setdefault(fn.function_name, new_id("fu"))
+        function_id = request.existing_function_id or draft.names.setdefault(
+            fn.function_name, self._function_id(draft, fn.function_name))
         draft.functions[function_id] = fn
         web_url = ""
         if fn.HasField("webhook_config") and fn.webhook_config.type:
@@ -316,6 +320,99 @@ class ModalService:
             raise GRPCError(Status.FAILED_PRECONDITION, exc.message) from None
         await stream.send_message(api_pb2.AppPublishResponse(
             url=f"http://127.0.0.1:{self.manager.gateway_port}/", deployed_at=time.time()))
+
+    def _function_id(self, draft: DraftApp, name: str) -> str:
+        """The same id for a function of an app every time, remembered to find it again."""
+        wisp_id = app_id_for(draft.description, draft.mode, draft.app_id if draft.mode == "serve" else None)
+        function_id = stable_id("fu", f"{wisp_id}/{name}")
+        self.functions[function_id] = (wisp_id, name)
+        return function_id
+
+    # -- calls: `.remote()`, `.map()`, `.spawn()`, `FunctionCall.from_id().get()` ------------------
+    async def FunctionGet(self, stream: Stream[api_pb2.FunctionGetRequest, api_pb2.FunctionGetResponse]) -> None:
+        """`modal.Function.from_name(app, name)`: a function of a deployed app."""
+        request = await stream.recv_message()
+        assert request is not None
+        if self.manager._call_pool(request.app_name, request.object_tag) is None:
+            raise GRPCError(Status.NOT_FOUND, f"No function {request.object_tag!r} that can be called in a deployed "
+                                              f"app {request.app_name!r} on this wisp server.")
+        function_id = stable_id("fu", f"{request.app_name}/{request.object_tag}")
+        self.functions[function_id] = (request.app_name, request.object_tag)
+        definition = api_pb2.Function(function_name=request.object_tag, app_name=request.app_name)
+        data = api_pb2.FunctionData(function_name=request.object_tag,
+                                    ranked_functions=[api_pb2.FunctionData.RankedFunction(rank=0, function=definition)])
+        await stream.send_message(api_pb2.FunctionGetResponse(
+            function_id=function_id, function=data, handle_metadata=api_pb2.FunctionHandleMetadata(
+                function_name=request.object_tag, definition_id=function_id)))
+
+    def _callable(self, function_id: str) -> tuple[str, str]:
+        target = self.functions.get(function_id)
+        if target is None or self.manager._call_pool(*target) is None:
+            raise GRPCError(Status.NOT_FOUND, f"Function {function_id} is not running on this wisp server (its app "
+                                              "stopped, or it is a web endpoint: call it through its URL).")
+        return target
+
+    async def FunctionMap(self, stream: Stream[api_pb2.FunctionMapRequest, api_pb2.FunctionMapResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        app_id, function = self._callable(request.function_id)
+        call_id = new_id("fc")
+        self.calls.start(call_id, app_id, function)
+        items = [self._put(call_id, item) for item in request.pipelined_inputs]
+        await stream.send_message(api_pb2.FunctionMapResponse(
+            function_call_id=call_id, pipelined_inputs=items, function_call_jwt=call_id,
+            sync_client_retries_enabled=False, max_inputs_outstanding=1000))
+
+    def _put(self, call_id: str, item: api_pb2.FunctionPutInputsItem) -> api_pb2.FunctionPutInputsResponseItem:
+        if item.input.args_blob_id:
+            raise GRPCError(Status.UNIMPLEMENTED, "This input is larger than Modal sends inline (it went to blob "
+                                                  "storage), which wisp does not take yet: pass smaller arguments.")
+        input_id = self.calls.put(call_id, item.idx, item.input.args)
+        return api_pb2.FunctionPutInputsResponseItem(idx=item.idx, input_id=input_id, input_jwt=input_id)
+
+    async def FunctionPutInputs(
+            self, stream: Stream[api_pb2.FunctionPutInputsRequest, api_pb2.FunctionPutInputsResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        self._known_call(request.function_call_id)
+        items = [self._put(request.function_call_id, item) for item in request.inputs]
+        await stream.send_message(api_pb2.FunctionPutInputsResponse(inputs=items))
+
+    def _known_call(self, call_id: str) -> None:
+        if call_id not in self.calls.calls:
+            raise GRPCError(Status.NOT_FOUND, f"No function call {call_id!r} on this wisp server (calls made through "
+                                              "Modal's client are kept in the server's memory: a restart forgets them).")
+
+    async def FunctionGetOutputs(
+            self, stream: Stream[api_pb2.FunctionGetOutputsRequest, api_pb2.FunctionGetOutputsResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        self._known_call(request.function_call_id)
+        after = int(request.last_entry_id) if request.last_entry_id.isdigit() else 0
+        found, last = await self.calls.outputs(request.function_call_id, after, min(max(request.timeout, 0), 55.0))
+        outputs = [api_pb2.FunctionGetOutputsItem(
+            idx=idx, input_id=input_id, data_format=api_pb2.DATA_FORMAT_PICKLE,
+            result=api_pb2.GenericResult(status=result.status,  # type: ignore[arg-type]  # a GenericStatus number
+                                         exception=result.exception, traceback=result.traceback, data=result.data))
+            for idx, input_id, result in found]
+        await stream.send_message(api_pb2.FunctionGetOutputsResponse(
+            outputs=outputs, last_entry_id=str(last), num_unfinished_inputs=self.calls.unfinished(request.function_call_id)))
+
+    async def FunctionCallFromId(
+            self, stream: Stream[api_pb2.FunctionCallFromIdRequest, api_pb2.FunctionCallFromIdResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        self._known_call(request.function_call_id)
+        await stream.send_message(api_pb2.FunctionCallFromIdResponse(
+            function_call_id=request.function_call_id,
+            num_inputs=len(self.calls.calls[request.function_call_id].inputs)))
+
+    async def FunctionCallCancel(self, stream: Stream[api_pb2.FunctionCallCancelRequest, empty_pb2.Empty]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        self._known_call(request.function_call_id)
+        self.calls.cancel(request.function_call_id)
+        await stream.send_message(empty_pb2.Empty())
 
     def _keep_served(self) -> None:
         if self._keeper is None or self._keeper.done():
