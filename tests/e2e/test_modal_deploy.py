@@ -73,6 +73,13 @@ def test_asgi_and_wsgi_apps(deployed: tuple[Wisp, dict[str, str], Path, str]) ->
     assert get(url(wisp, "flask-app")).text == "flask on wisp"
 
 
+def test_a_class_runs_enter_before_its_web_method_and_exit_at_stop(
+        deployed: tuple[Wisp, dict[str, str], Path, str]) -> None:
+    wisp = deployed[0]
+    assert get(url(wisp, "model-predict", "/?x=2")).json() == {"y": 84}
+    assert "Model.unload ran" not in wisp.run("app", "logs", "modal-web").stdout
+
+
 def test_a_named_secret_reaches_the_container(deployed: tuple[Wisp, dict[str, str], Path, str]) -> None:
     assert get(url(deployed[0], "secret")).json() == {"token": "tok-123"}
 
@@ -95,6 +102,9 @@ def test_a_redeploy_serves_the_new_code(deployed: tuple[Wisp, dict[str, str], Pa
                                                  '{"hello": name, "pid": os.getpid(), "v": 2}'))
     modal(env, "deploy", "web_app.py", cwd=folder)
     assert get(url(wisp, "hello", "/?name=Bo")).json()["v"] == 2
+    # the old version's Model container (started by the class test) drained: its exit hook ran
+    wait_until(lambda: "Model.unload ran" in wisp.run("app", "logs", "modal-web").stdout, timeout=60,
+               message="the replaced Model container's @modal.exit")
 
 
 def test_an_image_wisp_cannot_build_fails_the_deploy_and_the_old_version_serves(

@@ -16,7 +16,7 @@ from wisp._image_steps import (
     UvPipInstall,
     Workdir,
 )
-from wisp.server.modal_api.specs import Layer, Unsupported, function_spec, image_spec, version_files
+from wisp.server.modal_api.specs import Layer, Unsupported, function_spec, function_specs, image_spec, version_files
 
 BASE = Layer(("FROM python:3.11.12-slim-bookworm", "RUN apt-get update",
               "RUN apt-get install -y gcc gfortran build-essential", "RUN pip install --upgrade pip wheel uv",
@@ -109,13 +109,24 @@ def test_function_definitions_become_function_specs(fields: dict[str, Any], expe
     assert {k: spec[k] for k in expected} == expected
 
 
+def test_a_class_is_one_spec_per_web_method() -> None:
+    web = api_pb2.WebhookConfig(type=api_pb2.WEBHOOK_TYPE_FUNCTION, method="POST")
+    fn = function(is_class=True, method_definitions={
+        "predict": api_pb2.MethodDefinition(function_name="Model.predict", webhook_config=web),
+        "helper": api_pb2.MethodDefinition(function_name="Model.helper")})
+    fn.function_name = "Model.*"
+    specs = function_specs(fn, IMAGE)
+    assert [(s["name"], s["cls"], s["method_name"], s["web"]["method"]) for s in specs] == [
+        ("Model.predict", "Model", "predict", "POST")]
+
+
 @pytest.mark.parametrize(("fields", "named"), [
-    ({"is_class": True}, "@app.cls"),
+    ({"is_class": True}, "has no web methods"),
     ({"secret_ids": ["sc-123"]}, "sc-123"),
 ])
 def test_functions_wisp_cannot_run_are_refused(fields: dict[str, Any], named: str) -> None:
     with pytest.raises(Unsupported) as caught:
-        function_spec(function(**fields), IMAGE)
+        function_specs(function(**fields), IMAGE)
     assert named in str(caught.value)
 
 

@@ -26,7 +26,7 @@ from ..._urls import app_id_for, endpoint_urls, make_label
 from ..apps import DeployError
 from .calls import ModalCalls
 from .drafts import DraftApp, Drafts, ImageLayer, MountFile, new_id, stable_id
-from .specs import Layer, Unsupported, function_spec, image_spec, version_files
+from .specs import Layer, Unsupported, function_specs, image_spec, version_files
 from .translate import (
     APP_STATE_DEPLOYED,
     LogLine,
@@ -279,18 +279,32 @@ class ModalService:
         function_id = request.existing_function_id or draft.names.setdefault(
             fn.function_name, self._function_id(draft, fn.function_name))
         draft.functions[function_id] = fn
-        web_url = ""
-        if fn.HasField("webhook_config") and fn.webhook_config.type:
-            label = make_label(draft.description, fn.function_name, label=fn.webhook_config.requested_suffix or None,
-                               dev=draft.mode == "serve")
-            web_url = endpoint_urls(label, self.manager.gateway_port)[0]
+        web_url = self._web_url(draft, fn.function_name, fn.webhook_config) if fn.HasField("webhook_config") else ""
+        methods = {name: api_pb2.FunctionHandleMetadata(
+            function_name=method.function_name, is_method=True, use_method_name=name,
+            web_url=self._web_url(draft, method.function_name, method.webhook_config))
+            for name, method in fn.method_definitions.items()}
         data = api_pb2.FunctionData(module_name=fn.module_name, function_name=fn.function_name, web_url=web_url,
                                     webhook_config=fn.webhook_config,
                                     ranked_functions=[api_pb2.FunctionData.RankedFunction(rank=0, function=fn)])
         await stream.send_message(api_pb2.FunctionCreateResponse(
             function_id=function_id, function=fn, function_data=data,
             handle_metadata=api_pb2.FunctionHandleMetadata(function_name=fn.function_name, web_url=web_url,
-                                                           definition_id=function_id)))
+                                                           definition_id=function_id, method_handle_metadata=methods)))
+
+    def _web_url(self, draft: DraftApp, name: str, config: api_pb2.WebhookConfig) -> str:
+        """The gateway URL (by host) a web function of this app gets, as wisp labels it."""
+        if not config.type:
+            return ""
+        label = make_label(draft.description, name, label=config.requested_suffix or None, dev=draft.mode == "serve")
+        return endpoint_urls(label, self.manager.gateway_port)[0]
+
+    async def ClassCreate(self, stream: Stream[api_pb2.ClassCreateRequest, api_pb2.ClassCreateResponse]) -> None:
+        """An @app.cls: its methods are in its class function's definition; nothing more to keep."""
+        request = await stream.recv_message()
+        assert request is not None
+        await stream.send_message(api_pb2.ClassCreateResponse(class_id=request.existing_class_id or new_id("cs"),
+                                                               handle_metadata=api_pb2.ClassHandleMetadata()))
 
     async def AppPublish(self, stream: Stream[api_pb2.AppPublishRequest, api_pb2.AppPublishResponse]) -> None:
         """The app's functions, images and mounts become one wisp deploy: built, proven ready and
@@ -438,7 +452,7 @@ class ModalService:
         """wisp's deploy body for a draft: the AppSpec JSON and the version's files as a tarball."""
         functions, mount_ids, module = [], [], ""
         for fn in draft.functions.values():
-            functions.append(function_spec(fn, image_spec(self._chain(fn.image_id))))
+            functions += function_specs(fn, image_spec(self._chain(fn.image_id)))
             mount_ids += [m for m in fn.mount_ids if m not in mount_ids]
             module = module or fn.module_name
         mounted = []

@@ -147,11 +147,26 @@ def web_spec(config: api_pb2.WebhookConfig) -> dict[str, Any] | None:
     return web
 
 
+def function_specs(fn: api_pb2.Function, image: ImageSpec) -> list[dict[str, Any]]:
+    """A Modal `Function` definition as wisp's FunctionSpec JSON: one for a function; for an
+    @app.cls class (`Model.*`), one per web method (`Model.predict`), as wisp's own @stub.cls
+    records them. Its other methods cannot be called through the modal client yet, so a class
+    with no web method is refused rather than deployed as nothing."""
+    if not fn.is_class:
+        return [function_spec(fn, image)]
+    cls = fn.function_name.removesuffix(".*")
+    webs = {name: m for name, m in fn.method_definitions.items() if m.webhook_config.type}
+    if not webs:
+        raise Unsupported(f"The class `{cls}` has no web methods; calling a class's methods through the modal "
+                          "client is not supported by wisp yet. Serve them with @modal.fastapi_endpoint(), or "
+                          "make them @app.function()s.")
+    base = function_spec(fn, image)
+    return [{**base, "name": f"{cls}.{name}", "cls": cls, "method_name": name, "web": web_spec(m.webhook_config)}
+            for name, m in webs.items()]
+
+
 def function_spec(fn: api_pb2.Function, image: ImageSpec) -> dict[str, Any]:
-    """A Modal `Function` definition as wisp's FunctionSpec JSON."""
-    if fn.is_class:
-        raise Unsupported(f"`{fn.function_name}` is an @app.cls class; wisp does not take Modal classes through "
-                          "the modal client yet. Deploy this app with `wisp deploy` (import wisp as modal).")
+    """A Modal `Function` definition (not a class) as wisp's FunctionSpec JSON."""
     scaling = fn.autoscaler_settings
     secrets = []
     for sid in fn.secret_ids:

@@ -63,3 +63,18 @@ def flask_app():
         return "flask on wisp"
 
     return web
+
+
+@app.cls()
+class Model:
+    @modal.enter()
+    def load(self):
+        self.weights = 42  # once per container, before it takes requests
+
+    @modal.fastapi_endpoint()
+    def predict(self, x: int = 1):
+        return {"y": x * self.weights}
+
+    @modal.exit()
+    def unload(self):
+        print("Model.unload ran")
