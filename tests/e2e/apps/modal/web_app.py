@@ -78,3 +78,13 @@ class Model:
     @modal.exit()
     def unload(self):
         print("Model.unload ran")
+
+
+@app.function()
+@modal.web_server(18953, startup_timeout=30)
+def files():
+    import subprocess
+    import sys
+
+    # wisp tells a web server its port in $PORT when the declared one is taken on this machine
+    subprocess.Popen([sys.executable, "-m", "http.server", os.environ.get("PORT", "18953"), "--bind", "127.0.0.1"])
