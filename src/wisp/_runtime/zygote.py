@@ -336,20 +336,40 @@ class Zygote:
                 with conn:
                     self.handle(conn)
 
-    def handle(self, conn: socket.socket) -> None:
-        data, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, 2)
+    def receive(self, conn: socket.socket) -> tuple[dict[str, Any], int, int] | None:
+        """A fork request: its JSON and the child's output and status fds; None, after saying why
+        when the peer is still there, for anything else. A peer that hangs up at once or sends
+        garbage (any process of the app's uid can reach this socket) must never end the zygote:
+        its children would die with it."""
+        try:
+            data, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, 2)
+        except OSError:
+            return None
+        problem = None
         if len(fds) != 2:
+            problem = b'{"error": "expected two file descriptors"}\n'
+        elif thread_count() > 1 + self.fork_safe_threads:  # fork with threads could deadlock the child
+            problem = b'{"error": "the zygote has threads; start containers as fresh processes"}\n'
+        else:
+            try:
+                request = json.loads(data)
+                if not isinstance(request, dict):
+                    raise ValueError("not an object")
+            except ValueError:
+                problem = b'{"error": "the request is not a JSON object"}\n'
+        if problem is not None:
             for fd in fds:
                 os.close(fd)
-            conn.sendall(b'{"error": "expected two file descriptors"}\n')
+            with contextlib.suppress(OSError):
+                conn.sendall(problem)
+            return None
+        return request, fds[0], fds[1]
+
+    def handle(self, conn: socket.socket) -> None:
+        received = self.receive(conn)
+        if received is None:
             return
-        out_fd, status_fd = fds
-        if thread_count() > 1 + self.fork_safe_threads:  # fork with threads could deadlock the child
-            os.close(out_fd)
-            os.close(status_fd)
-            conn.sendall(b'{"error": "the zygote has threads; start containers as fresh processes"}\n')
-            return
-        request = json.loads(data)
+        request, out_fd, status_fd = received
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:
@@ -365,7 +385,8 @@ class Zygote:
         self.children[pid] = status_fd
         if request.get("zygote"):
             self.zygotes.add(pid)
-        conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+        with contextlib.suppress(OSError):  # an asker gone by now: the child runs, and is reaped, anyway
+            conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
         self.reap()
 
     def reap(self) -> None:
