@@ -655,7 +655,7 @@ class Stub:
     def run(self) -> Any:
         """`with stub.run():` runs this stub's script as an ephemeral app for the block; inside,
         `f.remote()`, `.map()` and `.spawn()` call its functions."""
-        from .cli.run import run_stub
+        from ._session.run import run_stub
 
         return run_stub(self)
 
@@ -672,8 +672,10 @@ class Stub:
         )
 
     def serve(self, *, port: int | None = None) -> None:
-        """Serve this stub's script as `wisp serve` would, until Ctrl-C."""
-        from .cli.serve import serve_stub
+        """Serve this stub's script as `wisp serve` would, until Ctrl-C; then return. Raises
+        `wisp.exception.InvalidError` for a script that does not import, `ExecutionError` when
+        the server cannot serve it."""
+        from ._session.serve import serve_stub
 
         serve_stub(self, port=port)
 

@@ -196,3 +196,54 @@ def _locked(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+STOP_MARGIN = 20.0  # beyond the server's grace, for its containers' exit hooks
+DEFAULT_GRACE = 30.0  # the server's own default (wisp.server.main.DEFAULT_GRACE)
+
+
+def shutdown(client: Client, *, if_idle: bool = False,
+             on_answer: Callable[[dict[str, Any]], None] | None = None) -> bool:
+    """Ask the server to stop and wait until its process is gone: it drains its requests for
+    up to its grace period (the answer says how long), then stops its containers.
+
+    if_idle: only if no app runs and none is being deployed, decided by the server itself (so a
+    `serve` that is just deploying on it is never cut off); False when it declined.
+    """
+    pid = client.info.pid
+    try:
+        answer = client.request("POST", "/v1/shutdown" + ("?if_idle=1" if if_idle else ""))
+    except ClientError as exc:
+        if if_idle and exc.status == 409:
+            return False
+        raise
+    if on_answer is not None:
+        on_answer(answer)
+    limit = float(answer.get("grace", DEFAULT_GRACE)) + STOP_MARGIN
+    if wait_for(lambda: not _alive(pid), limit):
+        return True
+    print(f"Error: The wisp server (pid {pid}) did not stop within {limit:.0f} s; `kill {pid}` twice forces it "
+          "(its containers are killed without their exit hooks).", file=sys.stderr, flush=True)
+    return False
+
+
+def wait_for(done: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if done():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _alive(pid: int) -> bool:
+    try:  # our own child (`serve` started the server): reap it, or it lingers as a zombie
+        reaped, _ = os.waitpid(pid, os.WNOHANG)
+        return reaped == 0
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -22,6 +22,10 @@ class InputCancellation(Error):
     """The call was cancelled (`FunctionCall.cancel()`) before it finished."""
 
 
+class InvalidError(Error):
+    """Something given to wisp cannot be used: a script that does not import, a bad argument."""
+
+
 class NotFoundError(Error):
     """No such call, function or app (or not one the caller may see)."""
 

@@ -150,3 +150,56 @@ def test_serve_that_started_the_server_stops_it_when_nothing_else_runs(tmp_path:
     assert "Stopped the wisp server this command started" in serve.output
     assert not processes_in_group(str(tmp_path / "home"))
     assert lone.run("server", "status", check=False).returncode == 1
+
+
+AFTER_SERVE = '''
+import wisp
+from wisp.exception import Error
+
+stub = wisp.Stub("{name}")
+
+
+@stub.webhook(image=wisp.Image.debian_slim(python_version="{python}"))
+def hello():
+    return "hi"
+
+
+if __name__ == "__main__":
+    try:
+        stub.serve()
+    except Error as exc:
+        print("CAUGHT", type(exc).__name__, str(exc).splitlines()[0], flush=True)
+    print("AFTER-SERVE: the script goes on", flush=True)
+'''
+
+
+def test_stub_serve_returns_at_ctrl_c_and_the_script_goes_on(wisp: Wisp, tmp_path: Path) -> None:
+    """`stub.serve()` in a script or notebook returns once the app has stopped; it never ends the
+    process (it used to sys.exit)."""
+    script = tmp_path / "after.py"
+    script.write_text(AFTER_SERVE.format(name="after-serve", python=f"{sys.version_info[0]}.{sys.version_info[1]}"))
+    serve = ServeProcess(wisp, [sys.executable, str(script)])
+    try:
+        serve.wait_for("Watching")
+        assert get(wisp.url("after-serve--hello-dev")).json() == "hi"
+    finally:
+        assert serve.stop() == 0
+    assert "AFTER-SERVE: the script goes on" in serve.output and "CAUGHT" not in serve.output, serve.output
+    assert get(wisp.url("after-serve--hello-dev")).status_code == 404
+
+
+def test_stub_serve_raises_a_wisp_exception_the_script_can_catch(wisp: Wisp, tmp_path: Path) -> None:
+    script = tmp_path / "refused.py"
+    script.write_text(AFTER_SERVE.format(name="refused-serve", python="3.99"))  # no such interpreter: refused
+    done = subprocess.run([sys.executable, str(script)], env=wisp.env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "CAUGHT ExecutionError" in done.stdout and "Python 3.99" in done.stdout, done.stdout
+    assert "AFTER-SERVE: the script goes on" in done.stdout
+
+
+def test_the_sdk_never_imports_the_cli() -> None:
+    """`import wisp`, a stub's serve/run machinery and the call client load no module of wisp.cli."""
+    code = ("import sys, wisp, wisp._session.serve, wisp._session.run, wisp._functions\n"
+            "print(sorted(m for m in sys.modules if m == 'wisp.cli' or m.startswith('wisp.cli.')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wisp.cli._package import IMPORT_TIMEOUT, PackageError, import_timed_out, import_timeout
+from wisp._session.package import IMPORT_TIMEOUT, PackageError, import_timed_out, import_timeout
 from wisp.server.apps import not_ready_message, proof_containers
 from wisp.server.runtime import NotReady
 from wisp.server.runtime.zygote import FunctionZygote

@@ -19,8 +19,8 @@ import pytest
 from wisp import Image
 from wisp._image import file_sha256
 from wisp._image_steps import Env, ImageSpec
-from wisp.cli import _package
-from wisp.cli.image import BuildProgress, mount_blobs, watch_dirs
+from wisp._session import package as _package
+from wisp._session.progress import BuildProgress, mount_blobs, watch_dirs
 from wisp.server import images
 from wisp.server.images import (
     COMPLETE,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from wisp._session import package as _package
+from wisp._session.package import PackageError, Target, inspect_app, pack_files, source_dirs
 from wisp._spec import AppSpec, WebSpec
-from wisp.cli import _package
-from wisp.cli._package import PackageError, Target, inspect_app, pack_files, source_dirs
 
 # -- Target.parse -----------------------------------------------------------------------------
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .._session import output as _output
 from ..client import ClientError
-from . import _output, app, deploy, image, modal_env, run, secret, serve, server, token
+from . import app, deploy, image, modal_env, run, secret, serve, server, token
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 import time
 
+from .._session import output as _output
 from ..client import ClientError
-from . import _output, server
+from . import server
 
 
 def list_apps(args: argparse.Namespace) -> int:

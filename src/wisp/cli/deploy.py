@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import argparse
 
+from .._session import output as _output
+from .._session import push as _common
+from .._session.package import PackageError, Target
 from ..client import ClientError
-from . import _common, _output
-from ._package import PackageError, Target
 
 
 def run(args: argparse.Namespace) -> int:

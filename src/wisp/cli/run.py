@@ -7,49 +7,16 @@ heartbeats like a served one, and stopped when the block ends.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import inspect
 import sys
-import threading
-import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .._functions import CallContext, set_context
-from ..client import ClientError
-from . import _common, _output
-from ._package import PackageError, Target
+from .._session import output as _output
+from .._session.package import PackageError, Target
 
 if TYPE_CHECKING:
     from .._app import Stub
-
-
-@contextlib.contextmanager
-def run_stub(stub: Stub) -> Iterator[Stub]:
-    from .serve import _defining_module, _heartbeats, _stop
-
-    module = _defining_module(stub)
-    attr = next((name for name, value in vars(module).items() if value is stub), None)
-    script = getattr(module, "__file__", None)
-    if script is None or attr is None:
-        raise RuntimeError("stub.run() needs the stub to be a module-level name in a script file.")
-    owner = uuid.uuid4().hex
-    try:
-        client, started, app = _common.server_and_push(None, Target(Path(script).resolve(), attr), "run", owner)
-    except PackageError as exc:
-        raise RuntimeError(exc.args[0]) from None
-    except ClientError as exc:
-        raise RuntimeError(exc.message) from None
-    set_context(CallContext(app["id"], app["call_url"], app["control_url"], app["call_token"]))
-    done = threading.Event()
-    threading.Thread(target=_heartbeats, args=(client, app["id"], owner, done), daemon=True).start()
-    try:
-        yield stub
-    finally:
-        done.set()
-        set_context(None)
-        _stop(client, app["id"], owner, stop_server=started)
 
 
 def _kwargs(fn: Callable[..., Any], argv: list[str]) -> dict[str, Any]:

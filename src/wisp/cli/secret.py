@@ -6,8 +6,10 @@ import time
 from pathlib import Path
 
 from .._secret import parse_dotenv
+from .._session import output as _output
+from .._session import push as _common
 from ..client import ClientError
-from . import _common, _output, server
+from . import server
 
 
 def parse_pairs(pairs: list[str]) -> dict[str, str]:

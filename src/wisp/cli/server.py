@@ -9,15 +9,24 @@ from pathlib import Path
 from typing import Any
 
 from .._config import START_LOCK, default_port, read_server_info, wisp_home
-from ..client import Client, ClientError, _locked, connect, ensure_server, server_alive
+from .._session import output as _output
+from ..client import (
+    DEFAULT_GRACE,
+    STOP_MARGIN,
+    Client,
+    ClientError,
+    _locked,
+    connect,
+    ensure_server,
+    server_alive,
+    shutdown,
+    wait_for,
+)
 from ..server import recovery
 from ..server.store import StoreError
-from . import _output
 
 # How long `server stop` waits beyond the server's grace period: its containers get 10 s
 # (pool.STOP_GRACE) for exit hooks once the gateway has drained, the zygotes a few more.
-STOP_MARGIN = 20.0
-DEFAULT_GRACE = 30.0  # the server's own default (wisp.server.main.DEFAULT_GRACE)
 
 
 def grace_seconds(value: str) -> float:
@@ -80,7 +89,7 @@ def stop(args: argparse.Namespace) -> int:
         # Its server.json is gone but it still holds its alive lock: it is stopping already.
         limit = _grace_here() + STOP_MARGIN
         _output.say(f"The wisp server is already stopping; waiting up to {limit:.0f} s for it to finish.")
-        if _wait(lambda: not server_alive(home), limit):
+        if wait_for(lambda: not server_alive(home), limit):
             _output.say("The wisp server has stopped.")
             return 0
         _output.fail(f"The wisp server on {home} did not stop within {limit:.0f} s; see {home / 'server.log'}.")
@@ -104,53 +113,6 @@ def _grace_here() -> float:
         return grace_seconds(os.environ.get("WISP_SHUTDOWN_GRACE") or str(DEFAULT_GRACE))
     except argparse.ArgumentTypeError:
         return DEFAULT_GRACE
-
-
-def shutdown(client: Client, *, if_idle: bool = False,
-             on_answer: Callable[[dict[str, Any]], None] | None = None) -> bool:
-    """Ask the server to stop and wait until its process is gone: it drains its requests for
-    up to its grace period (the answer says how long), then stops its containers.
-
-    if_idle: only if no app runs and none is being deployed, decided by the server itself (so a
-    `serve` that is just deploying on it is never cut off); False when it declined.
-    """
-    pid = client.info.pid
-    try:
-        answer = client.request("POST", "/v1/shutdown" + ("?if_idle=1" if if_idle else ""))
-    except ClientError as exc:
-        if if_idle and exc.status == 409:
-            return False
-        raise
-    if on_answer is not None:
-        on_answer(answer)
-    limit = float(answer.get("grace", DEFAULT_GRACE)) + STOP_MARGIN
-    if _wait(lambda: not _alive(pid), limit):
-        return True
-    _output.fail(f"The wisp server (pid {pid}) did not stop within {limit:.0f} s; `kill {pid}` twice forces it "
-                 "(its containers are killed without their exit hooks).")
-    return False
-
-
-def _wait(done: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if done():
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def _alive(pid: int) -> bool:
-    try:  # our own child (`serve` started the server): reap it, or it lingers as a zombie
-        reaped, _ = os.waitpid(pid, os.WNOHANG)
-        return reaped == 0
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def status(args: argparse.Namespace) -> int:

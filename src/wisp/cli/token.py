@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import time
 
+from .._session import output as _output
+from .._session import push as _common
 from ..client import ClientError
-from . import _common, _output, server
+from . import server
 
 
 def create(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""Steps shared by `serve` and `deploy`: find the server, package and send an app."""
+"""Steps shared by `serve`, `deploy`, `run` and `stub.serve()`: find the server, package and send an app."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +7,9 @@ from typing import Any
 from .._config import default_port, wisp_home
 from .._urls import app_id_for
 from ..client import Client, ClientError, ensure_server
-from . import _output, image
-from ._package import Target, inspect_app, pack_files
+from . import output as _output
+from .package import Target, inspect_app, pack_files
+from .progress import BuildProgress, mount_blobs, watch_dirs
 
 
 def server(port: int | None) -> tuple[Client, bool]:
@@ -39,8 +40,8 @@ def push(client: Client, target: Target, mode: str, owner: str | None = None) ->
     builds as they run; raises PackageError or ClientError. The app's "watch" lists the folders of
     the images' local files."""
     spec = inspect_app(target)
-    files = pack_files(Path(target.script).parent, image.mount_blobs(spec))
+    files = pack_files(Path(target.script).parent, mount_blobs(spec))
     body = {"spec": spec, "mode": mode, "files": files, "owner": owner}
     app_id = app_id_for(spec["name"], mode, owner)
-    app: dict[str, Any] = client.stream("PUT", f"/v1/apps/{app_id}", body, image.BuildProgress())
-    return {**app, "watch": image.watch_dirs(spec)}
+    app: dict[str, Any] = client.stream("PUT", f"/v1/apps/{app_id}", body, BuildProgress())
+    return {**app, "watch": watch_dirs(spec)}

@@ -62,7 +62,7 @@ def inspect_app(target: Target) -> dict[str, Any]:
     """Import the script in a fresh interpreter and return its app spec, within import_timeout()."""
     timeout = import_timeout(os.environ)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "wisp.cli._inspect", str(target.script), target.stub_attr or ""],
+        [sys.executable, "-m", "wisp._session.inspect", str(target.script), target.stub_attr or ""],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=target.script.parent,
         start_new_session=True,  # what the script starts goes with it when it is stopped
     )

@@ -1,4 +1,4 @@
-"""`python -m wisp.cli._inspect SCRIPT [STUB]`: import a script, print its app spec as JSON.
+"""`python -m wisp._session.inspect SCRIPT [STUB]`: import a script, print its app spec as JSON.
 
 Runs in a fresh process each time so that `serve` sees the edited code, not cached modules.
 """
