@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from wisp.client import server_alive
+
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 WISP = [sys.executable, "-m", "wisp.cli"]
@@ -129,18 +131,34 @@ def open_for_containers(home: Path) -> None:
     _OPEN_HOMES.append(real)
 
 
+_STARTED: list[tuple[Path, str]] = []  # every server a test started: its home, and the test
+
+
 @pytest.fixture(scope="session", autouse=True)
 def remove_open_homes() -> Iterator[None]:
-    """The homes open_for_containers made outside pytest's folders go when the session ends."""
+    """At the end of the session no server a test started may still run (one that does keeps
+    its containers and their uids, which other servers' isolation tests then meet): each one
+    left is stopped and named; then the homes open_for_containers made outside pytest's
+    folders go."""
     yield
+    left = []
+    for home, test in _STARTED:
+        info = home / "server.json"
+        if server_alive(home.resolve()) and info.exists():
+            left.append(f"{test}: {home}")
+            subprocess.run([*WISP, "server", "stop"], env={**os.environ, "WISP_HOME": str(home)},
+                           capture_output=True, timeout=120)
     for real in _OPEN_HOMES:
         shutil.rmtree(real, ignore_errors=True)
+    if left:
+        print("\nwisp servers left running by tests (now stopped):\n  " + "\n  ".join(left), file=sys.stderr)
 
 
 def start_wisp(home: Path, extra_env: dict[str, str] | None = None) -> Wisp:
     open_for_containers(home)
     wisp = Wisp(home, free_port(), extra_env)
     wisp.run("server", "start")
+    _STARTED.append((home, os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" ", 1)[0]))
     return wisp
 
 

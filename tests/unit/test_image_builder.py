@@ -23,17 +23,16 @@ from wisp._session import package as _package
 from wisp._session.progress import BuildProgress, mount_blobs, watch_dirs
 from wisp.server import images
 from wisp.server.images import (
+    BUILDERS,
     COMPLETE,
     ImageBuildError,
     LocalImageBuilder,
     build_key,
-    check_local_runtime,
-    container_settings,
     find_python,
-    local_path,
-    place_files,
+    get_builder,
     runtime_requirements,
 )
+from wisp.server.runtime.placement import check_local_runtime, container_settings, local_path, place_files
 
 BASE = Image.debian_slim()
 
@@ -314,3 +313,9 @@ def test_python_version_other_than_the_servers_is_honoured(tmp_path: Path) -> No
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == OTHER_PYTHON
     assert json.loads((python.parent.parent / COMPLETE).read_text())["python"].startswith(OTHER_PYTHON)
+
+
+def test_builders_are_chosen_by_name(tmp_path: Path) -> None:
+    assert isinstance(get_builder("local", tmp_path), LocalImageBuilder) and set(BUILDERS) == {"local"}
+    with pytest.raises(ValueError, match=r"Unknown image builder 'docker' \(WISP_BUILDER\). Choose one of: local"):
+        get_builder("docker", tmp_path)

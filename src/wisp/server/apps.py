@@ -27,20 +27,13 @@ from .auth import (
     new_deploy_token,
     new_proxy_token,
 )
-from .images import (
-    ImageBuildError,
-    LocalImageBuilder,
-    Progress,
-    build_key,
-    check_local_runtime,
-    container_settings,
-    place_files,
-)
+from .images import ImageBuildError, LocalImageBuilder, Progress, build_key
 from .isolation import AppUser, allocate_uid, app_user, base_env, own_tree
 from .logs import AppLog
 from .metrics import Gauge, Labels, Metrics
 from .pool import FunctionPool, PoolConfig
 from .runtime import NotReady, Runtime
+from .runtime.placement import check_local_runtime, container_settings, place_files
 from .spawned import SpawnedCalls
 from .store import AppRow, Store, StoreError
 
@@ -72,23 +65,32 @@ class RunningApp:
         return self.pools.get(call_label(self.id, function))
 
 
+@dataclass(frozen=True)
+class ManagerConfig:
+    """What an AppManager knows of its server, fixed for the server's life."""
+
+    home: Path  # WISP_HOME: the apps' code, logs, images and state
+    gateway_port: int  # for the URLs it reports
+    socket_dir: str  # where containers listen (short: Unix socket paths max out at 107 bytes)
+    pools: PoolConfig = PoolConfig()  # the activator's queue bounds, the same for every function
+    uid_range: tuple[int, int] | None = None  # (base, count) of per-app uids on a root server; None: the server's
+
+
 class AppManager:
-    def __init__(self, home: Path, store: Store, builder: LocalImageBuilder, runtime: Runtime,
-                 routes: dict[str, Any], gateway_port: int, socket_dir: str,
-                 config: PoolConfig = PoolConfig(), metrics: Metrics | None = None,
-                 uid_range: tuple[int, int] | None = None) -> None:
-        """`uid_range`: (base, count) of the per-app uids when the server runs as root; None: containers
-        share the server's uid."""
-        self.home = home
-        self.uid_range = uid_range
+    def __init__(self, config: ManagerConfig, store: Store, builder: LocalImageBuilder, runtime: Runtime,
+                 routes: dict[str, Any], metrics: Metrics | None = None) -> None:
+        """`routes`: the gateway's label -> Target table, which deploys swap; the collaborators are live
+        objects, the config plain values."""
+        self.home = config.home
+        self.uid_range = config.uid_range
         self._users: dict[str, AppUser] = {}
         self.store = store
         self.builder = builder
         self.runtime = runtime
         self.routes = routes
-        self.gateway_port = gateway_port
-        self.socket_dir = socket_dir
-        self.config = config
+        self.gateway_port = config.gateway_port
+        self.socket_dir = config.socket_dir
+        self.config = config.pools
         self.metrics = metrics or Metrics()
         self.metrics.gauges += [
             Gauge("wisp_containers", "Containers by app, function and state.", self._container_gauge),

@@ -35,9 +35,8 @@ from typing import Any
 
 import wisp
 
-from .._image import MOUNT_BLOBS, ROOT
 from .._image_steps import AptInstall, Env, ImageSpec, PipInstall, PipInstallFromRequirements, RunCommands, Step
-from .isolation import MINIMAL_PATH, untraversable
+from .isolation import untraversable
 
 # What the container agent imports; pinned to the server's versions so the agent behaves the
 # same in every image and uv can install them from its cache.
@@ -512,67 +511,18 @@ async def find_python(version: str | None, *, readable_by_others: bool = False) 
     )
 
 
-# -- the app version's files and the containers' settings ------------------------------------------
-def local_path(remote: str, files_dir: Path) -> Path:
-    """Where a container path is on the local runtime: /root is the app version's folder."""
-    if remote == ROOT or remote.startswith(ROOT + "/"):
-        return files_dir / remote[len(ROOT) + 1:]
-    return Path(remote)
+BUILDERS: dict[str, type[LocalImageBuilder]] = {
+    "local": LocalImageBuilder,  # one venv per image, on this machine (uv); `docker` and `modal` would go here
+}
 
 
-def check_local_runtime(images: list[ImageSpec]) -> None:
-    """What the local runtime cannot honour, found before anything is built."""
-    placed: dict[str, str] = {}
-    for spec in images:
-        for local, remote, sha in spec.local_files():
-            if not (remote == ROOT or remote.startswith(ROOT + "/")):
-                raise ImageBuildError(
-                    f"add_local_*({local!r} -> {remote!r}): the local runtime places local files only below {ROOT} "
-                    f"(the app's folder, where containers start). Use a remote path below {ROOT} or a relative one, "
-                    "or a sandboxed runtime for other places."
-                )
-            if placed.setdefault(remote, sha) != sha:
-                raise ImageBuildError(f"Two images of this app put different files at {remote}; the local runtime "
-                                      "shares one app folder between them. Give one of them another remote path.")
-        workdir = spec.workdir
-        if not (workdir == ROOT or workdir.startswith(ROOT + "/")) and not Path(workdir).is_dir():
-            raise ImageBuildError(
-                f"workdir({workdir!r}): no such folder on this machine. The local runtime runs containers in the "
-                f"host's filesystem: use a path below {ROOT} (the app's folder) or one that exists, or a sandboxed runtime."
-            )
-
-
-def place_files(images: list[ImageSpec], files_dir: Path) -> None:
-    """Copy the images' local files (sent with the deploy) into the app version's folder."""
-    blobs = files_dir / MOUNT_BLOBS
+def get_builder(name: str, home: Path) -> LocalImageBuilder:
+    """The image builder called `name` (WISP_BUILDER), as runtimes are chosen (STYLE rule 6)."""
     try:
-        for spec in images:
-            for local, remote, sha in spec.local_files():
-                source = blobs / sha
-                if not source.is_file():
-                    raise ImageBuildError(f"The deploy request lacks the contents of {local}; use a wisp CLI of the "
-                                          "same version as the server.")
-                dest = local_path(remote, files_dir)
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, dest)
-            workdir = local_path(spec.workdir, files_dir)
-            if files_dir in (workdir, *workdir.parents):
-                workdir.mkdir(parents=True, exist_ok=True)
-    finally:
-        shutil.rmtree(blobs, ignore_errors=True)
+        return BUILDERS[name](home)
+    except KeyError:
+        raise ValueError(f"Unknown image builder {name!r} (WISP_BUILDER). Choose one of: {', '.join(sorted(BUILDERS))}.") from None
 
 
-def container_settings(spec: ImageSpec, python: Path, files_dir: Path) -> tuple[dict[str, str], Path]:
-    """The environment variables and working directory of the image's containers."""
-    venv = python.parent.parent
-    env = {"VIRTUAL_ENV": str(venv), "PATH": os.pathsep.join([str(venv / "bin"), MINIMAL_PATH])}  # not the server's PATH
-    env.update(spec.env)
-    cwd = local_path(spec.workdir, files_dir)
-    env["WISP_WORKDIR"] = str(cwd)
-    return env, cwd
-
-
-__all__ = [
-    "ImageBuildError", "LocalImageBuilder", "build_key", "check_local_runtime", "container_settings",
-    "find_python", "place_files", "runtime_requirements",
-]
+__all__ = ["BUILDERS", "ImageBuildError", "LocalImageBuilder", "build_key", "find_python", "get_builder",
+           "runtime_requirements"]

@@ -37,10 +37,10 @@ from .._config import (
     read_token,
     write_server_info,
 )
-from .apps import AppManager
+from .apps import AppManager, ManagerConfig
 from .control import build_control_app
 from .gateway import Gateway
-from .images import LocalImageBuilder
+from .images import BUILDERS, get_builder
 from .isolation import isolation_problem, secure_home, uid_settings
 from .logs import UnfailingStream, check_log_max_bytes
 from .modal_api.start import ModalAPI, start_modal_api
@@ -202,10 +202,10 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
     if uid_range is not None:
         os.chmod(socket_dir, 0o711)  # apps pass through to their own folder in it, never list it
     groups.add_folder(socket_dir)
-    builder = LocalImageBuilder(home)
+    builder = get_builder(os.environ.get("WISP_BUILDER") or "local", home)
     builder.readable_by_others = uid_range is not None
-    manager = AppManager(home, store, builder, get_runtime(runtime), routes, gateway.port, socket_dir,
-                         config=pool_config_from_env(), uid_range=uid_range)
+    config = ManagerConfig(home, gateway.port, socket_dir, pool_config_from_env(), uid_range)
+    manager = AppManager(config, store, builder, get_runtime(runtime), routes)
     stop = asyncio.Event()
     force = asyncio.Event()  # a second SIGTERM/SIGINT: stop now, cutting what is left
     loop = asyncio.get_running_loop()
@@ -312,6 +312,9 @@ def main(argv: list[str] | None = None) -> None:
                                         "(default 30, $WISP_SHUTDOWN_GRACE)")
     args = parser.parse_args(argv)
     gateway_options_from_env()  # a bad setting stops the server here, with its name
+    if (os.environ.get("WISP_BUILDER") or "local") not in BUILDERS:
+        sys.exit(f"WISP_BUILDER={os.environ['WISP_BUILDER']!r} is not an image builder; choose one of: "
+                 f"{', '.join(sorted(BUILDERS))}, or unset it.")
     check_log_max_bytes()
     # server.log on a full disk: drop lines, never raise (the streams are text files: TextIOBase)
     sys.stdout = UnfailingStream(cast(io.TextIOBase, sys.stdout))
