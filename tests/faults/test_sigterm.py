@@ -217,6 +217,12 @@ def test_requests_during_a_restart_never_get_404(tmp_path: Path, servers: list[D
                 statuses["refused"] += 1  # down, or not yet accepting: the client can tell and retry
                 time.sleep(0.01)
                 continue
+            except ConnectionResetError:
+                # A connection the kernel had queued for the old server's listening socket when it
+                # closed is reset, not refused (uvicorn's too): the request was never read. Only
+                # while the old server stops; after the restart every request must be answered.
+                statuses["reset" if not restarted.is_set() else "lost ConnectionResetError"] += 1
+                continue
             except (OSError, http.client.HTTPException) as exc:
                 statuses[f"lost {type(exc).__name__}"] += 1
                 continue
@@ -237,4 +243,4 @@ def test_requests_during_a_restart_never_get_404(tmp_path: Path, servers: list[D
     print(f"\nrestart while polling: sent {sent}, answered {statuses['200']}, refused {statuses['refused']}, "
           f"404 {statuses['404']}, all {dict(statuses)}")
     assert statuses["404"] == 0
-    assert set(statuses) <= {"200", "refused"}, statuses
+    assert set(statuses) <= {"200", "refused", "reset"} and statuses["reset"] <= 2, statuses
