@@ -119,13 +119,12 @@ class Exchange:
 
     # -- from the client connection ------------------------------------------------------------
     def start(self, target: Target) -> None:
-        self.timeout = getattr(target, "timeout", DEFAULT_TIMEOUT)
+        self.timeout = target.timeout
         req = self.request
-        try_acquire = getattr(target, "try_acquire", None)
         # A free slot: no task, no turn of the loop. Not while the body is still being parsed:
         # through the task, the body read with the head goes out in the head's write.
-        if try_acquire is not None and (req.complete or not req.has_body):
-            lease = try_acquire()
+        if req.complete or not req.has_body:
+            lease = target.try_acquire()
             if lease is not None:
                 self._acquired(lease)
                 return
