@@ -26,6 +26,8 @@ class Stub(asyncio.Transport):
     def is_closing(self): return False
     def pause_reading(self): pass
     def resume_reading(self): pass
+    def set_write_buffer_limits(self, high=None, low=None): pass
+    def get_write_buffer_size(self): return 0
 
 
 class Launcher:  # never starts anything: the container below is ready from the start

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from wisp.server import autoscaler
 from wisp.server.autoscaler import Observed, ScaleState, Settings, decide
 
 DEFAULT = Settings()
@@ -78,3 +79,48 @@ def test_state_stays_small() -> None:
     assert len(state.peaks) <= 10_000
     _, state = decide(settings, Observed(20_000, 0), 10_001.0, state)
     assert len(state.peaks) == 1  # a new maximum replaces every smaller peak
+
+
+# -- failed starts: backoff, the failed state, the clamp (issue 12, point 2) ------------------
+@pytest.mark.parametrize(("failures", "delay"), [(0, 0.5), (1, 0.5), (2, 1), (3, 2), (4, 4), (6, 16), (7, 30), (50, 30)])
+def test_backoff(failures: int, delay: float) -> None:
+    assert autoscaler.backoff(failures) == delay
+
+
+def test_failed_starts_count_up_back_off_and_a_ready_container_resets_them() -> None:
+    state = autoscaler.ScaleState()
+    for n, at in ((1, 100.0), (2, 101.0), (3, 103.0)):
+        state = autoscaler.start_failed(at, state)
+        assert state.failures == n and state.retry_at == at + autoscaler.backoff(n)
+        assert not autoscaler.may_start(at, state) and autoscaler.may_start(state.retry_at, state)
+        assert autoscaler.is_failed(state) is (n >= autoscaler.FAILED_AFTER)
+    state = autoscaler.start_succeeded(state)
+    assert (state.failures, state.retry_at, autoscaler.is_failed(state)) == (0, 0.0, False)
+
+
+@pytest.mark.parametrize(("failures", "in_flight", "queued", "expected"), [
+    (0, 0, 0, 5),  # no failures: the window's peak of 5 holds
+    (1, 0, 0, 0),  # after a failed start: only real demand is retried, not a past peak
+    (1, 0, 2, 2),
+    (2, 3, 0, 3),
+])
+def test_after_failed_starts_only_current_demand_is_retried(failures: int, in_flight: int, queued: int,
+                                                            expected: int) -> None:
+    settings = autoscaler.Settings(scaledown_window=60)
+    state = autoscaler.ScaleState(peaks=((0.0, 5),), failures=failures)
+    desired, _ = autoscaler.decide(settings, autoscaler.Observed(in_flight, queued), 10.0, state)
+    assert desired == expected
+
+
+def test_a_clamp_never_goes_below_the_warm_pool() -> None:
+    settings = autoscaler.Settings(min_containers=2, scaledown_window=60)
+    state = autoscaler.ScaleState(peaks=((0.0, 5),), failures=1)
+    assert autoscaler.decide(settings, autoscaler.Observed(0, 0), 10.0, state)[0] == 2
+
+
+def test_prestarted_containers_are_a_peak_now() -> None:
+    settings = autoscaler.Settings(scaledown_window=60)
+    state = autoscaler.prestarted(3, 100.0, autoscaler.ScaleState(failures=0))
+    assert autoscaler.decide(settings, autoscaler.Observed(0, 0), 159.0, state)[0] == 3
+    assert autoscaler.decide(settings, autoscaler.Observed(0, 0), 160.5, state)[0] == 0
+    assert autoscaler.prestarted(0, 100.0, state) is state

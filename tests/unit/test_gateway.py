@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from wisp.server.gateway import Gateway, TargetUnavailable
+from wisp.server.gateway import Gateway, PlainTarget, TargetUnavailable
 
 T = TypeVar("T")
 SMALL_LIMIT = 64 * 1024
@@ -41,7 +41,7 @@ class FakeLease:
         self.target.statuses.append(status)
 
 
-class FakeTarget:
+class FakeTarget(PlainTarget):
     def __init__(self, socket_path: str) -> None:
         self.socket_path = socket_path
         self.timeout = 300.0

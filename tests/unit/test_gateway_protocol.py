@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from wisp.server.gateway import Lease
+from wisp.server.gateway import Lease, PlainTarget
 from wisp.server.gateway.protocol import ClientConnection, GatewayState
 from wisp.server.gateway.upstream import WRITE_BUFFER_HIGH, UpstreamPool
 
@@ -54,7 +54,7 @@ class MockTransport(asyncio.Transport):
         self.reading = True
 
 
-class Waiting:
+class Waiting(PlainTarget):
     """A target whose container never becomes ready."""
 
     async def acquire(self) -> Lease:

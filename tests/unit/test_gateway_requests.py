@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from wisp.server.gateway import Lease, TargetUnavailable
+from wisp.server.gateway import Lease, PlainTarget, TargetUnavailable
 from wisp.server.gateway.protocol import ClientConnection, GatewayState
 from wisp.server.gateway.request import upstream_head
 from wisp.server.gateway.upstream import UpstreamPool
@@ -18,7 +18,7 @@ from .test_gateway_heads import header_lines, parsed
 from .test_gateway_protocol import MockTransport, Waiting, statuses
 
 
-class Named:
+class Named(PlainTarget):
     """A target that answers 503 naming itself: the status shows where a request was routed."""
 
     def __init__(self, name: str) -> None:

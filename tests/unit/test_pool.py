@@ -1,19 +1,26 @@
-"""The pool's request path: leases, and the scaling decision each finished request feeds.
-
-Containers are placed in the pool already ready (no processes), on a clock the tests move.
+"""The pool's request path and container lifecycle, through its public methods only: leases,
+the scaling decision each finished request feeds, failed starts and their backoff, the startup
+timeout, readiness and drain. Containers are fake processes (no interpreter), started through
+the pool's own start path; decisions run on a clock the tests move.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from wisp._image import Image
+from wisp._runtime.__main__ import READY_MARKER
 from wisp._spec import FunctionSpec, WebSpec
+from wisp.server.autoscaler import FAILED_AFTER
 from wisp.server.logs import AppLog
 from wisp.server.metrics import Metrics
-from wisp.server.pool import Container, FunctionPool, State
+from wisp.server.pool import FunctionPool
+
+T = TypeVar("T")
 
 
 class Clock:
@@ -24,10 +31,52 @@ class Clock:
         return self.now
 
 
-class NoLauncher:
-    """These tests never start a container: the pool is given ready ones."""
+class FakeProcess:
+    """A container that says it is ready (unless told not to) and runs until stopped."""
+
+    def __init__(self, ready: bool) -> None:
+        self.pid = 4242
+        self.note: str | None = None
+        self._ready = ready
+        self._ended = asyncio.Event()
+        self.code = 0
+
+    async def lines(self) -> AsyncIterator[bytes]:
+        if self._ready:
+            yield READY_MARKER.encode() + b" enter=0.001\n"
+        else:
+            yield b"Traceback: it will never be ready\n"
+        await self._ended.wait()
+
+    async def wait(self) -> int:
+        await self._ended.wait()
+        return self.code
+
+    async def stop(self, grace: float) -> None:
+        self._ended.set()
+
+    def crash(self, code: int = 1) -> None:
+        self.code = code
+        self._ended.set()
+
+
+class FakeLauncher:
+    def __init__(self, ready: bool = True) -> None:
+        self.ready_ = ready
+        self.started: list[FakeProcess] = []
 
     def prepare(self) -> None:
+        pass
+
+    async def ready(self) -> str | None:
+        return None
+
+    async def start(self, socket_path: str) -> FakeProcess:
+        process = FakeProcess(self.ready_)
+        self.started.append(process)
+        return process
+
+    async def close(self) -> None:
         pass
 
 
@@ -38,70 +87,156 @@ def log(tmp_path: Path) -> Iterator[AppLog]:
     log.close()
 
 
-def make_pool(log: AppLog, clock: Clock, containers: int, *, max_inputs: int = 1) -> FunctionPool:
-    spec = FunctionSpec(name="f", image=Image.debian_slim().spec, web=WebSpec("webhook"),
-                        container_idle_timeout=10, allow_concurrent_inputs=max_inputs)
-    pool = FunctionPool(spec, NoLauncher(), log, "/nonexistent",  # type: ignore[arg-type]
+def run(body: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(asyncio.wait_for(body(), 30))
+
+
+def make_pool(log: AppLog, clock: Clock, launcher: FakeLauncher, *, max_inputs: int = 1,
+              startup_timeout: int = 300, keep_warm: int = 0) -> FunctionPool:
+    spec = FunctionSpec(name="f", image=Image.debian_slim().spec, web=WebSpec("webhook"), container_idle_timeout=10,
+                        allow_concurrent_inputs=max_inputs, startup_timeout=startup_timeout, keep_warm=keep_warm)
+    return FunctionPool(spec, launcher, log, "/nonexistent",  # type: ignore[arg-type]  # a fake launcher
                         metrics=Metrics(), labels=(("function", "f"),), clock=clock)
-    for i in range(containers):
-        pool._containers.append(Container(id=f"c{i}", socket_path=f"/nonexistent/c{i}.sock", state=State.READY))
-    return pool
+
+
+async def started(pool: FunctionPool, count: int) -> None:
+    pool.prestart(count)
+    for _ in range(200):
+        if pool.container_states().get("ready", 0) == count:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(pool.container_states())
 
 
 def ready(pool: FunctionPool) -> int:
-    return sum(c.state is State.READY for c in pool._containers)
+    states = pool.container_states()
+    return states.get("ready", 0) + states.get("busy", 0)
 
 
 def test_try_acquire_hands_out_the_least_loaded_slot_and_none_when_full(log: AppLog) -> None:
-    pool = make_pool(log, Clock(), 2, max_inputs=2)
-    leases = [pool.try_acquire() for _ in range(4)]
-    assert all(lease is not None for lease in leases)
-    assert sorted(c.in_flight for c in pool._containers) == [2, 2]
-    assert pool.try_acquire() is None
-    assert pool.observed().in_flight == 4
-    for lease in leases:
-        assert lease is not None
-        lease.release(status=200)
-        lease.release(status=200)  # a second release is ignored
-    assert pool.observed().in_flight == 0
-    assert pool._metrics.requests.values == {(("function", "f"), ("status", "200")): 4.0}
+    async def body() -> None:
+        pool = make_pool(log, Clock(), FakeLauncher(), max_inputs=2)
+        await started(pool, 2)
+        leases = [pool.try_acquire() for _ in range(4)]
+        assert all(lease is not None for lease in leases)
+        assert pool.container_states() == {"busy": 2}
+        assert pool.try_acquire() is None
+        assert pool.observed().in_flight == 4
+        for lease in leases:
+            assert lease is not None
+            lease.release(status=200)
+            lease.release(status=200)  # a second release is ignored
+        assert pool.observed().in_flight == 0
+        assert pool._metrics.requests.values == {(("function", "f"), ("status", "200")): 4.0}
+        await pool.stop()
+    run(body)
 
 
 def test_a_request_shorter_than_the_tick_holds_its_container_for_the_window(log: AppLog) -> None:
-    clock = Clock()
-    pool = make_pool(log, clock, 2)
-    first, second = pool.try_acquire(), pool.try_acquire()
-    assert first is not None and second is not None
-    clock.now += 0.2  # both answered between two ticks
-    first.release(status=200)
-    second.release(status=200)
-    for _ in range(9):  # ticks inside the window keep both
-        clock.now += 1
+    async def body() -> None:
+        clock = Clock()
+        pool = make_pool(log, clock, FakeLauncher())
+        await started(pool, 2)
+        clock.now += 11  # the prestart's own peak has passed
+        first, second = pool.try_acquire(), pool.try_acquire()
+        assert first is not None and second is not None
+        clock.now += 0.2  # both answered between two ticks
+        first.release(status=200)
+        second.release(status=200)
+        for _ in range(9):  # ticks inside the window keep both
+            clock.now += 1
+            pool.tick()
+            assert ready(pool) == 2
+        clock.now += 1.5  # the window since the release has passed
         pool.tick()
-        assert ready(pool) == 2
-    clock.now += 1.5  # the window since the release has passed
-    pool.tick()
-    assert ready(pool) == 0
+        assert ready(pool) == 0
+        await pool.stop()
+    run(body)
 
 
 def test_a_release_after_the_window_stops_idle_containers_at_once(log: AppLog) -> None:
-    clock = Clock()
-    pool = make_pool(log, clock, 3)
-    leases = [pool.try_acquire() for _ in range(3)]
-    for lease in leases:
+    async def body() -> None:
+        clock = Clock()
+        pool = make_pool(log, clock, FakeLauncher())
+        await started(pool, 3)
+        leases = [pool.try_acquire() for _ in range(3)]
+        for lease in leases:
+            assert lease is not None
+            lease.release(status=200)
+        clock.now += 11  # no tick came meanwhile
+        lease = pool.try_acquire()
         assert lease is not None
-        lease.release(status=200)
-    clock.now += 11  # no tick came meanwhile
-    lease = pool.try_acquire()
-    assert lease is not None
-    lease.release(status=200)  # the decision moved from 3 to 1: the two idle ones stop now
-    assert ready(pool) == 1
+        lease.release(status=200)  # the decision moved from 3 to 1: the two idle ones stop now
+        assert ready(pool) == 1
+        await pool.stop()
+    run(body)
 
 
 def test_a_broken_request_is_counted_with_its_status(log: AppLog) -> None:
-    pool = make_pool(log, Clock(), 2, max_inputs=4)
-    lease = pool.try_acquire()
-    assert lease is not None
-    lease.release(broken=True, status=502)
-    assert ready(pool) == 1  # that container takes no more requests
-    assert pool._metrics.requests.values == {(("function", "f"), ("status", "502")): 1.0}
+    async def body() -> None:
+        pool = make_pool(log, Clock(), FakeLauncher(), max_inputs=4)
+        await started(pool, 2)
+        lease = pool.try_acquire()
+        assert lease is not None
+        lease.release(broken=True, status=502)
+        assert ready(pool) == 1  # that container takes no more requests
+        assert pool._metrics.requests.values == {(("function", "f"), ("status", "502")): 1.0}
+        await pool.stop()
+    run(body)
+
+
+def test_failed_starts_back_off_and_mark_the_function_failed(log: AppLog) -> None:
+    async def body() -> None:
+        clock = Clock()
+        launcher = FakeLauncher(ready=False)
+        pool = make_pool(log, clock, launcher, keep_warm=1)  # always wanted: restarted after each failure
+        pool.prestart(1)
+        for n in range(1, FAILED_AFTER + 1):
+            while len(launcher.started) < n:
+                await asyncio.sleep(0.005)
+            if n == FAILED_AFTER:
+                launcher.ready_ = True  # the next start works
+            launcher.started[-1].crash()  # it dies while starting
+            await asyncio.sleep(0.02)
+            assert pool.failed is (n >= FAILED_AFTER), n
+            pool.autoscale()
+            assert len(launcher.started) == n  # backing off: no start before the delay
+            clock.now += 60  # past any backoff
+            pool.autoscale()
+        assert pool.status()["state"] == "failed" and "exited while starting" in str(pool.status()["last_error"])
+        while len(launcher.started) < FAILED_AFTER + 1:
+            await asyncio.sleep(0.005)
+        assert await pool.wait_ready(5)  # this one comes up: the function works again
+        assert not pool.failed
+        await pool.stop()
+    run(body)
+
+
+def test_a_container_that_is_not_ready_within_startup_timeout_is_stopped(log: AppLog) -> None:
+    async def body() -> None:
+        pool = make_pool(log, Clock(), FakeLauncher(ready=False), startup_timeout=0)
+        pool.prestart(1)
+        assert not await pool.wait_ready(5)  # stopped, and counted as a failed start
+        assert "did not become ready within startup_timeout=0 s" in str(pool.status()["last_error"])
+        assert pool.container_states() == {}
+        await pool.stop()
+    run(body)
+
+
+def test_wait_ready_and_drain_wait_on_events(log: AppLog) -> None:
+    async def body() -> None:
+        pool = make_pool(log, Clock(), FakeLauncher())
+        pool.prestart(1)
+        assert await pool.wait_ready(5)
+        lease = pool.try_acquire()
+        assert lease is not None
+        draining = asyncio.ensure_future(pool.drain(timeout=20))
+        await asyncio.sleep(0.05)
+        assert not draining.done()  # a request is in flight: the drain waits for it
+        loop = asyncio.get_running_loop()
+        released_at = loop.time()
+        lease.release(status=200)
+        await draining
+        assert loop.time() - released_at < 5  # woken by the release, not by the 20 s bound
+        assert pool.container_states() == {}
+    run(body)

@@ -67,3 +67,36 @@ def revealed(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 @pytest.mark.parametrize(("index", "expected"), list(enumerate(EXPECTED)))
 def test_a_decorated_object_keeps_its_type(revealed: list[str], index: int, expected: str) -> None:
     assert revealed[index] == expected
+
+
+TARGETS = '''
+from wisp.server.gateway import Gateway, Lease, TargetUnavailable
+from wisp.server.gateway._target import Admit
+
+
+class Renamed:
+    """A target whose fast path was renamed: once a silently disabled fast path, now an error."""
+
+    timeout = 300.0
+    strip_path_prefix = False
+    admit: Admit | None = None
+
+    def try_acquire_now(self) -> Lease | None:
+        return None
+
+    async def acquire(self) -> Lease:
+        raise TargetUnavailable(503, "none")
+
+
+Gateway({"x": Renamed()})
+'''
+
+
+@pytest.mark.parametrize(("method", "errors"), [("try_acquire_now", 1), ("try_acquire", 0)])
+def test_a_target_missing_a_member_the_gateway_uses_is_a_type_error(tmp_path: Path, method: str, errors: int) -> None:
+    (tmp_path / "targets.py").write_text(TARGETS.replace("try_acquire_now", method))
+    out, _, status = api.run(["--strict", "--no-incremental", "--cache-dir", str(tmp_path / "cache"),
+                              str(tmp_path / "targets.py")])
+    assert status == errors, out
+    if errors:
+        assert '"Renamed"; expected "str": "Target"' in out, out

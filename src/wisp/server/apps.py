@@ -18,7 +18,6 @@ from typing import Any
 from .._spec import AppSpec, FunctionSpec
 from .._urls import app_id_for, call_label, endpoint_urls, make_label
 from .auth import (
-    Admit,
     DeployTokens,
     Principal,
     ProxyTokens,
@@ -27,6 +26,7 @@ from .auth import (
     new_deploy_token,
     new_proxy_token,
 )
+from .gateway import Admit, Target
 from .images import ImageBuildError, LocalImageBuilder, Progress, build_key
 from .isolation import AppUser, allocate_uid, app_user, base_env, own_tree
 from .logs import AppLog
@@ -78,7 +78,7 @@ class ManagerConfig:
 
 class AppManager:
     def __init__(self, config: ManagerConfig, store: Store, builder: LocalImageBuilder, runtime: Runtime,
-                 routes: dict[str, Any], metrics: Metrics | None = None) -> None:
+                 routes: dict[str, Target], metrics: Metrics | None = None) -> None:
         """`routes`: the gateway's label -> Target table, which deploys swap; the collaborators are live
         objects, the config plain values."""
         self.home = config.home

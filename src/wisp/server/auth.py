@@ -19,14 +19,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .._call_wire import TOKEN_HEADER
-from .gateway import TargetUnavailable
-
-Headers = list[tuple[bytes, bytes]]
-Admit = Callable[[Headers], "TargetUnavailable | None"]
+from .gateway import Admit, TargetUnavailable
+from .gateway._target import Headers
 
 KEY_HEADER = "Modal-Key"
 SECRET_HEADER = "Modal-Secret"

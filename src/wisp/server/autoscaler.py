@@ -7,6 +7,7 @@ window in which it was not needed, and a steady load never flaps.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -26,11 +27,17 @@ class Observed:
     queued: int  # requests waiting for a slot
 
 
+FAILURE_BACKOFF = (0.5, 1, 2, 4, 8, 16, 30)  # seconds before the next start after 1, 2, ... failures
+FAILED_AFTER = 3  # consecutive failed starts before the function shows as failed
+
+
 @dataclass(frozen=True)
 class ScaleState:
     # Sliding-window maximum: (time, need) pairs with strictly decreasing need, oldest first.
     # The first pair is the window's peak; later, smaller needs wait their turn.
     peaks: tuple[tuple[float, int], ...] = ()
+    failures: int = 0  # container starts that failed in a row (a ready container resets it)
+    retry_at: float = 0.0  # no container starts before this (backing off after failures)
 
 
 def need(settings: Settings, observed: Observed) -> int:
@@ -49,4 +56,37 @@ def decide(settings: Settings, observed: Observed, now: float, state: ScaleState
         peaks.pop()
     peaks.append((now, current))
     desired = max(peaks[0][1], settings.min_containers)
-    return min(desired, settings.max_containers), ScaleState(tuple(peaks))
+    if state.failures:  # after failed starts, retry for real demand only, not a past peak
+        desired = min(desired, max(current, settings.min_containers))
+    return min(desired, settings.max_containers), dataclasses.replace(state, peaks=tuple(peaks))
+
+
+def prestarted(count: int, now: float, state: ScaleState) -> ScaleState:
+    """Containers started ahead of requests (a new version replacing a warm one) count as a
+    demand peak now, so the first decision after the swap keeps them for a window."""
+    return dataclasses.replace(state, peaks=((now, count),)) if count > 0 else state
+
+
+def backoff(failures: int) -> float:
+    """Seconds to wait before the next start after `failures` failed starts in a row."""
+    return FAILURE_BACKOFF[min(max(failures, 1), len(FAILURE_BACKOFF)) - 1]
+
+
+def start_failed(now: float, state: ScaleState) -> ScaleState:
+    """A container failed while starting: one failure more, and no start before the backoff."""
+    failures = state.failures + 1
+    return dataclasses.replace(state, failures=failures, retry_at=now + backoff(failures))
+
+
+def start_succeeded(state: ScaleState) -> ScaleState:
+    """A container became ready: the function works again."""
+    return dataclasses.replace(state, failures=0, retry_at=0.0)
+
+
+def may_start(now: float, state: ScaleState) -> bool:
+    return now >= state.retry_at
+
+
+def is_failed(state: ScaleState) -> bool:
+    """What `wisp app list` shows as a failed function."""
+    return state.failures >= FAILED_AFTER

@@ -39,7 +39,7 @@ from .._config import (
 )
 from .apps import AppManager, ManagerConfig
 from .control import build_control_app
-from .gateway import Gateway
+from .gateway import Gateway, Target
 from .images import BUILDERS, get_builder
 from .isolation import isolation_problem, secure_home, uid_settings
 from .logs import UnfailingStream, check_log_max_bytes
@@ -187,7 +187,7 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
     except DamagedState as exc:
         print(exc, file=sys.stderr, flush=True)
         return 1
-    routes: dict[str, Any] = {}
+    routes: dict[str, Target] = {}
     gateway = Gateway(routes, max_body_size=max_body_size, **gateway_options_from_env())
     try:
         await gateway.start(host, port, serve=False)  # accepts once the apps are restored

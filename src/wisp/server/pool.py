@@ -19,7 +19,17 @@ from enum import Enum
 
 from .._runtime.__main__ import READY_MARKER
 from .._spec import FunctionSpec
-from .autoscaler import Observed, ScaleState, Settings, decide, need
+from .autoscaler import (
+    Observed,
+    ScaleState,
+    Settings,
+    decide,
+    is_failed,
+    may_start,
+    prestarted,
+    start_failed,
+    start_succeeded,
+)
 from .gateway import TargetUnavailable
 from .logs import AppLog
 from .metrics import Labels, Metrics
@@ -28,8 +38,6 @@ from .runtime import ContainerProcess, Launcher
 _READY = READY_MARKER.encode()
 _ids = itertools.count(1)
 STOP_GRACE = 10.0  # seconds a stopping container gets before SIGKILL
-FAILURE_BACKOFF = (0.5, 1, 2, 4, 8, 16, 30)  # seconds before the next start after failures
-FAILED_AFTER = 3  # consecutive failed starts before the function shows as failed
 LAST_OUTPUT = 8  # lines of a failed container's output a failed deploy shows
 
 
@@ -109,9 +117,10 @@ class FunctionPool:
         self._waiters: deque[tuple[asyncio.Future[Lease], float]] = deque()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
-        self._failures = 0
-        self._retry_at = 0.0
         self._retry_scheduled = False
+        # Pulsed when a request ends or stops waiting, and when a container is ready or gone:
+        # drain(), stop() and wait_ready() wait on it rather than polling.
+        self._changed = asyncio.Event()
         self.last_error: str | None = None
         self.last_output: list[str] = []  # the last lines of the container that failed last (a traceback's end)
 
@@ -177,6 +186,7 @@ class FunctionPool:
             if entry[0] is future:
                 self._waiters.remove(entry)
                 break
+        self._changed.set()
 
     def _pick(self) -> Container | None:
         """The least-loaded ready container with a free slot (an idle one ends the search)."""
@@ -198,7 +208,7 @@ class FunctionPool:
     def _release(self, container: Container, status: int | None, broken: bool = False) -> None:
         container.in_flight -= 1
         self._in_flight -= 1
-        container.last_active = now = self._clock()
+        container.last_active = self._clock()
         if status is not None:
             self._metrics.requests.inc_with(self._labels, "status", status)
         if broken and container.state is State.READY:
@@ -208,28 +218,13 @@ class FunctionPool:
             self._stop(container)
             self.autoscale(finished=1)
         else:
-            self._decide_after_release(now)
+            # The finished request counts once more, so its window starts now: one shorter than
+            # the tick would otherwise never be seen. Acting means counting live containers, so
+            # it is skipped while the decision stays what was last carried out (the usual case
+            # under steady load), unless starts are backing off or requests wait.
+            self.autoscale(finished=1, only_if_changed=not (self._scale.failures or self._waiters))
         self._dispatch()
-
-    def _decide_after_release(self, now: float) -> None:
-        """Record the finished request's demand in the scale-down window, and act only when the
-        decision moved.
-
-        The request counts once more, so its window starts now: one shorter than the tick would
-        otherwise never be seen. Acting means counting live containers, so it is skipped while
-        the decision stays what autoscale() last carried out (the usual case under steady load);
-        then nothing is left to start, and an idle container the window lets go is stopped by
-        the next tick, within a second.
-        """
-        if self._closed:
-            return
-        if self._failures or self._waiters:
-            self.autoscale(finished=1)  # the rare cases: backing off, or requests queued
-            return
-        observed = Observed(in_flight=self._in_flight + 1, queued=0)
-        desired, self._scale = decide(self.settings, observed, now, self._scale)
-        if desired != self._desired:
-            self._carry_out(desired)
+        self._changed.set()
 
     def _dispatch(self) -> None:
         while self._waiters:
@@ -255,15 +250,13 @@ class FunctionPool:
         queued = sum(1 for f, _ in self._waiters if not f.done()) if self._waiters else 0
         return Observed(in_flight=self._in_flight + finished, queued=queued)
 
-    def autoscale(self, finished: int = 0) -> None:
-        """Take the decision for now and act on it."""
+    def autoscale(self, finished: int = 0, *, only_if_changed: bool = False) -> None:
+        """Take the decision for now (`autoscaler.decide`, the whole policy) and carry it out."""
         if self._closed:
             return
-        observed = self.observed(finished)
-        desired, self._scale = decide(self.settings, observed, self._clock(), self._scale)
-        if self._failures:  # after failed starts, retry for real demand only, not a past peak
-            desired = min(desired, max(need(self.settings, observed), self.settings.min_containers))
-        self._carry_out(desired)
+        desired, self._scale = decide(self.settings, self.observed(finished), self._clock(), self._scale)
+        if not only_if_changed or desired != self._desired:
+            self._carry_out(desired)
 
     def _carry_out(self, desired: int) -> None:
         """Start containers up to `desired`, or stop idle ones down to it."""
@@ -279,10 +272,11 @@ class FunctionPool:
                 self._stop(c)
 
     def _start_some(self, count: int) -> None:
-        if self._clock() < self._retry_at:  # backing off after failed starts
+        now = self._clock()
+        if not may_start(now, self._scale):  # backing off after failed starts
             if not self._retry_scheduled:
                 self._retry_scheduled = True
-                asyncio.get_running_loop().call_later(self._retry_at - self._clock(), self._retry)
+                asyncio.get_running_loop().call_later(self._scale.retry_at - now, self._retry)
             return
         for _ in range(count):
             self._start()
@@ -299,21 +293,28 @@ class FunctionPool:
         """Start containers ahead of requests (a new version replacing a warm one, or proving
         it can start). They count as a demand peak of `count` now, so the first decision after
         the swap keeps them for a scale-down window instead of stopping them as idle."""
-        if count > 0:
-            self._scale = ScaleState(((self._clock(), count),))
+        self._scale = prestarted(count, self._clock(), self._scale)
         for _ in range(max(0, count - len(self._live()))):
             self._start()
 
     async def wait_ready(self, timeout: float) -> bool:
         """Wait for one ready container; False if none came (all failed, or timed out)."""
-        deadline = self._clock() + timeout
-        while self._clock() < deadline:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
             if any(c.state is State.READY for c in self._containers):
                 return True
-            if not self._live():
+            if not self._live() or not await self._next_change(deadline):
                 return False
-            await asyncio.sleep(0.02)
-        return False
+
+    async def _next_change(self, deadline: float) -> bool:
+        """Wait for the next change of requests or containers; False if `deadline` (loop time)
+        came first."""
+        self._changed.clear()
+        try:
+            await asyncio.wait_for(self._changed.wait(), deadline - asyncio.get_running_loop().time())
+        except asyncio.TimeoutError:
+            return False
+        return True
 
     # -- one container's life ----------------------------------------------------------------
     def _start(self) -> None:
@@ -325,7 +326,11 @@ class FunctionPool:
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Future[None]) -> None:
+        self._tasks.discard(task)
+        self._changed.set()
 
     async def _run(self, c: Container) -> None:
         started = self._clock()
@@ -362,7 +367,8 @@ class FunctionPool:
             return
         c.state = State.READY
         c.last_active = self._clock()
-        self._failures = 0
+        self._scale = start_succeeded(self._scale)
+        self._changed.set()
         took = self._clock() - started
         self._metrics.cold_start.observe(self._labels, took)
         for token in marker.split():
@@ -380,6 +386,7 @@ class FunctionPool:
         was = c.state
         c.state = State.STOPPED if was is State.DRAINING else State.FAILED
         self._containers.remove(c)
+        self._changed.set()
         if was is State.DRAINING:
             self._log.write(f"[wisp] container {c.id} of {self.spec.name} stopped")
             return
@@ -389,9 +396,7 @@ class FunctionPool:
         self.last_output = [line for line in c.recent if line.strip()][-LAST_OUTPUT:]
         self._log.write(f"[wisp] {self.last_error}")
         if was is State.STARTING:
-            self._failures += 1
-            delay = FAILURE_BACKOFF[min(self._failures, len(FAILURE_BACKOFF)) - 1]
-            self._retry_at = self._clock() + delay
+            self._scale = start_failed(self._clock(), self._scale)
             self._fail_waiters_without_capacity(summary)
         self.autoscale()  # replace it if it is still wanted
 
@@ -420,9 +425,10 @@ class FunctionPool:
     async def drain(self, timeout: float | None = None) -> None:
         """Stop taking new work, let every waiting and running request finish, then stop."""
         self._closed = True
-        deadline = self._clock() + (timeout if timeout is not None else self.spec.timeout + STOP_GRACE)
-        while (self._waiters or any(c.in_flight for c in self._containers)) and self._clock() < deadline:
-            await asyncio.sleep(0.05)
+        deadline = asyncio.get_running_loop().time() + (timeout if timeout is not None else self.spec.timeout + STOP_GRACE)
+        while self._waiters or any(c.in_flight for c in self._containers):
+            if not await self._next_change(deadline):
+                break
         await self.stop()
 
     async def stop(self, grace: float | None = None) -> None:
@@ -436,7 +442,8 @@ class FunctionPool:
         for c in list(self._containers):
             self._stop(c, grace)
         while self._containers or self._tasks:
-            await asyncio.sleep(0.02)
+            self._changed.clear()
+            await self._changed.wait()
         await self._launcher.close()
 
     def kill(self) -> None:
@@ -464,7 +471,7 @@ class FunctionPool:
 
     @property
     def failed(self) -> bool:
-        return self._failures >= FAILED_AFTER
+        return is_failed(self._scale)
 
     def status(self) -> dict[str, object]:
         observed = self.observed()

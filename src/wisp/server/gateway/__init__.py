@@ -15,8 +15,8 @@ client connection), `server` (`Gateway`).
 """
 from __future__ import annotations
 
-from ._target import Lease, Target, TargetUnavailable
+from ._target import Admit, Lease, PlainTarget, Target, TargetUnavailable
 from .routing import resolve
 from .server import Gateway
 
-__all__ = ["Gateway", "Lease", "Target", "TargetUnavailable", "resolve"]
+__all__ = ["Admit", "Gateway", "Lease", "PlainTarget", "Target", "TargetUnavailable", "resolve"]

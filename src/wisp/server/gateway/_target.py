@@ -5,7 +5,10 @@ label -> Target and the gateway asks the target for a container slot per request
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
+
+Headers = list[tuple[bytes, bytes]]
 
 
 class Lease(Protocol):
@@ -20,21 +23,31 @@ class Lease(Protocol):
 
 
 class Target(Protocol):
-    """One web function: hands out container slots, waiting for a cold start if needed.
+    """One web function: hands out container slots, waiting for a cold start if needed. Every
+    member the gateway uses is declared here, so a renamed one is a type error rather than a
+    fast path silently lost (the gateway never looks members up by name)."""
 
-    `timeout` (seconds, the function's timeout) bounds how long a call may go without starting
-    its response; past it the gateway answers 504. A target without it gets 300 s.
-    An optional `try_acquire()` returns a free slot at once, or None when `acquire()` would
-    have to wait: the warm path then needs no task.
-    An optional `strip_path_prefix = True` says the container serves at "/" and knows nothing
-    of a path prefix (a web_server): path-form requests (`/<label>/x`) reach it as `/x`, the
-    prefix named in X-Forwarded-Prefix.
-    An optional `admit(headers) -> TargetUnavailable | None` (None as an attribute: no check)
-    sees the request's headers, as read, before anything else happens to it: a refusal is
-    answered at once, with no container started and nothing queued.
-    """
+    @property
+    def timeout(self) -> float:
+        """Seconds a call may go without starting its response; past it the gateway answers 504."""
+        ...
 
-    timeout: float
+    @property
+    def strip_path_prefix(self) -> bool:
+        """True: the container serves at "/" and knows nothing of a path prefix (a web_server):
+        path-form requests (`/<label>/x`) reach it as `/x`, the prefix named in X-Forwarded-Prefix."""
+        ...
+
+    @property
+    def admit(self) -> Admit | None:
+        """Sees the request's headers, as read, before anything else happens to it: a refusal is
+        answered at once, with no container started and nothing queued. None: no check."""
+        ...
+
+    def try_acquire(self) -> Lease | None:
+        """A free slot at once, or None when `acquire()` would have to wait: the warm path then
+        needs no task."""
+        ...
 
     async def acquire(self) -> Lease:
         """Wait for a free slot. Raises TargetUnavailable when no container can be had."""
@@ -50,3 +63,18 @@ class TargetUnavailable(Exception):
         self.status = status
         self.message = message
         self.headers = headers or {}
+
+
+Admit = Callable[[Headers], "TargetUnavailable | None"]
+
+
+class PlainTarget:
+    """Target's members that a target with nothing to add to them can share: the default
+    timeout, no prefix stripping, no admission check, no fast path."""
+
+    timeout: float = 300.0
+    strip_path_prefix: bool = False
+    admit: Admit | None = None
+
+    def try_acquire(self) -> Lease | None:
+        return None

@@ -8,6 +8,7 @@ request), or plainly when the client went away.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import sys
 from collections.abc import Coroutine, Mapping
@@ -38,6 +39,33 @@ _LAST_CHUNK = b"0\r\n\r\n"
 DEFAULT_TIMEOUT = 300.0
 # The container never read the request: it closed an idle connection as we reused it.
 _UNREAD = (BrokenPipeError, ConnectionResetError)
+
+
+class Phase(enum.IntEnum):
+    """Where one proxied request is. The allowed steps are TRANSITIONS; `_to()` refuses others.
+    (An IntEnum: hashed in C, as the hot path looks phases up in sets three times a request.)"""
+
+    ACQUIRING = 1  # waiting for a lease on a container (a cold start, a full pool)
+    CONNECTING = 2  # a lease, and no connection to its container yet
+    FORWARDING = 3  # the request goes to the container; no response head yet
+    RESPONDING = 4  # the response head reached the client; the body streams
+    SWITCHING = 5  # the container answered 101 to a WebSocket handshake
+    ANSWERED = 6  # ended after a head reached the client (done, cut, or a tunnel now)
+    CLOSED = 7  # ended before any head from the container (the client left, 502, 503)
+
+
+TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+    Phase.ACQUIRING: frozenset({Phase.CONNECTING, Phase.FORWARDING, Phase.CLOSED}),
+    Phase.CONNECTING: frozenset({Phase.FORWARDING, Phase.CLOSED}),
+    # CONNECTING again: a reused connection turned out dead before reading the request (replay)
+    Phase.FORWARDING: frozenset({Phase.RESPONDING, Phase.SWITCHING, Phase.CONNECTING, Phase.CLOSED}),
+    Phase.RESPONDING: frozenset({Phase.ANSWERED}),
+    Phase.SWITCHING: frozenset({Phase.ANSWERED}),
+    Phase.ANSWERED: frozenset(),
+    Phase.CLOSED: frozenset(),
+}
+_HEAD_SENT = frozenset({Phase.RESPONDING, Phase.SWITCHING, Phase.ANSWERED})
+_ENDED = frozenset({Phase.ANSWERED, Phase.CLOSED})
 
 
 class Client(Protocol):
@@ -71,7 +99,6 @@ class Exchange:
         "_sent",
         "_sent_size",
         "_status",
-        "_switching",
         "_until_eof",
         "_upstream_full",
         "client",
@@ -79,6 +106,7 @@ class Exchange:
         "done",
         "head_sent",
         "lease",
+        "phase",
         "pool",
         "request",
         "started",
@@ -91,11 +119,12 @@ class Exchange:
         self.pool = pool
         self.started = started  # loop time when the request became active
         self.timeout = DEFAULT_TIMEOUT  # seconds the function may take to start its response
-        self._switching = False  # the container answered 101 to a WebSocket handshake
+        self.phase = Phase.ACQUIRING
+        # Derived from `phase` and written only by `_to()`: the hot path reads them as plain slots.
+        self.done = False  # ended: nothing more reaches the client from this exchange
+        self.head_sent = False  # the client has a response head (a failure can only cut it)
         self.lease: Lease | None = None
         self.conn: UpstreamConnection | None = None
-        self.head_sent = False  # the client has been sent a response head
-        self.done = False
         self._head = head  # what to send first on a new connection
         self._acquiring: asyncio.Task[None] | None = None
         self._connecting: asyncio.Task[UpstreamConnection] | None = None
@@ -117,15 +146,26 @@ class Exchange:
         # a small response's head and body go out in one syscall.
         self._out: list[bytes] = []
 
+    def _to(self, phase: Phase) -> None:
+        if phase not in TRANSITIONS[self.phase]:
+            raise RuntimeError(f"exchange {self.request.request_id.decode()}: {self.phase.name.lower()} -> "
+                               f"{phase.name.lower()}")
+        self.phase = phase
+        self.done = phase in _ENDED
+        self.head_sent = phase in _HEAD_SENT
+
+    def _end(self) -> None:
+        """To the ended phase that says whether the client had a head from the container."""
+        self._to(Phase.ANSWERED if self.phase in _HEAD_SENT else Phase.CLOSED)
+
     # -- from the client connection ------------------------------------------------------------
     def start(self, target: Target) -> None:
-        self.timeout = getattr(target, "timeout", DEFAULT_TIMEOUT)
+        self.timeout = target.timeout
         req = self.request
-        try_acquire = getattr(target, "try_acquire", None)
         # A free slot: no task, no turn of the loop. Not while the body is still being parsed:
         # through the task, the body read with the head goes out in the head's write.
-        if try_acquire is not None and (req.complete or not req.has_body):
-            lease = try_acquire()
+        if req.complete or not req.has_body:
+            lease = target.try_acquire()
             if lease is not None:
                 self._acquired(lease)
                 return
@@ -171,7 +211,7 @@ class Exchange:
         `status`: what the gateway answers instead (504 past the timeout), for the metrics."""
         if self.done:
             return
-        self.done = True
+        self._end()
         if status is not None:
             self._status = status
         if self._acquiring is not None:
@@ -190,11 +230,7 @@ class Exchange:
             self.client.hold_body(False)  # the old connection reads its next request again
             self._held = False
         self.client = client
-        # The response is kept for clients yet to come: frame it for any HTTP/1.1 client.
-        old, req = self.request, Request()
-        req.method, req.url, req.chunked, req.content_length = old.method, old.url, old.chunked, old.content_length
-        req.request_id, req.complete, req.body_size = old.request_id, True, old.body_size
-        self.request = req
+        self.request = self.request.stored()  # the response is kept for clients yet to come
         if self.conn is not None:
             self.conn.resume_reading()
         self._update_hold()
@@ -217,7 +253,7 @@ class Exchange:
     def _acquire_failed(self, exc: BaseException) -> None:
         if self.done:
             return
-        self.done = True
+        self._to(Phase.CLOSED)
         self._update_hold()
         if isinstance(exc, TargetUnavailable):
             self.client.respond(exc.status, {"error": exc.message}, exc.headers)
@@ -227,6 +263,7 @@ class Exchange:
 
     def _connect(self) -> None:
         assert self.lease is not None
+        self._to(Phase.CONNECTING)
         task = self._connecting = asyncio.ensure_future(self.pool.connect(self.lease.socket_path))
         task.add_done_callback(self._on_connected)
 
@@ -247,6 +284,7 @@ class Exchange:
             self._attach(conn)
 
     def _attach(self, conn: UpstreamConnection) -> None:
+        self._to(Phase.FORWARDING)
         self.conn = conn
         conn.bind(self)
         payload = b"".join((self._head, *self._pending)) if self._pending else self._head
@@ -311,7 +349,7 @@ class Exchange:
         self._until_eof = out.until_eof
         self._reusable = keep_alive
         self._sent = None
-        self.head_sent = True
+        self._to(Phase.RESPONDING)
         self._out.append(out.head)
         if is_head:
             # The container may have sent a Content-Length it will not honour with a body;
@@ -328,15 +366,14 @@ class Exchange:
             self._fail()
             return
         self._status = 101
-        self._switching = True
-        self.head_sent = True
+        self._to(Phase.SWITCHING)
         self._sent = None
         self._out.append(switching_head(reason, headers, self.request.request_id))
 
     def upgraded(self, rest: bytes) -> None:
         """The container's 101 has been read; `rest` is what it sent after it (frames)."""
         conn, lease = self.conn, self.lease
-        if not self._switching or self.done or conn is None or lease is None:
+        if self.phase is not Phase.SWITCHING or conn is None or lease is None:
             if conn is not None:
                 self.conn = None
                 conn.close()
@@ -346,7 +383,7 @@ class Exchange:
         if rest:
             self._out.append(rest)
         self.flush()
-        self.done = True
+        self._to(Phase.ANSWERED)
         self.conn = self.lease = None
         conn.handler = None
         self._update_hold()
@@ -398,7 +435,7 @@ class Exchange:
         if self._framing == CHUNKED:
             self._out.append(_LAST_CHUNK)
         self.flush()
-        self.done = True
+        self._to(Phase.ANSWERED)
         conn, self.conn = self.conn, None
         if conn is not None:
             if self._reusable and self._body_done:
@@ -411,10 +448,11 @@ class Exchange:
 
     def _fail(self) -> None:
         self.flush()  # what the container did send reaches the client before the cut
-        self.done = True
+        answered = self.head_sent
+        self._end()
         self._update_hold()
         self._release(broken=True)
-        if self.head_sent:
+        if answered:
             self.client.break_response()
         else:
             self.client.respond(502, {"error": responses.BAD_GATEWAY})

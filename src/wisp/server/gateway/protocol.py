@@ -237,7 +237,7 @@ class ClientConnection(asyncio.Protocol):
             self.respond(404, responses.not_found(routes, state.port))
             return
         req.label = found[0]
-        admit = getattr(target, "admit", None)
+        admit = target.admit
         if admit is not None:  # checked before any container starts or the request queues
             refused = admit(req.headers)
             if refused is not None:
@@ -249,7 +249,7 @@ class ClientConnection(asyncio.Protocol):
             self.respond(413, responses.too_large(state.max_body_size))
         else:
             root = found[1].encode("latin-1")
-            strip = bool(root) and getattr(target, "strip_path_prefix", False)
+            strip = bool(root) and target.strip_path_prefix
             head = upstream_head(req, self.client_ip, root, strip_prefix=strip)
             exchange = req.exchange = Exchange(self, state.pool, req, head, self.loop.time())
             for chunk in req.body:

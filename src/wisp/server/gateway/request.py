@@ -88,6 +88,16 @@ class Request:
         self.tunnel_data = b""  # bytes the client sent after a WebSocket handshake's head
         self.sending_seen = 0.0  # the gateway's sweep last saw the client still sending the body
 
+    def stored(self) -> Request:
+        """This request as a stored response's future readers know it (a detached call, S7):
+        its method, target, id and body framing, its body fully read; none of its headers or
+        connection state, so the response is framed for any HTTP/1.1 client that fetches it."""
+        copy = Request()
+        copy.method, copy.url, copy.request_id = self.method, self.url, self.request_id
+        copy.chunked, copy.content_length, copy.body_size = self.chunked, self.content_length, self.body_size
+        copy.complete = True
+        return copy
+
     @property
     def has_body(self) -> bool:
         return self.chunked or self.content_length > 0
