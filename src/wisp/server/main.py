@@ -161,13 +161,13 @@ async def _abandon_start(manager: AppManager, admin: uvicorn.Server, admin_task:
         store.close()
 
 
-async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int,
-              grace: float = DEFAULT_GRACE, modal_port: int | None = None) -> int:
-    """`modal_port`: where Modal's client API listens (None: the gateway's port + 1; 0: off)."""
+def _prepare(home: Path) -> tuple[str, tuple[int, int] | None, Store] | None:
+    """Before anything starts: this home's alive lock, room on its disk, the admin token, the
+    app uids and a usable state.db. Says what is wrong and returns None otherwise."""
     if _hold_alive_lock(home) is None:
         print(f"Another wisp server is running on {home} (starting or stopping). Use it, or wait for it to stop: "
               "`wisp server status`.", file=sys.stderr, flush=True)
-        return 1
+        return None
     problem, token = disk_problem(home), None
     try:
         if problem is None:  # before anything starts: a full disk leaves nothing running
@@ -179,25 +179,43 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
         problem = disk_full_message(home)
     if problem is not None:
         print(f"wisp server: {problem}", file=sys.stderr, flush=True)
-        return 1
+        return None
     assert token is not None
     uid_range = _isolation(home)
-    try:  # before anything starts: a damaged state.db stops here, saying which backup to restore
+    try:  # a damaged state.db stops here, saying which backup to restore
         store = open_store(home)
     except DamagedState as exc:
         print(exc, file=sys.stderr, flush=True)
-        return 1
-    routes: dict[str, Target] = {}
+        return None
+    return token, uid_range, store
+
+
+async def _listen(routes: dict[str, Target], host: str, port: int, max_body_size: int) -> Gateway | None:
+    """The gateway bound to its port, not yet accepting (it does once the apps are restored)."""
     gateway = Gateway(routes, max_body_size=max_body_size, **gateway_options_from_env())
     try:
-        await gateway.start(host, port, serve=False)  # accepts once the apps are restored
+        await gateway.start(host, port, serve=False)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             print(f"Port {port} is in use by another program. Either identify and stop that program, "
                   f"or start the server with a different port: `wisp server start --port {port + 1}`.",
                   file=sys.stderr, flush=True)
-            return 1
+            return None
         raise
+    return gateway
+
+
+async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int,
+              grace: float = DEFAULT_GRACE, modal_port: int | None = None) -> int:
+    """`modal_port`: where Modal's client API listens (None: the gateway's port + 1; 0: off)."""
+    prepared = _prepare(home)
+    if prepared is None:
+        return 1
+    token, uid_range, store = prepared
+    routes: dict[str, Target] = {}
+    gateway = await _listen(routes, host, port, max_body_size)
+    if gateway is None:
+        return 1
     socket_dir = tempfile.mkdtemp(prefix="wisp-")  # short: Unix socket paths max out at 107 bytes
     if uid_range is not None:
         os.chmod(socket_dir, 0o711)  # apps pass through to their own folder in it, never list it
