@@ -60,16 +60,17 @@ def measure(step: int, folder: Path) -> tuple[float, float]:
         os.waitpid(pid, 0)
         return float(pss), float(private)
     os.close(read)
+    from wisp._protocol import Start
     from wisp._runtime import zygote
-    from wisp._runtime.__main__ import load, main, parse, serve
+    from wisp._runtime.__main__ import load, main, serve
 
     zygote.preload()
-    args = ["--dir", str(folder), "--module", "steps_app", "--stub", "stub", "--function", "square"]
+    start = Start(directory=str(folder), module="steps_app", stub="stub", function="square")
     loaded = None
     if step >= 2:
         zygote.warm_up()
     if step >= 3:
-        loaded = load(parse(args, container=False))
+        loaded = load(start)
     gc.collect()
     if step >= 1:
         gc.freeze()
@@ -77,11 +78,11 @@ def measure(step: int, folder: Path) -> tuple[float, float]:
     child = os.fork()
     if child == 0:
         os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # the ready marker
-        argv = [*args, "--socket", sock]
+        container = start.for_container(sock)
         if loaded is None:
-            main(argv)
+            main(["--start", container.to_arg()])
         else:
-            serve(loaded, parse(argv))
+            serve(loaded, container)
         os._exit(0)
     deadline = time.monotonic() + 30
     while not os.path.exists(sock) and time.monotonic() < deadline:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from wisp._runtime.__main__ import READY_MARKER
+from wisp._protocol import PREFIX, Ready, Start, decode
 
 SCRIPT = '''
 import asyncio, os, time
@@ -108,13 +108,17 @@ class UnixConnection(http.client.HTTPConnection):
         self.sock.connect(self.path)
 
 
+def _is_ready(line: str) -> bool:
+    return line.startswith(PREFIX.decode()) and isinstance(decode(line.encode()), Ready)
+
+
 class Agent:
     """One `python -m wisp._runtime` process serving one function of SCRIPT."""
 
     def __init__(self, folder: Path, function: str) -> None:
         self.socket = str(folder / f"{function}.sock")
-        argv = [sys.executable, "-m", "wisp._runtime", "--dir", str(folder), "--module", "agent_app",
-                "--stub", "stub", "--function", function, "--socket", self.socket]
+        start = Start(directory=str(folder), module="agent_app", stub="stub", function=function, socket=self.socket)
+        argv = [sys.executable, "-m", "wisp._runtime", "--start", start.to_arg()]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
         self.stdout: list[str] = []
@@ -128,7 +132,7 @@ class Agent:
 
     def wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
-        while not any(line.startswith(READY_MARKER) for line in self.stdout):
+        while not any(_is_ready(line) for line in self.stdout):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"agent not ready (exit {self.proc.poll()}): {self.finish()[1]}")
             time.sleep(0.01)
@@ -217,7 +221,7 @@ def test_enter_that_raises_exits_non_zero_with_the_exception_last(folder: Path, 
     agent = start(agents, folder, "Broken.web")
     code, err = agent.finish()
     assert code == 1
-    assert not any(line.startswith(READY_MARKER) for line in agent.stdout)
+    assert not any(_is_ready(line) for line in agent.stdout)
     assert "Broken.load raised while the container was starting:" in err
     assert err.strip().splitlines()[-1] == "RuntimeError: weights missing"  # what the pool shows as the 503
 
@@ -226,6 +230,6 @@ def test_exit_hooks_run_when_uvicorn_fails_to_start(folder: Path, agents: list[A
     agent = start(agents, folder, "Model.failing_lifespan")
     code, err = agent.finish()
     assert code != 0
-    assert not any(line.startswith(READY_MARKER) for line in agent.stdout)
+    assert not any(_is_ready(line) for line in agent.stdout)
     assert events(folder) == ["enter", "exit"]
     assert "lifespan broke" in err

@@ -13,7 +13,7 @@ from typing import TypeVar
 import pytest
 
 from wisp._image import Image
-from wisp._runtime.__main__ import READY_MARKER
+from wisp._protocol import Ready, encode
 from wisp._spec import FunctionSpec, WebSpec
 from wisp.server.autoscaler import FAILED_AFTER
 from wisp.server.logs import AppLog
@@ -43,7 +43,7 @@ class FakeProcess:
 
     async def lines(self) -> AsyncIterator[bytes]:
         if self._ready:
-            yield READY_MARKER.encode() + b" enter=0.001\n"
+            yield encode(Ready(0.001))
         else:
             yield b"Traceback: it will never be ready\n"
         await self._ended.wait()

@@ -1,8 +1,8 @@
-"""The container agent: `python -m wisp._runtime --dir D --module M --function F --socket S`.
+"""The container agent: `python -m wisp._runtime --start <Start as JSON>` (`wisp._protocol`).
 
 Imports the user's script, runs the enter hooks of a class's instance, builds the function's ASGI
-app, serves it with uvicorn on a Unix socket, and prints READY_MARKER on stdout once it accepts
-connections. SIGTERM drains, then the exit hooks run. A web_server function is called to start
+app, serves it with uvicorn on a Unix socket, and prints a `Ready` message on stdout once it
+accepts connections. SIGTERM drains, then the exit hooks run. A web_server function is called to start
 the user's own server instead, and the socket is a byte proxy to its port (`_web_server`).
 
 `load` (import, find the function, build a webhook's app) and `serve` (the rest) are apart so
@@ -19,23 +19,21 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from .._protocol import Ready, Start, Stopping, encode_line
+
 if TYPE_CHECKING:
     from .._app import Stub
     from .._spec import FunctionSpec
 
-READY_MARKER = "\x00wisp-ready"
-
-
-def parse(argv: list[str], *, container: bool = True) -> argparse.Namespace:
-    """The agent's arguments; a function's zygote has no socket of a container to serve on."""
+def parse(argv: list[str], *, container: bool = True) -> Start:
+    """The agent's one argument, `--start <json>`; a function's zygote has no socket of a
+    container to serve on."""
     parser = argparse.ArgumentParser(prog="wisp-container")
-    parser.add_argument("--dir", required=True, type=Path)
-    parser.add_argument("--module", required=True)
-    parser.add_argument("--stub", required=True)
-    parser.add_argument("--function", required=True)
-    parser.add_argument("--socket", required=container)
-    parser.add_argument("--timeout-keep-alive", type=int, default=75)
-    return parser.parse_args(argv)
+    parser.add_argument("--start", required=True, help="the Start message (wisp._protocol), as JSON")
+    start = Start.from_arg(parser.parse_args(argv).start)
+    if container and not start.socket:
+        parser.error("a container's Start needs its socket")
+    return start
 
 
 @dataclass
@@ -51,13 +49,13 @@ class Loaded:
     app: Any  # a webhook's app, built once (it runs no user code); else built per container
 
 
-def load(args: argparse.Namespace) -> Loaded:
+def load(args: Start) -> Loaded:
     """Import the user's script and find the function: everything before the first user hook."""
     from ._asgi import build_app, with_errors, with_root_path
     from ._lifecycle import find_class
     from ._load import find_stub, import_script
 
-    directory = args.dir.resolve()
+    directory = Path(args.directory).resolve()
     workdir = Path(os.environ.get("WISP_WORKDIR") or directory)  # the image's workdir(), else the app's folder
     os.chdir(workdir)
     module = import_script(directory, args.module)
@@ -79,18 +77,18 @@ def main(argv: list[str] | None = None) -> None:
     serve(load(args), args)
 
 
-def serve(loaded: Loaded, args: argparse.Namespace) -> None:
+def serve(loaded: Loaded, args: Start) -> None:
     """Run enter hooks, serve on the container's socket until told to stop, run exit hooks."""
     from ._lifecycle import StopSignals, close_loop, enter, new_loop, run_exits
 
     os.chdir(loaded.workdir)
     spec = loaded.spec
     loop = new_loop()
-    # Enter runs before uvicorn binds its socket, so before READY_MARKER: the pool counts this
+    # Enter runs before uvicorn binds its socket, so before Ready: the pool counts this
     # container ready (and the warm pool warm) only once it has finished (S12).
     entering = time.monotonic()
     instance = None if loaded.klass is None else enter(loop, loaded.klass)
-    ready_line = READY_MARKER if instance is None else f"{READY_MARKER} enter={time.monotonic() - entering:.6f}"
+    ready_line = encode_line(Ready(None if instance is None else time.monotonic() - entering))
     with StopSignals() as stop:
         try:
             handler = loaded.fn if instance is None else getattr(instance, str(spec.method_name))
@@ -98,13 +96,14 @@ def serve(loaded: Loaded, args: argparse.Namespace) -> None:
                 from . import _web_server
 
                 if not stop.received:
-                    _web_server.serve(loop, handler, spec, args.socket, ready_line, stop)
+                    _web_server.serve(loop, handler, spec, str(args.socket), ready_line, stop)
             else:
                 app = loaded.app or _app_for(handler, spec)
                 if not stop.received:
                     loop.run_until_complete(_server(app, spec, args, ready_line).serve())
         finally:  # after a drain, a startup error or a factory that raised alike
             if instance is not None:
+                print(encode_line(Stopping()), flush=True)
                 run_exits(loop, instance)
     close_loop(loop)
 
@@ -120,14 +119,14 @@ def _app_for(handler: Any, spec: FunctionSpec) -> Any:
     return with_root_path(with_errors(build_app(handler, spec), spec.name))
 
 
-def _server(app: Any, spec: FunctionSpec, args: argparse.Namespace, ready_line: str) -> Any:
+def _server(app: Any, spec: FunctionSpec, args: Start, ready_line: str) -> Any:
     import uvicorn
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets)
             if self.started:
-                print(ready_line, flush=True)  # the pool reads enter=<seconds> for its metrics
+                print(ready_line, flush=True)  # the pool reads the enter hooks' time for its metrics
 
     config = uvicorn.Config(
         app,

@@ -44,6 +44,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, NoReturn
 
+from .._protocol import Exited, Start, Unforkable, ZygoteReady, encode, encode_line
 from ._parent import die_with_parent
 
 # Imported before any fork; what the agent and uvicorn would otherwise import on first request.
@@ -59,7 +60,6 @@ PRELOAD = (
     "email.parser", "json", "asyncio", "concurrent.futures.thread",
 )
 MAX_REQUEST = 1 << 20
-MARKER = "\x00wisp-zygote "  # a function's zygote's one line to the server: ready, or why not
 PARENT_CHECK = 1.0  # seconds between checks that the parent (server or image zygote) lives
 PR_SET_DUMPABLE = 4
 PR_GET_PDEATHSIG = 2
@@ -401,7 +401,7 @@ class Zygote:
             self.zygotes.discard(pid)
             if fd is not None:
                 with contextlib.suppress(OSError):
-                    os.write(fd, str(os.waitstatus_to_exitcode(status)).encode())
+                    os.write(fd, encode(Exited(os.waitstatus_to_exitcode(status))))
                 os.close(fd)
 
 
@@ -409,7 +409,7 @@ def _container(request: dict[str, Any], out_fd: int, inherited: list[int]) -> No
     """A container that imports the user's script itself (forked from an image's zygote)."""
     from .__main__ import main
 
-    _run_child(request, out_fd, inherited, lambda: main(list(request["args"])))
+    _run_child(request, out_fd, inherited, lambda: main(["--start", str(request["start"])]))
 
 
 def _image_spawn(request: dict[str, Any], out_fd: int, inherited: list[int]) -> NoReturn:
@@ -420,23 +420,23 @@ def _image_spawn(request: dict[str, Any], out_fd: int, inherited: list[int]) -> 
 
 def _function_zygote(request: dict[str, Any]) -> None:
     """Import the function's script once, then fork its containers (they only serve)."""
-    from .__main__ import load, parse, serve
+    from .__main__ import load, serve
 
     sockets = socket_fds()
-    loaded = load(parse(list(request["args"]), container=False))
+    loaded = load(Start.from_arg(str(request["start"])))
     gc.collect()
     fork_safe = fork_safe_threads()
     reason = unforkable(sockets, fork_safe)
     if reason is not None:
-        print(MARKER + json.dumps({"unforkable": reason}), flush=True)
+        print(encode_line(Unforkable(reason)), flush=True)
         return
 
     def spawn(container: dict[str, Any], out_fd: int, inherited: list[int]) -> NoReturn:
-        _run_child(container, out_fd, inherited, lambda: serve(loaded, parse(list(container["args"]))))
+        _run_child(container, out_fd, inherited, lambda: serve(loaded, Start.from_arg(str(container["start"]))))
 
     zygote = Zygote(str(request["zygote"]), spawn, fork_safe)
     gc.freeze()  # what exists now stays shared: the children's collections skip it
-    print(MARKER + json.dumps({"ready": True}), flush=True)
+    print(encode_line(ZygoteReady()), flush=True)
     zygote.serve()
 
 

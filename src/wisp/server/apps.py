@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._protocol import Start
 from .._spec import AppSpec, FunctionSpec
 from .._urls import app_id_for, call_label, endpoint_urls, make_label
 from .auth import (
@@ -335,13 +336,12 @@ class AppManager:
 
     def _pool(self, app_id: str, spec: AppSpec, fn: FunctionSpec, python: Path, files_dir: Path, log: AppLog,
               secret_env: dict[str, str] | None = None, user: AppUser | None = None) -> FunctionPool:
-        argv = [str(python), "-m", "wisp._runtime", "--dir", str(files_dir), "--module", spec.module,
-                "--stub", spec.stub_attr, "--function", fn.name]
+        start = Start(directory=str(files_dir), module=spec.module, stub=spec.stub_attr, function=fn.name)
         image_env, cwd = container_settings(fn.image, python, files_dir)
         # Never the server's environment (WISP_HOME, WISP_TOKEN, ...): what the spec, the secrets and wisp give.
         env = {**base_env(files_dir, os.environ.get("LANG")), **image_env, **(secret_env or {}), "WISP_APP": app_id,
                "WISP_FUNCTION": fn.name, **self.call_env(app_id)}
-        launcher = self.runtime.launcher(argv, env=env, cwd=cwd, fork=fn.fork, log=log, startup_timeout=fn.startup_timeout,
+        launcher = self.runtime.launcher(str(python), start, env=env, cwd=cwd, fork=fn.fork, log=log, startup_timeout=fn.startup_timeout,
                                          user=user)
         labels = (("app", app_id), ("function", fn.name))
         admit: Admit | None

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
-from .._runtime.__main__ import READY_MARKER
+from .._protocol import Log, ProtocolError, Ready, Stopping, decode
 from .._spec import FunctionSpec
 from .autoscaler import (
     Observed,
@@ -35,7 +35,6 @@ from .logs import AppLog
 from .metrics import Labels, Metrics
 from .runtime import ContainerProcess, Launcher
 
-_READY = READY_MARKER.encode()
 _ids = itertools.count(1)
 STOP_GRACE = 10.0  # seconds a stopping container gets before SIGKILL
 LAST_OUTPUT = 8  # lines of a failed container's output a failed deploy shows
@@ -347,13 +346,18 @@ class FunctionPool:
             self._log.write(f"[wisp] container {c.id}: {c.process.note}")
         timer = asyncio.get_running_loop().call_later(self.spec.startup_timeout, self._startup_timeout, c)
         async for raw in c.process.lines():
-            if raw.startswith(_READY):
+            try:
+                message = decode(raw)
+            except ProtocolError as exc:  # a container of another wisp version, or a garbled line
+                message = Log(f"[wisp] {exc}")
+            if isinstance(message, Ready):
                 timer.cancel()
-                self._ready(c, started, raw)
-                continue
-            line = raw.decode(errors="replace").rstrip("\n")
-            c.recent.append(line)
-            self._log.write(line, source=f"{self.spec.name} {c.id}")
+                self._ready(c, started, message.enter_seconds)
+            elif isinstance(message, Stopping):
+                self._log.write(f"[wisp] container {c.id} of {self.spec.name} drained; running its exit hooks")
+            elif isinstance(message, Log):
+                c.recent.append(message.text)
+                self._log.write(message.text, source=f"{self.spec.name} {c.id}")
         timer.cancel()
         self._exited(c, await c.process.wait())
 
@@ -362,7 +366,7 @@ class FunctionPool:
             c.recent.append(f"the container did not become ready within startup_timeout={self.spec.startup_timeout} s")
             self._spawn(c.process.stop(0))
 
-    def _ready(self, c: Container, started: float, marker: bytes) -> None:
+    def _ready(self, c: Container, started: float, enter_seconds: float | None) -> None:
         if c.state is not State.STARTING:
             return
         c.state = State.READY
@@ -371,9 +375,8 @@ class FunctionPool:
         self._changed.set()
         took = self._clock() - started
         self._metrics.cold_start.observe(self._labels, took)
-        for token in marker.split():
-            if token.startswith(b"enter="):
-                self._metrics.enter.observe(self._labels, float(token[6:]))
+        if enter_seconds is not None:
+            self._metrics.enter.observe(self._labels, enter_seconds)
         self._log.write(f"[wisp] container {c.id} of {self.spec.name} ready in {took:.2f} s")
         if self._closed and not self._waiters:
             self._stop(c)

@@ -1,10 +1,11 @@
 """The Runtime interface: what the pools need to run a function's containers."""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Protocol
 
+from ..._protocol import Start
 from ..isolation import AppUser
 
 
@@ -59,9 +60,10 @@ class Launcher(Protocol):
 class Runtime(Protocol):
     name: str
 
-    def launcher(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, fork: bool, log: Log,
+    def launcher(self, python: str, start: Start, *, env: Mapping[str, str], cwd: Path, fork: bool, log: Log,
                  startup_timeout: float = 300.0, user: AppUser | None = None) -> Launcher:
-        """A launcher for containers that run `argv + ["--socket", path]` in `env` and `cwd`.
+        """A launcher for containers of `start` (the container protocol's Start, its socket
+        filled in per container), run by the image's `python` in `env` and `cwd`.
 
         `user`: the app's uid/gid (and socket folder); its containers run as it, and so does
         whatever runs its code ahead of them (a function zygote). None: the server's uid.

@@ -6,9 +6,10 @@ import contextlib
 import functools
 import os
 import signal
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from pathlib import Path
 
+from ..._protocol import Start
 from ..._runtime._parent import exit_unless_parent
 from ..isolation import AppUser
 from . import groups
@@ -107,12 +108,18 @@ def _child_setup(server: int, user: AppUser | None) -> None:
     exit_unless_parent(signal.SIGKILL, server)
 
 
+def agent_argv(python: str, start: Start) -> list[str]:
+    """The container agent as a fresh process: its one argument is the Start message."""
+    return [python, "-m", "wisp._runtime", "--start", start.to_arg()]
+
+
 class LocalLauncher:
     """Every container a fresh interpreter: nothing to prepare or keep."""
 
-    def __init__(self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, note: str | None = None,
+    def __init__(self, python: str, start: Start, env: Mapping[str, str], cwd: Path, note: str | None = None,
                  user: AppUser | None = None) -> None:
-        self.argv = list(argv)
+        self.python = python
+        self.start_params = start
         self.env = dict(env)
         self.cwd = cwd
         self.note = note
@@ -126,7 +133,7 @@ class LocalLauncher:
 
     async def start(self, socket_path: str) -> LocalProcess:
         proc = await asyncio.create_subprocess_exec(
-            *self.argv, "--socket", socket_path,
+            *agent_argv(self.python, self.start_params.for_container(socket_path)),
             env=self.env,
             cwd=str(self.cwd),
             stdin=asyncio.subprocess.DEVNULL,
@@ -148,9 +155,9 @@ class LocalLauncher:
 class LocalRuntime:
     name = "local"
 
-    def launcher(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, fork: bool, log: Log,
+    def launcher(self, python: str, start: Start, *, env: Mapping[str, str], cwd: Path, fork: bool, log: Log,
                  startup_timeout: float = 300.0, user: AppUser | None = None) -> LocalLauncher:
-        return LocalLauncher(argv, env, cwd, user=user)
+        return LocalLauncher(python, start, env, cwd, user=user)
 
     async def close(self) -> None:
         pass

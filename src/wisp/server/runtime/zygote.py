@@ -25,12 +25,15 @@ import tempfile
 import time
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import wisp
 
+from ... import _protocol as protocol
+from ..._protocol import Exited, Start, decode
+from ..._protocol import Log as LogLine
 from ..isolation import AppUser, zygote_env
 from . import groups
 from .base import Log, NotReady
@@ -39,7 +42,6 @@ from .local import LocalLauncher, LocalProcess, lines_until_exit, read_line
 ZYGOTE_START_TIMEOUT = 60.0  # an image's zygote imports a fixed set of packages
 RETIRE_GRACE = 5.0  # at server shutdown, seconds a retired zygote gets before SIGKILL
 FINGERPRINT_EVERY = 1.0  # seconds between looks at wisp's files
-MARKER = b"\x00wisp-zygote "  # the function zygote's answer line (wisp._runtime.zygote.MARKER)
 
 
 class ZygoteError(Exception):
@@ -103,8 +105,9 @@ class ForkedProcess:
 
     async def _read_status(self) -> int:
         data = await self._status.read()
-        if data:
-            self._code = int(data)
+        message = decode(data) if data else None
+        if isinstance(message, Exited):
+            self._code = message.code
         else:  # the zygote died before reaping it: make sure nothing of it is left
             self._signal(signal.SIGKILL)
             self._code = -1
@@ -168,9 +171,9 @@ async def _reader(fd: int) -> asyncio.StreamReader:
     return reader
 
 
-def _request(args: Sequence[str], env: Mapping[str, str], cwd: Path, user: AppUser | None = None) -> dict[str, Any]:
+def _request(start: Start, env: Mapping[str, str], cwd: Path, user: AppUser | None = None) -> dict[str, Any]:
     """A fork request; with `user`, the child drops to the app's uid/gid before any user code runs."""
-    request: dict[str, Any] = {"args": list(args), "env": dict(env), "cwd": str(cwd)}
+    request: dict[str, Any] = {"start": start.to_arg(), "env": dict(env), "cwd": str(cwd)}
     if user is not None:
         request.update(uid=user.uid, gid=user.gid)
     return request
@@ -181,9 +184,9 @@ class _Zygote:
 
     socket_path: str
 
-    async def fork(self, args: Sequence[str], env: Mapping[str, str], cwd: Path,
+    async def fork(self, start: Start, env: Mapping[str, str], cwd: Path,
                    user: AppUser | None = None) -> ForkedProcess:
-        return await fork_from(self.socket_path, _request(args, env, cwd, user))
+        return await fork_from(self.socket_path, _request(start, env, cwd, user))
 
 
 class ImageZygote(_Zygote):
@@ -257,13 +260,13 @@ class FunctionZygote(_Zygote):
         self.printed: list[str] = []  # what the script printed while it was imported
 
     @classmethod
-    async def start(cls, image: ImageZygote, args: Sequence[str], env: Mapping[str, str], cwd: Path,
+    async def start(cls, image: ImageZygote, start: Start, env: Mapping[str, str], cwd: Path,
                     socket_path: str, log: Callable[[str], None], timeout: float,
                     user: AppUser | None = None,
                     forked: Callable[[FunctionZygote], None] = lambda _: None) -> FunctionZygote:
         """Fork it and wait for its import, at most `timeout` seconds. `forked` is told of it
         first, so that whoever gives up on the import earlier can stop it."""
-        request = {**_request(args, env, cwd, user), "zygote": socket_path}
+        request = {**_request(start, env, cwd, user), "zygote": socket_path}
         process = await fork_from(image.socket_path, request)
         zygote = cls(image, process, socket_path)
         forked(zygote)
@@ -275,24 +278,24 @@ class FunctionZygote(_Zygote):
         except BaseException:  # whoever waited for it went away
             await process.stop(0)
             raise
-        if "unforkable" in answer:
+        if isinstance(answer, protocol.Unforkable):
             await process.wait()
-            raise Unforkable(answer["unforkable"])
+            raise Unforkable(answer.reason)
         zygote._output = asyncio.ensure_future(zygote._forward(log))
         process._exit = asyncio.ensure_future(process._read_status())  # keeps `alive` true to fact
         return zygote
 
-    async def _answer(self, log: Callable[[str], None]) -> dict[str, Any]:
+    async def _answer(self, log: Callable[[str], None]) -> protocol.ZygoteReady | protocol.Unforkable:
         """Wait for the zygote's one line. What the script printed at import goes to the app's
         log, unless the import failed: then each container imports it and prints it again."""
         printed = self.printed
         while line := await self.process.readline():  # not `async for`: the rest goes to _forward
-            if line.startswith(MARKER):
+            message = decode(line)
+            if isinstance(message, (protocol.ZygoteReady, protocol.Unforkable)):
                 for earlier in printed:
                     log(earlier)
-                answer: dict[str, Any] = json.loads(line[len(MARKER):])
-                return answer
-            printed.append(line.decode(errors="replace").rstrip("\n"))
+                return message
+            printed.append(message.text if isinstance(message, LogLine) else line.decode(errors="replace").rstrip("\n"))
         code = await self.process.wait()
         last = next((line for line in reversed(printed) if line.strip()), "no output")
         raise PreloadFailed(f"importing the script failed (exit code {code}): {last}")
@@ -328,15 +331,16 @@ Forker = ImageZygote | FunctionZygote
 class ForkLauncher:
     """Starts one function version's containers as forks of its zygote."""
 
-    def __init__(self, runtime: ZygoteRuntime, argv: Sequence[str], env: Mapping[str, str], cwd: Path,
+    def __init__(self, runtime: ZygoteRuntime, python: str, start: Start, env: Mapping[str, str], cwd: Path,
                  log: Log, startup_timeout: float, user: AppUser | None = None) -> None:
-        """`argv`: `python -m wisp._runtime <agent args>`, as a fresh process would run. `user`:
-        the app's uid/gid, which the function's zygote and containers drop to."""
+        """`start`: what the function's zygote imports and its containers serve (their sockets
+        filled in per container). `user`: the app's uid/gid, which the function's zygote and
+        containers drop to."""
         self.runtime = runtime
-        self.python = argv[0]
-        self.args = list(argv[3:])  # the agent's, for the zygotes
+        self.python = python
+        self.start_params = start
         self.user = user
-        self._fresh_launcher = LocalLauncher(argv, env, cwd, user=user)  # when forking is not to be had
+        self._fresh_launcher = LocalLauncher(python, start, env, cwd, user=user)  # when forking is not to be had
         self.env = dict(env)
         self.cwd = cwd
         self.startup_timeout = startup_timeout
@@ -388,7 +392,7 @@ class ForkLauncher:
             # Its socket is in the app's own folder: it binds it as the app's uid, other apps cannot reach it.
             socket_path = self.runtime.socket_path(self.user.socket_dir if self.user else None)
             self._forker = await FunctionZygote.start(
-                image, self.args, self.env, self.cwd, socket_path, self._write, self.startup_timeout, self.user,
+                image, self.start_params, self.env, self.cwd, socket_path, self._write, self.startup_timeout, self.user,
                 forked=self._forked)
             self._import_error = None
         except PreloadFailed as exc:
@@ -422,11 +426,10 @@ class ForkLauncher:
         return await asyncio.shield(self._renewing)
 
     async def start(self, socket_path: str) -> ForkedProcess | LocalProcess:
-        argv = [*self.args, "--socket", socket_path]
         if self._fresh is None:
             try:
                 forker = await self._forker_for_start()
-                return await forker.fork(argv, self.env, self.cwd, self.user)
+                return await forker.fork(self.start_params.for_container(socket_path), self.env, self.cwd, self.user)
             except Unforkable as exc:
                 self._fresh = f"started as a fresh process, not forked: {exc}"
                 note = self._fresh
@@ -483,18 +486,15 @@ class ZygoteRuntime:
         self._checked = time.monotonic()
         self._watch: asyncio.Task[None] | None = None
 
-    def launcher(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, fork: bool, log: Log,
+    def launcher(self, python: str, start: Start, *, env: Mapping[str, str], cwd: Path, fork: bool, log: Log,
                  startup_timeout: float = 300.0, user: AppUser | None = None) -> ForkLauncher | LocalLauncher:
-        python, rest = argv[0], list(argv[1:])
-        if rest[:2] != ["-m", "wisp._runtime"]:
-            return LocalLauncher(argv, env, cwd, user=user)
         if not fork:
-            return LocalLauncher(argv, env, cwd, user=user,
+            return LocalLauncher(python, start, env, cwd, user=user,
                                  note="started as a fresh process: the function asks for one (fork=False)")
         if self._watch is None:
             self._watch = asyncio.ensure_future(self._watch_wisp())
         self._users[python] += 1
-        launcher = ForkLauncher(self, argv, env, cwd, log, startup_timeout, user)
+        launcher = ForkLauncher(self, python, start, env, cwd, log, startup_timeout, user)
         self._launchers.add(launcher)
         return launcher
 
