@@ -48,7 +48,7 @@ class Pipe(asyncio.Protocol):
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # asyncio passes a BaseTransport; a stream socket's is a Transport
 
     def data_received(self, data: bytes) -> None:
         if self.peer is None:

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     kwargs = _kwargs(fn, args.args)
     try:
         with stub.run():
-            result = fn.remote(**kwargs) if remote else fn(**kwargs)  # type: ignore[attr-defined]
+            result = fn.remote(**kwargs) if remote else fn(**kwargs)  # type: ignore[attr-defined]  # the call forms @stub.function attached
             if inspect.iscoroutine(result):
                 import asyncio
 

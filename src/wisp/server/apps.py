@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import io
 import os
@@ -428,9 +429,12 @@ class AppManager:
             self._draining.add(task)
             self._retiring[pool] = app.id
             task.add_done_callback(self._draining.discard)
-            task.add_done_callback(lambda _, pool=pool: self._retiring.pop(pool, None))  # type: ignore[misc]
             self._draining_versions[pool] = (app.id, app.version)
-            task.add_done_callback(lambda _, pool=pool: self._drained(pool))  # type: ignore[misc]
+            task.add_done_callback(functools.partial(self._drain_done, pool))
+
+    def _drain_done(self, pool: FunctionPool, task: asyncio.Future[None]) -> None:
+        self._retiring.pop(pool, None)
+        self._drained(pool)
 
     def _drained(self, pool: FunctionPool) -> None:
         drained = self._draining_versions.pop(pool, None)
@@ -616,7 +620,7 @@ class AppManager:
         return out
 
     def _pool_gauge(self, key: str) -> list[tuple[Labels, float]]:
-        return [(labels, float(pool.status()[key])) for labels, pool in self._pools_with_labels()]  # type: ignore[arg-type]
+        return [(labels, float(pool.status()[key])) for labels, pool in self._pools_with_labels()]  # type: ignore[arg-type]  # these keys hold ints
 
     def describe(self, app: RunningApp) -> dict[str, Any]:
         endpoints = []

@@ -92,7 +92,7 @@ class ClientConnection(asyncio.Protocol):
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # asyncio passes a BaseTransport; a stream socket's is a Transport
         self.transport.set_write_buffer_limits(WRITE_BUFFER_HIGH)  # see upstream.py
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
