@@ -6,7 +6,7 @@ import sys
 
 from .._session import output as _output
 from ..client import ClientError
-from . import app, deploy, image, modal_env, run, secret, serve, server, token
+from . import app, dashboard, deploy, image, modal_env, run, secret, serve, server, token
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     p = tokens.add_parser("revoke", help="revoke a token: refused from the next request")
     p.add_argument("name", help="the token's name, or a proxy token's key (wk-...)")
     p.set_defaults(run=token.revoke)
+
+    p = sub.add_parser("dashboard", help="print a one-time link to the dashboard (apps, containers, live)")
+    p.add_argument("--open", action="store_true", help="also open it in a browser")
+    p.add_argument("--port", type=int, help="gateway port if the server must be started")
+    p.set_defaults(run=dashboard.run)
 
     modal = sub.add_parser("modal", help="use Modal's own client (the `modal` CLI) with this server").add_subparsers(dest="action", required=True, metavar="ACTION")
     p = modal.add_parser("env", help='print the exports for `eval "$(wisp modal env)"` (starts the server if needed)')

@@ -21,6 +21,7 @@ from .._secret import check_env, check_name
 from .._urls import app_id_for
 from .apps import AppManager, DeployError
 from .auth import ADMIN, Principal, action_of, app_refusal, route_refusal
+from .dashboard import DashboardAuth, dashboard_routes
 from .spawned import RESULT_TTL
 
 
@@ -221,7 +222,15 @@ def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], di
                       info: dict[str, Any]) -> ASGIApp:
     """`shutdown()` starts the server's stop and says how (its grace, requests in progress)."""
     api = _ControlAPI(manager, shutdown, info)
+    dashboard = DashboardAuth()
+
+    async def dashboard_login(request: Request) -> Response:
+        """A one-time link to the dashboard (admin token only): `wisp dashboard` prints it."""
+        return JSONResponse({"path": dashboard.login_path()}, status_code=201)
+
     routes = [
+        Route("/v1/dashboard/login", dashboard_login, methods=["POST"]),
+        *dashboard_routes(manager, dashboard),
         Route("/v1/health", api.health),
         Route("/v1/apps", api.list_apps),
         Route("/v1/apps/{app_id}", api.put_app, methods=["PUT"]),
@@ -283,7 +292,7 @@ def _require_token(app: ASGIApp, expected: bytes, identify: Callable[[str], Prin
     tokens get 401; a known token asking for what it may not do gets 403 saying what it may do."""
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and not scope["path"].startswith("/dashboard/"):  # it has its own sessions
             given = dict(scope["headers"]).get(b"authorization", b"")
             who = ADMIN if hmac.compare_digest(given, expected) else None
             if who is None and given.startswith(b"Bearer "):

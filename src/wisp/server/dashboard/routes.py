@@ -1,0 +1,107 @@
+"""The dashboard's HTTP side, mounted in the control API under /dashboard."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from importlib import resources
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from .sessions import Sessions
+
+if TYPE_CHECKING:
+    from ..apps import AppManager
+
+COOKIE = "wisp_session"
+EVERY = 1.0  # seconds between two snapshots on the live stream
+LOGIN_AGAIN = "Open the dashboard through a new link: `wisp dashboard` prints one."
+
+
+class DashboardAuth:
+    """The dashboard's sessions, which the control API's login-link endpoint hands out."""
+
+    def __init__(self) -> None:
+        self.sessions = Sessions()
+
+    def login_path(self) -> str:
+        return f"/dashboard/login?code={self.sessions.new_code(time.monotonic())}"
+
+
+def _asset(name: str) -> bytes:
+    return resources.files(__package__).joinpath("static", name).read_bytes()
+
+
+def dashboard_routes(manager: AppManager, auth: DashboardAuth) -> list[Route]:
+    sessions = auth.sessions
+
+    def signed_in(request: Request) -> bool:
+        return sessions.valid(request.cookies.get(COOKIE), time.monotonic())
+
+    def refused() -> JSONResponse:
+        return JSONResponse({"error": f"Not signed in to the wisp dashboard (or the session expired). {LOGIN_AGAIN}"},
+                            status_code=401)
+
+    async def login(request: Request) -> Response:
+        session = sessions.redeem(request.query_params.get("code", ""), time.monotonic())
+        if session is None:
+            return JSONResponse({"error": f"This login link was used already or has expired. {LOGIN_AGAIN}"},
+                                status_code=401)
+        response = RedirectResponse("/dashboard/", status_code=303)
+        response.set_cookie(COOKIE, session, httponly=True, samesite="strict", path="/dashboard")
+        return response
+
+    async def page(request: Request) -> Response:
+        if not signed_in(request):
+            return refused()
+        return Response(_asset("index.html"), media_type="text/html; charset=utf-8",
+                        headers={"Cache-Control": "no-store", "Content-Security-Policy": "default-src 'self'"})
+
+    async def script(request: Request) -> Response:
+        return Response(_asset("dashboard.js"), media_type="text/javascript; charset=utf-8")
+
+    async def style(request: Request) -> Response:
+        return Response(_asset("dashboard.css"), media_type="text/css; charset=utf-8")
+
+    async def apps(request: Request) -> Response:
+        if not signed_in(request):
+            return refused()
+        return JSONResponse({"apps": manager.list()})
+
+    async def events(request: Request) -> Response:
+        """A snapshot of every app each second, as server-sent events, while the page is open."""
+        if not signed_in(request):
+            return refused()
+
+        async def stream() -> AsyncIterator[bytes]:
+            while not await request.is_disconnected():
+                yield b"data: " + json.dumps({"apps": manager.list(), "at": time.time()}).encode() + b"\n\n"
+                await asyncio.sleep(EVERY)
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+    async def stop_app(request: Request) -> Response:
+        if not signed_in(request):
+            return refused()
+        origin = request.headers.get("origin", "")
+        if origin != f"{request.url.scheme}://{request.url.netloc}":
+            return JSONResponse({"error": "Refused: an action must come from the dashboard's own page."},
+                                status_code=403)
+        app_id = request.path_params["app_id"]
+        if not await manager.stop(app_id):
+            return JSONResponse({"error": f"No app named {app_id!r}."}, status_code=404)
+        return JSONResponse({"stopped": app_id})
+
+    return [
+        Route("/dashboard/login", login),
+        Route("/dashboard/", page),
+        Route("/dashboard/dashboard.js", script),
+        Route("/dashboard/dashboard.css", style),
+        Route("/dashboard/api/apps", apps),
+        Route("/dashboard/api/events", events),
+        Route("/dashboard/api/apps/{app_id}/stop", stop_app, methods=["POST"]),
+    ]

@@ -1,0 +1,160 @@
+"""The dashboard (issue 17, first slice): a one-time login link becomes an HttpOnly session; the
+page lists apps and their containers live (server-sent events) and stops an app; without the
+session everything answers 401. The browser tests drive Debian's headless Chromium."""
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from .conftest import REPO, Wisp, get, start_wisp, wait_until
+
+pytestmark = pytest.mark.e2e
+ARTIFACTS = REPO / "test-artifacts"  # screenshots, kept after the run (git ignores them)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wisp]:
+    root = tmp_path_factory.mktemp("dashboard")
+    wisp = start_wisp(root / "home")
+    try:
+        shutil.copy(REPO / "tests" / "e2e" / "apps" / "dash_app.py", root / "dash_app.py")
+        wisp.run("deploy", str(root / "dash_app.py"))
+        yield wisp
+    finally:
+        wisp.run("server", "stop", check=False)
+
+
+def login_url(wisp: Wisp) -> str:
+    out = wisp.run("dashboard").stdout.splitlines()[0]
+    assert "/dashboard/login?code=" in out and (wisp.home / "token").read_text().strip() not in out
+    return out
+
+
+def base(url: str) -> str:
+    return url.split("/dashboard/", 1)[0]
+
+
+def signed_in(wisp: Wisp) -> tuple[requests.Session, str]:
+    url = login_url(wisp)
+    session = requests.Session()
+    answer = session.get(url, timeout=30)
+    assert answer.status_code == 200 and "<title>wisp</title>" in answer.text
+    return session, base(url)
+
+
+def test_the_login_link_works_once_and_sets_an_httponly_session(server: Wisp) -> None:
+    url = login_url(server)
+    first = requests.get(url, allow_redirects=False, timeout=30)
+    assert first.status_code == 303 and first.headers["location"] == "/dashboard/"
+    cookie = first.headers["set-cookie"]
+    assert "wisp_session=" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+    again = requests.get(url, allow_redirects=False, timeout=30)
+    assert again.status_code == 401 and "wisp dashboard" in again.json()["error"]
+
+
+@pytest.mark.parametrize("path", ["/dashboard/", "/dashboard/api/apps", "/dashboard/api/events"])
+def test_without_the_session_cookie_everything_is_401(server: Wisp, path: str) -> None:
+    _, root = signed_in(server)
+    answer = requests.get(root + path, timeout=30)
+    assert answer.status_code == 401 and "Not signed in" in answer.json()["error"]
+    forged = requests.get(root + path, cookies={"wisp_session": "guessed"}, timeout=30)
+    assert forged.status_code == 401
+
+
+def test_the_apps_api_and_the_live_stream_list_deployed_and_served_apps(server: Wisp, tmp_path: Path) -> None:
+    session, root = signed_in(server)
+    script = tmp_path / "dash_app.py"
+    shutil.copy(REPO / "tests" / "e2e" / "apps" / "dash_app.py", script)
+    with server.serve(script) as serving:
+        serving.wait_for("Watching")
+        listed = {(a["name"], a["mode"]) for a in session.get(root + "/dashboard/api/apps", timeout=30).json()["apps"]}
+        assert {("dash", "deploy"), ("dash", "serve")} <= listed, listed
+        with session.get(root + "/dashboard/api/events", stream=True, timeout=30) as stream:
+            line = next(raw for raw in stream.iter_lines() if raw.startswith(b"data: "))
+        snapshot = json.loads(line[len(b"data: "):])
+        assert {a["id"] for a in snapshot["apps"]} >= {"dash", "dash-dev"}
+
+
+def test_an_action_needs_the_session_and_the_pages_own_origin(server: Wisp, tmp_path: Path) -> None:
+    session, root = signed_in(server)
+    shutil.copy(REPO / "tests" / "e2e" / "apps" / "dash_app.py", tmp_path / "dash_app.py")
+    script = tmp_path / "dash_app.py"
+    script.write_text(script.read_text().replace('"dash"', '"dash-stoppable"'))
+    server.run("deploy", str(script))
+    stop = root + "/dashboard/api/apps/dash-stoppable/stop"
+    assert requests.post(stop, headers={"Origin": root}, timeout=30).status_code == 401  # no session
+    assert session.post(stop, headers={"Origin": "http://evil.example"}, timeout=30).status_code == 403
+    assert session.post(stop, timeout=30).status_code == 403  # no Origin at all
+    assert session.post(stop, headers={"Origin": root}, timeout=60).json() == {"stopped": "dash-stoppable"}
+    listed = server.run("app", "list").stdout
+    assert any(line.split()[:2] == ["dash-stoppable", "stopped"] for line in listed.splitlines()), listed
+
+
+# -- in a real browser ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1100,900"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _shot(driver: object, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / f"dashboard-{name}.png"))  # type: ignore[attr-defined]
+
+
+def test_in_a_browser_the_page_follows_traffic_and_stops_an_app(server: Wisp, browser: object) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    driver.get(login_url(server))  # type: ignore[attr-defined]
+    card = '[data-app="dash"] [data-function="slow"] .containers'
+
+    def containers_text() -> str:
+        found = driver.find_elements(By.CSS_SELECTOR, card)  # type: ignore[attr-defined]
+        return found[0].text if found else ""
+
+    wait_until(lambda: containers_text() != "", timeout=30, message="the app's card")
+    before = containers_text()
+    busy = [threading.Thread(target=get, args=(server.url("dash--slow", "/?s=4"),)) for _ in range(2)]
+    for thread in busy:
+        thread.start()
+    wait_until(lambda: "busy" in containers_text(), timeout=30, message="busy containers on the page, no reload")
+    _shot(driver, "busy")
+    assert containers_text() != before
+    for thread in busy:
+        thread.join()
+
+    driver.find_element(By.CSS_SELECTOR, '[data-app="dash"] button.danger').click()  # type: ignore[attr-defined]
+    driver.switch_to.alert.accept()  # type: ignore[attr-defined]  # the confirmation
+    wait_until(lambda: any(line.split()[:2] == ["dash", "stopped"] for line in server.run("app", "list").stdout.splitlines()),
+               timeout=60, message="the app stopped from the page")
+    wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, '[data-app="dash"] .badge.stopped'),  # type: ignore[attr-defined]
+               timeout=30, message="the page to show it stopped")
+    _shot(driver, "stopped")
+
+
+def test_the_control_token_is_never_in_the_page(server: Wisp) -> None:
+    session, root = signed_in(server)
+    token = (server.home / "token").read_text().strip()
+    for path in ("/dashboard/", "/dashboard/dashboard.js", "/dashboard/api/apps"):
+        assert token not in session.get(root + path, timeout=30).text
+
+
