@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,6 +119,32 @@ def browser() -> Iterator[object]:
 def _shot(driver: object, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / f"dashboard-{name}.png"))  # type: ignore[attr-defined]
+
+
+def test_in_a_browser_an_exception_appears_in_the_log_tail(server: Wisp, browser: object) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    driver.get(login_url(server))  # type: ignore[attr-defined]
+    wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, '[data-app="dash"] button.toggle'),  # type: ignore[attr-defined]
+               timeout=30, message="the app's card")
+    driver.find_element(By.CSS_SELECTOR, '[data-app="dash"] button.toggle').click()  # type: ignore[attr-defined]
+    log = '[data-panel="dash"] pre.log'
+
+    def tail() -> str:
+        found = driver.find_elements(By.CSS_SELECTOR, log)  # type: ignore[attr-defined]
+        return found[0].get_attribute("textContent") if found else ""
+
+    wait_until(lambda: "deploy dash version 1" in tail(), timeout=30, message="the log's backlog")
+    sent = time.monotonic()
+    assert get(server.url("dash--boom")).status_code == 500
+    wait_until(lambda: "RuntimeError: dashboard-boom" in tail(), timeout=20, message="the traceback in the tail")
+    print(f"\nthe exception reached the page's log tail {time.monotonic() - sent:.2f} s after the request was sent")
+    versions = driver.find_elements(By.CSS_SELECTOR, '[data-panel="dash"] .versions li')  # type: ignore[attr-defined]
+    assert versions and versions[0].text.startswith("version 1 · deployed")
+    driver.find_element(By.CSS_SELECTOR, '[data-panel="dash"] .filter').send_keys("no line has this")  # type: ignore[attr-defined]
+    wait_until(lambda: tail() == "", timeout=10, message="the filter to hide every line")
+    _shot(driver, "logs")
 
 
 def test_in_a_browser_the_page_follows_traffic_and_stops_an_app(server: Wisp, browser: object) -> None:

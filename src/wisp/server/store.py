@@ -279,6 +279,12 @@ class Store:
             raise StoreError(f"the spec of its version {version} is not valid JSON ({exc})") from None
         return VersionRow(app_id, version, spec, row[1])
 
+    def version_history(self, app_id: str) -> list[tuple[int, float]]:
+        """(version, when it was deployed) of the versions kept, newest first."""
+        rows = self._db.execute("SELECT version, created_at FROM versions WHERE app_id = ? ORDER BY version DESC",
+                                (app_id,))
+        return [(int(v), float(t)) for v, t in rows]
+
     def version_numbers(self, app_id: str) -> list[int]:
         return [row[0] for row in self._db.execute("SELECT version FROM versions WHERE app_id = ? ORDER BY version",
                                                    (app_id,))]

@@ -11,3 +11,9 @@ app = wisp.App("dash")
 def slow(s: float = 0.0):
     time.sleep(s)
     return {"slept": s}
+
+
+@app.function()
+@wisp.fastapi_endpoint()
+def boom():
+    raise RuntimeError("dashboard-boom: raised on purpose")

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 COOKIE = "wisp_session"
 EVERY = 1.0  # seconds between two snapshots on the live stream
+LOG_EVERY = 0.5  # seconds between two looks at a followed log (a file has no change event)
+LOG_BACKLOG = 64 * 1024  # what a new log view shows of what was written before it opened
 LOGIN_AGAIN = "Open the dashboard through a new link: `wisp dashboard` prints one."
 
 
@@ -84,6 +86,31 @@ def dashboard_routes(manager: AppManager, auth: DashboardAuth) -> list[Route]:
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
+    async def versions(request: Request) -> Response:
+        if not signed_in(request):
+            return refused()
+        history = manager.store.version_history(request.path_params["app_id"])
+        return JSONResponse({"versions": [{"version": v, "deployed_at": t} for v, t in history]})
+
+    async def logs(request: Request) -> Response:
+        """The app's log as it is written (server-sent events): its last 64 KiB, then new lines."""
+        if not signed_in(request):
+            return refused()
+        app_id = request.path_params["app_id"]
+        if manager.store.app(app_id) is None and app_id not in manager.logs:
+            return JSONResponse({"error": f"No app named {app_id!r}."}, status_code=404)
+        log = manager.log(app_id)
+
+        async def stream() -> AsyncIterator[bytes]:
+            offset = max(log.read(0)[1] - LOG_BACKLOG, 0)
+            while not await request.is_disconnected():
+                text, offset = log.read(offset)
+                if text:
+                    yield b"data: " + json.dumps({"lines": text.splitlines()}).encode() + b"\n\n"
+                await asyncio.sleep(LOG_EVERY)
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
     async def stop_app(request: Request) -> Response:
         if not signed_in(request):
             return refused()
@@ -104,4 +131,6 @@ def dashboard_routes(manager: AppManager, auth: DashboardAuth) -> list[Route]:
         Route("/dashboard/api/apps", apps),
         Route("/dashboard/api/events", events),
         Route("/dashboard/api/apps/{app_id}/stop", stop_app, methods=["POST"]),
+        Route("/dashboard/api/apps/{app_id}/versions", versions),
+        Route("/dashboard/api/apps/{app_id}/logs", logs),
     ]

@@ -3,6 +3,7 @@
 
 const appsEl = document.getElementById("apps");
 const statusEl = document.getElementById("status");
+const panels = new Map();  // app id -> its log/version panel, kept across re-renders
 
 function text(tag, value, cls) {
   const el = document.createElement(tag);
@@ -46,6 +47,10 @@ function appCard(app) {
     stop.addEventListener("click", () => stopApp(app.id));
     title.append(stop);
   }
+  const logsButton = text("button", "Logs & versions");
+  logsButton.className = "toggle";
+  logsButton.addEventListener("click", () => togglePanel(app.id));
+  title.append(logsButton);
   card.append(title);
   if (app.error) card.append(text("p", app.error, "error"));
   const fns = [...(app.endpoints || []), ...(app.functions || [])];
@@ -60,7 +65,46 @@ function appCard(app) {
     table.append(head, body);
     card.append(table);
   }
+  const panel = panels.get(app.id);
+  if (panel) card.append(panel.el);
   return card;
+}
+
+// A panel per app: its log as it is written (filtered by container, or any text) and its versions.
+function togglePanel(id) {
+  const open = panels.get(id);
+  if (open) {
+    open.source.close();
+    open.el.remove();
+    panels.delete(id);
+    return;
+  }
+  const el = document.createElement("div");
+  el.className = "panel";
+  el.dataset.panel = id;
+  const filter = document.createElement("input");
+  filter.placeholder = "filter: a container (c3), or any text";
+  filter.className = "filter";
+  const pre = document.createElement("pre");
+  pre.className = "log";
+  const versions = document.createElement("ul");
+  versions.className = "versions";
+  el.append(text("h3", "Log"), filter, pre, text("h3", "Versions"), versions);
+  const lines = [];
+  const show = () => {
+    const needle = filter.value.trim();
+    pre.textContent = lines.filter((line) => !needle || line.includes(needle)).slice(-400).join("\n");
+    pre.scrollTop = pre.scrollHeight;
+  };
+  filter.addEventListener("input", show);
+  const source = new EventSource(`/dashboard/api/apps/${encodeURIComponent(id)}/logs`);
+  source.onmessage = (event) => { lines.push(...JSON.parse(event.data).lines); show(); };
+  fetch(`/dashboard/api/apps/${encodeURIComponent(id)}/versions`).then((r) => r.json()).then((data) => {
+    versions.replaceChildren(...(data.versions || []).map((v) =>
+      text("li", `version ${v.version} · deployed ${new Date(v.deployed_at * 1000).toLocaleString()}`)));
+  });
+  panels.set(id, {el, source});
+  document.querySelector(`[data-app="${CSS.escape(id)}"]`)?.append(el);
 }
 
 function render(snapshot) {
