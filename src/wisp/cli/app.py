@@ -35,6 +35,15 @@ def stop(args: argparse.Namespace) -> int:
     return server.request("DELETE", f"/v1/apps/{args.name}", f"Stopped app {args.name}.")
 
 
+def rollback(args: argparse.Namespace) -> int:
+    """Deploy a kept earlier version again, as a new version."""
+    query = "" if args.version is None else f"?version={args.version}"
+    return server.request("POST", f"/v1/apps/{args.name}/rollback{query}",
+                          lambda app: f"Rolled {app['name']} back to "
+                                      f"{'version ' + str(args.version) if args.version is not None else 'the version before'}"
+                                      f": it serves as version {app['version']}.")
+
+
 def logs(args: argparse.Namespace) -> int:
     client = server.running()
     if client is None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hmac
 import io
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._image import MOUNT_BLOBS
 from .._protocol import Start
 from .._spec import AppSpec, FunctionSpec
 from .._urls import app_id_for, call_label, endpoint_urls, make_label
@@ -35,7 +37,7 @@ from .logs import AppLog
 from .metrics import Gauge, Labels, Metrics
 from .pool import FunctionPool, PoolConfig
 from .runtime import NotReady, Runtime
-from .runtime.placement import check_local_runtime, container_settings, place_files
+from .runtime.placement import check_local_runtime, container_settings, local_path, place_files
 from .spawned import SpawnedCalls
 from .store import AppRow, Store, StoreError
 
@@ -508,6 +510,28 @@ class AppManager:
         if resumed:
             print(f"wisp server: {resumed} spawned call(s) that had not ended run again", flush=True)
 
+    async def rollback(self, app_id: str, version: int | None = None,
+                       progress: Progress | None = None) -> dict[str, Any]:
+        """Deploy a kept earlier version of a deployed app again, as a new version: built, proven
+        ready and switched in like any deploy (the current one serves until then). `version`
+        None: the one before the current. Named secrets are read afresh."""
+        row = self.store.app(app_id)
+        if row is None or row.mode != "deploy":
+            raise DeployError(404, f"No deployed app named {app_id!r}. `wisp app list` shows the apps.")
+        kept = sorted(v for v in self.store.version_numbers(app_id) if v != row.version)
+        target = version if version is not None else max((v for v in kept if v < row.version), default=None)
+        if target is None or target not in kept:
+            which = f"version {version}" if version is not None else "an earlier version"
+            raise DeployError(400, f"App {app_id!r} has no {which} kept to roll back to (kept: "
+                                   f"{', '.join(map(str, kept)) or 'none besides the current'}; WISP_KEEP_VERSIONS "
+                                   "keeps more).")
+        files_dir, spec = self._saved_version(dataclasses.replace(row, version=target))
+        inline = sorted({r.keys[0] if r.keys else "?" for f in spec.functions for r in f.secrets if r.name is None})
+        if inline:
+            raise DeployError(400, f"Version {target} of {app_id!r} uses secrets given in the script (from_dict / "
+                                   "from_dotenv), whose values wisp does not keep: deploy that code again instead.")
+        return await self.deploy(spec.to_dict(), "deploy", _version_tarball(spec, files_dir), None, progress)
+
     async def _restore(self, row: AppRow) -> None:
         files_dir, spec = self._saved_version(row)
         labels = _labels(spec, row.mode, row.id)
@@ -748,3 +772,18 @@ def resolve_secrets(spec: AppSpec, lookup: Callable[[str], dict[str, str] | None
 
 def secrets_equal(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _version_tarball(spec: AppSpec, files_dir: Path) -> bytes:
+    """A kept version's folder as a deploy's tarball: its files, and the images' local files
+    again under MOUNT_BLOBS by their digests, read from where they were placed."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
+        tar.add(files_dir, arcname=".", recursive=True)
+        done: set[str] = set()
+        for fn in spec.functions:
+            for _, remote, sha in fn.image.local_files():
+                if sha and sha not in done:
+                    done.add(sha)
+                    tar.add(local_path(remote, files_dir), arcname=f"{MOUNT_BLOBS}/{sha}")
+    return buffer.getvalue()

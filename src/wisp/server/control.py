@@ -73,6 +73,16 @@ class _ControlAPI:
             return _error(exc.status, exc.message)
         return JSONResponse(result)
 
+    async def rollback(self, request: Request) -> Response:
+        raw = request.query_params.get("version")
+        if raw is not None and not raw.isdigit():
+            return _error(400, f"version={raw!r} is not a version number; `wisp app list` shows the current one.")
+        try:
+            result = await self.manager.rollback(request.path_params["app_id"], int(raw) if raw else None)
+        except DeployError as exc:
+            return _error(exc.status, exc.message)
+        return JSONResponse(result)
+
     async def list_images(self, request: Request) -> Response:
         return JSONResponse({"images": self.manager.builder.list_images(self.manager.images_in_use())})
 
@@ -237,6 +247,7 @@ def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], di
         Route("/v1/apps/{app_id}", api.stop_app, methods=["DELETE"]),
         Route("/v1/apps/{app_id}/logs", api.logs),
         Route("/v1/apps/{app_id}/heartbeat", api.heartbeat, methods=["POST"]),
+        Route("/v1/apps/{app_id}/rollback", api.rollback, methods=["POST"]),
         Route("/v1/images", api.list_images),
         Route("/v1/images/prune", api.prune_images, methods=["POST"]),
         Route("/v1/secrets", api.list_secrets),

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..apps import DeployError
 from .sessions import Sessions
 
 if TYPE_CHECKING:
@@ -111,13 +112,30 @@ def dashboard_routes(manager: AppManager, auth: DashboardAuth) -> list[Route]:
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
-    async def stop_app(request: Request) -> Response:
+    def action_refused(request: Request) -> JSONResponse | None:
+        """An action needs the session and must come from the dashboard's own page (Origin)."""
         if not signed_in(request):
             return refused()
-        origin = request.headers.get("origin", "")
-        if origin != f"{request.url.scheme}://{request.url.netloc}":
+        if request.headers.get("origin", "") != f"{request.url.scheme}://{request.url.netloc}":
             return JSONResponse({"error": "Refused: an action must come from the dashboard's own page."},
                                 status_code=403)
+        return None
+
+    async def rollback(request: Request) -> Response:
+        if (refusal := action_refused(request)) is not None:
+            return refusal
+        try:
+            version = int((await request.json())["version"])
+            result = await manager.rollback(request.path_params["app_id"], version)
+        except (KeyError, TypeError, ValueError):
+            return JSONResponse({"error": 'Send {"version": N}.'}, status_code=400)
+        except DeployError as exc:
+            return JSONResponse({"error": exc.message}, status_code=exc.status)
+        return JSONResponse({"version": result["version"]})
+
+    async def stop_app(request: Request) -> Response:
+        if (refusal := action_refused(request)) is not None:
+            return refusal
         app_id = request.path_params["app_id"]
         if not await manager.stop(app_id):
             return JSONResponse({"error": f"No app named {app_id!r}."}, status_code=404)
@@ -132,5 +150,6 @@ def dashboard_routes(manager: AppManager, auth: DashboardAuth) -> list[Route]:
         Route("/dashboard/api/events", events),
         Route("/dashboard/api/apps/{app_id}/stop", stop_app, methods=["POST"]),
         Route("/dashboard/api/apps/{app_id}/versions", versions),
+        Route("/dashboard/api/apps/{app_id}/rollback", rollback, methods=["POST"]),
         Route("/dashboard/api/apps/{app_id}/logs", logs),
     ]

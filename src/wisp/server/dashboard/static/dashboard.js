@@ -49,7 +49,7 @@ function appCard(app) {
   }
   const logsButton = text("button", "Logs & versions");
   logsButton.className = "toggle";
-  logsButton.addEventListener("click", () => togglePanel(app.id));
+  logsButton.addEventListener("click", () => togglePanel(app.id, app.mode === "deploy" ? app.version : null));
   title.append(logsButton);
   card.append(title);
   if (app.error) card.append(text("p", app.error, "error"));
@@ -71,7 +71,7 @@ function appCard(app) {
 }
 
 // A panel per app: its log as it is written (filtered by container, or any text) and its versions.
-function togglePanel(id) {
+function togglePanel(id, current) {
   const open = panels.get(id);
   if (open) {
     open.source.close();
@@ -100,8 +100,15 @@ function togglePanel(id) {
   const source = new EventSource(`/dashboard/api/apps/${encodeURIComponent(id)}/logs`);
   source.onmessage = (event) => { lines.push(...JSON.parse(event.data).lines); show(); };
   fetch(`/dashboard/api/apps/${encodeURIComponent(id)}/versions`).then((r) => r.json()).then((data) => {
-    versions.replaceChildren(...(data.versions || []).map((v) =>
-      text("li", `version ${v.version} · deployed ${new Date(v.deployed_at * 1000).toLocaleString()}`)));
+    versions.replaceChildren(...(data.versions || []).map((v) => {
+      const item = text("li", `version ${v.version} · deployed ${new Date(v.deployed_at * 1000).toLocaleString()}`);
+      if (current !== null && v.version !== current) {
+        const back = text("button", "Roll back to this", "rollback");
+        back.addEventListener("click", () => rollBack(id, v.version));
+        item.append(" ", back);
+      }
+      return item;
+    }));
   });
   panels.set(id, {el, source});
   document.querySelector(`[data-app="${CSS.escape(id)}"]`)?.append(el);
@@ -112,6 +119,15 @@ function render(snapshot) {
   appsEl.replaceChildren(...(apps.length ? apps.map(appCard)
     : [text("p", "No apps yet: wisp deploy script.py or wisp serve script.py.", "muted")]));
   statusEl.textContent = `live · ${new Date((snapshot.at || Date.now() / 1000) * 1000).toLocaleTimeString()}`;
+}
+
+async function rollBack(id, version) {
+  if (!confirm(`Deploy version ${version} of ${id} again, as a new version?`)) return;
+  const answer = await fetch(`/dashboard/api/apps/${encodeURIComponent(id)}/rollback`, {
+    method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify({version}),
+  });
+  const data = await answer.json();
+  alert(answer.ok ? `${id} serves version ${version}'s code as version ${data.version}.` : data.error);
 }
 
 async function stopApp(id) {
