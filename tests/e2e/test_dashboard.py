@@ -164,10 +164,18 @@ def test_in_a_browser_the_page_follows_traffic_and_stops_an_app(server: Wisp, br
     for thread in busy:
         thread.start()
     wait_until(lambda: "busy" in containers_text(), timeout=30, message="busy containers on the page, no reload")
+    driver.find_element(By.CSS_SELECTOR, '[data-app="dash"] button.toggle').click()  # type: ignore[attr-defined]
+    rate = '[data-panel="dash"] .chart-row[data-function="slow"] .chart[data-series="requests"]'
+
+    def chart_max() -> float:
+        found = driver.find_elements(By.CSS_SELECTOR, rate)  # type: ignore[attr-defined]
+        return float(found[0].get_attribute("data-max")) if found else 0.0
+
+    for thread in busy:
+        thread.join()  # the requests are answered: the next second's point counts them
+    wait_until(lambda: chart_max() > 0, timeout=30, message="the request-rate chart to show the traffic")
     _shot(driver, "busy")
     assert containers_text() != before
-    for thread in busy:
-        thread.join()
 
     driver.find_element(By.CSS_SELECTOR, '[data-app="dash"] button.danger').click()  # type: ignore[attr-defined]
     driver.switch_to.alert.accept()  # type: ignore[attr-defined]  # the confirmation

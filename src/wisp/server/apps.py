@@ -30,6 +30,7 @@ from .auth import (
     new_deploy_token,
     new_proxy_token,
 )
+from .dashboard.history import History, summarize
 from .gateway import Admit, Target
 from .images import ImageBuildError, LocalImageBuilder, Progress, build_key
 from .isolation import AppUser, allocate_uid, app_user, base_env, own_tree
@@ -102,6 +103,7 @@ class AppManager:
             Gauge("wisp_in_flight_requests", "Requests being served.", lambda: self._pool_gauge("in_flight")),
         ]
         self.apps: dict[str, RunningApp] = {}
+        self.history = History()  # the dashboard's charts: a point a second per function, 15 min
         self.logs: dict[str, AppLog] = {}
         self._draining: set[asyncio.Task[None]] = set()
         self._retiring: dict[FunctionPool, str] = {}  # draining or stopping -> app id: their images stay
@@ -582,6 +584,9 @@ class AppManager:
                 continue
             for pool in app.pools.values():
                 pool.tick()
+                self.history.add(app.id, pool.spec.name, summarize(pool.take_window(), pool.container_states(),
+                                                                   time.time()))
+        self.history.forget(set(self.apps) | {row.id for row in self.store.apps()})
         self.calls.expire()
         while self._prune_pending:  # versions that were still draining at their app's last deploy
             await self._prune_versions(self._prune_pending.pop())

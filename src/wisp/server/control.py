@@ -21,7 +21,7 @@ from .._secret import check_env, check_name
 from .._urls import app_id_for
 from .apps import AppManager, DeployError
 from .auth import ADMIN, Principal, action_of, app_refusal, route_refusal
-from .dashboard import DashboardAuth, dashboard_routes
+from .dashboard.routes import DashboardAuth, dashboard_routes
 from .spawned import RESULT_TTL
 
 

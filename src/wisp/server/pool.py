@@ -30,6 +30,7 @@ from .autoscaler import (
     start_failed,
     start_succeeded,
 )
+from .dashboard.history import Window
 from .gateway import TargetUnavailable
 from .logs import AppLog
 from .metrics import Labels, Metrics
@@ -69,18 +70,19 @@ class Container:
 
 
 class Lease:
-    __slots__ = ("_container", "_pool", "_released", "socket_path")
+    __slots__ = ("_container", "_pool", "_released", "_since", "socket_path")
 
-    def __init__(self, pool: FunctionPool, container: Container) -> None:
+    def __init__(self, pool: FunctionPool, container: Container, since: float) -> None:
         self._pool = pool
         self._container = container
+        self._since = since  # the pool's clock when the slot was handed out
         self.socket_path = container.socket_path
         self._released = False
 
     def release(self, *, broken: bool = False, status: int | None = None) -> None:
         if not self._released:
             self._released = True
-            self._pool._release(self._container, status, broken)
+            self._pool._release(self._container, status, broken, self._since)
 
 
 class FunctionPool:
@@ -117,6 +119,7 @@ class FunctionPool:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._retry_scheduled = False
+        self.window = Window()  # what happened since the dashboard's last sample (take_window)
         # Pulsed when a request ends or stops waiting, and when a container is ready or gone:
         # drain(), stop() and wait_ready() wait on it rather than polling.
         self._changed = asyncio.Event()
@@ -201,15 +204,18 @@ class FunctionPool:
     def _lease(self, container: Container) -> Lease:
         container.in_flight += 1
         self._in_flight += 1
-        container.last_active = self._clock()
-        return Lease(self, container)
+        container.last_active = now = self._clock()
+        return Lease(self, container, now)
 
-    def _release(self, container: Container, status: int | None, broken: bool = False) -> None:
+    def _release(self, container: Container, status: int | None, broken: bool = False, since: float = 0.0) -> None:
         container.in_flight -= 1
         self._in_flight -= 1
-        container.last_active = self._clock()
+        container.last_active = now = self._clock()
         if status is not None:
             self._metrics.requests.inc_with(self._labels, "status", status)
+            window = self.window  # for the dashboard's charts
+            window.durations.append(now - since)
+            window.statuses[status] = window.statuses.get(status, 0) + 1
         if broken and container.state is State.READY:
             # Its connection broke mid-request: most likely it died, and its exit may not have
             # reached us yet. Never hand it another request; a fresh container replaces it.
@@ -235,7 +241,9 @@ class FunctionPool:
             if container is None:
                 return
             self._waiters.popleft()
-            self._metrics.queue_wait.observe(self._labels, self._clock() - since)
+            waited = self._clock() - since
+            self._metrics.queue_wait.observe(self._labels, waited)
+            self.window.waits.append(waited)
             future.set_result(self._lease(container))
 
     # -- carrying out decide() -------------------------------------------------------------
@@ -375,6 +383,7 @@ class FunctionPool:
         self._changed.set()
         took = self._clock() - started
         self._metrics.cold_start.observe(self._labels, took)
+        self.window.cold_starts.append(took)
         if enter_seconds is not None:
             self._metrics.enter.observe(self._labels, enter_seconds)
         self._log.write(f"[wisp] container {c.id} of {self.spec.name} ready in {took:.2f} s")
@@ -465,6 +474,11 @@ class FunctionPool:
         return await self._launcher.ready()
 
     # -- what `wisp app list` and /metrics show ----------------------------------------------
+    def take_window(self) -> Window:
+        """What happened since the last call (the server samples once a second)."""
+        window, self.window = self.window, Window()
+        return window
+
     def container_states(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for c in self._containers:

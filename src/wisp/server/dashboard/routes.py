@@ -5,6 +5,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from importlib import resources
 from typing import TYPE_CHECKING
 
@@ -87,6 +88,14 @@ def dashboard_routes(manager: AppManager, auth: DashboardAuth) -> list[Route]:
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
+    async def history(request: Request) -> Response:
+        """The last 15 minutes of each function of the app, a point a second (the charts)."""
+        if not signed_in(request):
+            return refused()
+        since = float(request.query_params.get("since", "0") or 0)
+        points = manager.history.of(request.path_params["app_id"])
+        return JSONResponse({fn: [asdict(p) for p in ring if p.at > since] for fn, ring in points.items()})
+
     async def versions(request: Request) -> Response:
         if not signed_in(request):
             return refused()
@@ -150,6 +159,7 @@ def dashboard_routes(manager: AppManager, auth: DashboardAuth) -> list[Route]:
         Route("/dashboard/api/events", events),
         Route("/dashboard/api/apps/{app_id}/stop", stop_app, methods=["POST"]),
         Route("/dashboard/api/apps/{app_id}/versions", versions),
+        Route("/dashboard/api/apps/{app_id}/history", history),
         Route("/dashboard/api/apps/{app_id}/rollback", rollback, methods=["POST"]),
         Route("/dashboard/api/apps/{app_id}/logs", logs),
     ]

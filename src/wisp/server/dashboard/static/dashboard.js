@@ -89,7 +89,9 @@ function togglePanel(id, current) {
   pre.className = "log";
   const versions = document.createElement("ul");
   versions.className = "versions";
-  el.append(text("h3", "Log"), filter, pre, text("h3", "Versions"), versions);
+  const charts = document.createElement("div");
+  charts.className = "charts";
+  el.append(text("h3", "Last 15 minutes"), charts, text("h3", "Log"), filter, pre, text("h3", "Versions"), versions);
   const lines = [];
   const show = () => {
     const needle = filter.value.trim();
@@ -110,7 +112,22 @@ function togglePanel(id, current) {
       return item;
     }));
   });
-  panels.set(id, {el, source});
+  const history = {};
+  let since = 0;
+  const refresh = async () => {
+    const answer = await fetch(`/dashboard/api/apps/${encodeURIComponent(id)}/history?since=${since}`);
+    if (!answer.ok) return;
+    const data = await answer.json();
+    for (const [fn, points] of Object.entries(data)) {
+      history[fn] = (history[fn] || []).concat(points).slice(-900);
+      if (points.length) since = Math.max(since, points[points.length - 1].at);
+    }
+    drawCharts(charts, history);
+  };
+  refresh();
+  const timer = setInterval(refresh, 2000);
+  source.addEventListener("error", () => {});
+  panels.set(id, {el, source: {close: () => { source.close(); clearInterval(timer); }}});
   document.querySelector(`[data-app="${CSS.escape(id)}"]`)?.append(el);
 }
 
@@ -139,3 +156,52 @@ async function stopApp(id) {
 const events = new EventSource("/dashboard/api/events");
 events.onmessage = (event) => render(JSON.parse(event.data));
 events.onerror = () => { statusEl.textContent = "disconnected: is the server running? retrying…"; };
+
+// Charts: one small SVG per measure per function, drawn from the history points.
+const SERIES = [
+  ["requests/s", (p) => Object.values(p.by_status).reduce((a, b) => a + b, 0), "requests"],
+  ["5xx/s", (p) => p.by_status["5xx"] || 0, "errors"],
+  ["p50 ms", (p) => p.p50_ms, "p50"],
+  ["p99 ms", (p) => p.p99_ms, "p99"],
+  ["queue wait ms", (p) => p.wait_ms, "wait"],
+  ["cold starts", (p) => p.cold_starts, "cold"],
+  ["containers", (p) => Object.values(p.containers).reduce((a, b) => a + b, 0), "containers"],
+];
+
+function drawCharts(el, history) {
+  el.replaceChildren();
+  for (const [fn, points] of Object.entries(history)) {
+    const row = document.createElement("div");
+    row.className = "chart-row";
+    row.dataset.function = fn;
+    row.append(text("strong", fn));
+    for (const [label, pick, key] of SERIES) row.append(chart(label, points.map(pick), key));
+    el.append(row);
+  }
+}
+
+function chart(label, values, key) {
+  const box = document.createElement("figure");
+  box.className = "chart";
+  box.dataset.series = key;
+  const numbers = values.filter((v) => v !== null && v !== undefined);
+  const max = numbers.length ? Math.max(...numbers) : 0;
+  box.dataset.max = String(max);
+  const last = numbers.length ? numbers[numbers.length - 1] : null;
+  const width = 180, height = 40;
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.setAttribute("preserveAspectRatio", "none");
+  if (values.length > 1 && max > 0) {
+    const step = width / (values.length - 1);
+    const path = values.map((v, i) => `${i ? "L" : "M"}${(i * step).toFixed(1)},${(height - ((v || 0) / max) * (height - 2)).toFixed(1)}`).join(" ");
+    const line = document.createElementNS(ns, "path");
+    line.setAttribute("d", path);
+    svg.append(line);
+  }
+  const caption = document.createElement("figcaption");
+  caption.textContent = `${label}: ${last === null ? "–" : Math.round(last * 10) / 10} (max ${Math.round(max * 10) / 10})`;
+  box.append(svg, caption);
+  return box;
+}

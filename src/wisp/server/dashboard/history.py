@@ -1,0 +1,83 @@
+"""What the dashboard's charts show: a second-by-second summary of each function, kept for the
+last 15 minutes in fixed-size rings. Pure: the pools hand over what happened since the last
+sample (`Window`), `summarize` makes one `Point` of it, `History` keeps the points."""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+KEEP_SECONDS = 15 * 60  # the charts' span; one point a second per function, so 900 points at most
+
+
+@dataclass
+class Window:
+    """What one function did since its last sample; the pool fills it on its hot path with one
+    append per request (no clock read beyond the ones it makes anyway)."""
+
+    # Seconds from lease to release, and answers by status: floats and a counter, not a tuple per
+    # request, so the hot path allocates nothing the garbage collector tracks.
+    durations: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    waits: list[float] = field(default_factory=list)  # seconds a request waited for a container
+    cold_starts: list[float] = field(default_factory=list)  # seconds from start to ready
+
+
+@dataclass(frozen=True)
+class Point:
+    at: float  # wall-clock seconds
+    by_status: dict[str, int]  # "2xx", "4xx", "5xx", "other": requests answered in this second
+    p50_ms: float | None
+    p99_ms: float | None
+    wait_ms: float | None  # mean queue wait of the requests that waited
+    cold_starts: int
+    cold_start_ms: float | None  # mean
+    containers: dict[str, int]
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx" if 200 <= status < 600 else "other"
+
+
+def summarize(window: Window, containers: dict[str, int], at: float) -> Point:
+    by_status: dict[str, int] = {}
+    for status, count in window.statuses.items():
+        key = status_class(status)
+        by_status[key] = by_status.get(key, 0) + count
+    times = sorted(window.durations)
+    return Point(
+        at=at,
+        by_status=by_status,
+        p50_ms=_quantile(times, 0.5) * 1000 if times else None,
+        p99_ms=_quantile(times, 0.99) * 1000 if times else None,
+        wait_ms=sum(window.waits) / len(window.waits) * 1000 if window.waits else None,
+        cold_starts=len(window.cold_starts),
+        cold_start_ms=sum(window.cold_starts) / len(window.cold_starts) * 1000 if window.cold_starts else None,
+        containers=dict(containers),
+    )
+
+
+class History:
+    """Points per (app id, function), each ring holding at most KEEP_SECONDS of them."""
+
+    def __init__(self, keep: int = KEEP_SECONDS) -> None:
+        self.keep = keep
+        self._points: dict[tuple[str, str], deque[Point]] = {}
+
+    def add(self, app_id: str, function: str, point: Point) -> None:
+        ring = self._points.get((app_id, function))
+        if ring is None:
+            ring = self._points[(app_id, function)] = deque(maxlen=self.keep)
+        ring.append(point)
+
+    def of(self, app_id: str) -> dict[str, list[Point]]:
+        return {fn: list(ring) for (app, fn), ring in self._points.items() if app == app_id}
+
+    def forget(self, keep_apps: set[str]) -> None:
+        """Drop the rings of apps no longer known, so a server's memory stays bounded."""
+        for key in [k for k in self._points if k[0] not in keep_apps]:
+            del self._points[key]
