@@ -97,6 +97,35 @@ def test_an_action_needs_the_session_and_the_pages_own_origin(server: Wisp, tmp_
     assert any(line.split()[:2] == ["dash-stoppable", "stopped"] for line in listed.splitlines()), listed
 
 
+def test_a_container_is_drained_from_the_dashboard(server: Wisp) -> None:
+    session, root = signed_in(server)
+    assert get(server.url("dash--slow", "/?s=0")).status_code == 200
+
+    def slow_containers() -> list[dict[str, object]]:
+        apps = session.get(root + "/dashboard/api/apps", timeout=30).json()["apps"]
+        app = next(a for a in apps if a["id"] == "dash")
+        return next(e for e in app["endpoints"] if e["function"] == "slow")["container_list"]
+
+    ready = [c for c in slow_containers() if c["state"] == "ready"]
+    assert ready, slow_containers()
+    cid = ready[0]["id"]
+    stop = f"{root}/dashboard/api/apps/dash/containers/{cid}/stop"
+    assert session.post(stop, timeout=30).status_code == 403  # not from the page
+    assert session.post(stop, headers={"Origin": root}, timeout=30).json() == {"stopping": cid}
+    wait_until(lambda: all(c["id"] != cid or c["state"] == "draining" for c in slow_containers()), timeout=30,
+               message="the container to drain and go")
+    assert "stopped from the dashboard" in server.run("app", "logs", "dash").stdout
+    missing = session.post(f"{root}/dashboard/api/apps/dash/containers/c9999/stop", headers={"Origin": root}, timeout=30)
+    assert missing.status_code == 404
+
+
+def test_recent_calls_are_listed_without_their_data(server: Wisp) -> None:
+    session, root = signed_in(server)
+    answer = session.get(root + "/dashboard/api/apps/dash/calls", timeout=30)
+    assert answer.status_code == 200 and answer.json() == {"calls": []}
+    assert requests.get(root + "/dashboard/api/apps/dash/calls", timeout=30).status_code == 401
+
+
 # -- in a real browser ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:

@@ -474,6 +474,17 @@ class FunctionPool:
         return await self._launcher.ready()
 
     # -- what `wisp app list` and /metrics show ----------------------------------------------
+    def stop_container(self, container_id: str) -> bool:
+        """Drain one container (an operator's action): it takes no new request, finishes the ones
+        it has, runs its exit hooks and stops; the autoscaler starts another if it is still needed."""
+        for c in self._containers:
+            if c.id == container_id and c.state in (State.STARTING, State.READY):
+                self._log.write(f"[wisp] container {c.id} of {self.spec.name} stopped from the dashboard")
+                self._stop(c)
+                self.autoscale()
+                return True
+        return False
+
     def take_window(self) -> Window:
         """What happened since the last call (the server samples once a second)."""
         window, self.window = self.window, Window()
@@ -494,6 +505,8 @@ class FunctionPool:
         observed = self.observed()
         return {
             "containers": self.container_states(),
+            "container_list": [{"id": c.id, "state": "busy" if c.state is State.READY and c.in_flight else c.state.value,
+                                "in_flight": c.in_flight} for c in self._containers],
             "in_flight": observed.in_flight,
             "queued": observed.queued,
             "state": "failed" if self.failed else "ok",

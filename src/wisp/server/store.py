@@ -317,6 +317,12 @@ class Store:
         row = self._db.execute(f"SELECT {_CALL_COLUMNS} FROM calls WHERE id = ?", (call_id,)).fetchone()
         return CallRow(*row) if row else None
 
+    def recent_calls(self, app_id: str, limit: int = 50) -> list[CallRow]:
+        """An app's spawned calls, the newest first (running ones and those kept after they ended)."""
+        rows = self._db.execute(f"SELECT {_CALL_COLUMNS} FROM calls WHERE app_id = ? ORDER BY created_at DESC LIMIT ?",
+                                (app_id, limit))
+        return [CallRow(*row) for row in rows]
+
     def pending_calls(self) -> list[CallRow]:
         rows = self._db.execute(f"SELECT {_CALL_COLUMNS} FROM calls WHERE state = 'pending' ORDER BY created_at")
         return [CallRow(*row) for row in rows]

@@ -96,6 +96,25 @@ def dashboard_routes(manager: AppManager, auth: DashboardAuth) -> list[Route]:
         points = manager.history.of(request.path_params["app_id"])
         return JSONResponse({fn: [asdict(p) for p in ring if p.at > since] for fn, ring in points.items()})
 
+    async def calls(request: Request) -> Response:
+        """The app's recent spawned calls: state, function, when, how long (no inputs or answers)."""
+        if not signed_in(request):
+            return refused()
+        rows = manager.store.recent_calls(request.path_params["app_id"])
+        now = time.time()
+        return JSONResponse({"calls": [
+            {"id": r.id, "function": r.function, "state": r.state, "attempts": r.attempts, "created_at": r.created_at,
+             "seconds": (r.finished_at or now) - r.created_at} for r in rows]})
+
+    async def stop_container(request: Request) -> Response:
+        if (refusal := action_refused(request)) is not None:
+            return refusal
+        app = manager.apps.get(request.path_params["app_id"])
+        cid = request.path_params["container_id"]
+        if app is None or not any(pool.stop_container(cid) for pool in app.pools.values()):
+            return JSONResponse({"error": f"No running container {cid!r} in that app."}, status_code=404)
+        return JSONResponse({"stopping": cid})
+
     async def versions(request: Request) -> Response:
         if not signed_in(request):
             return refused()
@@ -160,6 +179,8 @@ def dashboard_routes(manager: AppManager, auth: DashboardAuth) -> list[Route]:
         Route("/dashboard/api/apps/{app_id}/stop", stop_app, methods=["POST"]),
         Route("/dashboard/api/apps/{app_id}/versions", versions),
         Route("/dashboard/api/apps/{app_id}/history", history),
+        Route("/dashboard/api/apps/{app_id}/calls", calls),
+        Route("/dashboard/api/apps/{app_id}/containers/{container_id}/stop", stop_container, methods=["POST"]),
         Route("/dashboard/api/apps/{app_id}/rollback", rollback, methods=["POST"]),
         Route("/dashboard/api/apps/{app_id}/logs", logs),
     ]

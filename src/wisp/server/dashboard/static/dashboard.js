@@ -27,7 +27,16 @@ function functionRow(fn) {
     link.href = fn.url; link.textContent = fn.url; link.target = "_blank"; link.rel = "noopener";
     name.append(document.createElement("br"), link);
   }
-  row.append(name, text("td", containers(fn.containers), "containers"),
+  const cell = text("td", containers(fn.containers), "containers");
+  for (const c of fn.container_list || []) {
+    if (c.state !== "ready" && c.state !== "busy" && c.state !== "starting") continue;
+    const stop = text("button", `stop ${c.id}`, "container-stop");
+    stop.title = `drain container ${c.id} (${c.state}, ${c.in_flight} in flight): it finishes its requests, then stops`;
+    stop.dataset.container = c.id;
+    stop.addEventListener("click", () => stopContainer(fn.app, c.id));
+    cell.append(document.createElement("br"), stop);
+  }
+  row.append(name, cell,
              text("td", `${fn.in_flight} in flight, ${fn.queued} queued`, "load"));
   const last = document.createElement("td");
   if (fn.state === "failed" || fn.last_error) last.append(text("span", fn.last_error || "failed", "error"));
@@ -36,6 +45,7 @@ function functionRow(fn) {
 }
 
 function appCard(app) {
+  for (const fn of [...(app.endpoints || []), ...(app.functions || [])]) fn.app = app.id;
   const card = document.createElement("section");
   card.className = "app";
   card.dataset.app = app.id;
@@ -91,7 +101,10 @@ function togglePanel(id, current) {
   versions.className = "versions";
   const charts = document.createElement("div");
   charts.className = "charts";
-  el.append(text("h3", "Last 15 minutes"), charts, text("h3", "Log"), filter, pre, text("h3", "Versions"), versions);
+  const callList = document.createElement("ul");
+  callList.className = "calls";
+  el.append(text("h3", "Last 15 minutes"), charts, text("h3", "Log"), filter, pre, text("h3", "Versions"), versions,
+            text("h3", "Spawned calls"), callList);
   const lines = [];
   const show = () => {
     const needle = filter.value.trim();
@@ -123,6 +136,13 @@ function togglePanel(id, current) {
       if (points.length) since = Math.max(since, points[points.length - 1].at);
     }
     drawCharts(charts, history);
+    const recent = await fetch(`/dashboard/api/apps/${encodeURIComponent(id)}/calls`);
+    if (recent.ok) {
+      const list = (await recent.json()).calls || [];
+      callList.replaceChildren(...(list.length ? list.map((c) =>
+        text("li", `${c.id} · ${c.function} · ${c.state} · ${c.seconds.toFixed(2)} s · ${c.attempts} attempt(s)`))
+        : [text("li", "none", "muted")]));
+    }
   };
   refresh();
   const timer = setInterval(refresh, 2000);
@@ -145,6 +165,13 @@ async function rollBack(id, version) {
   });
   const data = await answer.json();
   alert(answer.ok ? `${id} serves version ${version}'s code as version ${data.version}.` : data.error);
+}
+
+async function stopContainer(app, id) {
+  if (!confirm(`Drain and stop container ${id}? It finishes its requests first.`)) return;
+  const answer = await fetch(`/dashboard/api/apps/${encodeURIComponent(app)}/containers/${encodeURIComponent(id)}/stop`,
+                             {method: "POST"});
+  if (!answer.ok) alert((await answer.json()).error || `stop failed (${answer.status})`);
 }
 
 async function stopApp(id) {
