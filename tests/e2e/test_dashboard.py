@@ -222,3 +222,23 @@ def test_the_control_token_is_never_in_the_page(server: Wisp) -> None:
         assert token not in session.get(root + path, timeout=30).text
 
 
+
+
+def test_in_a_browser_the_page_fits_a_phone(server: Wisp, browser: object) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    driver.set_window_size(390, 844)  # type: ignore[attr-defined]
+    try:
+        driver.get(login_url(server))  # type: ignore[attr-defined]
+        wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, ".app"), timeout=30,  # type: ignore[attr-defined]
+                   message="the apps")
+        driver.find_elements(By.CSS_SELECTOR, ".app button.toggle")[0].click()  # type: ignore[attr-defined]
+        wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, ".chart"), timeout=30,  # type: ignore[attr-defined]
+                   message="the charts")
+        overflow = driver.execute_script(  # type: ignore[attr-defined]
+            "return document.documentElement.scrollWidth - window.innerWidth")
+        _shot(driver, "phone")
+        assert overflow <= 1, f"the page is {overflow} px wider than a phone's screen"
+    finally:
+        driver.set_window_size(1100, 900)  # type: ignore[attr-defined]
