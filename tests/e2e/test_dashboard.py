@@ -176,6 +176,41 @@ def test_in_a_browser_an_exception_appears_in_the_log_tail(server: Wisp, browser
     _shot(driver, "logs")
 
 
+def test_in_a_browser_a_deployed_and_a_served_app_are_listed_and_one_is_rolled_back(
+        server: Wisp, browser: object, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    script = tmp_path / "dash_app.py"
+    shutil.copy(REPO / "tests" / "e2e" / "apps" / "dash_app.py", script)
+    script.write_text(script.read_text().replace('return {"slept": s}', 'return {"slept": s, "v": 2}'))
+    server.run("deploy", str(script))  # version 2 of the deployed app
+    with server.serve(script) as serving:
+        serving.wait_for("Watching")
+        driver.get(login_url(server))  # type: ignore[attr-defined]
+        wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, '[data-app="dash-dev"]')  # type: ignore[attr-defined]
+                   and driver.find_elements(By.CSS_SELECTOR, '[data-app="dash"]'),  # type: ignore[attr-defined]
+                   timeout=30, message="the deployed and the served app on the page")
+        _shot(driver, "apps")
+    driver.find_element(By.CSS_SELECTOR, '[data-app="dash"] button.toggle').click()  # type: ignore[attr-defined]
+    back = '[data-panel="dash"] .versions button.rollback'
+    wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, back), timeout=30,  # type: ignore[attr-defined]
+               message="a version to roll back to")
+    driver.find_elements(By.CSS_SELECTOR, back)[-1].click()  # type: ignore[attr-defined]  # the oldest: version 1
+    driver.switch_to.alert.accept()  # type: ignore[attr-defined]  # the confirmation
+    wait_until(lambda: "v" not in get(server.url("dash--slow")).json(), timeout=120, message="version 1's code back")
+    wait_until(lambda: _alert_text(driver), timeout=30, message="the page's answer")
+    assert "serves version 1's code as version 3" in _alert_text(driver)
+    driver.switch_to.alert.accept()  # type: ignore[attr-defined]
+
+
+def _alert_text(driver: object) -> str:
+    try:
+        return str(driver.switch_to.alert.text)  # type: ignore[attr-defined]
+    except Exception:  # no alert yet
+        return ""
+
+
 def test_in_a_browser_the_page_follows_traffic_and_stops_an_app(server: Wisp, browser: object) -> None:
     from selenium.webdriver.common.by import By
 

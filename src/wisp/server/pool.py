@@ -511,4 +511,10 @@ class FunctionPool:
             "queued": observed.queued,
             "state": "failed" if self.failed else "ok",
             "last_error": self.last_error,
+            "settings": {"min_containers": self.settings.min_containers, "max_containers": self.settings.max_containers,
+                         "max_inputs": self.spec.allow_concurrent_inputs, "target_inputs": self.settings.target_per_container,
+                         "buffer_containers": self.settings.buffer_containers,
+                         "scaledown_window": self.settings.scaledown_window, "timeout": self.spec.timeout},
+            "image": {"hash": self.spec.image.hash[:12], "python": self.spec.image.python_version,
+                      "steps": [step.call() for step in self.spec.image.steps]},
         }

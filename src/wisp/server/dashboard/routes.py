@@ -96,6 +96,23 @@ def dashboard_routes(manager: AppManager, auth: DashboardAuth) -> list[Route]:
         points = manager.history.of(request.path_params["app_id"])
         return JSONResponse({fn: [asdict(p) for p in ring if p.at > since] for fn, ring in points.items()})
 
+    async def history_stream(request: Request) -> Response:
+        """The charts live (server-sent events): the kept points at once, then each second's new ones."""
+        if not signed_in(request):
+            return refused()
+        app_id = request.path_params["app_id"]
+
+        async def stream() -> AsyncIterator[bytes]:
+            since = 0.0
+            while not await request.is_disconnected():
+                fresh = {fn: [asdict(p) for p in ring if p.at > since] for fn, ring in manager.history.of(app_id).items()}
+                if any(fresh.values()):
+                    since = max(points[-1]["at"] for points in fresh.values() if points)
+                    yield b"data: " + json.dumps(fresh).encode() + b"\n\n"
+                await asyncio.sleep(EVERY)
+
+        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
     async def calls(request: Request) -> Response:
         """The app's recent spawned calls: state, function, when, how long (no inputs or answers)."""
         if not signed_in(request):
@@ -179,6 +196,7 @@ def dashboard_routes(manager: AppManager, auth: DashboardAuth) -> list[Route]:
         Route("/dashboard/api/apps/{app_id}/stop", stop_app, methods=["POST"]),
         Route("/dashboard/api/apps/{app_id}/versions", versions),
         Route("/dashboard/api/apps/{app_id}/history", history),
+        Route("/dashboard/api/apps/{app_id}/history/stream", history_stream),
         Route("/dashboard/api/apps/{app_id}/calls", calls),
         Route("/dashboard/api/apps/{app_id}/containers/{container_id}/stop", stop_container, methods=["POST"]),
         Route("/dashboard/api/apps/{app_id}/rollback", rollback, methods=["POST"]),

@@ -36,6 +36,16 @@ function functionRow(fn) {
     stop.addEventListener("click", () => stopContainer(fn.app, c.id));
     cell.append(document.createElement("br"), stop);
   }
+  if (fn.settings) {
+    const s = fn.settings;
+    name.append(text("div", `containers ${s.min_containers}–${s.max_containers}, ${s.max_inputs} input(s) each` +
+      (s.buffer_containers ? `, +${s.buffer_containers} buffer` : "") + `, idle ${s.scaledown_window} s, timeout ${s.timeout} s`,
+      "settings muted"));
+  }
+  if (fn.image) {
+    name.append(text("div", `image ${fn.image.hash}${fn.image.python ? ` · Python ${fn.image.python}` : ""}` +
+      (fn.image.steps.length ? ` · ${fn.image.steps.join(" ")}` : ""), "image muted"));
+  }
   row.append(name, cell,
              text("td", `${fn.in_flight} in flight, ${fn.queued} queued`, "load"));
   const last = document.createElement("td");
@@ -126,16 +136,14 @@ function togglePanel(id, current) {
     }));
   });
   const history = {};
-  let since = 0;
-  const refresh = async () => {
-    const answer = await fetch(`/dashboard/api/apps/${encodeURIComponent(id)}/history?since=${since}`);
-    if (!answer.ok) return;
-    const data = await answer.json();
-    for (const [fn, points] of Object.entries(data)) {
+  const live = new EventSource(`/dashboard/api/apps/${encodeURIComponent(id)}/history/stream`);
+  live.onmessage = (event) => {
+    for (const [fn, points] of Object.entries(JSON.parse(event.data))) {
       history[fn] = (history[fn] || []).concat(points).slice(-900);
-      if (points.length) since = Math.max(since, points[points.length - 1].at);
     }
     drawCharts(charts, history);
+  };
+  const refresh = async () => {
     const recent = await fetch(`/dashboard/api/apps/${encodeURIComponent(id)}/calls`);
     if (recent.ok) {
       const list = (await recent.json()).calls || [];
@@ -146,8 +154,7 @@ function togglePanel(id, current) {
   };
   refresh();
   const timer = setInterval(refresh, 2000);
-  source.addEventListener("error", () => {});
-  panels.set(id, {el, source: {close: () => { source.close(); clearInterval(timer); }}});
+  panels.set(id, {el, source: {close: () => { source.close(); live.close(); clearInterval(timer); }}});
   document.querySelector(`[data-app="${CSS.escape(id)}"]`)?.append(el);
 }
 
@@ -187,11 +194,13 @@ events.onerror = () => { statusEl.textContent = "disconnected: is the server run
 // Charts: one small SVG per measure per function, drawn from the history points.
 const SERIES = [
   ["requests/s", (p) => Object.values(p.by_status).reduce((a, b) => a + b, 0), "requests"],
+  ["4xx/s", (p) => p.by_status["4xx"] || 0, "client-errors"],
   ["5xx/s", (p) => p.by_status["5xx"] || 0, "errors"],
   ["p50 ms", (p) => p.p50_ms, "p50"],
   ["p99 ms", (p) => p.p99_ms, "p99"],
   ["queue wait ms", (p) => p.wait_ms, "wait"],
   ["cold starts", (p) => p.cold_starts, "cold"],
+  ["cold start ms", (p) => p.cold_start_ms, "cold-ms"],
   ["containers", (p) => Object.values(p.containers).reduce((a, b) => a + b, 0), "containers"],
 ];
 
