@@ -126,6 +126,15 @@ def test_recent_calls_are_listed_without_their_data(server: Wisp) -> None:
     assert requests.get(root + "/dashboard/api/apps/dash/calls", timeout=30).status_code == 401
 
 
+def test_the_cluster_view_shows_this_machine_and_its_containers(server: Wisp) -> None:
+    session, root = signed_in(server)
+    assert get(server.url("dash--slow", "/?s=0")).status_code == 200
+    nodes = session.get(root + "/dashboard/api/cluster", timeout=30).json()["nodes"]
+    assert len(nodes) == 1 and nodes[0]["cpus"] >= 1 and nodes[0]["memory_mb"] > 0
+    assert nodes[0]["containers"] >= 1
+    assert requests.get(root + "/dashboard/api/cluster", timeout=30).status_code == 401
+
+
 # -- in a real browser ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:

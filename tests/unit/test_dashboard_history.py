@@ -37,3 +37,11 @@ def test_rings_are_bounded_and_forgotten_with_their_apps() -> None:
     history.forget({"a"})
     assert history.of("b") == {} and len(history.of("a")["f"]) == 3
     assert isinstance(history.of("a")["f"][0], Point)
+
+
+def test_a_node_adds_up_what_its_containers_reserve() -> None:
+    from wisp.server.dashboard.history import node_of
+
+    node = node_of("m1", 2.0, 24000, [(0.5, 512, 2), (None, None, 3), (1.0, None, 1)])
+    assert (node.reserved_cpus, node.reserved_memory_mb, node.containers) == (2.0, 1024, 6)
+    assert (node.name, node.cpus, node.memory_mb) == ("m1", 2.0, 24000)

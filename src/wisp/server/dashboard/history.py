@@ -81,3 +81,23 @@ class History:
         """Drop the rings of apps no longer known, so a server's memory stays bounded."""
         for key in [k for k in self._points if k[0] not in keep_apps]:
             del self._points[key]
+
+
+@dataclass(frozen=True)
+class Node:
+    """One machine of the cluster view: what it has, what running containers reserve."""
+
+    name: str
+    cpus: float
+    memory_mb: int
+    reserved_cpus: float
+    reserved_memory_mb: int
+    containers: int
+
+
+def node_of(name: str, cpus: float, memory_mb: int, pools: list[tuple[float | None, int | None, int]]) -> Node:
+    """`pools`: (cpu, memory MB per container as the function asks, live containers) of each pool."""
+    return Node(name, cpus, memory_mb,
+                reserved_cpus=sum((cpu or 0.0) * n for cpu, _, n in pools),
+                reserved_memory_mb=sum((memory or 0) * n for _, memory, n in pools),
+                containers=sum(n for _, _, n in pools))

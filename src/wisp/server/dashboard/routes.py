@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict
@@ -14,6 +16,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 
 from ..apps import DeployError
+from .history import node_of
 from .sessions import Sessions
 
 if TYPE_CHECKING:
@@ -113,6 +116,14 @@ def dashboard_routes(manager: AppManager, auth: DashboardAuth) -> list[Route]:
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
+    async def cluster(request: Request) -> Response:
+        """The nodes (this machine, on the local runtimes), their capacity and what runs there."""
+        if not signed_in(request):
+            return refused()
+        pools = [(p.spec.cpu, p.spec.memory, p.live_count()) for app in manager.apps.values() for p in app.pools.values()]
+        return JSONResponse({"nodes": [asdict(node_of(socket.gethostname(), float(os.cpu_count() or 1),
+                                                      _memory_mb(), pools))]})
+
     async def calls(request: Request) -> Response:
         """The app's recent spawned calls: state, function, when, how long (no inputs or answers)."""
         if not signed_in(request):
@@ -198,7 +209,20 @@ def dashboard_routes(manager: AppManager, auth: DashboardAuth) -> list[Route]:
         Route("/dashboard/api/apps/{app_id}/history", history),
         Route("/dashboard/api/apps/{app_id}/history/stream", history_stream),
         Route("/dashboard/api/apps/{app_id}/calls", calls),
+        Route("/dashboard/api/cluster", cluster),
         Route("/dashboard/api/apps/{app_id}/containers/{container_id}/stop", stop_container, methods=["POST"]),
         Route("/dashboard/api/apps/{app_id}/rollback", rollback, methods=["POST"]),
         Route("/dashboard/api/apps/{app_id}/logs", logs),
     ]
+
+
+def _memory_mb() -> int:
+    """This machine's memory (MemTotal of /proc/meminfo), 0 where that is not to be had."""
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return 0

@@ -187,6 +187,23 @@ async function stopApp(id) {
   if (!answer.ok) alert((await answer.json()).error || `stop failed (${answer.status})`);
 }
 
+// The cluster view: each node's capacity, what its containers reserve, how many run there.
+const clusterEl = document.getElementById("cluster");
+async function refreshCluster() {
+  const answer = await fetch("/dashboard/api/cluster");
+  if (!answer.ok) return;
+  const nodes = (await answer.json()).nodes || [];
+  clusterEl.replaceChildren(...nodes.map((n) => {
+    const el = text("div", `${n.name}: ${n.containers} container(s) · CPU ${n.reserved_cpus}/${n.cpus} reserved · ` +
+      `memory ${n.reserved_memory_mb}/${n.memory_mb} MB reserved`, "node");
+    el.dataset.node = n.name;
+    el.dataset.containers = String(n.containers);
+    return el;
+  }));
+}
+refreshCluster();
+setInterval(refreshCluster, 2000);
+
 const events = new EventSource("/dashboard/api/events");
 events.onmessage = (event) => render(JSON.parse(event.data));
 events.onerror = () => { statusEl.textContent = "disconnected: is the server running? retrying…"; };
