@@ -43,18 +43,23 @@ def _asset(name: str) -> bytes:
     return resources.files(__package__).joinpath("static", name).read_bytes()
 
 
-def dashboard_routes(manager: AppManager, auth: DashboardAuth) -> list[Route]:
-    sessions = auth.sessions
+class _Dashboard:
+    """The dashboard's endpoints, one method each; `dashboard_routes` routes to them."""
 
-    def signed_in(request: Request) -> bool:
-        return sessions.valid(request.cookies.get(COOKIE), time.monotonic())
+    def __init__(self, manager: AppManager, auth: DashboardAuth) -> None:
+        self.manager = manager
+        self.sessions = auth.sessions
 
-    def refused() -> JSONResponse:
+
+    def signed_in(self, request: Request) -> bool:
+        return self.sessions.valid(request.cookies.get(COOKIE), time.monotonic())
+
+    def refused(self) -> JSONResponse:
         return JSONResponse({"error": f"Not signed in to the wisp dashboard (or the session expired). {LOGIN_AGAIN}"},
                             status_code=401)
 
-    async def login(request: Request) -> Response:
-        session = sessions.redeem(request.query_params.get("code", ""), time.monotonic())
+    async def login(self, request: Request) -> Response:
+        session = self.sessions.redeem(request.query_params.get("code", ""), time.monotonic())
         if session is None:
             return JSONResponse({"error": f"This login link was used already or has expired. {LOGIN_AGAIN}"},
                                 status_code=401)
@@ -62,53 +67,53 @@ def dashboard_routes(manager: AppManager, auth: DashboardAuth) -> list[Route]:
         response.set_cookie(COOKIE, session, httponly=True, samesite="strict", path="/dashboard")
         return response
 
-    async def page(request: Request) -> Response:
-        if not signed_in(request):
-            return refused()
+    async def page(self, request: Request) -> Response:
+        if not self.signed_in(request):
+            return self.refused()
         return Response(_asset("index.html"), media_type="text/html; charset=utf-8",
                         headers={"Cache-Control": "no-store", "Content-Security-Policy": "default-src 'self'"})
 
-    async def script(request: Request) -> Response:
+    async def script(self, request: Request) -> Response:
         return Response(_asset("dashboard.js"), media_type="text/javascript; charset=utf-8")
 
-    async def style(request: Request) -> Response:
+    async def style(self, request: Request) -> Response:
         return Response(_asset("dashboard.css"), media_type="text/css; charset=utf-8")
 
-    async def apps(request: Request) -> Response:
-        if not signed_in(request):
-            return refused()
-        return JSONResponse({"apps": manager.list()})
+    async def apps(self, request: Request) -> Response:
+        if not self.signed_in(request):
+            return self.refused()
+        return JSONResponse({"apps": self.manager.list()})
 
-    async def events(request: Request) -> Response:
+    async def events(self, request: Request) -> Response:
         """A snapshot of every app each second, as server-sent events, while the page is open."""
-        if not signed_in(request):
-            return refused()
+        if not self.signed_in(request):
+            return self.refused()
 
         async def stream() -> AsyncIterator[bytes]:
             while not await request.is_disconnected():
-                yield b"data: " + json.dumps({"apps": manager.list(), "at": time.time()}).encode() + b"\n\n"
+                yield b"data: " + json.dumps({"apps": self.manager.list(), "at": time.time()}).encode() + b"\n\n"
                 await asyncio.sleep(EVERY)
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
-    async def history(request: Request) -> Response:
+    async def history(self, request: Request) -> Response:
         """The last 15 minutes of each function of the app, a point a second (the charts)."""
-        if not signed_in(request):
-            return refused()
+        if not self.signed_in(request):
+            return self.refused()
         since = float(request.query_params.get("since", "0") or 0)
-        points = manager.history.of(request.path_params["app_id"])
+        points = self.manager.history.of(request.path_params["app_id"])
         return JSONResponse({fn: [asdict(p) for p in ring if p.at > since] for fn, ring in points.items()})
 
-    async def history_stream(request: Request) -> Response:
+    async def history_stream(self, request: Request) -> Response:
         """The charts live (server-sent events): the kept points at once, then each second's new ones."""
-        if not signed_in(request):
-            return refused()
+        if not self.signed_in(request):
+            return self.refused()
         app_id = request.path_params["app_id"]
 
         async def stream() -> AsyncIterator[bytes]:
             since = 0.0
             while not await request.is_disconnected():
-                fresh = {fn: [asdict(p) for p in ring if p.at > since] for fn, ring in manager.history.of(app_id).items()}
+                fresh = {fn: [asdict(p) for p in ring if p.at > since] for fn, ring in self.manager.history.of(app_id).items()}
                 if any(fresh.values()):
                     since = max(points[-1]["at"] for points in fresh.values() if points)
                     yield b"data: " + json.dumps(fresh).encode() + b"\n\n"
@@ -116,47 +121,47 @@ def dashboard_routes(manager: AppManager, auth: DashboardAuth) -> list[Route]:
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
-    async def cluster(request: Request) -> Response:
+    async def cluster(self, request: Request) -> Response:
         """The nodes (this machine, on the local runtimes), their capacity and what runs there."""
-        if not signed_in(request):
-            return refused()
-        pools = [(p.spec.cpu, p.spec.memory, p.live_count()) for app in manager.apps.values() for p in app.pools.values()]
+        if not self.signed_in(request):
+            return self.refused()
+        pools = [(p.spec.cpu, p.spec.memory, p.live_count()) for app in self.manager.apps.values() for p in app.pools.values()]
         return JSONResponse({"nodes": [asdict(node_of(socket.gethostname(), float(os.cpu_count() or 1),
                                                       _memory_mb(), pools))]})
 
-    async def calls(request: Request) -> Response:
+    async def calls(self, request: Request) -> Response:
         """The app's recent spawned calls: state, function, when, how long (no inputs or answers)."""
-        if not signed_in(request):
-            return refused()
-        rows = manager.store.recent_calls(request.path_params["app_id"])
+        if not self.signed_in(request):
+            return self.refused()
+        rows = self.manager.store.recent_calls(request.path_params["app_id"])
         now = time.time()
         return JSONResponse({"calls": [
             {"id": r.id, "function": r.function, "state": r.state, "attempts": r.attempts, "created_at": r.created_at,
              "seconds": (r.finished_at or now) - r.created_at} for r in rows]})
 
-    async def stop_container(request: Request) -> Response:
-        if (refusal := action_refused(request)) is not None:
+    async def stop_container(self, request: Request) -> Response:
+        if (refusal := self.action_refused(request)) is not None:
             return refusal
-        app = manager.apps.get(request.path_params["app_id"])
+        app = self.manager.apps.get(request.path_params["app_id"])
         cid = request.path_params["container_id"]
         if app is None or not any(pool.stop_container(cid) for pool in app.pools.values()):
             return JSONResponse({"error": f"No running container {cid!r} in that app."}, status_code=404)
         return JSONResponse({"stopping": cid})
 
-    async def versions(request: Request) -> Response:
-        if not signed_in(request):
-            return refused()
-        history = manager.store.version_history(request.path_params["app_id"])
+    async def versions(self, request: Request) -> Response:
+        if not self.signed_in(request):
+            return self.refused()
+        history = self.manager.store.version_history(request.path_params["app_id"])
         return JSONResponse({"versions": [{"version": v, "deployed_at": t} for v, t in history]})
 
-    async def logs(request: Request) -> Response:
+    async def logs(self, request: Request) -> Response:
         """The app's log as it is written (server-sent events): its last 64 KiB, then new lines."""
-        if not signed_in(request):
-            return refused()
+        if not self.signed_in(request):
+            return self.refused()
         app_id = request.path_params["app_id"]
-        if manager.store.app(app_id) is None and app_id not in manager.logs:
+        if self.manager.store.app(app_id) is None and app_id not in self.manager.logs:
             return JSONResponse({"error": f"No app named {app_id!r}."}, status_code=404)
-        log = manager.log(app_id)
+        log = self.manager.log(app_id)
 
         async def stream() -> AsyncIterator[bytes]:
             offset = max(log.read(0)[1] - LOG_BACKLOG, 0)
@@ -168,51 +173,54 @@ def dashboard_routes(manager: AppManager, auth: DashboardAuth) -> list[Route]:
 
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
-    def action_refused(request: Request) -> JSONResponse | None:
+    def action_refused(self, request: Request) -> JSONResponse | None:
         """An action needs the session and must come from the dashboard's own page (Origin)."""
-        if not signed_in(request):
-            return refused()
+        if not self.signed_in(request):
+            return self.refused()
         if request.headers.get("origin", "") != f"{request.url.scheme}://{request.url.netloc}":
             return JSONResponse({"error": "Refused: an action must come from the dashboard's own page."},
                                 status_code=403)
         return None
 
-    async def rollback(request: Request) -> Response:
-        if (refusal := action_refused(request)) is not None:
+    async def rollback(self, request: Request) -> Response:
+        if (refusal := self.action_refused(request)) is not None:
             return refusal
         try:
             version = int((await request.json())["version"])
-            result = await manager.rollback(request.path_params["app_id"], version)
+            result = await self.manager.rollback(request.path_params["app_id"], version)
         except (KeyError, TypeError, ValueError):
             return JSONResponse({"error": 'Send {"version": N}.'}, status_code=400)
         except DeployError as exc:
             return JSONResponse({"error": exc.message}, status_code=exc.status)
         return JSONResponse({"version": result["version"]})
 
-    async def stop_app(request: Request) -> Response:
-        if (refusal := action_refused(request)) is not None:
+    async def stop_app(self, request: Request) -> Response:
+        if (refusal := self.action_refused(request)) is not None:
             return refusal
         app_id = request.path_params["app_id"]
-        if not await manager.stop(app_id):
+        if not await self.manager.stop(app_id):
             return JSONResponse({"error": f"No app named {app_id!r}."}, status_code=404)
         return JSONResponse({"stopped": app_id})
 
+
+def dashboard_routes(manager: AppManager, auth: DashboardAuth) -> list[Route]:
+    d = _Dashboard(manager, auth)
     return [
-        Route("/dashboard/login", login),
-        Route("/dashboard/", page),
-        Route("/dashboard/dashboard.js", script),
-        Route("/dashboard/dashboard.css", style),
-        Route("/dashboard/api/apps", apps),
-        Route("/dashboard/api/events", events),
-        Route("/dashboard/api/apps/{app_id}/stop", stop_app, methods=["POST"]),
-        Route("/dashboard/api/apps/{app_id}/versions", versions),
-        Route("/dashboard/api/apps/{app_id}/history", history),
-        Route("/dashboard/api/apps/{app_id}/history/stream", history_stream),
-        Route("/dashboard/api/apps/{app_id}/calls", calls),
-        Route("/dashboard/api/cluster", cluster),
-        Route("/dashboard/api/apps/{app_id}/containers/{container_id}/stop", stop_container, methods=["POST"]),
-        Route("/dashboard/api/apps/{app_id}/rollback", rollback, methods=["POST"]),
-        Route("/dashboard/api/apps/{app_id}/logs", logs),
+        Route("/dashboard/login", d.login),
+        Route("/dashboard/", d.page),
+        Route("/dashboard/dashboard.js", d.script),
+        Route("/dashboard/dashboard.css", d.style),
+        Route("/dashboard/api/apps", d.apps),
+        Route("/dashboard/api/events", d.events),
+        Route("/dashboard/api/apps/{app_id}/stop", d.stop_app, methods=["POST"]),
+        Route("/dashboard/api/apps/{app_id}/versions", d.versions),
+        Route("/dashboard/api/apps/{app_id}/history", d.history),
+        Route("/dashboard/api/apps/{app_id}/history/stream", d.history_stream),
+        Route("/dashboard/api/apps/{app_id}/calls", d.calls),
+        Route("/dashboard/api/cluster", d.cluster),
+        Route("/dashboard/api/apps/{app_id}/containers/{container_id}/stop", d.stop_container, methods=["POST"]),
+        Route("/dashboard/api/apps/{app_id}/rollback", d.rollback, methods=["POST"]),
+        Route("/dashboard/api/apps/{app_id}/logs", d.logs),
     ]
 
 
