@@ -154,6 +154,31 @@ def browser() -> Iterator[object]:
         driver.quit()
 
 
+def _read(driver: object, css: str, prop: str = "textContent") -> str:
+    """One property of the first match, read in one script call: the page re-renders its cards
+    and charts every second, so a found element can go stale before a second call reads it."""
+    script = "const e = document.querySelector(arguments[0]); return e ? String(e[arguments[1]] ?? e.getAttribute(arguments[1]) ?? '') : '';"
+    return str(driver.execute_script(script, css, prop))  # type: ignore[attr-defined]
+
+
+def _click(driver: object, css: str, last: bool = False) -> None:
+    """Click the first (or last) match, finding it again if a re-render replaced it meanwhile."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    def clicked() -> bool:
+        found = driver.find_elements(By.CSS_SELECTOR, css)  # type: ignore[attr-defined]
+        if not found:
+            return False
+        try:
+            found[-1 if last else 0].click()
+        except StaleElementReferenceException:
+            return False
+        return True
+
+    wait_until(clicked, timeout=30, message=f"to click {css}")
+
+
 def _shot(driver: object, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / f"dashboard-{name}.png"))  # type: ignore[attr-defined]
@@ -166,20 +191,18 @@ def test_in_a_browser_an_exception_appears_in_the_log_tail(server: Wisp, browser
     driver.get(login_url(server))  # type: ignore[attr-defined]
     wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, '[data-app="dash"] button.toggle'),  # type: ignore[attr-defined]
                timeout=30, message="the app's card")
-    driver.find_element(By.CSS_SELECTOR, '[data-app="dash"] button.toggle').click()  # type: ignore[attr-defined]
+    _click(driver, '[data-app="dash"] button.toggle')
     log = '[data-panel="dash"] pre.log'
 
     def tail() -> str:
-        found = driver.find_elements(By.CSS_SELECTOR, log)  # type: ignore[attr-defined]
-        return found[0].get_attribute("textContent") if found else ""
+        return _read(driver, log)
 
     wait_until(lambda: "deploy dash version 1" in tail(), timeout=30, message="the log's backlog")
     sent = time.monotonic()
     assert get(server.url("dash--boom")).status_code == 500
     wait_until(lambda: "RuntimeError: dashboard-boom" in tail(), timeout=20, message="the traceback in the tail")
     print(f"\nthe exception reached the page's log tail {time.monotonic() - sent:.2f} s after the request was sent")
-    versions = driver.find_elements(By.CSS_SELECTOR, '[data-panel="dash"] .versions li')  # type: ignore[attr-defined]
-    assert versions and versions[0].text.startswith("version 1 · deployed")
+    assert _read(driver, '[data-panel="dash"] .versions li', "innerText").startswith("version 1 · deployed")
     driver.find_element(By.CSS_SELECTOR, '[data-panel="dash"] .filter').send_keys("no line has this")  # type: ignore[attr-defined]
     wait_until(lambda: tail() == "", timeout=10, message="the filter to hide every line")
     _shot(driver, "logs")
@@ -201,11 +224,11 @@ def test_in_a_browser_a_deployed_and_a_served_app_are_listed_and_one_is_rolled_b
                    and driver.find_elements(By.CSS_SELECTOR, '[data-app="dash"]'),  # type: ignore[attr-defined]
                    timeout=30, message="the deployed and the served app on the page")
         _shot(driver, "apps")
-    driver.find_element(By.CSS_SELECTOR, '[data-app="dash"] button.toggle').click()  # type: ignore[attr-defined]
+    _click(driver, '[data-app="dash"] button.toggle')
     back = '[data-panel="dash"] .versions button.rollback'
     wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, back), timeout=30,  # type: ignore[attr-defined]
                message="a version to roll back to")
-    driver.find_elements(By.CSS_SELECTOR, back)[-1].click()  # type: ignore[attr-defined]  # the oldest: version 1
+    _click(driver, back, last=True)  # the oldest: version 1
     driver.switch_to.alert.accept()  # type: ignore[attr-defined]  # the confirmation
     wait_until(lambda: "v" not in get(server.url("dash--slow")).json(), timeout=120, message="version 1's code back")
     wait_until(lambda: _alert_text(driver), timeout=30, message="the page's answer")
@@ -228,8 +251,7 @@ def test_in_a_browser_the_page_follows_traffic_and_stops_an_app(server: Wisp, br
     card = '[data-app="dash"] [data-function="slow"] .containers'
 
     def containers_text() -> str:
-        found = driver.find_elements(By.CSS_SELECTOR, card)  # type: ignore[attr-defined]
-        return found[0].text if found else ""
+        return _read(driver, card, "innerText")
 
     wait_until(lambda: containers_text() != "", timeout=30, message="the app's card")
     before = containers_text()
@@ -237,12 +259,11 @@ def test_in_a_browser_the_page_follows_traffic_and_stops_an_app(server: Wisp, br
     for thread in busy:
         thread.start()
     wait_until(lambda: "busy" in containers_text(), timeout=30, message="busy containers on the page, no reload")
-    driver.find_element(By.CSS_SELECTOR, '[data-app="dash"] button.toggle').click()  # type: ignore[attr-defined]
+    _click(driver, '[data-app="dash"] button.toggle')
     rate = '[data-panel="dash"] .chart-row[data-function="slow"] .chart[data-series="requests"]'
 
     def chart_max() -> float:
-        found = driver.find_elements(By.CSS_SELECTOR, rate)  # type: ignore[attr-defined]
-        return float(found[0].get_attribute("data-max")) if found else 0.0
+        return float(_read(driver, rate, "data-max") or 0)
 
     for thread in busy:
         thread.join()  # the requests are answered: the next second's point counts them
@@ -250,7 +271,7 @@ def test_in_a_browser_the_page_follows_traffic_and_stops_an_app(server: Wisp, br
     _shot(driver, "busy")
     assert containers_text() != before
 
-    driver.find_element(By.CSS_SELECTOR, '[data-app="dash"] button.danger').click()  # type: ignore[attr-defined]
+    _click(driver, '[data-app="dash"] button.danger')
     driver.switch_to.alert.accept()  # type: ignore[attr-defined]  # the confirmation
     wait_until(lambda: any(line.split()[:2] == ["dash", "stopped"] for line in server.run("app", "list").stdout.splitlines()),
                timeout=60, message="the app stopped from the page")
@@ -277,7 +298,7 @@ def test_in_a_browser_the_page_fits_a_phone(server: Wisp, browser: object) -> No
         driver.get(login_url(server))  # type: ignore[attr-defined]
         wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, ".app"), timeout=30,  # type: ignore[attr-defined]
                    message="the apps")
-        driver.find_elements(By.CSS_SELECTOR, ".app button.toggle")[0].click()  # type: ignore[attr-defined]
+        _click(driver, ".app button.toggle")
         wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, ".chart"), timeout=30,  # type: ignore[attr-defined]
                    message="the charts")
         overflow = driver.execute_script(  # type: ignore[attr-defined]
