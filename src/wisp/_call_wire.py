@@ -58,7 +58,11 @@ KINDS = ("ok", "item", "done", "error")  # a frame's kind byte is its index here
 
 
 def frame(kind: str, payload: Any) -> bytes:
-    body: bytes = cloudpickle.dumps(payload)
+    return pickled_frame(kind, cloudpickle.dumps(payload))
+
+
+def pickled_frame(kind: str, body: bytes) -> bytes:
+    """A frame of a payload pickled already (by a Modal container, say)."""
     return _LENGTH.pack(len(body) + 1) + bytes((KINDS.index(kind),)) + body
 
 
@@ -74,14 +78,17 @@ class RawFrame:
 
 
 def failure_frame(exc: BaseException, traceback_text: str) -> bytes:
-    summary = f"{type(exc).__name__}: {exc}"
-    meta = json.dumps({"summary": summary, "traceback": traceback_text}).encode()
     try:
         pickled: bytes = cloudpickle.dumps(exc)
     except Exception:  # an exception that will not pickle still reaches the caller as text
         pickled = b""
-    body = _LENGTH.pack(len(meta)) + meta + pickled
-    return _LENGTH.pack(len(body) + 1) + bytes((KINDS.index("error"),)) + body
+    return pickled_failure_frame(f"{type(exc).__name__}: {exc}", traceback_text, pickled)
+
+
+def pickled_failure_frame(summary: str, traceback_text: str, pickled: bytes) -> bytes:
+    """An error frame: its text, and the exception as pickled already (b"": text only)."""
+    meta = json.dumps({"summary": summary, "traceback": traceback_text}).encode()
+    return pickled_frame("error", _LENGTH.pack(len(meta)) + meta + pickled)
 
 
 def _raw(kind: str, body: bytes) -> RawFrame:

@@ -70,6 +70,9 @@ class FunctionSpec:
     # path in the module), runs its enter hooks, then serves the bound method `method_name`.
     cls: str | None = None
     method_name: str | None = None
+    # Deployed by Modal's client: its containers run Modal's own entrypoint with the
+    # ContainerArguments in this file of the version's folder (wisp.server.modal_api.launcher).
+    modal_args: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         plain = dataclasses.asdict(dataclasses.replace(self, image=ImageSpec()))  # steps are not plain dataclasses

@@ -73,18 +73,24 @@ def with_root_path(app: ASGIApp) -> ASGIApp:
 
     async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] in ("http", "websocket"):
-            for name, value in scope["headers"]:
-                if name == ROOT_PATH_HEADER:
-                    root = value.decode("latin-1")
-                    if root:
-                        path = scope["path"]
-                        if path == root:  # `/label` alone means the app's root
-                            path = root + "/"
-                        scope = {**scope, "root_path": root, "path": path}
-                    break
+            scope = rooted(scope)
         await app(scope, receive, send)
 
     return wrapped
+
+
+def rooted(scope: dict[str, Any]) -> dict[str, Any]:
+    """An HTTP or WebSocket scope with the gateway's path prefix as its root_path."""
+    for name, value in scope["headers"]:
+        if name == ROOT_PATH_HEADER:
+            root = value.decode("latin-1")
+            if root:
+                path = scope["path"]
+                if path == root:  # `/label` alone means the app's root
+                    path = root + "/"
+                return {**scope, "root_path": root, "path": path}
+            break
+    return scope
 
 
 def with_errors(app: ASGIApp, function: str) -> ASGIApp:

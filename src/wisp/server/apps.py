@@ -38,6 +38,7 @@ from .logs import AppLog
 from .metrics import Gauge, Labels, Metrics
 from .pool import FunctionPool, PoolConfig
 from .runtime import NotReady, Runtime
+from .runtime.base import Launcher
 from .runtime.placement import check_local_runtime, container_settings, local_path, place_files
 from .spawned import SpawnedCalls
 from .store import AppRow, Store, StoreError
@@ -346,8 +347,15 @@ class AppManager:
         # Never the server's environment (WISP_HOME, WISP_TOKEN, ...): what the spec, the secrets and wisp give.
         env = {**base_env(files_dir, os.environ.get("LANG")), **image_env, **(secret_env or {}), "WISP_APP": app_id,
                "WISP_FUNCTION": fn.name, **self.call_env(app_id)}
-        launcher = self.runtime.launcher(str(python), start, env=env, cwd=cwd, fork=fn.fork, log=log, startup_timeout=fn.startup_timeout,
-                                         user=user)
+        launcher: Launcher
+        if fn.modal_args is not None:  # deployed by Modal's client: Modal's own container entrypoint
+            from .modal_api.launcher import ModalLauncher
+
+            launcher = ModalLauncher(str(python), files_dir / fn.modal_args, env, cwd, log, web=fn.web is not None,
+                                     method_name=fn.method_name, user=user)
+        else:
+            launcher = self.runtime.launcher(str(python), start, env=env, cwd=cwd, fork=fn.fork, log=log,
+                                             startup_timeout=fn.startup_timeout, user=user)
         labels = (("app", app_id), ("function", fn.name))
         admit: Admit | None
         if fn.web is None:  # a called function: its app's callers only

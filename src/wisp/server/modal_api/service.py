@@ -26,7 +26,16 @@ from ..._urls import app_id_for, endpoint_urls, make_label
 from ..apps import DeployError
 from .calls import ModalCalls
 from .drafts import DraftApp, Drafts, ImageLayer, MountFile, new_id, stable_id
-from .specs import Layer, Unsupported, function_specs, image_spec, version_files
+from .specs import (
+    Layer,
+    Unsupported,
+    app_layout,
+    arguments_path,
+    container_arguments,
+    function_specs,
+    image_spec,
+    version_files,
+)
 from .translate import (
     APP_STATE_DEPLOYED,
     LogLine,
@@ -56,7 +65,22 @@ def unimplemented(name: str) -> Handler:
     return handler
 
 
-class ModalService:
+class Servicer:
+    """A handler object for grpclib from `ModalClientBase`'s mapping: the RPCs a subclass defines,
+    and for any other name a handler that answers UNIMPLEMENTED naming it."""
+
+    def __getattr__(self, name: str) -> Handler:
+        if name[:1].isupper():  # an RPC of ModalClient that the subclass does not define
+            return unimplemented(name)
+        raise AttributeError(name)
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        # The generated base only reads handler attributes off `self`; this object provides them.
+        mapping: dict[str, grpclib.const.Handler] = ModalClientBase.__mapping__(self)  # type: ignore[arg-type]  # duck-typed servicer
+        return mapping
+
+
+class ModalService(Servicer):
     """What a `modal` client sees of a wisp server."""
 
     def __init__(self, manager: AppManager) -> None:
@@ -65,16 +89,6 @@ class ModalService:
         self.calls = ModalCalls(manager.calls)
         self.functions: dict[str, tuple[str, str]] = {}  # function id -> (wisp app id, function name)
         self._keeper: asyncio.Future[None] | None = None
-
-    def __getattr__(self, name: str) -> Handler:
-        if name[:1].isupper():  # an RPC of ModalClient that this class does not define
-            return unimplemented(name)
-        raise AttributeError(name)
-
-    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
-        # The generated base only reads handler attributes off `self`; this object provides them.
-        mapping: dict[str, grpclib.const.Handler] = ModalClientBase.__mapping__(self)  # type: ignore[arg-type]  # duck-typed servicer
-        return mapping
 
     # -- the client's handshake -------------------------------------------------------------------
     async def ClientHello(self, stream: Stream[empty_pb2.Empty, api_pb2.ClientHelloResponse]) -> None:
@@ -322,7 +336,7 @@ class ModalService:
         if draft.app_id not in self.drafts.published:  # its client follows the log from here on
             self.drafts.log_starts[draft.app_id] = self.manager.log(app_id_for(name, draft.mode, owner)).read(0)[1]
         try:
-            spec, files = self._deploy_request(draft, name)
+            spec, files = self._deploy_request(draft, name, request)
             result = await self.manager.deploy(spec, draft.mode, files, owner)
             draft.wisp_id = self.drafts.published[draft.app_id] = result["id"]
             if draft.mode == "serve":
@@ -448,9 +462,16 @@ class ModalService:
                     self.drafts.apps.pop(draft.app_id, None)  # silent, or stopped: no longer served
             await asyncio.sleep(KEEPER_INTERVAL)
 
-    def _deploy_request(self, draft: DraftApp, name: str) -> tuple[dict[str, Any], bytes]:
-        """wisp's deploy body for a draft: the AppSpec JSON and the version's files as a tarball."""
+    def _deploy_request(self, draft: DraftApp, name: str,
+                        request: api_pb2.AppPublishRequest) -> tuple[dict[str, Any], bytes]:
+        """wisp's deploy body for a draft: the AppSpec JSON and the version's files as a tarball,
+        with each function's ContainerArguments for Modal's entrypoint."""
         functions, mount_ids, module = [], [], ""
+        layout = app_layout(draft.functions, dict(request.function_ids) or {
+            fn.function_name: fid for fid, fn in draft.functions.items()}, dict(request.class_ids))
+        arguments = [(arguments_path(fn.function_name),
+                      container_arguments(draft.app_id, fid, fn, layout).SerializeToString(), 0o644)
+                     for fid, fn in draft.functions.items()]
         for fn in draft.functions.values():
             functions += function_specs(fn, image_spec(self._chain(fn.image_id)))
             mount_ids += [m for m in fn.mount_ids if m not in mount_ids]
@@ -463,7 +484,7 @@ class ModalService:
                     raise Unsupported(f"The client did not send the contents of {f.filename}; run `modal deploy` again.")
                 mounted.append((f.filename, data, f.mode))
         spec = {"name": name, "module": module, "stub_attr": "", "functions": functions}
-        return spec, _tarball(version_files(mounted))
+        return spec, _tarball(version_files(mounted) + arguments)
 
     def _chain(self, image_id: str) -> list[Layer]:
         """The image's layers, the root first."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Any
 
 from modal_proto import api_pb2
@@ -21,10 +22,12 @@ from ..._image_steps import (
     UvPipInstall,
     Workdir,
 )
-from ..._runtime._load import MODAL_APP_ENV  # the agent then gives the script wisp as `modal`
+from ..._runtime._load import MODAL_APP_ENV
 from .translate import secret_name
 
 ROOT = "/root"
+MODAL_VERSION = metadata.version("modal")
+ARGS_FOLDER = ".wisp-modal"  # in the version's folder: each function's ContainerArguments
 
 
 class Unsupported(ValueError):
@@ -119,6 +122,10 @@ def image_spec(chain: list[Layer]) -> ImageSpec:
     python = _python_version(chain[0].commands[0])
     # The root's other commands make Modal's own base (compilers, pip, uv); wisp's base has its own.
     steps = [step for layer in chain[1:] for step in _layer_steps(layer)]
+    # Modal's entrypoint runs in the containers, so the image has Modal's client, the server's version
+    # of it (as Modal's own images carry the client that deployed them). A web_server function runs
+    # wisp's agent with the script's `modal` bound to wisp instead (`function_spec`).
+    steps.append(PipInstall(packages=(f"modal=={MODAL_VERSION}",)))
     steps.append(Env(((MODAL_APP_ENV, "1"),)))
     spec = ImageSpec("debian_slim", python)
     for step in steps:
@@ -168,6 +175,9 @@ def function_specs(fn: api_pb2.Function, image: ImageSpec) -> list[dict[str, Any
 def function_spec(fn: api_pb2.Function, image: ImageSpec) -> dict[str, Any]:
     """A Modal `Function` definition (not a class) as wisp's FunctionSpec JSON."""
     scaling = fn.autoscaler_settings
+    # Modal's entrypoint waits for a web server on the container's eth0 address; without a network
+    # namespace per container (issue 15) that is the machine's own, and wisp keeps apps on loopback.
+    web_server = fn.webhook_config.type == api_pb2.WEBHOOK_TYPE_WEB_SERVER
     secrets = []
     for sid in fn.secret_ids:
         name = secret_name(sid)
@@ -178,6 +188,7 @@ def function_spec(fn: api_pb2.Function, image: ImageSpec) -> dict[str, Any]:
         secrets.append({"name": name})
     return {
         "name": fn.function_name,
+        "modal_args": None if web_server else arguments_path(fn.function_name),
         "image": image.to_data(),
         "web": web_spec(fn.webhook_config) if fn.HasField("webhook_config") else None,
         "timeout": fn.timeout_secs or 300,
@@ -190,6 +201,35 @@ def function_spec(fn: api_pb2.Function, image: ImageSpec) -> dict[str, Any]:
         "startup_timeout": fn.startup_timeout_secs or 300,
         "secrets": secrets,
     }
+
+
+def arguments_path(function_name: str) -> str:
+    """Where a function's ContainerArguments lie in its version's folder (a class: `Model.*` -> Model)."""
+    return f"{ARGS_FOLDER}/{function_name.removesuffix('.*')}.args"
+
+
+def container_arguments(app_id: str, function_id: str, fn: api_pb2.Function,
+                        layout: api_pb2.AppLayout) -> api_pb2.ContainerArguments:
+    """What Modal's entrypoint reads at start (the task id is filled in per container)."""
+    return api_pb2.ContainerArguments(function_id=function_id, app_id=app_id, function_def=fn, app_layout=layout)
+
+
+def app_layout(functions: dict[str, api_pb2.Function], function_ids: dict[str, str],
+               class_ids: dict[str, str]) -> api_pb2.AppLayout:
+    """The app's objects as its containers hydrate them: its functions and classes, and any other
+    object a function depends on (a secret, say), known by id only."""
+    objects = [api_pb2.Object(object_id=fid, function_handle_metadata=api_pb2.FunctionHandleMetadata(
+        function_name=fn.function_name, is_method=False, definition_id=fid))
+        for fid, fn in functions.items()]
+    objects += [api_pb2.Object(object_id=cid, class_handle_metadata=api_pb2.ClassHandleMetadata())
+                for cid in class_ids.values()]
+    known = {o.object_id for o in objects}
+    for fn in functions.values():
+        for dep in fn.object_dependencies:
+            if dep.object_id not in known:
+                known.add(dep.object_id)
+                objects.append(api_pb2.Object(object_id=dep.object_id))
+    return api_pb2.AppLayout(objects=objects, function_ids=function_ids, class_ids=class_ids)
 
 
 def version_files(mounted: list[tuple[str, bytes, int]]) -> list[tuple[str, bytes, int]]:

@@ -98,7 +98,7 @@ def _become_user(uid: int, gid: int) -> None:
     os.setresuid(uid, uid, uid)
 
 
-def _child_setup(server: int, user: AppUser | None) -> None:
+def child_setup(server: int, user: AppUser | None) -> None:
     """In the child, between fork and exec. Not Popen's user=/group=/extra_groups=: uvloop's
     subprocesses refuse them. The uid first: changing it clears the parent-death signal. Then it
     dies with the server (SIGKILL), even a server killed with -9; the group's others are ended by
@@ -141,7 +141,7 @@ class LocalLauncher:
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
             limit=1 << 20,
-            preexec_fn=functools.partial(_child_setup, os.getpid(), self.user),
+            preexec_fn=functools.partial(child_setup, os.getpid(), self.user),
         )
         groups.launched(proc.pid)
         process = LocalProcess(proc)
