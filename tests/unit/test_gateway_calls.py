@@ -133,6 +133,8 @@ def test_call_ids_are_random_and_recognised() -> None:
     (b"/a/__wisp_call_id=fc-1", None),
     (b"/a?x__wisp_call_id=fc-1", None),
     (b"/a?__wisp_call_id=", b""),
+    (b"/a?__modal_function_call_id=fc-2&__wisp_wait=2", b"fc-2"),  # Modal's name for it
+    (b"/a?x__modal_function_call_id=fc-2", None),
 ])
 def test_call_param(url: bytes, value: bytes | None) -> None:
     assert call_param(url) == value

@@ -16,12 +16,22 @@ from wisp._image_steps import (
     UvPipInstall,
     Workdir,
 )
-from wisp.server.modal_api.specs import Layer, Unsupported, function_spec, function_specs, image_spec, version_files
+from wisp.server.modal_api.specs import (
+    MODAL_VERSION,
+    Layer,
+    Unsupported,
+    function_spec,
+    function_specs,
+    image_spec,
+    version_files,
+)
 
 BASE = Layer(("FROM python:3.11.12-slim-bookworm", "RUN apt-get update",
               "RUN apt-get install -y gcc gfortran build-essential", "RUN pip install --upgrade pip wheel uv",
               'CMD ["sleep", "172800"]'))
 MARK = Env((("WISP_MODAL_APP", "1"),))
+MODAL = f"modal=={MODAL_VERSION}"  # Modal's entrypoint runs in the containers: the image has the client
+CLIENT = PipInstall((MODAL,))
 
 
 def layer(*commands: str) -> Layer:
@@ -29,19 +39,19 @@ def layer(*commands: str) -> Layer:
 
 
 @pytest.mark.parametrize(("layers", "steps"), [
-    ([], (MARK,)),
+    ([], (CLIENT, MARK)),
     ([layer("RUN python -m pip install 'fastapi[standard]' requests==2.32.3")],
-     (PipInstall(("fastapi[standard]", "requests==2.32.3")), MARK)),
+     (PipInstall(("fastapi[standard]", MODAL, "requests==2.32.3")), MARK)),
     ([layer("RUN python -m pip install b a --index-url https://idx --pre")],
-     (PipInstall(("a", "b"), index_url="https://idx", pre=True), MARK)),
+     (PipInstall(("a", "b"), index_url="https://idx", pre=True), CLIENT, MARK)),
     ([layer("COPY --from=ghcr.io/astral-sh/uv:latest /uv /.uv/uv",
             "RUN /.uv/uv pip install --python $(command -v python) --compile-bytecode httpx")],
-     (UvPipInstall(("httpx",)), MARK)),
-    ([layer("RUN echo hi", "RUN echo two")], (RunCommands(("echo hi", "echo two")), MARK)),
-    ([layer("WORKDIR /root/app")], (Workdir("/root/app"), MARK)),
+     (UvPipInstall(("httpx",)), CLIENT, MARK)),
+    ([layer("RUN echo hi", "RUN echo two")], (RunCommands(("echo hi", "echo two")), CLIENT, MARK)),
+    ([layer("WORKDIR /root/app")], (Workdir("/root/app"), CLIENT, MARK)),
     # consecutive steps of one kind merge, as wisp's own Image methods make them
     ([layer("RUN python -m pip install a"), layer("RUN python -m pip install b"), layer("ENV A=1")],
-     (PipInstall(("a", "b")), Env((("A", "1"), ("WISP_MODAL_APP", "1"))))),
+     (PipInstall(("a", "b")), Env((("A", "1"),)), CLIENT, MARK)),
 ])
 def test_image_chains_become_typed_steps(layers: list[Layer], steps: tuple[Any, ...]) -> None:
     spec = image_spec([BASE, *layers])
@@ -53,7 +63,7 @@ def test_a_requirements_file_comes_with_its_layer() -> None:
                           "RUN python -m pip install -r /.requirements.txt"),
                          (("/.requirements.txt", b"requests\nflask==3.0\n"),))
     spec = image_spec([BASE, requirements])
-    assert spec.steps == (PipInstallFromRequirements(content="requests\nflask==3.0\n"), MARK)
+    assert spec.steps == (PipInstallFromRequirements(content="requests\nflask==3.0\n"), CLIENT, MARK)
 
 
 def test_the_python_version_comes_from_the_base() -> None:

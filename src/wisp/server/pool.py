@@ -32,6 +32,7 @@ from .autoscaler import (
 )
 from .dashboard.history import Window
 from .gateway import TargetUnavailable
+from .gateway._target import CALL_PARAM, MODAL_CALL_PARAM
 from .logs import AppLog
 from .metrics import Labels, Metrics
 from .runtime import ContainerProcess, Launcher
@@ -141,6 +142,10 @@ class FunctionPool:
     def strip_path_prefix(self) -> bool:
         """A web_server's own server knows nothing of the gateway's `/<label>` path prefix."""
         return self.spec.web is not None and self.spec.web.kind == "web_server"
+
+    @property
+    def call_param(self) -> bytes:
+        return MODAL_CALL_PARAM if self.spec.modal_args is not None else CALL_PARAM
 
     def try_acquire(self) -> Lease | None:
         """A free slot at once, or None (then `acquire()` waits for one): the warm path, with

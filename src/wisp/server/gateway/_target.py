@@ -39,6 +39,12 @@ class Target(Protocol):
         ...
 
     @property
+    def call_param(self) -> bytes:
+        """The query parameter the redirect chain names a detached call by: wisp's, or Modal's
+        `__modal_function_call_id` for a function deployed by Modal's client."""
+        ...
+
+    @property
     def admit(self) -> Admit | None:
         """Sees the request's headers, as read, before anything else happens to it: a refusal is
         answered at once, with no container started and nothing queued. None: no check."""
@@ -66,6 +72,8 @@ class TargetUnavailable(Exception):
 
 
 Admit = Callable[[Headers], "TargetUnavailable | None"]
+CALL_PARAM = b"__wisp_call_id"  # names a detached call in the redirect chain's URLs
+MODAL_CALL_PARAM = b"__modal_function_call_id"  # the same, as Modal names it
 
 
 class PlainTarget:
@@ -74,6 +82,7 @@ class PlainTarget:
 
     timeout: float = 300.0
     strip_path_prefix: bool = False
+    call_param: bytes = CALL_PARAM
     admit: Admit | None = None
 
     def try_acquire(self) -> Lease | None:

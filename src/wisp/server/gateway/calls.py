@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from typing import IO, TYPE_CHECKING, Protocol
 
 from . import responses
+from ._target import CALL_PARAM, MODAL_CALL_PARAM
 
 if TYPE_CHECKING:
     from ._target import Lease
@@ -35,8 +36,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("wisp.gateway")
 
-CALL_PARAM = b"__wisp_call_id"
-CALL_MARK = CALL_PARAM + b"="  # a cheap substring test before parsing the query
+CALL_PARAMS = (CALL_PARAM, MODAL_CALL_PARAM)  # either names a call when it is fetched
+CALL_MARK = b"call_id="  # a cheap substring test (both names end so) before parsing the query
 WAIT_PARAM = b"__wisp_wait"  # numbers successive redirects, so no client sees a loop
 MEMORY_LIMIT = 64 * 1024  # bytes of one call's response kept in memory; the rest goes to a file
 READ_SIZE = 256 * 1024  # bytes handed to a client transport at a time
@@ -59,10 +60,11 @@ def is_call_id(value: bytes) -> bool:
 
 
 def call_param(url: bytes) -> bytes | None:
-    """The value of `__wisp_call_id` in a request target's query, None when it has none."""
+    """The value of `__wisp_call_id` (or Modal's `__modal_function_call_id`) in a request
+    target's query, None when it has neither."""
     for part in url.partition(b"?")[2].split(b"&"):
         name, _, value = part.partition(b"=")
-        if name == CALL_PARAM:
+        if name in CALL_PARAMS:
             return value
     return None
 
@@ -77,8 +79,9 @@ class Call:
     write_paused = False  # the exchange never has to wait for a Call
 
     def __init__(self, call_id: bytes, label: str, url: bytes, deadline: float, timeout: float,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], param: bytes = CALL_PARAM) -> None:
         self.id = call_id
+        self.param = param  # the query parameter its redirects name it by
         self.label = label
         self.url = url  # the original request target, to build Location from
         self.deadline = deadline
@@ -102,7 +105,7 @@ class Call:
         """Where the next 303 sends the client: the original URL plus the call id."""
         self.redirects += 1
         url = self.url
-        loc = url + (b"&" if b"?" in url else b"?") + CALL_MARK + self.id
+        loc = url + (b"&" if b"?" in url else b"?") + self.param + b"=" + self.id
         if self.redirects > 1:
             loc += b"&%s=%d" % (WAIT_PARAM, self.redirects)
         return loc.decode("latin-1")
@@ -286,7 +289,8 @@ class Calls:
         return len(self._calls)
 
     def detach(self, exchange: Exchange, label: str, url: bytes) -> Call:
-        call = Call(new_call_id(), label, url, exchange.started + exchange.timeout, exchange.timeout, self._clock)
+        call = Call(new_call_id(), label, url, exchange.started + exchange.timeout, exchange.timeout, self._clock,
+                    exchange.call_param)
         call.exchange = exchange
         self._calls[call.id] = call
         exchange.detach(call)

@@ -15,7 +15,7 @@ from collections.abc import Coroutine, Mapping
 from typing import Any, Protocol
 
 from . import responses
-from ._target import Lease, Target, TargetUnavailable
+from ._target import CALL_PARAM, Lease, Target, TargetUnavailable
 from .request import Request
 from .response_head import CHUNKED, NO_BODY, client_head, switching_head
 from .upstream import UpstreamConnection, UpstreamPool
@@ -101,6 +101,7 @@ class Exchange:
         "_status",
         "_until_eof",
         "_upstream_full",
+        "call_param",
         "client",
         "conn",
         "done",
@@ -119,6 +120,7 @@ class Exchange:
         self.pool = pool
         self.started = started  # loop time when the request became active
         self.timeout = DEFAULT_TIMEOUT  # seconds the function may take to start its response
+        self.call_param = CALL_PARAM  # what the redirect chain names it by, if it is detached
         self.phase = Phase.ACQUIRING
         # Derived from `phase` and written only by `_to()`: the hot path reads them as plain slots.
         self.done = False  # ended: nothing more reaches the client from this exchange
@@ -161,6 +163,7 @@ class Exchange:
     # -- from the client connection ------------------------------------------------------------
     def start(self, target: Target) -> None:
         self.timeout = target.timeout
+        self.call_param = target.call_param
         req = self.request
         # A free slot: no task, no turn of the loop. Not while the body is still being parsed:
         # through the task, the body read with the head goes out in the head's write.

@@ -29,6 +29,8 @@ def scope_input(scope: Message) -> bytes:
     scope's plain fields (not the server's `app`, `state` or extensions) and the gateway's path
     prefix as its root_path, as wisp's agent gives it. Modal's container reads it as the arguments
     of its ASGI wrapper."""
+    if scope["type"] not in ("http", "websocket"):
+        raise ValueError(f"a {scope['type']!r} scope is not a web request")
     scope = rooted(scope)
     plain: Message = {
         "type": scope["type"], "asgi": {"version": "3.0", "spec_version": scope.get("asgi", {}).get("spec_version", "2.3")},
@@ -41,10 +43,8 @@ def scope_input(scope: Message) -> bytes:
         plain["client"] = [str(scope["client"][0]), int(scope["client"][1] or 0)]
     if scope["type"] == "http":
         plain["method"] = scope["method"]
-    elif scope["type"] == "websocket":
-        plain["subprotocols"] = list(scope.get("subprotocols", ()))
     else:
-        raise ValueError(f"a {scope['type']!r} scope is not a web request")
+        plain["subprotocols"] = list(scope.get("subprotocols", ()))
     return cbor2.dumps([[plain], {}])
 
 

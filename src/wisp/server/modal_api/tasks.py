@@ -182,14 +182,15 @@ class TaskService(Servicer):
         request = await stream.recv_message()
         assert request is not None
         call = self.task.call(request.function_call_id)
-        last = request.last_index
+        last = request.last_index  # chunk indexes start at 1: data_in[last] is the next one
         while call is not None:
-            for chunk in call.data_in[last:]:
-                await stream.send_message(chunk)
-            last = len(call.data_in)
+            changed = call.data_in_changed  # before reading: a chunk pushed meanwhile sets it
+            while last < len(call.data_in):
+                await stream.send_message(call.data_in[last])
+                last += 1
             if call.ended:
                 return
-            await call.data_in_changed.wait()
+            await changed.wait()
 
     async def FunctionCallPutDataOut(self, stream: Stream[api_pb2.FunctionCallPutDataRequest, empty_pb2.Empty]) -> None:
         request = await stream.recv_message()
