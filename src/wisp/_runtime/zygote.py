@@ -33,8 +33,10 @@ import contextlib
 import ctypes
 import gc
 import importlib
+import importlib.util
 import json
 import os
+import runpy
 import select
 import signal
 import socket
@@ -87,6 +89,31 @@ def preload() -> list[str]:
         except ImportError:
             missing.append(name)
     return missing
+
+
+MODAL_ENTRYPOINT = "modal._container_entrypoint"
+
+
+def preload_modal() -> bool:
+    """In an image with Modal's client (an app deployed by `modal deploy`): what Modal's container
+    entrypoint imports, so that a container forked to run it skips those imports. The entrypoint
+    module itself is dropped again: each container runs it afresh as `__main__`. The client's
+    import reads no config file here (as in a container): nothing of this machine's ~/.modal.toml
+    reaches a container."""
+    if importlib.util.find_spec("modal") is None:
+        return False
+    os.environ["MODAL_IS_REMOTE"] = "1"
+    try:
+        importlib.import_module(MODAL_ENTRYPOINT)
+        importlib.import_module("modal._runtime.asgi")  # web functions' wrappers (aiohttp)
+    except Exception:
+        return False  # the containers import it themselves, and say what fails
+    finally:
+        del os.environ["MODAL_IS_REMOTE"]
+    sys.modules.pop(MODAL_ENTRYPOINT, None)
+    with contextlib.suppress(AttributeError):
+        delattr(sys.modules["modal"], MODAL_ENTRYPOINT.rpartition(".")[2])
+    return True
 
 
 def warm_up() -> None:
@@ -243,7 +270,7 @@ def _become(request: dict[str, Any], out_fd: int, inherited: list[int]) -> None:
     os.chdir(str(request["cwd"]))
 
 
-def _run_child(request: dict[str, Any], out_fd: int, inherited: list[int], body: Callable[[], None]) -> NoReturn:
+def _run_child(request: dict[str, Any], out_fd: int, inherited: list[int], body: Callable[[], object]) -> NoReturn:
     code = 1
     try:
         _become(request, out_fd, inherited)
@@ -415,7 +442,15 @@ def _container(request: dict[str, Any], out_fd: int, inherited: list[int]) -> No
 def _image_spawn(request: dict[str, Any], out_fd: int, inherited: list[int]) -> NoReturn:
     if request.get("zygote"):
         _run_child(request, out_fd, inherited, lambda: _function_zygote(request))
+    if request.get("module"):  # Modal's entrypoint, unmodified, as `python -m` would run it
+        _run_child(request, out_fd, inherited, lambda: _run_module(str(request["module"])))
     _container(request, out_fd, inherited)
+
+
+def _run_module(name: str) -> None:
+    """`python -m name` in a forked child: its folder (the request's cwd) first on sys.path."""
+    sys.path[0] = os.getcwd()
+    runpy.run_module(name, run_name="__main__", alter_sys=True)
 
 
 def _function_zygote(request: dict[str, Any]) -> None:
@@ -449,6 +484,7 @@ def main() -> None:
         sys.exit(1)  # the server is gone already
     os.chdir("/")
     missing = preload()
+    preload_modal()
     warm_up()
     gc.collect()
     zygote = Zygote(args.socket, _image_spawn, parent=args.parent)

@@ -40,6 +40,7 @@ from .pool import FunctionPool, PoolConfig
 from .runtime import NotReady, Runtime
 from .runtime.base import Launcher
 from .runtime.placement import check_local_runtime, container_settings, local_path, place_files
+from .runtime.zygote import ZygoteRuntime
 from .spawned import SpawnedCalls
 from .store import AppRow, Store, StoreError
 
@@ -351,8 +352,9 @@ class AppManager:
         if fn.modal_args is not None:  # deployed by Modal's client: Modal's own container entrypoint
             from .modal_api.launcher import ModalLauncher
 
+            zygotes = self.runtime if isinstance(self.runtime, ZygoteRuntime) and fn.fork else None
             launcher = ModalLauncher(str(python), files_dir / fn.modal_args, env, cwd, log, web=fn.web is not None,
-                                     method_name=fn.method_name, user=user)
+                                     method_name=fn.method_name, user=user, zygotes=zygotes)
         else:
             launcher = self.runtime.launcher(str(python), start, env=env, cwd=cwd, fork=fn.fork, log=log,
                                              startup_timeout=fn.startup_timeout, user=user)

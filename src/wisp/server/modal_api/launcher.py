@@ -26,8 +26,9 @@ from modal_proto import api_pb2
 from ..._protocol import Ready, encode
 from ..isolation import AppUser
 from ..runtime import groups
-from ..runtime.base import Log
+from ..runtime.base import ContainerProcess, Log
 from ..runtime.local import LocalProcess, child_setup
+from ..runtime.zygote import ZygoteError, ZygoteRuntime, fork_from
 from .bridge import Bridge, http_server_factory
 from .tasks import ModalTask, TaskService
 
@@ -49,12 +50,12 @@ def free_port() -> int:
 class ModalProcess:
     """A container of Modal's entrypoint, with the server-side listeners that serve it."""
 
-    def __init__(self, process: LocalProcess, task: ModalTask, servers: list[asyncio.AbstractServer | Server],
+    def __init__(self, process: ContainerProcess, task: ModalTask, servers: list[asyncio.AbstractServer | Server],
                  files: list[str]) -> None:
         self._process = process
         self.task = task
         self.pid = process.pid
-        self.note: str | None = None
+        self.note: str | None = process.note
         self._servers = servers
         self._files = files
 
@@ -109,10 +110,13 @@ class ModalProcess:
 
 
 class ModalLauncher:
-    """Starts containers of one function of a Modal app: each a fresh interpreter running Modal's entrypoint."""
+    """Starts containers of one function of a Modal app, each running Modal's entrypoint: forked
+    from the image's zygote, which has imported what the entrypoint imports (the Modal client is
+    most of a cold start), or else a fresh interpreter."""
 
     def __init__(self, python: str, arguments: Path, env: Mapping[str, str], cwd: Path, log: Log, *,
-                 web: bool, method_name: str | None, user: AppUser | None = None) -> None:
+                 web: bool, method_name: str | None, user: AppUser | None = None,
+                 zygotes: ZygoteRuntime | None = None) -> None:
         self.python = python
         self.arguments = arguments
         self.env = dict(env)
@@ -122,11 +126,21 @@ class ModalLauncher:
         self.method_name = method_name
         self.user = user
         self._template: api_pb2.ContainerArguments | None = None
+        self.zygotes = zygotes
+        self._preparing: asyncio.Future[Any] | None = None
+        if zygotes is not None:
+            zygotes.hold(python)
 
     def prepare(self) -> None:
-        pass
+        """Start the image's zygote ahead of the first container (its import of Modal's client
+        would otherwise be part of a cold start)."""
+        if self.zygotes is not None and self._preparing is None:
+            self._preparing = asyncio.ensure_future(self.zygotes.image_zygote(self.python))
 
     async def ready(self) -> str | None:
+        if self._preparing is not None:
+            with contextlib.suppress(Exception):  # then each container says why it was not forked
+                await asyncio.shield(self._preparing)
         return None
 
     async def start(self, socket_path: str) -> ModalProcess:
@@ -154,16 +168,34 @@ class ModalLauncher:
         env.update(MODAL_SERVER_URL=f"unix://{rpc_path}", MODAL_CONTAINER_ARGUMENTS_PATH=args_path,
                    MODAL_IS_REMOTE="1", MODAL_TASK_ID=task.task_id)
         try:
-            proc = await asyncio.create_subprocess_exec(
-                self.python, "-m", ENTRYPOINT, env=env, cwd=str(self.cwd), stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
-                limit=1 << 20, preexec_fn=functools.partial(child_setup, os.getpid(), self.user))
+            process = await self._process(env)
         except BaseException:
             for server in (http, rpc):
                 server.close()
             raise
+        return ModalProcess(process, task, [http, rpc], [args_path, rpc_path])
+
+    async def _process(self, env: dict[str, str]) -> ContainerProcess:
+        note = None
+        if self.zygotes is not None:
+            request: dict[str, object] = {"module": ENTRYPOINT, "env": env, "cwd": str(self.cwd)}
+            if self.user is not None:
+                request.update(uid=self.user.uid, gid=self.user.gid)
+            try:
+                image = await self.zygotes.image_zygote(self.python)
+                return await fork_from(image.socket_path, request)
+            except (ZygoteError, OSError) as exc:
+                note = f"started as a fresh process: the image's zygote could not fork it ({exc})"
+        proc = await asyncio.create_subprocess_exec(
+            self.python, "-m", ENTRYPOINT, env=env, cwd=str(self.cwd), stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+            limit=1 << 20, preexec_fn=functools.partial(child_setup, os.getpid(), self.user))
         groups.launched(proc.pid)
-        return ModalProcess(LocalProcess(proc), task, [http, rpc], [args_path, rpc_path])
+        local = LocalProcess(proc)
+        local.note = note
+        return local
 
     async def close(self) -> None:
-        pass
+        if self.zygotes is not None:
+            self.zygotes.release(self.python)
+            self.zygotes = None

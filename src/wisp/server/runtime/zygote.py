@@ -551,6 +551,11 @@ class ZygoteRuntime:
                     if not launcher._closed:
                         launcher.prepare()
 
+    def hold(self, python: str) -> None:
+        """Something other than a ForkLauncher forks from the image's zygote (Modal's entrypoint):
+        keep it until the matching `release`."""
+        self._users[python] += 1
+
     def release(self, python: str) -> None:
         """A launcher is done: an image zygote nobody launches from any more retires."""
         self._users[python] -= 1
