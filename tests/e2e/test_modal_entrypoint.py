@@ -44,18 +44,14 @@ def url(wisp: Wisp, path: str) -> str:
 
 
 def test_the_container_is_modals_own_entrypoint(wisp: Wisp) -> None:
+    """Run as `python -m modal._container_entrypoint` runs it (here forked from the image's zygote,
+    which imported the client ahead: `__main__` is the entrypoint module, argv[0] its file)."""
     answer = requests.get(url(wisp, "/runtime"), timeout=120)
     assert answer.status_code == 200, answer.text
-    assert answer.json() == {"main": "modal._container_entrypoint", "modal": importlib.metadata.version("modal"),
-                             "local": False}
-    pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-    commands = []
-    for pid in pids:
-        try:
-            commands.append(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"))
-        except OSError:
-            continue
-    assert any(c[1:3] == [b"-m", b"modal._container_entrypoint"] for c in commands)
+    runtime = answer.json()
+    assert runtime.pop("argv0").endswith("/modal/_container_entrypoint.py")
+    assert runtime == {"main": "modal._container_entrypoint", "modal": importlib.metadata.version("modal"),
+                       "local": False}
 
 
 def test_a_streamed_response_arrives_piece_by_piece(wisp: Wisp) -> None:
@@ -100,3 +96,24 @@ def test_concurrent_requests_are_all_answered(wisp: Wisp) -> None:
     for thread in threads:
         thread.join()
     assert answers == [200] * 10
+
+
+def test_without_zygotes_the_container_is_a_fresh_python_dash_m(tmp_path: Path) -> None:
+    """The local runtime (no zygotes): each container is `python -m modal._container_entrypoint`."""
+    server = start_wisp(tmp_path / "home", {"WISP_MODAL_PORT": str(free_port()), "WISP_RUNTIME": "local"})
+    try:
+        env = client_env(parse_exports(server.run("modal", "env").stdout), tmp_path)
+        (tmp_path / "app").mkdir()
+        shutil.copy(APP, tmp_path / "app" / "stream_app.py")
+        modal(env, "deploy", "stream_app.py", cwd=tmp_path / "app")
+        answer = requests.get(server.url("modal-stream--web", "/runtime"), timeout=120)
+        assert answer.status_code == 200 and answer.json()["main"] == "modal._container_entrypoint"
+        commands = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                commands.append(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"))
+            except OSError:
+                continue
+        assert any(c[1:3] == [b"-m", b"modal._container_entrypoint"] for c in commands)
+    finally:
+        server.run("server", "stop", check=False)

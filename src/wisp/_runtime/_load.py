@@ -27,12 +27,13 @@ def import_script(directory: Path, module: str) -> ModuleType:
 
 def alias_modal() -> None:
     """An app deployed by Modal's client imports `modal`: in its containers that name is wisp,
-    whose SDK takes Modal's names and keywords, so the script runs unchanged on wisp's agent."""
+    whose SDK takes Modal's names and keywords, so the script runs unchanged on wisp's agent. It
+    replaces the real client where a zygote imported that for Modal's entrypoint."""
     import wisp
     from wisp import exception, functions
 
     for name, module in (("modal", wisp), ("modal.exception", exception), ("modal.functions", functions)):
-        sys.modules.setdefault(name, module)
+        sys.modules[name] = module
 
 
 def find_stub(module: ModuleType, attr: str | None = None) -> tuple[str, Stub]:

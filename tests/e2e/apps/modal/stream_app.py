@@ -23,8 +23,8 @@ def web():
     @api.get("/runtime")
     def runtime():
         main = sys.modules["__main__"]
-        return {"main": main.__spec__.name if main.__spec__ else None, "modal": modal.__version__,
-                "local": modal.is_local()}
+        return {"main": main.__spec__.name if main.__spec__ else None, "argv0": sys.argv[0],
+                "modal": modal.__version__, "local": modal.is_local()}
 
     @api.get("/held")
     async def held():
