@@ -185,8 +185,9 @@ def test_modal_run_calls_remote_map_spawn_and_from_id(deployed: tuple[Wisp, dict
     shutil.copy(CALLS, tmp_path / "calls_app.py")
     out = modal(env, "run", "calls_app.py", cwd=tmp_path).stdout
     printed = [line for line in out.splitlines() if line.split(" ", 1)[0] in ("remote", "map", "spawn", "from_id",
-                                                                             "raised")]
-    assert printed == ["remote 49", "map True", "spawn 25", "from_id 25", "raised ValueError('negative: -1')"], out
+                                                                             "raised", "nested")]
+    assert printed == ["remote 49", "map True", "spawn 25", "from_id 25", "raised ValueError('negative: -1')",
+                       "nested 285"], out
     listed = wisp.run("app", "list").stdout  # the run's app ended with it
     assert any(line.split()[:2] == ["modal-calls-dev", "stopped"] for line in listed.splitlines()), listed
 
@@ -202,3 +203,9 @@ def test_a_deployed_function_is_called_by_name_from_the_modal_sdk(deployed: tupl
     python = Path(MODAL).parent / "python"
     done = subprocess.run([str(python), str(caller)], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "81", done.stdout + done.stderr
+    # From inside a container: its own app's function, yes; another app's, no.
+    peek = 'import modal\nprint(modal.Function.from_name("modal-calls-deployed", "peek").remote({!r}))\n'
+    for app, expected in (("modal-calls-deployed", "4"), ("modal-web", "PermissionDeniedError")):
+        caller.write_text(peek.format(app))
+        done = subprocess.run([str(python), str(caller)], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and done.stdout.strip() == expected, done.stdout + done.stderr

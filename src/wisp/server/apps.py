@@ -113,6 +113,8 @@ class AppManager:
         self._locks: dict[str, asyncio.Lock] = {}  # per app id; held only while no user code runs
         self._reserved: dict[str, int] = {}  # app id -> the highest version number handed out
         self.control_url = ""  # set once the control API listens; containers spawn calls there
+        # Modal's client API (modal_api.ModalService), once it runs: Modal containers call through it.
+        self.modal_service: Any = None
         self.calls = SpawnedCalls(store, self._call_pool, lambda app_id, line: self.log(app_id).write(line))
         self._call_tokens: dict[str, str] = {}  # app id -> its call token (kept in SQLite too)
         self.failed: dict[str, str] = {}  # app id -> why restore() could not bring it back
@@ -354,7 +356,8 @@ class AppManager:
 
             zygotes = self.runtime if isinstance(self.runtime, ZygoteRuntime) and fn.fork else None
             launcher = ModalLauncher(str(python), files_dir / fn.modal_args, env, cwd, log, web=fn.web is not None,
-                                     method_name=fn.method_name, user=user, zygotes=zygotes)
+                                     method_name=fn.method_name, app_id=app_id, user=user, zygotes=zygotes,
+                                     calls=lambda: self.modal_service)
         else:
             launcher = self.runtime.launcher(str(python), start, env=env, cwd=cwd, fork=fn.fork, log=log,
                                              startup_timeout=fn.startup_timeout, user=user)

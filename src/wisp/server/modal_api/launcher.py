@@ -16,7 +16,7 @@ import contextlib
 import functools
 import os
 import socket
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from ..runtime.base import ContainerProcess, Log
 from ..runtime.local import LocalProcess, child_setup
 from ..runtime.zygote import ZygoteError, ZygoteRuntime, fork_from
 from .bridge import Bridge, http_server_factory
+from .service import ModalService
 from .tasks import ModalTask, TaskService
 
 ENTRYPOINT = "modal._container_entrypoint"
@@ -115,8 +116,8 @@ class ModalLauncher:
     most of a cold start), or else a fresh interpreter."""
 
     def __init__(self, python: str, arguments: Path, env: Mapping[str, str], cwd: Path, log: Log, *,
-                 web: bool, method_name: str | None, user: AppUser | None = None,
-                 zygotes: ZygoteRuntime | None = None) -> None:
+                 web: bool, method_name: str | None, app_id: str, user: AppUser | None = None,
+                 zygotes: ZygoteRuntime | None = None, calls: Callable[[], ModalService | None] = lambda: None) -> None:
         self.python = python
         self.arguments = arguments
         self.env = dict(env)
@@ -124,6 +125,8 @@ class ModalLauncher:
         self.log = log
         self.web = web
         self.method_name = method_name
+        self.app_id = app_id
+        self.calls = calls  # the client API's service, once it runs: containers call their app's functions through it
         self.user = user
         self._template: api_pb2.ContainerArguments | None = None
         self.zygotes = zygotes
@@ -160,7 +163,7 @@ class ModalLauncher:
             env["PORT"] = str(port)
         args_path, rpc_path = socket_path + ".args", socket_path + ".rpc"
         _write(args_path, args.SerializeToString())
-        rpc = Server([TaskService(task)])
+        rpc = Server([TaskService(task, self.app_id, args.app_layout, self.calls())])
         await rpc.start(path=rpc_path)
         os.chmod(rpc_path, 0o666)  # the container's uid connects; the app's own 0700 folder keeps others out
         loop = asyncio.get_running_loop()

@@ -14,7 +14,9 @@ UNAUTHENTICATED = ("This wisp server does not know the Modal token sent. Point t
 
 
 def build_server(manager: AppManager, token: ModalToken) -> Server:
-    server = Server([ModalService(manager)])
+    service = ModalService(manager)
+    manager.modal_service = service  # containers of Modal's entrypoint call their app's functions through it
+    server = Server([service])
 
     async def check_token(event: RecvRequest) -> None:
         """Before any handler runs: the token id and secret the client sends as metadata."""

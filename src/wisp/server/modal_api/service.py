@@ -361,6 +361,9 @@ class ModalService(Servicer):
         """`modal.Function.from_name(app, name)`: a function of a deployed app."""
         request = await stream.recv_message()
         assert request is not None
+        await stream.send_message(self.function_get(request))
+
+    def function_get(self, request: api_pb2.FunctionGetRequest) -> api_pb2.FunctionGetResponse:
         if self.manager._call_pool(request.app_name, request.object_tag) is None:
             raise GRPCError(Status.NOT_FOUND, f"No function {request.object_tag!r} that can be called in a deployed "
                                               f"app {request.app_name!r} on this wisp server.")
@@ -369,13 +372,13 @@ class ModalService(Servicer):
         definition = api_pb2.Function(function_name=request.object_tag, app_name=request.app_name)
         data = api_pb2.FunctionData(function_name=request.object_tag,
                                     ranked_functions=[api_pb2.FunctionData.RankedFunction(rank=0, function=definition)])
-        await stream.send_message(api_pb2.FunctionGetResponse(
-            function_id=function_id, function=data, handle_metadata=api_pb2.FunctionHandleMetadata(
-                function_name=request.object_tag, definition_id=function_id)))
+        return api_pb2.FunctionGetResponse(function_id=function_id, function=data, handle_metadata=api_pb2.FunctionHandleMetadata(
+            function_name=request.object_tag, definition_id=function_id))
 
-    def _callable(self, function_id: str) -> tuple[str, str]:
+    def _callable(self, function_id: str, app: str | None = None) -> tuple[str, str]:
+        """The (wisp app, function) a function id names; with `app`, only a function of that app."""
         target = self.functions.get(function_id)
-        if target is None or self.manager._call_pool(*target) is None:
+        if target is None or self.manager._call_pool(*target) is None or app not in (None, target[0]):
             raise GRPCError(Status.NOT_FOUND, f"Function {function_id} is not running on this wisp server (its app "
                                               "stopped, or it is a web endpoint: call it through its URL).")
         return target
@@ -383,13 +386,15 @@ class ModalService(Servicer):
     async def FunctionMap(self, stream: Stream[api_pb2.FunctionMapRequest, api_pb2.FunctionMapResponse]) -> None:
         request = await stream.recv_message()
         assert request is not None
-        app_id, function = self._callable(request.function_id)
+        await stream.send_message(self.function_map(request))
+
+    def function_map(self, request: api_pb2.FunctionMapRequest, app: str | None = None) -> api_pb2.FunctionMapResponse:
+        app_id, function = self._callable(request.function_id, app)
         call_id = new_id("fc")
         self.calls.start(call_id, app_id, function)
         items = [self._put(call_id, item) for item in request.pipelined_inputs]
-        await stream.send_message(api_pb2.FunctionMapResponse(
-            function_call_id=call_id, pipelined_inputs=items, function_call_jwt=call_id,
-            sync_client_retries_enabled=False, max_inputs_outstanding=1000))
+        return api_pb2.FunctionMapResponse(function_call_id=call_id, pipelined_inputs=items, function_call_jwt=call_id,
+                                           sync_client_retries_enabled=False, max_inputs_outstanding=1000)
 
     def _put(self, call_id: str, item: api_pb2.FunctionPutInputsItem) -> api_pb2.FunctionPutInputsResponseItem:
         if item.input.args_blob_id:
@@ -402,12 +407,17 @@ class ModalService(Servicer):
             self, stream: Stream[api_pb2.FunctionPutInputsRequest, api_pb2.FunctionPutInputsResponse]) -> None:
         request = await stream.recv_message()
         assert request is not None
-        self._known_call(request.function_call_id)
-        items = [self._put(request.function_call_id, item) for item in request.inputs]
-        await stream.send_message(api_pb2.FunctionPutInputsResponse(inputs=items))
+        await stream.send_message(self.function_put_inputs(request))
 
-    def _known_call(self, call_id: str) -> None:
-        if call_id not in self.calls.calls:
+    def function_put_inputs(self, request: api_pb2.FunctionPutInputsRequest,
+                            app: str | None = None) -> api_pb2.FunctionPutInputsResponse:
+        self._known_call(request.function_call_id, app)
+        return api_pb2.FunctionPutInputsResponse(inputs=[self._put(request.function_call_id, item)
+                                                         for item in request.inputs])
+
+    def _known_call(self, call_id: str, app: str | None = None) -> None:
+        call = self.calls.calls.get(call_id)
+        if call is None or app not in (None, call.app_id):
             raise GRPCError(Status.NOT_FOUND, f"No function call {call_id!r} on this wisp server (calls made through "
                                               "Modal's client are kept in the server's memory: a restart forgets them).")
 
@@ -415,7 +425,11 @@ class ModalService(Servicer):
             self, stream: Stream[api_pb2.FunctionGetOutputsRequest, api_pb2.FunctionGetOutputsResponse]) -> None:
         request = await stream.recv_message()
         assert request is not None
-        self._known_call(request.function_call_id)
+        await stream.send_message(await self.function_get_outputs(request))
+
+    async def function_get_outputs(self, request: api_pb2.FunctionGetOutputsRequest,
+                                   app: str | None = None) -> api_pb2.FunctionGetOutputsResponse:
+        self._known_call(request.function_call_id, app)
         after = int(request.last_entry_id) if request.last_entry_id.isdigit() else 0
         found, last = await self.calls.outputs(request.function_call_id, after, min(max(request.timeout, 0), 55.0))
         outputs = [api_pb2.FunctionGetOutputsItem(
@@ -423,24 +437,30 @@ class ModalService(Servicer):
             result=api_pb2.GenericResult(status=result.status,  # type: ignore[arg-type]  # a GenericStatus number
                                          exception=result.exception, traceback=result.traceback, data=result.data))
             for idx, input_id, result in found]
-        await stream.send_message(api_pb2.FunctionGetOutputsResponse(
-            outputs=outputs, last_entry_id=str(last), num_unfinished_inputs=self.calls.unfinished(request.function_call_id)))
+        return api_pb2.FunctionGetOutputsResponse(outputs=outputs, last_entry_id=str(last),
+                                                  num_unfinished_inputs=self.calls.unfinished(request.function_call_id))
 
     async def FunctionCallFromId(
             self, stream: Stream[api_pb2.FunctionCallFromIdRequest, api_pb2.FunctionCallFromIdResponse]) -> None:
         request = await stream.recv_message()
         assert request is not None
-        self._known_call(request.function_call_id)
-        await stream.send_message(api_pb2.FunctionCallFromIdResponse(
-            function_call_id=request.function_call_id,
-            num_inputs=len(self.calls.calls[request.function_call_id].inputs)))
+        await stream.send_message(self.function_call_from_id(request))
+
+    def function_call_from_id(self, request: api_pb2.FunctionCallFromIdRequest,
+                              app: str | None = None) -> api_pb2.FunctionCallFromIdResponse:
+        self._known_call(request.function_call_id, app)
+        return api_pb2.FunctionCallFromIdResponse(function_call_id=request.function_call_id,
+                                                  num_inputs=len(self.calls.calls[request.function_call_id].inputs))
 
     async def FunctionCallCancel(self, stream: Stream[api_pb2.FunctionCallCancelRequest, empty_pb2.Empty]) -> None:
         request = await stream.recv_message()
         assert request is not None
-        self._known_call(request.function_call_id)
-        self.calls.cancel(request.function_call_id)
+        self.function_call_cancel(request)
         await stream.send_message(empty_pb2.Empty())
+
+    def function_call_cancel(self, request: api_pb2.FunctionCallCancelRequest, app: str | None = None) -> None:
+        self._known_call(request.function_call_id, app)
+        self.calls.cancel(request.function_call_id)
 
     def _keep_served(self) -> None:
         if self._keeper is None or self._keeper.done():

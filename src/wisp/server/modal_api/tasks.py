@@ -5,8 +5,9 @@ web request's messages with FunctionCallGetDataIn, writes the response's with
 FunctionCallPutDataOut, and ends each input with FunctionPutOutputs. A `ModalTask` is one
 container's queue of inputs and the channels of its calls; `TaskService` answers those RPCs for
 that container only, on a Unix socket in the app's own folder (the container's
-MODAL_SERVER_URL), so a container can reach nothing of the server but its own work. Any other
-RPC answers UNIMPLEMENTED by name.
+MODAL_SERVER_URL), so a container can reach nothing of the server but its own work, and calls to
+its own app's functions (`.remote()`, `.map()`, `.spawn()` from inside a container, answered by
+the client API's `ModalService` scoped to the app). Any other RPC answers UNIMPLEMENTED by name.
 """
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from google.protobuf import empty_pb2
+from grpclib import GRPCError, Status
 from modal_proto import api_pb2
 
+from ..._urls import app_id_for
 from . import asgi_wire
-from .service import Servicer
+from .service import ModalService, Servicer
 
 if TYPE_CHECKING:
     from grpclib.server import Stream
@@ -153,8 +156,60 @@ class ModalTask:
 class TaskService(Servicer):
     """The RPCs one container of Modal's entrypoint makes, answered for that container only."""
 
-    def __init__(self, task: ModalTask) -> None:
+    def __init__(self, task: ModalTask, app_id: str, layout: api_pb2.AppLayout,
+                 calls: ModalService | None = None) -> None:
         self.task = task
+        self.app_id = app_id
+        self.service = calls
+        if calls is not None:  # the ids its app's functions were hydrated with, known after a restart too
+            for name, function_id in layout.function_ids.items():
+                calls.functions.setdefault(function_id, (app_id, name))
+
+    def _calls(self) -> ModalService:
+        if self.service is None:
+            raise GRPCError(Status.UNIMPLEMENTED, "Calling functions from a container needs the server's Modal API, "
+                                                  "which is off (started with --modal-port 0).")
+        return self.service
+
+    # -- calls to its app's functions --------------------------------------------------------------
+    async def FunctionGet(self, stream: Stream[api_pb2.FunctionGetRequest, api_pb2.FunctionGetResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        if app_id_for(request.app_name, "deploy", None) != self.app_id:
+            raise GRPCError(Status.PERMISSION_DENIED, f"A container calls the functions of its own app only, not of "
+                                                      f"{request.app_name!r}.")
+        await stream.send_message(self._calls().function_get(request))
+
+    async def FunctionMap(self, stream: Stream[api_pb2.FunctionMapRequest, api_pb2.FunctionMapResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        await stream.send_message(self._calls().function_map(request, self.app_id))
+
+    async def FunctionPutInputs(
+            self, stream: Stream[api_pb2.FunctionPutInputsRequest, api_pb2.FunctionPutInputsResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        await stream.send_message(self._calls().function_put_inputs(request, self.app_id))
+
+    async def FunctionGetOutputs(
+            self, stream: Stream[api_pb2.FunctionGetOutputsRequest, api_pb2.FunctionGetOutputsResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        await stream.send_message(await self._calls().function_get_outputs(request, self.app_id))
+
+    async def FunctionCallFromId(
+            self, stream: Stream[api_pb2.FunctionCallFromIdRequest, api_pb2.FunctionCallFromIdResponse]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        await stream.send_message(self._calls().function_call_from_id(request, self.app_id))
+
+    async def FunctionCallCancel(self, stream: Stream[api_pb2.FunctionCallCancelRequest, empty_pb2.Empty]) -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        self._calls().function_call_cancel(request, self.app_id)
+        await stream.send_message(empty_pb2.Empty())
+
+    # -- its own work ------------------------------------------------------------------------------
 
     async def ContainerHello(self, stream: Stream[empty_pb2.Empty, empty_pb2.Empty]) -> None:
         await stream.recv_message()

@@ -11,6 +11,21 @@ def square(x: int) -> int:
     return x * x
 
 
+@app.function()
+def sum_of_squares(n: int) -> int:
+    """Calls its app's other function from inside a container (Modal's entrypoint)."""
+    return sum(square.map(range(n))) + square.remote(0)
+
+
+@app.function()
+def peek(app_name: str) -> str:
+    """Another app's function is out of a container's reach."""
+    try:
+        return str(modal.Function.from_name(app_name, "square").remote(2))
+    except Exception as exc:
+        return type(exc).__name__
+
+
 @app.local_entrypoint()
 def main():
     print("remote", square.remote(7))
@@ -22,3 +37,4 @@ def main():
         square.remote(-1)
     except ValueError as exc:
         print("raised", repr(exc))
+    print("nested", sum_of_squares.remote(10))
