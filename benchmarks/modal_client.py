@@ -1,5 +1,8 @@
 """The same endpoint deployed by Modal's own client (`modal deploy`) and by `wisp deploy`, on one
-wisp server in the same run: cold start, warm latency, and the deploy command's wall time.
+wisp server in the same run: cold start, warm latency, and the deploy command's wall time. A Modal
+app's containers run Modal's own entrypoint, forked from the image's zygote (the default); the
+third column is the same on a second server with `--runtime local`, where each container is a
+fresh `python -m modal._container_entrypoint` (the cost the zygote takes away).
 
     .venv/bin/python -P benchmarks/modal_client.py [--cold-runs 10] [--warm-requests 500] [--json PATH]
 
@@ -54,32 +57,36 @@ def timed(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> floa
 
 
 def measure(cold_runs: int, warm_requests: int) -> dict[str, list[float]]:
-    home = Path(tempfile.mkdtemp(prefix="wisp-bench-modal-"))
-    port = free_port()
-    env = {**os.environ, "WISP_HOME": str(home), "WISP_PORT": str(port), "WISP_MODAL_PORT": str(free_port())}
-    wisp_cli(env, "server", "start")
-    folder = home / "modal-app"
-    folder.mkdir()
-    (folder / "square.py").write_text(MODAL_APP)
-    client = modal_env(env, home)
-    sides = {
-        "wisp": ([sys.executable, "-m", "wisp.cli", "deploy", str(REPO / "examples" / "webhook_get.py")],
-                 "webhook_get", "/webhook-get--square/?x=42"),
-        "modal": ([str(MODAL), "deploy", "square.py"], "modal-square", "/modal-square--square/?x=42"),
-    }
     out: dict[str, list[float]] = {}
-    try:
-        for side, (deploy, app, path) in sides.items():
-            cold, deploys = [], []
-            for i in range(cold_runs):
-                if i:
-                    wisp_cli(env, "app", "stop", app)  # the next deploy starts with no container
-                deploys.append(timed(deploy, client, cwd=folder))
-                cold.append(get(port, path))
-            out[f"cold.{side}"], out[f"deploy.{side}"] = cold, deploys
-            out[f"warm.{side}"] = warm(port, path, warm_requests)
-    finally:
-        wisp_cli(env, "server", "stop")
+    for runtime, sides in (("auto", ("wisp", "modal")), ("local", ("fresh",))):
+        home = Path(tempfile.mkdtemp(prefix="wisp-bench-modal-"))
+        port = free_port()
+        env = {**os.environ, "WISP_HOME": str(home), "WISP_PORT": str(port), "WISP_MODAL_PORT": str(free_port()),
+               "WISP_RUNTIME": runtime}
+        wisp_cli(env, "server", "start")
+        folder = home / "modal-app"
+        folder.mkdir()
+        (folder / "square.py").write_text(MODAL_APP)
+        client = modal_env(env, home)
+        modal = ([str(MODAL), "deploy", "square.py"], "modal-square", "/modal-square--square/?x=42")
+        commands = {
+            "wisp": ([sys.executable, "-m", "wisp.cli", "deploy", str(REPO / "examples" / "webhook_get.py")],
+                     "webhook_get", "/webhook-get--square/?x=42"),
+            "modal": modal, "fresh": modal,
+        }
+        try:
+            for side in sides:
+                deploy, app, path = commands[side]
+                cold, deploys = [], []
+                for i in range(cold_runs):
+                    if i:
+                        wisp_cli(env, "app", "stop", app)  # the next deploy starts with no container
+                    deploys.append(timed(deploy, client, cwd=folder))
+                    cold.append(get(port, path))
+                out[f"cold.{side}"], out[f"deploy.{side}"] = cold, deploys
+                out[f"warm.{side}"] = warm(port, path, warm_requests)
+        finally:
+            wisp_cli(env, "server", "stop")
     return out
 
 
@@ -92,12 +99,13 @@ def main() -> None:
     samples = measure(args.cold_runs, args.warm_requests)
     print(f"square endpoint, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}, {args.cold_runs} cold runs, "
           f"{args.warm_requests} warm requests")
-    print("| measure | `modal deploy` p50 ms | p99 ms | `wisp deploy` p50 ms | p99 ms |")
-    print("|---|---|---|---|---|")
+    print("| measure | `modal deploy` p50 ms | p99 ms | `wisp deploy` p50 ms | p99 ms "
+          "| `modal deploy`, `--runtime local` p50 ms | p99 ms |")
+    print("|---|---|---|---|---|---|---|")
     for key, name in (("cold", "cold start (no container -> response)"), ("warm", "warm request (keep-alive)"),
                       ("deploy", "deploy command, wall time")):
-        m, w = samples[f"{key}.modal"], samples[f"{key}.wisp"]
-        print(f"| {name} | {ms(m, .5)} | {ms(m, .99)} | {ms(w, .5)} | {ms(w, .99)} |")
+        m, w, f = samples[f"{key}.modal"], samples[f"{key}.wisp"], samples[f"{key}.fresh"]
+        print(f"| {name} | {ms(m, .5)} | {ms(m, .99)} | {ms(w, .5)} | {ms(w, .99)} | {ms(f, .5)} | {ms(f, .99)} |")
     _results.write(args.json, "modal_client", {k: ("ms", [s * 1000 for s in v]) for k, v in samples.items()},
                    {"cold_runs": args.cold_runs, "warm_requests": args.warm_requests})
 
