@@ -117,3 +117,32 @@ def test_without_zygotes_the_container_is_a_fresh_python_dash_m(tmp_path: Path) 
         assert any(c[1:3] == [b"-m", b"modal._container_entrypoint"] for c in commands)
     finally:
         server.run("server", "stop", check=False)
+
+
+def test_a_redeploy_under_load_loses_nothing(wisp: Wisp, tmp_path: Path) -> None:
+    """Requests in flight on the old version's containers finish there (the kill switch comes
+    after its drain); new ones go to the new version: every answer is a 200."""
+    env = client_env(parse_exports(wisp.run("modal", "env").stdout), tmp_path)
+    (tmp_path / "app").mkdir()
+    script = tmp_path / "app" / "stream_app.py"
+    script.write_text(APP.read_text().replace('return {"slept": s}', 'return {"slept": s, "v": 2}'))
+    statuses: list[int] = []
+    done = threading.Event()
+
+    def load() -> None:
+        for _ in range(200):  # bounded, whatever happens
+            statuses.append(requests.get(url(wisp, "/slow?s=0.3"), timeout=60).status_code)
+            if done.is_set():
+                return
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        modal(env, "deploy", "stream_app.py", cwd=tmp_path / "app")
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join()
+    assert statuses and set(statuses) == {200}, statuses
+    assert requests.get(url(wisp, "/slow?s=0"), timeout=60).json() == {"slept": 0, "v": 2}
