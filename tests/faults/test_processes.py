@@ -237,3 +237,28 @@ def test_server_stop_finishes_when_a_detached_child_holds_a_containers_output(tm
                 os.kill(detached, signal.SIGKILL)
         wisp.run("server", "stop", check=False)
         _kill_all(leftovers(wisp.home))
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or only its zombie left."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_what_a_dead_container_started_dies_with_it_while_the_server_runs(tmp_path: Path) -> None:
+    """A container that exits on its own (a crash, os._exit) takes the processes it started with
+    it, now: not at the server's stop, not at the next start (issue 11, point 2)."""
+    wisp = start_wisp(tmp_path / "home")
+    try:
+        _deploy(wisp, tmp_path, "leaves_child.py")
+        answer = get(wisp.url("leaves-child--once"), timeout=60)
+        assert answer.status_code == 200, answer.text
+        pids = answer.json()
+        wait_until(lambda: _gone(pids["pid"]), 30, message="the container to exit")
+        wait_until(lambda: _gone(pids["child"]), 30, message="the dead container's child to be ended")
+        assert get(wisp.url("leaves-child--once"), timeout=60).status_code == 200  # the app serves on
+    finally:
+        wisp.run("server", "stop", check=False)
+        _kill_all(leftovers(wisp.home))

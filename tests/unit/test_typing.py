@@ -80,6 +80,7 @@ class Renamed:
 
     timeout = 300.0
     strip_path_prefix = False
+    call_param = b"__wisp_call_id"
     admit: Admit | None = None
 
     def try_acquire_now(self) -> Lease | None:

@@ -69,6 +69,7 @@ class LocalProcess:
 
     async def wait(self) -> int:
         code = await self._proc.wait()
+        self._signal_group(signal.SIGKILL)  # what it started goes with it (it may have crashed)
         groups.ended(self.pid)
         return code
 

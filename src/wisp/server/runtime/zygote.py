@@ -106,11 +106,10 @@ class ForkedProcess:
     async def _read_status(self) -> int:
         data = await self._status.read()
         message = decode(data) if data else None
-        if isinstance(message, Exited):
-            self._code = message.code
-        else:  # the zygote died before reaping it: make sure nothing of it is left
-            self._signal(signal.SIGKILL)
-            self._code = -1
+        # What it started goes with it (it may have crashed); and if the zygote died before
+        # reaping it, nothing of it is left.
+        self._signal(signal.SIGKILL)
+        self._code = message.code if isinstance(message, Exited) else -1
         groups.ended(self.pid)
         return self._code
 
