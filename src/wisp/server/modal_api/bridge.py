@@ -126,4 +126,4 @@ def http_server_factory(app: Bridge) -> Any:
     config.load()
     state = ServerState()
     protocol = config.http_protocol_class
-    return lambda: protocol(config=config, server_state=state, app_state={})  # type: ignore[call-arg]
+    return lambda: protocol(config=config, server_state=state, app_state={})  # type: ignore[call-arg]  # the class chosen by config.load(), typed as its base
