@@ -48,6 +48,7 @@ STEPS = (
     Step("cold_warm", ("--also-fresh", "--cold-runs", "20"), ("--also-fresh", "--cold-runs", "3", "--warm-requests", "100")),
     Step("autoscale", (), ("--burst", "8", "--idle-timeouts", "2", "--idle-runs", "1", "--warm-requests", "50")),
     Step("memory", (), ("--containers", "2",)),
+    Step("idle_cost", (), ("--apps", "3", "--functions", "3", "--cold-runs", "3")),
     Step("throughput", ("--duration", "10"), ("--duration", "1"), repeated=True),
     Step("redeploy", (), ("--clients", "4", "--redeploys", "1")),
     Step("reload", (), ("--edits", "2",)),

@@ -49,8 +49,9 @@ class Loaded:
     app: Any  # a webhook's app, built once (it runs no user code); else built per container
 
 
-def load(args: Start) -> Loaded:
-    """Import the user's script and find the function: everything before the first user hook."""
+def load(args: Start, module: ModuleType | None = None) -> Loaded:
+    """Import the user's script and find the function: everything before the first user hook.
+    `module`: the script, imported already (another function of it was loaded)."""
     from ._asgi import build_app, with_errors, with_root_path
     from ._lifecycle import find_class
     from ._load import find_stub, import_script
@@ -58,7 +59,8 @@ def load(args: Start) -> Loaded:
     directory = Path(args.directory).resolve()
     workdir = Path(os.environ.get("WISP_WORKDIR") or directory)  # the image's workdir(), else the app's folder
     os.chdir(workdir)
-    module = import_script(directory, args.module)
+    if module is None:
+        module = import_script(directory, args.module)
     _, stub = find_stub(module, args.stub)
     fn, spec = stub._functions[args.function]
     klass = None if spec.cls is None else find_class(module, stub, spec.cls)

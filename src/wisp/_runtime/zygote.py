@@ -5,9 +5,11 @@ Two levels, both this module:
   environment. It imports the container runtime (uvicorn, FastAPI, Starlette, pydantic, ...) and
   runs one request through a throwaway webhook, so that what those libraries build on first use
   is built once and shared by every fork. It leaves no thread and no event loop behind.
-- A function's zygote is forked from its image's zygote. It takes the function's environment and
-  folder, imports the user's script and builds what runs no user hook (`__main__.load`), then
-  forks that function's containers, which only serve (`__main__.serve`): enter hooks, factories
+- A function zygote is forked from its image's zygote. It takes the environment and folder of
+  the functions it serves (those of one app version whose environments differ only in
+  WISP_FUNCTION), imports the user's script once and builds, for each of those functions, what
+  runs no user hook (`__main__.load`); then it forks containers of any of them, each taking its
+  own function's environment, folder and uid, which only serve (`__main__.serve`): enter hooks, factories
   and requests happen in each container, so every container starts from the state the script
   had right after import, as a fresh process would. If the import left threads running or
   opened sockets, it forks nothing and says why (a fork copies a thread's locks but not the
@@ -43,6 +45,7 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -454,11 +457,17 @@ def _run_module(name: str) -> None:
 
 
 def _function_zygote(request: dict[str, Any]) -> None:
-    """Import the function's script once, then fork its containers (they only serve)."""
-    from .__main__ import load, serve
+    """Import the script once and load each of the request's functions (`functions`, else the
+    Start's), then fork containers of any of them (they only serve)."""
+    from .__main__ import Loaded, load, serve
 
     sockets = socket_fds()
-    loaded = load(Start.from_arg(str(request["start"])))
+    start = Start.from_arg(str(request["start"]))
+    first = load(start)
+    loaded: dict[str, Loaded] = {start.function: first}
+    for name in request.get("functions") or ():
+        if name not in loaded:
+            loaded[name] = load(replace(start, function=str(name)), first.module)
     gc.collect()
     fork_safe = fork_safe_threads()
     reason = unforkable(sockets, fork_safe)
@@ -467,7 +476,12 @@ def _function_zygote(request: dict[str, Any]) -> None:
         return
 
     def spawn(container: dict[str, Any], out_fd: int, inherited: list[int]) -> NoReturn:
-        _run_child(container, out_fd, inherited, lambda: serve(loaded, Start.from_arg(str(container["start"]))))
+        _run_child(container, out_fd, inherited, lambda: _serve(Start.from_arg(str(container["start"]))))
+
+    def _serve(args: Start) -> None:
+        """In the container, with its function's own environment, folder and uid (`_become`)."""
+        ready = loaded.get(args.function)
+        serve(ready if ready is not None else load(args, first.module), args)
 
     zygote = Zygote(str(request["zygote"]), spawn, fork_safe)
     gc.freeze()  # what exists now stays shared: the children's collections skip it

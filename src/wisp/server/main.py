@@ -47,6 +47,7 @@ from .modal_api.start import ModalAPI, start_modal_api
 from .pool import STOP_GRACE, PoolConfig
 from .recovery import DamagedState, open_store
 from .runtime import get_runtime, groups
+from .runtime.release import bound_from_env as zygote_memory_bound
 from .store import Store
 
 TICK = 1.0  # seconds between idle checks; idle scale-down is precise to about this
@@ -330,6 +331,10 @@ def main(argv: list[str] | None = None) -> None:
                                         "(default 30, $WISP_SHUTDOWN_GRACE)")
     args = parser.parse_args(argv)
     gateway_options_from_env()  # a bad setting stops the server here, with its name
+    try:
+        zygote_memory_bound()
+    except ValueError as exc:
+        sys.exit(f"wisp server: {exc}")
     if (os.environ.get("WISP_BUILDER") or "local") not in BUILDERS:
         sys.exit(f"WISP_BUILDER={os.environ['WISP_BUILDER']!r} is not an image builder; choose one of: "
                  f"{', '.join(sorted(BUILDERS))}, or unset it.")

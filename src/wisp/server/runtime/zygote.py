@@ -2,8 +2,12 @@
 
 A fork skips the interpreter start, the imports of uvicorn/FastAPI/pydantic and the import of the
 user's script, which a fresh container spends most of its ~0.7 s on. Per image Python, one
-zygote (started when a function of that image is deployed); per function version, one zygote
-forked from it that has imported the script (`wisp._runtime.zygote` says what runs where).
+zygote (started when a function of that image is deployed); per app version, one zygote forked
+from it that has imported the script and forks containers for each of its functions
+(`SharedZygote`: functions share it when their environments differ only in WISP_FUNCTION;
+`wisp._runtime.zygote` says what runs where). Idle zygotes are kept under a memory bound
+(WISP_ZYGOTE_MEMORY_MB): past it the least recently used are stopped (`release.to_release`), and
+the next container start forks a new function zygote from the image's.
 Containers are process groups of their own (the child calls setsid), so stopping one is the same
 as on the local runtime; a zygote reports its children's exit codes through status pipes, since
 the server is not their parent.
@@ -23,7 +27,6 @@ import signal
 import socket
 import tempfile
 import time
-import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -35,13 +38,14 @@ from ... import _protocol as protocol
 from ..._protocol import Exited, Start, decode
 from ..._protocol import Log as LogLine
 from ..isolation import AppUser, zygote_env
-from . import groups
+from . import groups, release
 from .base import Log, NotReady
 from .local import LocalLauncher, LocalProcess, lines_until_exit, read_line
 
 ZYGOTE_START_TIMEOUT = 60.0  # an image's zygote imports a fixed set of packages
 RETIRE_GRACE = 5.0  # at server shutdown, seconds a retired zygote gets before SIGKILL
-FINGERPRINT_EVERY = 1.0  # seconds between looks at wisp's files
+FINGERPRINT_EVERY = 1.0  # seconds between looks at wisp's files (and at the zygotes' memory bound)
+SIZE_EVERY = 10.0  # seconds a zygote's measured PSS is used before it is read again
 
 
 class ZygoteError(Exception):
@@ -182,9 +186,11 @@ class _Zygote:
     """What both kinds of zygote do for the server: fork a child on their socket."""
 
     socket_path: str
+    last_used: float = 0.0  # when it last forked (time.monotonic())
 
     async def fork(self, start: Start, env: Mapping[str, str], cwd: Path,
                    user: AppUser | None = None) -> ForkedProcess:
+        self.last_used = time.monotonic()
         return await fork_from(self.socket_path, _request(start, env, cwd, user))
 
 
@@ -196,6 +202,11 @@ class ImageZygote(_Zygote):
         self.socket_path = socket_path
         self.fingerprint = fingerprint  # of wisp's code when it started
         self.proc: asyncio.subprocess.Process | None = None
+        self.last_used = time.monotonic()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
@@ -262,10 +273,14 @@ class FunctionZygote(_Zygote):
     async def start(cls, image: ImageZygote, start: Start, env: Mapping[str, str], cwd: Path,
                     socket_path: str, log: Callable[[str], None], timeout: float,
                     user: AppUser | None = None,
-                    forked: Callable[[FunctionZygote], None] = lambda _: None) -> FunctionZygote:
+                    forked: Callable[[FunctionZygote], None] = lambda _: None,
+                    functions: list[str] | None = None) -> FunctionZygote:
         """Fork it and wait for its import, at most `timeout` seconds. `forked` is told of it
-        first, so that whoever gives up on the import earlier can stop it."""
-        request = {**_request(start, env, cwd, user), "zygote": socket_path}
+        first, so that whoever gives up on the import earlier can stop it. `functions`: those it
+        forks containers for (it builds each one's app ahead), `start`'s own by default."""
+        request = {**_request(start, env, cwd, user), "zygote": socket_path,
+                   "functions": functions or [start.function]}
+        image.last_used = time.monotonic()
         process = await fork_from(image.socket_path, request)
         zygote = cls(image, process, socket_path)
         forked(zygote)
@@ -327,30 +342,54 @@ class FunctionZygote(_Zygote):
 Forker = ImageZygote | FunctionZygote
 
 
-class ForkLauncher:
-    """Starts one function version's containers as forks of its zygote."""
+def sharing_key(python: str, start: Start, env: Mapping[str, str], cwd: Path, user: AppUser | None,
+                per_function: bool = False) -> tuple[Any, ...]:
+    """Functions with equal keys share one function zygote: the same version's folder and script,
+    the same image Python, folder and uid, and the same environment but for WISP_FUNCTION (their
+    secrets included: a zygote imports the script in exactly the environment of each function it
+    forks for, so no function's secrets ever reach another's containers, and what the script reads
+    at import is what it would read in a fresh container). `per_function`: one zygote per
+    function, as before issue 16 (WISP_ZYGOTE_PER_FUNCTION=1, for benchmarks)."""
+    shared_env = tuple(sorted((k, v) for k, v in env.items() if k != "WISP_FUNCTION"))
+    return (python, start.directory, start.module, start.stub, str(cwd), user and (user.uid, user.gid), shared_env,
+            start.function if per_function else None)
 
-    def __init__(self, runtime: ZygoteRuntime, python: str, start: Start, env: Mapping[str, str], cwd: Path,
-                 log: Log, startup_timeout: float, user: AppUser | None = None) -> None:
-        """`start`: what the function's zygote imports and its containers serve (their sockets
-        filled in per container). `user`: the app's uid/gid, which the function's zygote and
-        containers drop to."""
+
+class SharedZygote:
+    """The function zygote of the functions of one app version that share a key (`sharing_key`):
+    it imports the script once and forks containers for any of them, each with its own Start,
+    environment, folder and uid. Held by their launchers; closed with the last of them. It may be
+    released (stopped) while idle to keep idle zygotes under the runtime's memory bound; the next
+    container start forks a new one from the image's zygote."""
+
+    def __init__(self, runtime: ZygoteRuntime, key: tuple[Any, ...], python: str, start: Start,
+                 env: Mapping[str, str], cwd: Path, log: Log, user: AppUser | None) -> None:
         self.runtime = runtime
+        self.key = key
         self.python = python
-        self.start_params = start
-        self.user = user
-        self._fresh_launcher = LocalLauncher(python, start, env, cwd, user=user)  # when forking is not to be had
-        self.env = dict(env)
+        self.start_params = start  # the first function's; the zygote loads every function's app
+        self.env = dict(env)  # the first function's: equal to the others' but for WISP_FUNCTION
         self.cwd = cwd
-        self.startup_timeout = startup_timeout
-        self.source = f"{env.get('WISP_FUNCTION', 'function')} zygote"
+        self.user = user
         self._log = log
-        self._forker: Forker | None = None  # the function's zygote, or its image's if the import failed
+        self.functions: dict[str, float] = {}  # name -> its startup_timeout
+        self.launchers = 0
+        self._forker: Forker | None = None  # the function zygote, or its image's if the import failed
         self._renewing: asyncio.Task[Forker] | None = None
-        self._fresh: str | None = None  # why containers start as fresh processes, once known
         self._import_error: str | None = None  # why the function's zygote could not import the script
+        self._unforkable: str | None = None  # why its containers must be fresh processes, once known
         self._importing: FunctionZygote | None = None  # forked, its import not finished yet
         self._closed = False
+        self.running = 0  # containers forked from it still running, and starts under way
+        self.last_used = time.monotonic()
+
+    @property
+    def source(self) -> str:
+        return f"{','.join(self.functions) or 'function'} zygote"
+
+    def join(self, function: str, startup_timeout: float) -> None:
+        self.functions[function] = max(startup_timeout, self.functions.get(function, 0.0))
+        self.launchers += 1
 
     def prepare(self) -> None:
         if self._renewing is None or self._renewing.done():
@@ -369,6 +408,15 @@ class ForkLauncher:
         except Exception:  # no zygote to be had, or unforkable: fresh processes, `start` says why
             return None
         return self._import_error
+
+    @property
+    def busy(self) -> bool:
+        return self.running > 0 or (self._renewing is not None and not self._renewing.done())
+
+    @property
+    def function_zygote(self) -> FunctionZygote | None:
+        forker = self._forker
+        return forker if isinstance(forker, FunctionZygote) and forker.alive else None
 
     def _current(self) -> Forker | None:
         forker = self._forker
@@ -391,9 +439,13 @@ class ForkLauncher:
             # Its socket is in the app's own folder: it binds it as the app's uid, other apps cannot reach it.
             socket_path = self.runtime.socket_path(self.user.socket_dir if self.user else None)
             self._forker = await FunctionZygote.start(
-                image, self.start_params, self.env, self.cwd, socket_path, self._write, self.startup_timeout, self.user,
-                forked=self._forked)
+                image, self.start_params, self.env, self.cwd, socket_path, self._write,
+                max(self.functions.values(), default=300.0), self.user, forked=self._forked,
+                functions=list(self.functions))
             self._import_error = None
+        except Unforkable as exc:
+            self._unforkable = str(exc)
+            raise
         except PreloadFailed as exc:
             if not self._closed:  # else close() stopped the import
                 self._write(f"[wisp] could not import the script ahead of its containers ({exc}); "
@@ -405,6 +457,7 @@ class ForkLauncher:
             raise
         finally:
             self._importing = None
+            self.last_used = time.monotonic()
         if self._closed:
             self._retire()
         return self._forker
@@ -416,6 +469,8 @@ class ForkLauncher:
         self._log.write(line, source=self.source)
 
     async def _forker_for_start(self) -> Forker:
+        if self._unforkable is not None:  # the script is what it is: no new import to find it out again
+            raise Unforkable(self._unforkable)
         current = self._current()
         if current is not None:
             return current
@@ -424,11 +479,87 @@ class ForkLauncher:
         assert self._renewing is not None
         return await asyncio.shield(self._renewing)
 
+    async def fork(self, start: Start, env: Mapping[str, str], cwd: Path, user: AppUser | None) -> ForkedProcess:
+        """A container of one of its functions, with that function's own environment, folder and uid."""
+        self.running += 1  # busy from now on: the bound never releases a zygote a start waits for
+        try:
+            forker = await self._forker_for_start()
+            process = await forker.fork(start, env, cwd, user)
+        except BaseException:
+            self._ended()
+            raise
+        exit_watch = asyncio.ensure_future(process.wait())
+        exit_watch.add_done_callback(self._exited)
+        return process
+
+    def _exited(self, task: asyncio.Future[int]) -> None:
+        _retrieve(task)
+        self._ended()
+
+    def _ended(self) -> None:
+        self.running -= 1
+        self.last_used = time.monotonic()
+
+    def release(self) -> bool:
+        """Stop the idle function zygote (the memory bound); the next start makes a new one."""
+        zygote = self.function_zygote
+        if zygote is None or self.busy:
+            return False
+        self._forker = None
+        zygote.retire()  # no children: it exits at once
+        self._write("[wisp] released the idle function zygote (WISP_ZYGOTE_MEMORY_MB); "
+                    "the next container start forks a new one from the image's zygote")
+        return True
+
+    def _retire(self) -> FunctionZygote | None:
+        forker, self._forker = self._forker, None
+        if isinstance(forker, FunctionZygote):
+            forker.retire()
+            return forker
+        return None
+
+    async def close(self) -> None:
+        """The last launcher closed: the function's zygote exits now, not later."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._importing is not None:  # a version that failed its deploy, say: its import stops too
+            await self._importing.process.stop(0)
+        retired = self._retire()
+        if retired is not None:
+            await retired.process.stop(RETIRE_GRACE)
+
+
+class ForkLauncher:
+    """Starts one function version's containers as forks of the function zygote it shares with
+    the other functions of its version (`SharedZygote`)."""
+
+    def __init__(self, runtime: ZygoteRuntime, shared: SharedZygote, python: str, start: Start,
+                 env: Mapping[str, str], cwd: Path, user: AppUser | None = None) -> None:
+        """`start`: what its containers serve (their sockets filled in per container). `user`: the
+        app's uid/gid, which the zygote and containers drop to."""
+        self.runtime = runtime
+        self.shared = shared
+        self.python = python
+        self.start_params = start
+        self.user = user
+        self._fresh_launcher = LocalLauncher(python, start, env, cwd, user=user)  # when forking is not to be had
+        self.env = dict(env)
+        self.cwd = cwd
+        self._fresh: str | None = None  # why containers start as fresh processes, once known
+        self._closed = False
+
+    def prepare(self) -> None:
+        self.shared.prepare()
+
+    async def ready(self) -> str | None:
+        return await self.shared.ready()
+
     async def start(self, socket_path: str) -> ForkedProcess | LocalProcess:
         if self._fresh is None:
             try:
-                forker = await self._forker_for_start()
-                return await forker.fork(self.start_params.for_container(socket_path), self.env, self.cwd, self.user)
+                return await self.shared.fork(self.start_params.for_container(socket_path), self.env, self.cwd,
+                                              self.user)
             except Unforkable as exc:
                 self._fresh = f"started as a fresh process, not forked: {exc}"
                 note = self._fresh
@@ -440,27 +571,15 @@ class ForkLauncher:
         process.note = note  # the pool writes it to the app's log
         return process
 
-    def _retire(self) -> FunctionZygote | None:
-        forker, self._forker = self._forker, None
-        if isinstance(forker, FunctionZygote):
-            forker.retire()
-            return forker
-        return None
-
     async def close(self) -> None:
-        """The pool has stopped its containers: the function's zygote exits now, not later."""
+        """The pool has stopped its containers; the shared zygote goes with its last launcher."""
         if self._closed:
             return
         self._closed = True
-        if self._importing is not None:  # a version that failed its deploy, say: its import stops too
-            await self._importing.process.stop(0)
-        retired = self._retire()
-        self.runtime.release(self.python)
-        if retired is not None:
-            await retired.process.stop(RETIRE_GRACE)
+        await self.runtime.leave(self.shared)
 
 
-def _retrieve(task: asyncio.Task[Any]) -> None:
+def _retrieve(task: asyncio.Future[Any]) -> None:
     """A failure to prepare is reported when a container starts; do not warn about it here."""
     if not task.cancelled():
         task.exception()
@@ -471,12 +590,16 @@ class ZygoteRuntime:
 
     name = "zygote"
 
-    def __init__(self, fingerprint: Callable[[], str] = wisp_fingerprint) -> None:
+    def __init__(self, fingerprint: Callable[[], str] = wisp_fingerprint, memory_bound: int | None = None) -> None:
+        """`memory_bound`: bytes idle zygotes may hold (default: WISP_ZYGOTE_MEMORY_MB, `release`)."""
         self._images: dict[str, ImageZygote] = {}
         self._starting: dict[str, asyncio.Task[ImageZygote]] = {}
         self._retired: list[ImageZygote] = []
         self._users: Counter[str] = Counter()  # launchers per image Python
-        self._launchers: weakref.WeakSet[ForkLauncher] = weakref.WeakSet()
+        self._shared: dict[tuple[Any, ...], SharedZygote] = {}  # function zygotes by sharing key
+        self.memory_bound = release.bound_from_env() if memory_bound is None else memory_bound
+        self._per_function = os.environ.get("WISP_ZYGOTE_PER_FUNCTION") == "1"  # the pre-issue-16 way
+        self._sizes: dict[int, tuple[float, int]] = {}  # pid -> (when measured, bytes)
         self._dir = tempfile.mkdtemp(prefix="wisp-z-")
         groups.add_folder(self._dir)  # removed by the next start if this server cannot
         self._sockets = 0
@@ -491,11 +614,25 @@ class ZygoteRuntime:
             return LocalLauncher(python, start, env, cwd, user=user,
                                  note="started as a fresh process: the function asks for one (fork=False)")
         if self._watch is None:
-            self._watch = asyncio.ensure_future(self._watch_wisp())
+            self._watch = asyncio.ensure_future(self._tend())
         self._users[python] += 1
-        launcher = ForkLauncher(self, python, start, env, cwd, log, startup_timeout, user)
-        self._launchers.add(launcher)
-        return launcher
+        key = sharing_key(python, start, env, cwd, user, self._per_function)
+        shared = self._shared.get(key)
+        if shared is None:
+            shared = self._shared[key] = SharedZygote(self, key, python, start, env, cwd, log, user)
+        shared.join(start.function, startup_timeout)
+        return ForkLauncher(self, shared, python, start, env, cwd, user)
+
+    async def leave(self, shared: SharedZygote) -> None:
+        """A launcher closed: the shared zygote goes with its last one."""
+        shared.launchers -= 1
+        if shared.launchers <= 0:
+            if self._shared.get(shared.key) is shared:
+                del self._shared[shared.key]
+            self.release(shared.python)
+            await shared.close()
+        else:
+            self.release(shared.python)
 
     def socket_path(self, folder: str | None = None) -> str:
         """A new zygote socket: in the runtime's own folder (0700, the server's: image zygotes run
@@ -540,15 +677,55 @@ class ZygoteRuntime:
         self._images[python] = zygote
         return zygote
 
-    async def _watch_wisp(self) -> None:
-        """When wisp's code changes on disk, start new zygotes before the next container needs one."""
+    async def _tend(self) -> None:
+        """Each second: when wisp's code changed on disk, start new zygotes before the next
+        container needs one; keep idle zygotes within the memory bound."""
         while True:
             await asyncio.sleep(FINGERPRINT_EVERY)
             stale = [z for z in self._images.values() if z.alive and z.fingerprint != self.fingerprint()]
             if stale:
-                for launcher in list(self._launchers):
-                    if not launcher._closed:
-                        launcher.prepare()
+                for shared in list(self._shared.values()):
+                    shared.prepare()
+            self.keep_within_bound()
+
+    def _size(self, pid: int, now: float) -> int:
+        """A zygote's PSS, measured again at most every SIZE_EVERY seconds."""
+        measured = self._sizes.get(pid)
+        if measured is None or now - measured[0] >= SIZE_EVERY:
+            measured = self._sizes[pid] = (now, release.pss(pid) or 0)
+        return measured[1]
+
+    def held(self, now: float) -> list[release.Held]:
+        """What the release policy sees: every function zygote and every current image zygote.
+        An image zygote is busy while anything it forked (a function zygote, a container) runs."""
+        held = []
+        busy_images: set[str] = set()
+        for shared in self._shared.values():
+            zygote = shared.function_zygote
+            if zygote is not None or shared.busy:
+                busy_images.add(shared.python)
+            if zygote is not None:
+                held.append(release.Held(shared.key, self._size(zygote.process.pid, now), shared.last_used, shared.busy))
+        for python, image in self._images.items():
+            if image.alive and image.pid is not None:
+                held.append(release.Held(python, self._size(image.pid, now), image.last_used,
+                                         python in busy_images or python in self._starting))
+        live = {z.process.pid for z in (s.function_zygote for s in self._shared.values()) if z is not None}
+        live |= {z.pid for z in self._images.values() if z.pid is not None}
+        self._sizes = {pid: size for pid, size in self._sizes.items() if pid in live}
+        return held
+
+    def keep_within_bound(self) -> list[str]:
+        """Stop the least recently used idle zygotes past the memory bound; what was stopped."""
+        stopped = []
+        for key in release.to_release(self.held(time.monotonic()), self.memory_bound):
+            shared = self._shared.get(key) if isinstance(key, tuple) else None
+            if shared is not None and shared.release():
+                stopped.append(shared.source)
+            elif isinstance(key, str) and key in self._images:
+                self._retire_image(key)  # no children: it exits at once
+                stopped.append(f"image zygote {key}")
+        return stopped
 
     def hold(self, python: str) -> None:
         """Something other than a ForkLauncher forks from the image's zygote (Modal's entrypoint):
