@@ -28,7 +28,7 @@ from ..isolation import AppUser
 from ..runtime import groups
 from ..runtime.base import ContainerProcess, Log
 from ..runtime.local import LocalProcess, child_setup
-from ..runtime.zygote import ZygoteError, ZygoteRuntime, fork_from
+from ..runtime.zygote import ZygoteError, ZygoteRuntime
 from .bridge import Bridge, http_server_factory
 from .service import ModalService
 from .tasks import ModalTask, TaskService
@@ -185,8 +185,7 @@ class ModalLauncher:
             if self.user is not None:
                 request.update(uid=self.user.uid, gid=self.user.gid)
             try:
-                image = await self.zygotes.image_zygote(self.python)
-                return await fork_from(image.socket_path, request)
+                return await self.zygotes.fork_module(self.python, request)
             except (ZygoteError, OSError) as exc:
                 note = f"started as a fresh process: the image's zygote could not fork it ({exc})"
         proc = await asyncio.create_subprocess_exec(

@@ -596,6 +596,7 @@ class ZygoteRuntime:
         self._starting: dict[str, asyncio.Task[ImageZygote]] = {}
         self._retired: list[ImageZygote] = []
         self._users: Counter[str] = Counter()  # launchers per image Python
+        self._outside: Counter[str] = Counter()  # running children of `fork_module`, per image Python
         self._shared: dict[tuple[Any, ...], SharedZygote] = {}  # function zygotes by sharing key
         self.memory_bound = release.bound_from_env() if memory_bound is None else memory_bound
         self._per_function = os.environ.get("WISP_ZYGOTE_PER_FUNCTION") == "1"  # the pre-issue-16 way
@@ -709,7 +710,7 @@ class ZygoteRuntime:
         for python, image in self._images.items():
             if image.alive and image.pid is not None:
                 held.append(release.Held(python, self._size(image.pid, now), image.last_used,
-                                         python in busy_images or python in self._starting))
+                                         python in busy_images or python in self._starting or python in self._outside))
         live = {z.process.pid for z in (s.function_zygote for s in self._shared.values()) if z is not None}
         live |= {z.pid for z in self._images.values() if z.pid is not None}
         self._sizes = {pid: size for pid, size in self._sizes.items() if pid in live}
@@ -726,6 +727,22 @@ class ZygoteRuntime:
                 self._retire_image(key)  # no children: it exits at once
                 stopped.append(f"image zygote {key}")
         return stopped
+
+    async def fork_module(self, python: str, request: dict[str, Any]) -> ForkedProcess:
+        """A child of the image's zygote that runs a module (`request["module"]`: Modal's
+        entrypoint) rather than wisp's agent. The image zygote counts as busy while it runs."""
+        image = await self.image_zygote(python)
+        image.last_used = time.monotonic()
+        process = await fork_from(image.socket_path, request)
+        self._outside[python] += 1
+
+        def ended(_: object) -> None:
+            self._outside[python] -= 1
+            if self._outside[python] <= 0:
+                del self._outside[python]
+
+        asyncio.ensure_future(process.wait()).add_done_callback(ended)
+        return process
 
     def hold(self, python: str) -> None:
         """Something other than a ForkLauncher forks from the image's zygote (Modal's entrypoint):
