@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from wisp.server.modal_api.drafts import stable_id
+
 from .conftest import REPO, Wisp, get, start_wisp
 from .modal_cli import MODAL, client_env, modal, modal_server
 
@@ -115,6 +117,11 @@ def test_modal_app_logs_shows_and_follows_the_apps_log(server: tuple[Wisp, dict[
     assert get(wisp.url("logged--f")).status_code == 200
     fetched = modal(env, "app", "logs", "logged").stdout
     assert "[wisp] deploy logged version 1" in fetched and "ready in" in fetched, fetched
+    found = modal(env, "app", "logs", "logged", "--search", "ready in", "--source", "system").stdout
+    assert "ready in" in found and "deploy logged version 1" not in found, found
+    other = stable_id("fu", "logged/no-such")
+    refused = modal(env, "app", "logs", "logged", "--function", other, check=False)
+    assert refused.returncode != 0 and "No function" in refused.stdout + refused.stderr
 
     follower = subprocess.Popen([MODAL, "app", "logs", "logged", "-f"], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)

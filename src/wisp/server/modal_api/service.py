@@ -42,6 +42,7 @@ from .translate import (
     app_item,
     app_state,
     dated_lines,
+    log_filter,
     log_window,
     secret_action,
     secret_id,
@@ -143,6 +144,21 @@ class ModalService(Servicer):
         if self.manager.store.app(app_id) is None and app_id not in self.manager.logs:
             raise GRPCError(Status.NOT_FOUND, f"No app {app_id!r} on this wisp server; `modal app list` shows them.")
 
+    def _function_named(self, app_id: str, function_id: str) -> str | None:
+        """The function of the app a `--function fu-...` names (None: no filter)."""
+        if not function_id:
+            return None
+        known = self.functions.get(function_id)
+        if known is not None and known[0] == app_id:
+            return str(known[1])
+        row = self.manager.store.app(app_id)
+        names = [str(f["name"]) for f in self.manager.store.version(app_id, row.version).spec["functions"]] if row else []
+        for name in names:
+            if stable_id("fu", f"{app_id}/{name}") == function_id:
+                return name
+        raise GRPCError(Status.NOT_FOUND, f"No function {function_id!r} in app {app_id!r}; `modal app list` and "
+                                          "the deploy's output name its functions.")
+
     async def AppFetchLogs(self, stream: Stream[api_pb2.AppFetchLogsRequest, api_pb2.AppFetchLogsResponse]) -> None:
         """A time window of the app's log, the last `limit` lines of it (`modal app logs NAME`)."""
         request = await stream.recv_message()
@@ -152,6 +168,8 @@ class ModalService(Servicer):
         log = self.manager.log(app_id)
         text, _ = log.read(0)
         lines = dated_lines(text, _midnight_of(log.path))
+        lines = log_filter(lines, request.search_text, self._function_named(app_id, request.function_id),
+                           request.source)
         chosen = log_window(lines, _seconds(request.since) if request.HasField("since") else 0,
                             _seconds(request.until) if request.HasField("until") else 0, request.limit)
         batches = [api_pb2.TaskLogsBatch(items=[_entry(ln) for ln in chosen])] if chosen else []
@@ -172,6 +190,7 @@ class ModalService(Servicer):
         app_id = self.drafts.wisp_id(request.app_id)
         self._known_app(app_id)
         log = self.manager.log(app_id)
+        function = self._function_named(app_id, request.function_id)
         if request.last_entry_id.isdigit():
             offset = int(request.last_entry_id)
         else:  # a `modal serve`/`run` from its own first line; `modal app logs -f` with recent lines
@@ -180,7 +199,8 @@ class ModalService(Servicer):
             text, offset = log.read(offset)
             if text:
                 now = time.time()
-                items = [_entry(LogLine(line, now, line[9:15] == "[wisp]")) for line in text.splitlines()]
+                fresh = [LogLine(line, now, line[9:15] == "[wisp]") for line in text.splitlines()]
+                items = [_entry(ln) for ln in log_filter(fresh, request.search_text, function)]
                 await stream.send_message(api_pb2.TaskLogsBatch(entry_id=str(offset),
                                                                 items=items))
             elif not self.manager.running_or_stopping(app_id):

@@ -136,3 +136,19 @@ def log_window(lines: list[LogLine], since: float, until: float, limit: int) -> 
     """The last `limit` lines in [since, until) (0 for either bound: open), oldest first."""
     chosen = [ln for ln in lines if (not since or ln.timestamp >= since) and (not until or ln.timestamp < until)]
     return chosen[-limit:] if limit else chosen
+
+
+# modal_proto's FileDescriptor values: the `--source` of `modal app logs`.
+SOURCE_STDOUT, SOURCE_STDERR, SOURCE_SYSTEM = 1, 2, 3
+
+
+def log_filter(lines: list[LogLine], search: str = "", function: str | None = None, source: int = 0) -> list[LogLine]:
+    """`modal app logs --search/--function/--source`: lines containing `search`, written by a
+    container of `function` (its lines are tagged `[<function> c<N>]`), and from `source`: wisp's
+    own lines are the system's; a container's stdout and stderr are one stream in wisp, so either
+    source gives all of its lines."""
+    tag = f"[{function} c" if function is not None else None
+    return [ln for ln in lines
+            if (not search or search in ln.text)
+            and (tag is None or ln.text[9:].startswith(tag))
+            and (not source or (source == SOURCE_SYSTEM) == ln.system)]
