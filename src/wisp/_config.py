@@ -13,6 +13,7 @@ SERVER_FILE = "server.json"  # written by a running server: pid, ports; removed 
 TOKEN_FILE = "token"  # control-plane credential, mode 0600
 ALIVE_LOCK = "server.alive"  # flock held by a server process from its start to its exit
 START_LOCK = "server.start"  # flock held by a CLI while it finds or starts the server
+INSECURE_ENV = "WISP_INSECURE"  # "1": the server may listen off loopback over plain HTTP (--insecure)
 MIN_FREE_BYTES = 1 << 20  # to start a server: the token, server.json, the database's journal, log lines
 
 

@@ -83,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     p = servers.add_parser("start", help="start the server in the background")
     p.add_argument("--port", type=int, help="gateway port (default 8400, $WISP_PORT)")
     p.add_argument("--host", default="127.0.0.1", help="gateway address (default 127.0.0.1)")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow a --host other machines reach, over plain HTTP (wisp has no TLS; $WISP_INSECURE=1)")
     p.add_argument("--grace", type=server.grace_seconds, help="seconds in-flight requests and WebSockets get to "
                    "finish when the server stops (default 30, $WISP_SHUTDOWN_GRACE)")
     p.set_defaults(run=server.start)

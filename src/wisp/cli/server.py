@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .._config import START_LOCK, default_port, read_server_info, wisp_home
+from .._config import INSECURE_ENV, START_LOCK, default_port, read_server_info, wisp_home
 from .._session import output as _output
 from ..client import (
     DEFAULT_GRACE,
@@ -66,6 +66,8 @@ def request(method: str, path: str, done: str | Callable[[dict[str, Any]], str],
 
 def start(args: argparse.Namespace) -> int:
     home = wisp_home()
+    if args.insecure:
+        os.environ[INSECURE_ENV] = "1"  # the server it starts reads it
     try:
         client, started = ensure_server(home, args.port or default_port(), args.host, args.grace)
     except ClientError as exc:

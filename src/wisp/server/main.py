@@ -12,6 +12,7 @@ import dataclasses
 import errno
 import fcntl
 import io
+import ipaddress
 import os
 import shutil
 import signal
@@ -29,6 +30,7 @@ import wisp
 
 from .._config import (
     ALIVE_LOCK,
+    INSECURE_ENV,
     SERVER_FILE,
     ServerInfo,
     disk_full_message,
@@ -317,6 +319,20 @@ async def _finished(task: asyncio.Future[Any], force: asyncio.Event) -> bool:
     return task.done()
 
 
+def host_refusal(host: str, insecure: bool) -> str | None:
+    """Why the gateway must not listen on `host`, or None. Off loopback, apps and their proxy-auth
+    keys would cross the network in clear text: only with an explicit --insecure."""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if loopback or insecure:
+        return None
+    return (f"--host {host} would serve apps to other machines over plain HTTP, and wisp has no TLS yet. "
+            "Keep the default 127.0.0.1 behind a TLS proxy (nginx, caddy), or pass --insecure "
+            f"({INSECURE_ENV}=1) to serve plain HTTP on a network you trust.")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m wisp.server")
     parser.add_argument("--home", type=Path, required=True)
@@ -329,7 +345,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="port of Modal's client API on 127.0.0.1 (default: the gateway's port + 1; 0: off)")
     parser.add_argument("--grace", help="seconds in-flight requests get when the server stops "
                                         "(default 30, $WISP_SHUTDOWN_GRACE)")
+    parser.add_argument("--insecure", action="store_true", default=os.environ.get(INSECURE_ENV) == "1",
+                        help="serve a non-loopback --host over plain HTTP")
     args = parser.parse_args(argv)
+    refused = host_refusal(args.host, args.insecure)
+    if refused is not None:
+        sys.exit(f"wisp server: {refused}")
     gateway_options_from_env()  # a bad setting stops the server here, with its name
     try:
         zygote_memory_bound()
