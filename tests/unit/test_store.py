@@ -291,7 +291,7 @@ def test_a_database_that_is_not_wisps_is_refused(db: Path) -> None:
 
 def test_a_damaged_version_record_raises_store_error(store: Store) -> None:
     save(store, "a")
-    store._db.execute("UPDATE versions SET spec = '{not json' WHERE app_id = 'a'")
+    store._db.run("UPDATE versions SET spec = '{not json' WHERE app_id = 'a'")
     with pytest.raises(StoreError, match="not valid JSON"):
         store.version("a", 1)
     with pytest.raises(StoreError, match="no record of its version 2"):
