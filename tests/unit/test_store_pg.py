@@ -8,8 +8,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from pgserver import PostgresServer
 
+from pgserver import PostgresServer
 from wisp.server import recovery, store_pg
 from wisp.server.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError, StoreURL, parse_store_url, redact
 from wisp.server.store_pg import PostgresDatabase, schema_version
