@@ -93,6 +93,7 @@ class ServerInfo:
     gateway_port: int
     admin_port: int
     modal_port: int = 0  # Modal's client API (issue 13); 0: off
+    store: str = "sqlite"  # the store's kind: "sqlite" (state.db) or "postgresql" (--store)
 
     @property
     def admin_url(self) -> str:

@@ -117,10 +117,13 @@ def connect(home: Path) -> Client | None:
     return client
 
 
-def start_server(home: Path, port: int, host: str = "127.0.0.1", grace: float | None = None) -> Client:
+def start_server(home: Path, port: int, host: str = "127.0.0.1", grace: float | None = None,
+                 store: str | None = None) -> Client:
     """Start the embedded server in the background and wait until it answers.
 
-    grace: its shutdown grace in seconds (`--grace`); None: WISP_SHUTDOWN_GRACE or 30."""
+    grace: its shutdown grace in seconds (`--grace`); None: WISP_SHUTDOWN_GRACE or 30.
+    store: its store URL (`--store`); None: WISP_STORE, or $WISP_HOME/state.db. Passed in the
+    environment, not argv, so that a password in it is not in the process list."""
     log_path = home / "server.log"
     problem = disk_problem(home)  # the server would say so in server.log, on that same full disk
     if problem is not None:
@@ -131,7 +134,7 @@ def start_server(home: Path, port: int, host: str = "127.0.0.1", grace: float | 
         proc = subprocess.Popen(
             [sys.executable, "-m", "wisp.server", "--home", str(home), "--port", str(port), "--host", host, *extra],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **({"WISP_STORE": store} if store else {})},
         )
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -152,7 +155,8 @@ def start_server(home: Path, port: int, host: str = "127.0.0.1", grace: float | 
     raise ClientError(0, f"The wisp server did not start.\n{output}\n(full log: {log_path})")
 
 
-def ensure_server(home: Path, port: int, host: str = "127.0.0.1", grace: float | None = None) -> tuple[Client, bool]:
+def ensure_server(home: Path, port: int, host: str = "127.0.0.1", grace: float | None = None,
+                  store: str | None = None) -> tuple[Client, bool]:
     """The running server, starting one if none answers; True when this call started it.
 
     Race-free for many CLIs at once (a Makefile starting several `serve`s): they take turns
@@ -166,7 +170,7 @@ def ensure_server(home: Path, port: int, host: str = "127.0.0.1", grace: float |
             if client is not None:
                 return client, False
             if not server_alive(home):
-                return start_server(home, port, host, grace), True
+                return start_server(home, port, host, grace, store), True
             if time.monotonic() > deadline:
                 raise ClientError(0, f"A wisp server on {home} neither answers nor exits (see {home / 'server.log'}). "
                                      "Stop it with `wisp server stop`, or `kill` the process named in server.json.")

@@ -1,8 +1,10 @@
-"""SQLite persistence on a real file: what the server must find again after a restart."""
+"""Persistence on a real SQLite file and a real Postgres: what the server must find again after a
+restart. The contract tests run on both (`store`, `reopen`); the schema-version tests below them
+are SQLite's (Postgres's are in test_store_pg.py)."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +14,17 @@ from wisp.server.store import (
     MIGRATIONS,
     SCHEMA_VERSION,
     AppRow,
+    CallRow,
     DatabaseInfo,
+    DeployTokenRow,
+    ProxyTokenRow,
     Store,
     StoreError,
     VersionRow,
     inspect,
     migrate,
+    open_database,
+    parse_store_url,
 )
 
 SPEC: dict[str, Any] = {"name": "hello", "module": "hello", "stub_attr": "stub", "functions": [{"name": "f", "web": None}]}
@@ -28,11 +35,24 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "state.db"
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
+    """Opens a store on one database of the backend under test (again and again: the same one)."""
+    url = None if request.param == "sqlite" else request.getfixturevalue("postgres").new_database()
+    opened: list[Store] = []
+
+    def open_again() -> Store:
+        opened.append(Store(open_database(parse_store_url(url, tmp_path))))
+        return opened[-1]
+
+    yield open_again
+    for store in opened:
+        store.close()
+
+
 @pytest.fixture
-def store(db: Path) -> Iterator[Store]:
-    opened = Store(db)
-    yield opened
-    opened.close()
+def store(reopen: Callable[[], Store]) -> Store:
+    return reopen()
 
 
 def save(store: Store, app_id: str, mode: str = "deploy", spec: dict[str, Any] | None = None) -> int:
@@ -107,14 +127,14 @@ def test_apps_are_listed_by_id(store: Store) -> None:
 
 def test_saving_the_same_version_twice_fails_and_leaves_the_store_usable(store: Store) -> None:
     save(store, "hello")
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(store.errors):
         store.save_version("hello", "hello", "deploy", 1, {"other": True}, "/elsewhere")
     assert store.version("hello", 1).files_dir == "/files/hello/1"
     assert save(store, "hello") == 2  # no transaction was left open
 
 
-def test_data_survives_closing_and_reopening(db: Path) -> None:
-    first = Store(db)
+def test_data_survives_closing_and_reopening(reopen: Callable[[], Store]) -> None:
+    first = reopen()
     save(first, "deployed")
     save(first, "deployed")
     save(first, "served", mode="serve")
@@ -122,7 +142,7 @@ def test_data_survives_closing_and_reopening(db: Path) -> None:
     before = first.apps()
     first.close()
 
-    second = Store(db)
+    second = reopen()
     try:
         assert second.apps() == before
         assert [(r.id, r.mode, r.state, r.version) for r in before] == [
@@ -135,8 +155,8 @@ def test_data_survives_closing_and_reopening(db: Path) -> None:
         second.close()
 
 
-def test_two_stores_on_one_file_see_each_others_writes(db: Path) -> None:
-    writer, reader = Store(db), Store(db)
+def test_two_stores_on_one_database_see_each_others_writes(reopen: Callable[[], Store]) -> None:
+    writer, reader = reopen(), reopen()
     try:
         save(writer, "hello")
         row = reader.app("hello")
@@ -144,6 +164,140 @@ def test_two_stores_on_one_file_see_each_others_writes(db: Path) -> None:
     finally:
         writer.close()
         reader.close()
+
+
+def test_ids_and_names_are_ordered_byte_by_byte_as_sqlite_does(store: Store) -> None:
+    names = ["zeta", "Zeta", "alpha", "b-c", "b_c", "b.c", "é", "a:serve"]
+    for name in names:
+        save(store, name)
+        store.put_secret(name, {"K": name}, replace=False)
+    in_bytes = sorted(names, key=lambda n: n.encode())
+    assert [row.id for row in store.apps()] == in_bytes
+    assert [row.name for row in store.secrets()] == in_bytes
+
+
+def test_times_keep_their_full_precision(store: Store) -> None:
+    save(store, "a")
+    row = store.app("a")
+    assert row is not None
+    [(version, deployed)] = store.version_history("a")
+    assert version == 1 and deployed == row.created_at  # the same time.time(), read back from both tables
+    assert deployed != round(deployed, 3)  # not cut to a float4's few digits (about 1 in 1000 runs is exact)
+
+
+def test_version_history_is_newest_first_and_numbers_oldest_first(store: Store) -> None:
+    for _ in range(3):
+        save(store, "a")
+    save(store, "b")
+    assert [v for v, _ in store.version_history("a")] == [3, 2, 1]
+    assert store.version_numbers("a") == [1, 2, 3]
+    assert store.version_history("missing") == [] and store.version_numbers("missing") == []
+
+
+def test_call_token_is_made_once_per_app(store: Store) -> None:
+    made: list[str] = []
+
+    def make() -> str:
+        made.append(f"tok-{len(made)}")
+        return made[-1]
+
+    assert [store.call_token("a", make), store.call_token("a", make), store.call_token("b", make)] == [
+        "tok-0", "tok-0", "tok-1"]
+    assert made == ["tok-0", "tok-1"]
+
+
+def test_a_spawned_call_from_pending_to_finished(store: Store) -> None:
+    store.add_call("fc-1", "a", "f", b"\x00input\xff")
+    store.add_call("fc-2", "a", "g", b"two")
+    store.add_call("fc-3", "b", "f", b"three")
+    first = store.call("fc-1")
+    assert isinstance(first, CallRow)
+    assert (first.app_id, first.function, first.state, first.input, first.answer, first.attempts, first.finished_at) \
+        == ("a", "f", "pending", b"\x00input\xff", None, 0, None)
+    assert store.call("fc-missing") is None
+    assert [c.id for c in store.pending_calls()] == ["fc-1", "fc-2", "fc-3"]
+    assert [store.count_attempt("fc-1"), store.count_attempt("fc-1"), store.count_attempt("fc-missing")] == [1, 2, 0]
+    assert store.finish_call("fc-1", "done", b"\x01answer") is True
+    assert store.finish_call("fc-1", "failed", b"late") is False  # ended already: the first end stays
+    done = store.call("fc-1")
+    assert done is not None
+    assert (done.state, done.input, done.answer, done.attempts) == ("done", None, b"\x01answer", 2)
+    assert done.finished_at is not None and done.finished_at >= done.created_at
+    assert [c.id for c in store.pending_calls()] == ["fc-2", "fc-3"]
+    assert [c.id for c in store.recent_calls("a")] == ["fc-2", "fc-1"]
+    assert [c.id for c in store.recent_calls("a", limit=1)] == ["fc-2"]
+
+
+def test_expire_calls_drops_only_ended_calls_finished_before(store: Store) -> None:
+    for n in range(3):
+        store.add_call(f"fc-{n}", "a", "f", b"x")
+    store.finish_call("fc-0", "done", b"ok")
+    store.finish_call("fc-1", "cancelled", None)
+    ended = store.call("fc-1")
+    assert ended is not None and ended.finished_at is not None
+    assert store.expire_calls(before=0.0) == 0
+    assert store.expire_calls(before=ended.finished_at + 1) == 2
+    assert [c.id for c in store.recent_calls("a")] == ["fc-2"]  # pending: never expired
+
+
+def test_secrets_put_replace_list_delete(store: Store) -> None:
+    assert store.put_secret("db", {"USER": "u", "PASSWORD": "p"}, replace=False) is True
+    first = store.secret("db")
+    assert first is not None and first.values == {"USER": "u", "PASSWORD": "p"}
+    assert store.put_secret("db", {"USER": "other"}, replace=False) is False
+    assert store.secret("db") == first  # not replaced
+    assert store.put_secret("db", {"USER": "new"}, replace=True) is True
+    again = store.secret("db")
+    assert again is not None and again.values == {"USER": "new"}
+    assert again.created_at == first.created_at and again.updated_at >= first.updated_at
+    store.put_secret("api", {"KEY": "k"}, replace=True)  # replace=True creates one too
+    assert [s.name for s in store.secrets()] == ["api", "db"]
+    assert store.delete_secret("db") is True and store.delete_secret("db") is False
+    assert store.secret("db") is None and [s.name for s in store.secrets()] == ["api"]
+
+
+def test_version_secrets_are_pinned_per_version_and_replaced_on_save(store: Store) -> None:
+    assert store.version_secrets("a", 1) == {}
+    store.save_version_secrets("a", 1, {"f": {"K": "1"}})
+    store.save_version_secrets("a", 2, {"f": {"K": "2"}, "g": {}})
+    store.save_version_secrets("a", 1, {"f": {"K": "again"}})
+    assert store.version_secrets("a", 1) == {"f": {"K": "again"}}
+    assert store.version_secrets("a", 2) == {"f": {"K": "2"}, "g": {}}
+
+
+def test_proxy_tokens_add_list_remove_by_name_or_key(store: Store) -> None:
+    assert store.add_proxy_token("ci", "wk-1", "sha-1") is True
+    assert store.add_proxy_token("ci", "wk-2", "sha-2") is False  # the name is taken
+    assert store.add_proxy_token("other", "wk-1", "sha-3") is False  # so is the key
+    assert store.add_proxy_token("laptop", "wk-2", "sha-2") is True
+    listed = store.proxy_tokens()
+    assert [(t.name, t.key, t.secret_sha256) for t in listed] == [("ci", "wk-1", "sha-1"), ("laptop", "wk-2", "sha-2")]
+    assert store.remove_proxy_token("wk-2") == listed[1]
+    assert store.remove_proxy_token("ci") == listed[0]
+    assert isinstance(listed[0], ProxyTokenRow)
+    assert store.remove_proxy_token("ci") is None and store.proxy_tokens() == []
+
+
+def test_deploy_tokens_add_list_remove(store: Store) -> None:
+    assert store.add_deploy_token("ci", "hello", "sha-1") is True
+    assert store.add_deploy_token("ci", "other", "sha-2") is False
+    assert store.add_deploy_token("ci2", "hello", "sha-1") is False  # one hash, one token
+    assert store.add_deploy_token("ci2", "hello", "sha-2") is True
+    listed = store.deploy_tokens()
+    assert [(t.name, t.app_name, t.token_sha256) for t in listed] == [("ci", "hello", "sha-1"), ("ci2", "hello", "sha-2")]
+    assert isinstance(listed[0], DeployTokenRow)
+    assert store.remove_deploy_token("ci") == listed[0]
+    assert store.remove_deploy_token("ci") is None
+    assert [t.name for t in store.deploy_tokens()] == ["ci2"]
+
+
+def test_app_uids_are_kept_and_never_shared(reopen: Callable[[], Store]) -> None:
+    store = reopen()
+    pick = lambda taken: max(taken, default=4999) + 1  # noqa: E731
+    assert [store.app_uid(app, pick) for app in ("a", "b", "a")] == [5000, 5001, 5000]
+    other = reopen()  # another server on the same database
+    assert other.app_uid("a", pick) == 5000 and other.app_uid("c", pick) == 5002
+    assert store.app_uid("c", pick) == 5002
 
 
 # -- schema versions (issue 11, point 6) -------------------------------------------------------
@@ -291,7 +445,7 @@ def test_a_database_that_is_not_wisps_is_refused(db: Path) -> None:
 
 def test_a_damaged_version_record_raises_store_error(store: Store) -> None:
     save(store, "a")
-    store._db.execute("UPDATE versions SET spec = '{not json' WHERE app_id = 'a'")
+    store._db.run("UPDATE versions SET spec = '{not json' WHERE app_id = 'a'")
     with pytest.raises(StoreError, match="not valid JSON"):
         store.version("a", 1)
     with pytest.raises(StoreError, match="no record of its version 2"):

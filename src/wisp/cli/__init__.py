@@ -87,14 +87,19 @@ def _parser() -> argparse.ArgumentParser:
                    help="allow a --host other machines reach, over plain HTTP (wisp has no TLS; $WISP_INSECURE=1)")
     p.add_argument("--grace", type=server.grace_seconds, help="seconds in-flight requests and WebSockets get to "
                    "finish when the server stops (default 30, $WISP_SHUTDOWN_GRACE)")
+    p.add_argument("--store", help="where apps, versions, secrets and tokens are kept: sqlite:///PATH (default "
+                   "$WISP_HOME/state.db) or postgresql://USER:PASSWORD@HOST:PORT/DATABASE, which servers may share "
+                   "($WISP_STORE)")
     p.set_defaults(run=server.start)
     servers.add_parser("stop", help="stop the server and every container").set_defaults(run=server.stop)
     servers.add_parser("status", help="is a server running, and where").set_defaults(run=server.status)
     p = servers.add_parser("backup", help="a consistent copy of state.db, also while the server runs")
     p.add_argument("path", nargs="?", help="file or folder to write (default $WISP_HOME/backups/state-<time>.db)")
+    p.add_argument("--store", help="the store the server was started with, when not state.db ($WISP_STORE)")
     p.set_defaults(run=server.backup)
     p = servers.add_parser("restore", help="put a backup in place of state.db (the server must be stopped)")
     p.add_argument("backup", nargs="?", help="the backup file (default the newest in $WISP_HOME/backups)")
+    p.add_argument("--store", help="the store to restore, when not state.db ($WISP_STORE)")
     p.set_defaults(run=server.restore)
     return parser
 

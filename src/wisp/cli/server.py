@@ -23,7 +23,7 @@ from ..client import (
     wait_for,
 )
 from ..server import recovery
-from ..server.store import StoreError
+from ..server.store import StoreError, StoreURL, parse_store_url
 
 # How long `server stop` waits beyond the server's grace period: its containers get 10 s
 # (pool.STOP_GRACE) for exit hooks once the gateway has drained, the zygotes a few more.
@@ -68,13 +68,21 @@ def start(args: argparse.Namespace) -> int:
     home = wisp_home()
     if args.insecure:
         os.environ[INSECURE_ENV] = "1"  # the server it starts reads it
+    if args.store is not None:
+        try:
+            parse_store_url(args.store, home)
+        except ValueError as exc:
+            _output.fail(f"--store: {exc}.")
+            return 1
     try:
-        client, started = ensure_server(home, args.port or default_port(), args.host, args.grace)
+        client, started = ensure_server(home, args.port or default_port(), args.host, args.grace, args.store)
     except ClientError as exc:
         _output.fail(exc.message)
         return 1
     if not started:
-        again = " --grace applies when a server starts: stop this one first to change it." if args.grace is not None else ""
+        given = [flag for flag, value in (("--grace", args.grace), ("--store", args.store)) if value is not None]
+        again = (f" {' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} when a server starts: stop this "
+                 "one first to change it.") if given else ""
         _output.say(f"The wisp server is already running (pid {client.info.pid}, port {client.info.gateway_port}).{again}")
         return 0
     _output.say(f"Started the wisp server (pid {client.info.pid}): gateway on http://{args.host}:{client.info.gateway_port}")
@@ -131,25 +139,52 @@ def status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backup_store(args: argparse.Namespace, home: Path) -> StoreURL | None:
+    """The SQLite file `backup`/`restore` work on (--store, WISP_STORE, else state.db); None
+    after saying why not (a Postgres store, a bad URL)."""
+    value = args.store or os.environ.get("WISP_STORE")
+    info = read_server_info(home)
+    if value is None and info is not None and info.store != "sqlite" and server_alive(home):
+        _output.fail(f"The wisp server running on {home} keeps its store in Postgres: backups of a Postgres store are "
+                     "Postgres's own: use pg_dump (`pg_dump -Fc URL > wisp.dump`) and pg_restore to restore it.")
+        return None
+    try:
+        where = parse_store_url(value, home)
+    except ValueError as exc:
+        _output.fail(f"--store/WISP_STORE: {exc}.")
+        return None
+    refusal = recovery.backup_refusal(where)
+    if refusal is not None:
+        _output.fail(refusal)
+        return None
+    return where
+
+
 def backup(args: argparse.Namespace) -> int:
     """An online backup of state.db (the server may be running), 0600; prints where it went."""
     home = wisp_home()
+    where = _backup_store(args, home)
+    if where is None or where.path is None:
+        return 1
     target = Path(args.path).expanduser().resolve() if args.path else None
     if target is not None and target.exists() and not target.is_dir():
         _output.fail(f"{target} exists already. Name a new file, or a folder to put a timestamped backup in.")
         return 1
     try:
-        path = recovery.take_backup(home, target)
+        path = recovery.take_backup(home, target, source=where.path)
     except (StoreError, OSError) as exc:
-        _output.fail(f"Could not back up {home / recovery.STATE_FILE}: {exc}.")
+        _output.fail(f"Could not back up {where.path}: {exc}.")
         return 1
-    _output.say(f"Backed up {home / recovery.STATE_FILE} to {path}")
+    _output.say(f"Backed up {where.path} to {path}")
     return 0
 
 
 def restore(args: argparse.Namespace) -> int:
     """Put a backup in place of state.db while no server runs (the replaced file is kept)."""
     home = wisp_home()
+    where = _backup_store(args, home)
+    if where is None or where.path is None:
+        return 1
     with _locked(home / START_LOCK):  # no CLI starts a server on the file while it is replaced
         if server_alive(home):
             _output.fail(f"A wisp server is running on {home}. Stop it first (`wisp server stop`), then restore.")
@@ -160,10 +195,10 @@ def restore(args: argparse.Namespace) -> int:
                          "Name one: `wisp server restore PATH` (`wisp server backup` makes them).")
             return 1
         try:
-            kept = recovery.restore(home, chosen)
+            kept = recovery.restore(home, chosen, where.path)
         except (StoreError, OSError) as exc:
             _output.fail(f"{chosen} cannot be restored: {exc}. Pick another backup (`ls {home / recovery.BACKUPS}`).")
             return 1
     replaced = f"; the file it replaced is kept as {kept}" if kept else ""
-    _output.say(f"Restored {home / recovery.STATE_FILE} from {chosen}{replaced}. Start the server: `wisp server start`.")
+    _output.say(f"Restored {where.path} from {chosen}{replaced}. Start the server: `wisp server start`.")
     return 0

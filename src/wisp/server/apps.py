@@ -9,7 +9,6 @@ import io
 import os
 import secrets
 import shutil
-import sqlite3
 import tarfile
 import time
 from collections.abc import Callable
@@ -471,10 +470,11 @@ class AppManager:
         old = versions_to_prune(self.store.version_numbers(app_id), self.keep_versions, row.version, in_use)
         if not old:
             return
+        failures: tuple[type[BaseException], ...] = (*self.store.errors, OSError)
         try:  # the rows first: a folder left behind by a failed removal is never used again
             self.store.delete_versions(app_id, old)
             await asyncio.to_thread(_remove_folders, [self.home / "apps" / app_id / f"v{version}" for version in old])
-        except (sqlite3.Error, OSError) as exc:  # a deploy that worked must not fail for its clean-up
+        except failures as exc:  # a deploy that worked must not fail for its clean-up
             self.log(app_id).write(f"[wisp] could not prune old versions ({exc}); the next deploy tries again")
             return
         self.log(app_id).write(f"[wisp] pruned version(s) {', '.join(map(str, old))}: the last {self.keep_versions} "

@@ -50,7 +50,7 @@ from .pool import STOP_GRACE, PoolConfig
 from .recovery import DamagedState, open_store
 from .runtime import get_runtime, groups
 from .runtime.release import bound_from_env as zygote_memory_bound
-from .store import Store
+from .store import Store, StoreURL, parse_store_url
 
 TICK = 1.0  # seconds between idle checks; idle scale-down is precise to about this
 DEFAULT_GRACE = 30.0  # seconds in-flight requests and WebSockets get when the server stops
@@ -164,9 +164,9 @@ async def _abandon_start(manager: AppManager, admin: uvicorn.Server, admin_task:
         store.close()
 
 
-def _prepare(home: Path) -> tuple[str, tuple[int, int] | None, Store] | None:
+def _prepare(home: Path, where: StoreURL | None = None) -> tuple[str, tuple[int, int] | None, Store] | None:
     """Before anything starts: this home's alive lock, room on its disk, the admin token, the
-    app uids and a usable state.db. Says what is wrong and returns None otherwise."""
+    app uids and a usable store (`where`, else state.db). Says what is wrong and returns None otherwise."""
     if _hold_alive_lock(home) is None:
         print(f"Another wisp server is running on {home} (starting or stopping). Use it, or wait for it to stop: "
               "`wisp server status`.", file=sys.stderr, flush=True)
@@ -185,8 +185,8 @@ def _prepare(home: Path) -> tuple[str, tuple[int, int] | None, Store] | None:
         return None
     assert token is not None
     uid_range = _isolation(home)
-    try:  # a damaged state.db stops here, saying which backup to restore
-        store = open_store(home)
+    try:  # a damaged state.db (or an unreachable Postgres) stops here, saying what to do
+        store = open_store(home, where)
     except DamagedState as exc:
         print(exc, file=sys.stderr, flush=True)
         return None
@@ -209,9 +209,10 @@ async def _listen(routes: dict[str, Target], host: str, port: int, max_body_size
 
 
 async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int,
-              grace: float = DEFAULT_GRACE, modal_port: int | None = None) -> int:
-    """`modal_port`: where Modal's client API listens (None: the gateway's port + 1; 0: off)."""
-    prepared = _prepare(home)
+              grace: float = DEFAULT_GRACE, modal_port: int | None = None, store_url: StoreURL | None = None) -> int:
+    """`modal_port`: where Modal's client API listens (None: the gateway's port + 1; 0: off);
+    `store_url`: the store (None: $WISP_HOME/state.db)."""
+    prepared = _prepare(home, store_url)
     if prepared is None:
         return 1
     token, uid_range, store = prepared
@@ -238,7 +239,7 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
         return {"grace": grace, "busy": gateway.busy()}
 
     admin_sock = _admin_socket()
-    info = ServerInfo(os.getpid(), host, gateway.port, admin_sock.getsockname()[1])
+    info = ServerInfo(os.getpid(), host, gateway.port, admin_sock.getsockname()[1], store=store.kind)
     manager.control_url = info.admin_url
     admin = _AdminServer(uvicorn.Config(build_control_app(manager, token, request_stop, {"gateway_port": gateway.port}),
                                         log_level="warning", access_log=False, lifespan="off"))
@@ -345,12 +346,20 @@ def main(argv: list[str] | None = None) -> None:
                         help="port of Modal's client API on 127.0.0.1 (default: the gateway's port + 1; 0: off)")
     parser.add_argument("--grace", help="seconds in-flight requests get when the server stops "
                                         "(default 30, $WISP_SHUTDOWN_GRACE)")
+    parser.add_argument("--store", default=os.environ.get("WISP_STORE"),
+                        help="store URL: sqlite:///PATH (default $WISP_HOME/state.db) or postgresql://... "
+                             "($WISP_STORE, which keeps a password out of the process list)")
     parser.add_argument("--insecure", action="store_true", default=os.environ.get(INSECURE_ENV) == "1",
                         help="serve a non-loopback --host over plain HTTP")
     args = parser.parse_args(argv)
     refused = host_refusal(args.host, args.insecure)
     if refused is not None:
         sys.exit(f"wisp server: {refused}")
+    home = args.home.resolve()
+    try:
+        store_url = parse_store_url(args.store, home)
+    except ValueError as exc:
+        sys.exit(f"wisp server: --store/WISP_STORE: {exc}.")
     gateway_options_from_env()  # a bad setting stops the server here, with its name
     try:
         zygote_memory_bound()
@@ -369,8 +378,8 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:
         pass  # the standard loop (uvloop is not built for every platform)
-    sys.exit(asyncio.run(run(args.home.resolve(), args.host, args.port, args.runtime, args.max_body_size, grace,
-                             args.modal_port)))
+    sys.exit(asyncio.run(run(home, args.host, args.port, args.runtime, args.max_body_size, grace,
+                             args.modal_port, store_url)))
 
 
 def _env_int(name: str) -> int | None:
