@@ -636,6 +636,44 @@ def test_idle_client_connections_are_closed(make_harness: Callable[..., Harness]
     assert time.monotonic() - started < 2
 
 
+def _read_all(sock: socket.socket) -> bytes:
+    data = b""
+    with contextlib.suppress(OSError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def test_a_head_that_does_not_arrive_in_time_is_408_however_slowly_it_trickles(
+        make_harness: Callable[..., Harness]) -> None:
+    h = make_harness()
+    h.gateway.head_timeout = 0.5
+    with h.raw_client() as sock:
+        sock.sendall(b"GET /app/ HTTP/1.1\r\nHost: x\r\n")
+        for _ in range(30):  # a header byte every 0.1 s: always arriving, never whole (slowloris)
+            time.sleep(0.1)
+            try:
+                sock.sendall(b"X")
+            except OSError:
+                break
+        answer = _read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert b"did not arrive within 0.5 s" in answer
+
+
+def test_a_head_in_several_reads_within_the_deadline_is_served(make_harness: Callable[..., Harness]) -> None:
+    h = make_harness()
+    h.gateway.head_timeout = 0.5
+    h.app("app")
+    for _ in range(3):  # each head gets its own deadline
+        with h.raw_client() as sock:
+            sock.sendall(b"GET /app/echo HTTP/1.1\r\n")
+            time.sleep(0.3)
+            sock.sendall(b"Host: x\r\nConnection: close\r\n\r\n")
+            assert _read_all(sock).startswith(b"HTTP/1.1 200")
+        time.sleep(0.3)  # 0.6 s of the connection's life since the first one began
+
+
 # -- targets and failures --------------------------------------------------------------------
 def test_target_unavailable_gives_its_status_and_headers(harness: Harness) -> None:
     target, _ = harness.app("app")

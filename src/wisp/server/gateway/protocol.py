@@ -89,6 +89,9 @@ class ClientConnection(asyncio.Protocol):
         # has ended, or no head is arriving); see _check_request_line.
         self._line: bytes | None = None
         self._linger: asyncio.TimerHandle | None = None
+        # When a head still incomplete after a read began to arrive (None: none is): the sweep
+        # answers 408 past the gateway's head_timeout, however slowly its bytes keep coming.
+        self.head_started: float | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -125,6 +128,8 @@ class ClientConnection(asyncio.Protocol):
             self._bad_request(400, responses.BAD_REQUEST)
         else:
             if self._head_size is not None:  # a head is still arriving: the rare path
+                if self.head_started is None:
+                    self.head_started = self.loop.time()
                 self._count_head(max(self._head_size + len(data), self._head_known))
                 if self._line is not None and not self._closing:
                     self._check_request_line(data)
@@ -179,6 +184,7 @@ class ClientConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._head_size = None
+        self.head_started = None
         if self._head_known > MAX_HEAD:  # a big head that arrived in few reads
             self._bad_request(431, responses.HEAD_TOO_LARGE)
             return
@@ -464,6 +470,12 @@ class ClientConnection(asyncio.Protocol):
         req = self._active
         if req is not None and req.exchange is not None:
             req.exchange.abort()
+
+    def head_timed_out(self, timeout: float) -> None:
+        """A head that has not arrived whole within the gateway's head_timeout (slowloris)."""
+        self.head_started = None
+        if not self._closing and not self._unreadable:
+            self._bad_request(408, responses.head_timed_out(timeout))
 
     def _reject(self, status: int, message: str) -> None:
         """Answer input that is not a request (or a failure of ours), then close."""

@@ -18,6 +18,11 @@ BAD_REQUEST = "The request is not valid HTTP/1.1, so the gateway cannot route it
 NO_VERSION = ("The request line has no HTTP version (HTTP/0.9 is not supported); "
               "send `GET /path HTTP/1.1` with a Host header.")
 VERSION_NOT_SUPPORTED = "The gateway speaks HTTP/1.1 and HTTP/1.0 only; send the request as HTTP/1.1."
+def head_timed_out(timeout: float) -> str:
+    return (f"The request line and headers did not arrive within {timeout:g} s; the connection is closed. "
+            "Send a request's head at once.")
+
+
 HEAD_TOO_LARGE = "The request line and headers are larger than 64 KiB; send fewer or shorter headers."
 INTERNAL = "The gateway failed while handling this request. This is a bug in wisp; the server log has the traceback."
 

@@ -13,6 +13,7 @@ from .protocol import ClientConnection, GatewayState
 from .upstream import UpstreamPool
 
 IDLE_TIMEOUT = 75.0  # seconds a client connection may sit without a request in progress
+HEAD_TIMEOUT = 10.0  # seconds a request's line and headers may take to arrive, once begun
 REDIRECT_AFTER = 150.0  # seconds without a response before a 303 to the call's result (S7)
 RESULT_TTL = 600.0  # seconds a detached call's result stays fetchable after it finished
 BACKLOG = 2048
@@ -43,6 +44,7 @@ class Gateway:
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.idle_timeout = IDLE_TIMEOUT
+        self.head_timeout = HEAD_TIMEOUT
 
     async def start(self, host: str, port: int, sock: socket.socket | None = None, *, serve: bool = True) -> None:
         """Listen on host:port (port 0 picks a free one), or on `sock` when given.
@@ -141,7 +143,7 @@ class Gateway:
     def sweep_interval(self) -> float:
         # Idle closing is precise to a fifth of the idle timeout; redirects and timeouts to about
         # a second (a twentieth of the window when it is short, as in tests).
-        return max(0.01, min(self.idle_timeout / 5, 1.0, self._state.redirect_after / 20))
+        return max(0.01, min(self.idle_timeout / 5, self.head_timeout / 5, 1.0, self._state.redirect_after / 20))
 
     async def _sweep(self) -> None:
         # A sweep instead of timers per request keeps the per-request cost at one clock read.
@@ -150,8 +152,11 @@ class Gateway:
             await asyncio.sleep(self.sweep_interval())
             now = loop.time()
             deadline = now - self.idle_timeout
+            head_deadline = now - self.head_timeout
             for conn in list(self._state.connections):
-                if conn.idle_since is None:
+                if conn.head_started is not None and conn.head_started < head_deadline:
+                    conn.head_timed_out(self.head_timeout)
+                elif conn.idle_since is None:
                     conn.check_wait(now)
                 elif conn.idle_since < deadline:
                     conn.close_idle()
