@@ -190,6 +190,8 @@ def test_modal_run_calls_remote_map_spawn_and_from_id(deployed: tuple[Wisp, dict
                        "nested 285"], out
     listed = wisp.run("app", "list").stdout  # the run's app ended with it
     assert any(line.split()[:2] == ["modal-calls-dev", "stopped"] for line in listed.splitlines()), listed
+    one = modal(env, "run", "calls_app.py::shout", "--word", "hello", cwd=tmp_path)  # one function, its arguments
+    assert "shout HELLO" in one.stdout + one.stderr, one.stdout + one.stderr
 
 
 def test_a_deployed_function_is_called_by_name_from_the_modal_sdk(deployed: tuple[Wisp, dict[str, str], Path, str],

@@ -26,6 +26,12 @@ def peek(app_name: str) -> str:
         return type(exc).__name__
 
 
+@app.function()
+def shout(word: str):
+    """Run alone: `modal run calls_app.py::shout --word hello`; its output streams to the CLI."""
+    print(f"shout {word.upper()}")
+
+
 @app.local_entrypoint()
 def main():
     print("remote", square.remote(7))
