@@ -100,6 +100,8 @@ class FunctionPool:
         launcher.prepare()  # a zygote, say, ready before the first request
         self._log = log
         self._socket_dir = socket_dir
+        # The redirect chain's name for a detached call: an attribute, read per request by the gateway.
+        self.call_param = MODAL_CALL_PARAM if spec.modal_args is not None else CALL_PARAM
         self._clock = clock
         self._metrics = metrics or Metrics()
         self._labels = labels
@@ -142,10 +144,6 @@ class FunctionPool:
     def strip_path_prefix(self) -> bool:
         """A web_server's own server knows nothing of the gateway's `/<label>` path prefix."""
         return self.spec.web is not None and self.spec.web.kind == "web_server"
-
-    @property
-    def call_param(self) -> bytes:
-        return MODAL_CALL_PARAM if self.spec.modal_args is not None else CALL_PARAM
 
     def try_acquire(self) -> Lease | None:
         """A free slot at once, or None (then `acquire()` waits for one): the warm path, with

@@ -25,9 +25,8 @@ from modal_proto import api_pb2
 
 from ..._protocol import Ready, encode
 from ..isolation import AppUser
-from ..runtime import groups
 from ..runtime.base import ContainerProcess, Log
-from ..runtime.local import LocalProcess, child_setup
+from ..runtime.local import spawn
 from ..runtime.zygote import ZygoteError, ZygoteRuntime
 from .bridge import Bridge, http_server_factory
 from .service import ModalService
@@ -188,14 +187,7 @@ class ModalLauncher:
                 return await self.zygotes.fork_module(self.python, request)
             except (ZygoteError, OSError) as exc:
                 note = f"started as a fresh process: the image's zygote could not fork it ({exc})"
-        proc = await asyncio.create_subprocess_exec(
-            self.python, "-m", ENTRYPOINT, env=env, cwd=str(self.cwd), stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
-            limit=1 << 20, preexec_fn=functools.partial(child_setup, os.getpid(), self.user))
-        groups.launched(proc.pid)
-        local = LocalProcess(proc)
-        local.note = note
-        return local
+        return await spawn([self.python, "-m", ENTRYPOINT], env, self.cwd, self.user, note)
 
     async def close(self) -> None:
         if self.zygotes is not None:

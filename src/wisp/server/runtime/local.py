@@ -133,24 +133,32 @@ class LocalLauncher:
         return None
 
     async def start(self, socket_path: str) -> LocalProcess:
-        proc = await asyncio.create_subprocess_exec(
-            *agent_argv(self.python, self.start_params.for_container(socket_path)),
-            env=self.env,
-            cwd=str(self.cwd),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-            limit=1 << 20,
-            preexec_fn=functools.partial(child_setup, os.getpid(), self.user),
-        )
-        groups.launched(proc.pid)
-        process = LocalProcess(proc)
-        process.note = self.note
-        return process
+        return await spawn(agent_argv(self.python, self.start_params.for_container(socket_path)), self.env, self.cwd,
+                           self.user, self.note)
 
     async def close(self) -> None:
         pass
+
+
+async def spawn(argv: list[str], env: Mapping[str, str], cwd: Path, user: AppUser | None = None,
+                note: str | None = None) -> LocalProcess:
+    """A container as a fresh process group: its output piped, run as `user` from its first
+    instruction, dying with the server, and recorded for the next start to reap."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        env=dict(env),
+        cwd=str(cwd),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+        limit=1 << 20,
+        preexec_fn=functools.partial(child_setup, os.getpid(), user),
+    )
+    groups.launched(proc.pid)
+    process = LocalProcess(proc)
+    process.note = note
+    return process
 
 
 class LocalRuntime:
