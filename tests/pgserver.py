@@ -43,9 +43,11 @@ class PostgresServer:
         self.port = _free_port()
         self.user = "nobody" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
         if os.geteuid() == 0:
-            os.chmod(self.root, 0o755)  # nobody must reach its folders through the temp dir
             for path in (self.root, self.sockets):
                 shutil.chown(path, self.user, "nogroup")
+        # Its folders are the owner's alone: a container (another uid) must not reach the socket.
+        os.chmod(self.root, 0o700)
+        os.chmod(self.sockets, 0o700)
 
     def _as_owner(self, *argv: str) -> list[str]:
         return ["runuser", "-u", self.user, "--", *argv] if os.geteuid() == 0 else list(argv)
@@ -54,7 +56,7 @@ class PostgresServer:
         subprocess.run(self._as_owner(str(self.bin / "initdb"), "-D", str(self.data), "-U", "wisp", "-A", "trust",
                                       "-E", "UTF8", "--locale", "C.UTF-8", "--no-sync"),
                        check=True, capture_output=True, text=True, timeout=120)
-        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sockets} -c fsync=off"
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sockets} -c unix_socket_permissions=0700 -c fsync=off"
         started = subprocess.run(self._as_owner(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options,
                                                 "-l", str(self.root / "log"), "-w", "-t", "60", "start"),
                                  capture_output=True, text=True, timeout=90)
