@@ -35,7 +35,7 @@ class Start:
     module: str  # the user's script, imported by this module name
     stub: str  # the module-level name of its Stub; "": the one it defines
     function: str
-    socket: str | None = None  # where the container listens; None for a function's zygote
+    socket: str | None = None  # where the container listens (a Unix socket, or tcp:HOST:PORT); None for a zygote
     timeout_keep_alive: int = 75
 
     def for_container(self, socket: str) -> Start:
@@ -88,6 +88,23 @@ class Log:
     text: str
 
 
+TCP = "tcp:"  # a container's address on another machine: tcp:HOST:PORT (HOST of IPv6 in brackets)
+
+
+def tcp_address(address: str) -> tuple[str, int] | None:
+    """(host, port) of a `tcp:HOST:PORT` address; None for a Unix socket's path."""
+    if not address.startswith(TCP):
+        return None
+    host, sep, port = address[len(TCP):].rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ProtocolError(f"a malformed container address {address!r}: expected tcp:HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def tcp(host: str, port: int) -> str:
+    return f"{TCP}[{host}]:{port}" if ":" in host else f"{TCP}{host}:{port}"
+
+
 Message = Union[Start, Ready, Stopping, ZygoteReady, Unforkable, Exited]  # noqa: UP007 (a runtime alias)
 _KINDS: dict[str, type[Any]] = {cls.kind: cls for cls in (Start, Ready, Stopping, ZygoteReady, Unforkable, Exited)}
 
@@ -133,5 +150,5 @@ def _message(data: Any, raw: object) -> Message:
     return message
 
 
-__all__ = ["PREFIX", "VERSION", "Exited", "Log", "Message", "ProtocolError", "Ready", "Start", "Stopping",
-           "Unforkable", "ZygoteReady", "decode", "encode", "encode_line"]
+__all__ = ["PREFIX", "TCP", "VERSION", "Exited", "Log", "Message", "ProtocolError", "Ready", "Start", "Stopping",
+           "Unforkable", "ZygoteReady", "decode", "encode", "encode_line", "tcp", "tcp_address"]

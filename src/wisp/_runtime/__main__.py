@@ -19,7 +19,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from .._protocol import Ready, Start, Stopping, encode_line
+from .._protocol import Ready, Start, Stopping, encode_line, tcp_address
 
 if TYPE_CHECKING:
     from .._app import Stub
@@ -130,9 +130,13 @@ def _server(app: Any, spec: FunctionSpec, args: Start, ready_line: str) -> Any:
             if self.started:
                 print(ready_line, flush=True)  # the pool reads the enter hooks' time for its metrics
 
+    assert args.socket is not None
+    where: dict[str, Any] = {"uds": args.socket}
+    if (address := tcp_address(args.socket)) is not None:  # a container on a cluster's node
+        where = {"host": address[0], "port": address[1]}
     config = uvicorn.Config(
         app,
-        uds=args.socket,
+        **where,
         lifespan="off" if spec.web and spec.web.kind == "wsgi" else "auto",
         log_level="warning",
         access_log=False,

@@ -32,6 +32,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from .._protocol import tcp_address
 from .._spec import FunctionSpec
 from ._lifecycle import STOP_SIGNALS, StopSignals
 from ._pipe import Pipe
@@ -187,7 +188,11 @@ async def proxy(socket_path: str, host: str, port: int, ready_line: str) -> None
     tasks: set[asyncio.Task[None]] = set()
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stopping.set)
-    server = await loop.create_unix_server(accepted, socket_path)
+    address = tcp_address(socket_path)
+    if address is None:
+        server = await loop.create_unix_server(accepted, socket_path)
+    else:  # a container on a cluster's node
+        server = await loop.create_server(accepted, address[0], address[1])
     try:
         print(ready_line, flush=True)
         await stopping.wait()

@@ -1,4 +1,4 @@
-"""The `wisp` command: serve, deploy, run, app, image, secret, token and server."""
+"""The `wisp` command: serve, deploy, run, app, image, node, secret, token and server."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +6,7 @@ import sys
 
 from .._session import output as _output
 from ..client import ClientError
-from . import app, dashboard, deploy, image, modal_env, run, secret, serve, server, token
+from . import app, dashboard, deploy, image, modal_env, node, run, secret, serve, server, token
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,6 +45,14 @@ def _parser() -> argparse.ArgumentParser:
     images = sub.add_parser("image", help="list and prune built images").add_subparsers(dest="action", required=True, metavar="ACTION")
     images.add_parser("list", help="built images: hash, size, last use, packages").set_defaults(run=image.list_images)
     images.add_parser("prune", help="remove images that no running app uses").set_defaults(run=image.prune)
+
+    nodes = sub.add_parser("node", help="the machines containers run on (a Ray cluster's nodes)").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    nodes.add_parser("list", help="nodes: state, address, CPU/memory/GPU and what is reserved, containers").set_defaults(
+        run=node.list_nodes)
+    p = nodes.add_parser("drain", help="a node takes no new container; its containers finish their requests and stop")
+    p.add_argument("name", help="the node's name, as `wisp node list` shows it")
+    p.set_defaults(run=node.drain)
 
     secrets = sub.add_parser("secret", help="create, list and delete named secrets").add_subparsers(dest="action", required=True, metavar="ACTION")
     p = secrets.add_parser("create", help="store KEY=VALUE pairs under a name, for `wisp.Secret.from_name`")
@@ -90,6 +98,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--store", help="where apps, versions, secrets and tokens are kept: sqlite:///PATH (default "
                    "$WISP_HOME/state.db) or postgresql://USER:PASSWORD@HOST:PORT/DATABASE, which servers may share "
                    "($WISP_STORE)")
+    p.add_argument("--runtime", choices=["auto", "zygote", "local", "ray"],
+                   help="where containers run: this machine (auto: forked from zygotes where fork works; zygote; "
+                        "local: a fresh process each) or ray: the nodes of a Ray cluster ($WISP_RUNTIME)")
+    p.add_argument("--ray-address", help="the Ray cluster's address, HOST:PORT as `ray start --head` printed it "
+                                         "($WISP_RAY_ADDRESS)")
     p.set_defaults(run=server.start)
     servers.add_parser("stop", help="stop the server and every container").set_defaults(run=server.stop)
     servers.add_parser("status", help="is a server running, and where").set_defaults(run=server.status)

@@ -68,6 +68,14 @@ def start(args: argparse.Namespace) -> int:
     home = wisp_home()
     if args.insecure:
         os.environ[INSECURE_ENV] = "1"  # the server it starts reads it
+    if args.runtime:
+        os.environ["WISP_RUNTIME"] = args.runtime  # likewise
+    if args.ray_address:
+        os.environ["WISP_RAY_ADDRESS"] = args.ray_address
+    if os.environ.get("WISP_RUNTIME") == "ray" and not os.environ.get("WISP_RAY_ADDRESS"):
+        _output.fail("--runtime ray needs the cluster's address: --ray-address HOST:PORT (as `ray start --head` "
+                     "printed it), or WISP_RAY_ADDRESS.")
+        return 1
     if args.store is not None:
         try:
             parse_store_url(args.store, home)
@@ -80,7 +88,8 @@ def start(args: argparse.Namespace) -> int:
         _output.fail(exc.message)
         return 1
     if not started:
-        given = [flag for flag, value in (("--grace", args.grace), ("--store", args.store)) if value is not None]
+        given = [flag for flag, value in (("--grace", args.grace), ("--store", args.store), ("--runtime", args.runtime),
+                                          ("--ray-address", args.ray_address)) if value is not None]
         again = (f" {' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} when a server starts: stop this "
                  "one first to change it.") if given else ""
         _output.say(f"The wisp server is already running (pid {client.info.pid}, port {client.info.gateway_port}).{again}")

@@ -38,6 +38,7 @@ from .metrics import Gauge, Labels, Metrics
 from .pool import FunctionPool, PoolConfig
 from .runtime import NotReady, Runtime
 from .runtime.base import Launcher
+from .runtime.cluster.runtime import ClusterRuntime
 from .runtime.placement import check_local_runtime, container_settings, local_path, place_files
 from .runtime.zygote import ZygoteRuntime
 from .spawned import SpawnedCalls
@@ -350,13 +351,16 @@ class AppManager:
         env = {**base_env(files_dir, os.environ.get("LANG")), **image_env, **(secret_env or {}), "WISP_APP": app_id,
                "WISP_FUNCTION": fn.name, **self.call_env(app_id)}
         launcher: Launcher
-        if fn.modal_args is not None:  # deployed by Modal's client: Modal's own container entrypoint
+        if fn.modal_args is not None:  # deployed by Modal's client: Modal's own container entrypoint (on this machine)
             from .modal_api.launcher import ModalLauncher
 
             zygotes = self.runtime if isinstance(self.runtime, ZygoteRuntime) and fn.fork else None
             launcher = ModalLauncher(str(python), files_dir / fn.modal_args, env, cwd, log, web=fn.web is not None,
                                      method_name=fn.method_name, app_id=app_id, user=user, zygotes=zygotes,
                                      calls=lambda: self.modal_service)
+        elif isinstance(self.runtime, ClusterRuntime):  # on a cluster's nodes: each node builds its own env
+            app_env = {**(secret_env or {}), "WISP_APP": app_id, "WISP_FUNCTION": fn.name, **self.call_env(app_id)}
+            launcher = self.runtime.function_launcher(fn, start, app_env, log, user)
         else:
             launcher = self.runtime.launcher(str(python), start, env=env, cwd=cwd, fork=fn.fork, log=log,
                                              startup_timeout=fn.startup_timeout, user=user)
@@ -681,6 +685,33 @@ class AppManager:
     def running_or_stopping(self, app_id: str) -> bool:
         """Whether the app runs or is still stopping: its log may yet grow."""
         return app_id in self.apps or app_id in self._retiring.values()
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """The machines containers run on (`wisp node list`): a cluster's nodes, else this one."""
+        if isinstance(self.runtime, ClusterRuntime):
+            return self.runtime.describe()
+        containers = sum(pool.live_count() for app in self.apps.values() for pool in app.pools.values())
+        return [{"name": "local", "state": "up", "address": "127.0.0.1", "epoch": 0, "cpu": float(os.cpu_count() or 1),
+                 "containers": containers, "runtime": self.runtime.name}]
+
+    def drain_node(self, name: str) -> int:
+        """The node takes no new container; each of its containers finishes its requests and stops
+        while the pools start what they still need elsewhere. How many containers drain."""
+        if not isinstance(self.runtime, ClusterRuntime):
+            raise DeployError(400, f"This server runs containers on this machine only (runtime {self.runtime.name}): "
+                                   "there is no node to drain. Stop apps with `wisp app stop`, or the server itself.")
+        try:
+            self.runtime.drain(name)
+        except KeyError:
+            known = ", ".join(n["name"] for n in self.runtime.describe()) or "none"
+            raise DeployError(404, f"No node is called {name!r} (nodes: {known}); `wisp node list` shows them.") from None
+        draining = 0
+        for app in self.apps.values():
+            for pool in app.pools.values():
+                for cid in pool.containers_on(name):
+                    draining += pool.stop_container(cid, f"(node {name} drains)")
+        print(f"wisp server: node {name} draining: {draining} container(s) finish their requests and stop", flush=True)
+        return draining
 
     def list(self) -> list[dict[str, Any]]:
         out = []

@@ -83,6 +83,17 @@ class _ControlAPI:
             return _error(exc.status, exc.message)
         return JSONResponse(result)
 
+    async def list_nodes(self, request: Request) -> Response:
+        return JSONResponse({"nodes": self.manager.nodes()})
+
+    async def drain_node(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        try:
+            draining = self.manager.drain_node(name)
+        except DeployError as exc:
+            return _error(exc.status, exc.message)
+        return JSONResponse({"node": name, "draining_containers": draining})
+
     async def list_images(self, request: Request) -> Response:
         return JSONResponse({"images": self.manager.builder.list_images(self.manager.images_in_use())})
 
@@ -248,6 +259,8 @@ def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], di
         Route("/v1/apps/{app_id}/logs", api.logs),
         Route("/v1/apps/{app_id}/heartbeat", api.heartbeat, methods=["POST"]),
         Route("/v1/apps/{app_id}/rollback", api.rollback, methods=["POST"]),
+        Route("/v1/nodes", api.list_nodes),
+        Route("/v1/nodes/{name}/drain", api.drain_node, methods=["POST"]),
         Route("/v1/images", api.list_images),
         Route("/v1/images/prune", api.prune_images, methods=["POST"]),
         Route("/v1/secrets", api.list_secrets),

@@ -9,6 +9,7 @@ import asyncio
 import h11
 
 from .._call_wire import CONTENT_TYPE, KIND_HEADER
+from .._protocol import tcp_address
 
 READ_SIZE = 256 * 1024
 
@@ -20,7 +21,11 @@ class InvokeBroken(Exception):
 async def invoke(socket_path: str, data: bytes) -> bytes:
     """Send a call's input; return the whole answer (its frames). Raises InvokeBroken."""
     try:
-        reader, writer = await asyncio.open_unix_connection(socket_path)
+        address = tcp_address(socket_path)
+        if address is None:
+            reader, writer = await asyncio.open_unix_connection(socket_path)
+        else:  # a container on a cluster's node
+            reader, writer = await asyncio.open_connection(address[0], address[1])
     except OSError as exc:
         raise InvokeBroken(f"could not connect to the container ({exc})") from None
     conn = h11.Connection(h11.CLIENT)

@@ -49,6 +49,7 @@ from .modal_api.start import ModalAPI, start_modal_api
 from .pool import STOP_GRACE, PoolConfig
 from .recovery import DamagedState, open_store
 from .runtime import get_runtime, groups
+from .runtime.cluster.runtime import ClusterRuntime
 from .runtime.release import bound_from_env as zygote_memory_bound
 from .store import Store, StoreURL, parse_store_url
 
@@ -227,7 +228,17 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
     builder = get_builder(os.environ.get("WISP_BUILDER") or "local", home)
     builder.readable_by_others = uid_range is not None
     config = ManagerConfig(home, gateway.port, socket_dir, pool_config_from_env(), uid_range)
-    manager = AppManager(config, store, builder, get_runtime(runtime), routes)
+    chosen = get_runtime(runtime)
+    if isinstance(chosen, ClusterRuntime):
+        try:
+            await chosen.start()  # joins the cluster, an agent on every node
+        except RuntimeError as exc:
+            print(f"wisp server: {exc}", file=sys.stderr, flush=True)
+            await chosen.close()
+            shutil.rmtree(socket_dir, ignore_errors=True)
+            store.close()
+            return 1
+    manager = AppManager(config, store, builder, chosen, routes)
     stop = asyncio.Event()
     force = asyncio.Event()  # a second SIGTERM/SIGINT: stop now, cutting what is left
     loop = asyncio.get_running_loop()
@@ -340,7 +351,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--runtime", default=os.environ.get("WISP_RUNTIME", "auto"),
-                        help="container runtime: auto (zygote where fork works), zygote or local")
+                        help="container runtime: auto (zygote where fork works), zygote, local, or ray (the nodes of "
+                             "the Ray cluster at --ray-address)")
+    parser.add_argument("--ray-address", default=os.environ.get("WISP_RAY_ADDRESS"),
+                        help="the Ray cluster's address for --runtime ray ($WISP_RAY_ADDRESS)")
     parser.add_argument("--max-body-size", type=int, default=int(os.environ.get("WISP_MAX_BODY_SIZE", 100 * 1024 * 1024)))
     parser.add_argument("--modal-port", type=int, default=_env_int("WISP_MODAL_PORT"),
                         help="port of Modal's client API on 127.0.0.1 (default: the gateway's port + 1; 0: off)")
@@ -352,6 +366,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--insecure", action="store_true", default=os.environ.get(INSECURE_ENV) == "1",
                         help="serve a non-loopback --host over plain HTTP")
     args = parser.parse_args(argv)
+    if args.ray_address:
+        os.environ["WISP_RAY_ADDRESS"] = args.ray_address  # read by the ray runtime
     refused = host_refusal(args.host, args.insecure)
     if refused is not None:
         sys.exit(f"wisp server: {refused}")

@@ -350,6 +350,9 @@ class FunctionPool:
             c.recent.append(str(exc))
             self._exited(c, -1)
             return
+        address = getattr(c.process, "address", None)  # a cluster's container listens on its node: tcp:HOST:PORT
+        if address:
+            c.socket_path = address
         if c.state is State.DRAINING:  # stopped while its process was being created
             self._spawn(c.process.stop(STOP_GRACE))
         self._log.write(f"[wisp] container {c.id} of {self.spec.name} starting (pid {c.process.pid})")
@@ -477,16 +480,20 @@ class FunctionPool:
         return await self._launcher.ready()
 
     # -- what `wisp app list` and /metrics show ----------------------------------------------
-    def stop_container(self, container_id: str) -> bool:
+    def stop_container(self, container_id: str, why: str = "from the dashboard") -> bool:
         """Drain one container (an operator's action): it takes no new request, finishes the ones
         it has, runs its exit hooks and stops; the autoscaler starts another if it is still needed."""
         for c in self._containers:
             if c.id == container_id and c.state in (State.STARTING, State.READY):
-                self._log.write(f"[wisp] container {c.id} of {self.spec.name} stopped from the dashboard")
+                self._log.write(f"[wisp] container {c.id} of {self.spec.name} stopped {why}")
                 self._stop(c)
                 self.autoscale()
                 return True
         return False
+
+    def containers_on(self, node: str) -> list[str]:
+        """The ids of the live containers a cluster placed on `node`."""
+        return [c.id for c in self._live() if getattr(getattr(c.process, "node", None), "name", None) == node]
 
     def take_window(self) -> Window:
         """What happened since the last call (the server samples once a second)."""

@@ -12,6 +12,8 @@ from typing import Protocol
 
 import httptools
 
+from ..._protocol import tcp_address
+
 logger = logging.getLogger("wisp.gateway")
 
 MAX_IDLE_PER_CONTAINER = 64  # beyond this a finished connection is closed, not kept
@@ -207,6 +209,9 @@ class UpstreamPool:
 
     async def connect(self, path: str) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
+        if (address := tcp_address(path)) is not None:  # a container on a cluster's node
+            _, conn = await loop.create_connection(lambda: UpstreamConnection(self, path), address[0], address[1])
+            return conn
         _, conn = await loop.create_unix_connection(lambda: UpstreamConnection(self, path), path)
         return conn
 

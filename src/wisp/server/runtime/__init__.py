@@ -5,6 +5,7 @@ import os
 import socket
 
 from .base import ContainerProcess, Launcher, Log, NotReady, Runtime
+from .cluster.runtime import ClusterRuntime
 from .local import LocalRuntime
 from .zygote import ZygoteRuntime
 
@@ -13,6 +14,7 @@ RUNTIMES: dict[str, type[Runtime]] = {
     "local": LocalRuntime,  # every container a fresh interpreter
     "zygote": ZygoteRuntime,  # containers forked from a per-image zygote (Linux, macOS)
     "auto": ZygoteRuntime if _CAN_FORK else LocalRuntime,
+    "ray": ClusterRuntime,  # the nodes of a Ray cluster (WISP_RAY_ADDRESS; `pip install wisp[ray]`)
 }
 
 
