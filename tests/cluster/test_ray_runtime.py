@@ -93,8 +93,12 @@ def test_both_nodes_are_listed_with_ray_s_totals(ray_cluster: RayCluster) -> Non
 def test_a_burst_spreads_containers_over_both_nodes(ray_cluster: RayCluster, deployed: Path) -> None:
     answers = burst(ray_cluster, 4, 1500)
     assert all(status == 200 for status, _ in answers), answers
-    seen = {body["node"] for _, body in answers if isinstance(body, dict)}
-    assert seen == set(nodes(ray_cluster)), answers  # each container knows its node: WISP_NODE
+    # Placed on both (a node still building its image serves a moment later than the other)...
+    listed = nodes(ray_cluster)
+    assert all(n["containers"] >= 1 for n in listed.values()), listed
+    # ...and, warm, both serve; each container knows its node (WISP_NODE).
+    answers = burst(ray_cluster, 4, 1000)
+    assert {body["node"] for _, body in answers if isinstance(body, dict)} == set(listed), answers
 
 
 def test_cpu_reservations_cap_containers_per_node(ray_cluster: RayCluster, deployed: Path) -> None:
@@ -106,6 +110,17 @@ def test_cpu_reservations_cap_containers_per_node(ray_cluster: RayCluster, deplo
     assert per_node and max(per_node.values()) <= 2, per_node
     for node in nodes(ray_cluster).values():
         assert node["reserved_cpu"] <= node["cpu"], node
+
+
+def test_a_function_that_fits_no_node_gets_a_clear_503(ray_cluster: RayCluster, tmp_path: Path) -> None:
+    shutil.copy(APPS / "huge.py", tmp_path / "huge.py")
+    ray_cluster.wisp.run("deploy", str(tmp_path / "huge.py"))
+    answer = requests.get(ray_cluster.wisp.url("huge--big"), timeout=60)
+    assert answer.status_code == 503, answer.text
+    assert "more than any node has" in answer.text and "cpu=" in answer.text, answer.text
+    listed = ray_cluster.wisp.run("app", "list").stdout
+    assert "more than any node has" in listed, listed
+    ray_cluster.wisp.run("app", "stop", "huge")
 
 
 def test_a_redeploy_under_load_loses_nothing(ray_cluster: RayCluster, deployed: Path) -> None:

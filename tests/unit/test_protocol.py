@@ -56,3 +56,21 @@ def test_what_claims_to_be_a_message_and_is_not_is_refused(line: bytes, problem:
 def test_a_version_mismatch_says_what_to_do() -> None:
     with pytest.raises(p.ProtocolError, match="restart the server"):
         p.decode(p.PREFIX + b'{"v": 99, "kind": "ready"}\n')
+
+
+@pytest.mark.parametrize(("address", "parsed"), [
+    ("/tmp/wisp-x/c1.sock", None),
+    ("tcp:127.0.0.1:8000", ("127.0.0.1", 8000)),
+    ("tcp:node-a.internal:65535", ("node-a.internal", 65535)),
+    ("tcp:[::1]:9", ("::1", 9)),
+])
+def test_a_container_address_is_a_socket_path_or_tcp(address: str, parsed: tuple[str, int] | None) -> None:
+    assert p.tcp_address(address) == parsed
+    if parsed is not None:
+        assert p.tcp(*parsed) == address
+
+
+@pytest.mark.parametrize("address", ["tcp:127.0.0.1", "tcp::80", "tcp:host:0", "tcp:host:70000", "tcp:host:http"])
+def test_a_malformed_tcp_address_is_refused(address: str) -> None:
+    with pytest.raises(p.ProtocolError, match="tcp:HOST:PORT"):
+        p.tcp_address(address)
