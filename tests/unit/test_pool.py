@@ -19,6 +19,7 @@ from wisp.server.autoscaler import FAILED_AFTER
 from wisp.server.logs import AppLog
 from wisp.server.metrics import Metrics
 from wisp.server.pool import FunctionPool
+from wisp.server.runtime import NoCapacity
 
 T = TypeVar("T")
 
@@ -64,6 +65,8 @@ class FakeLauncher:
     def __init__(self, ready: bool = True) -> None:
         self.ready_ = ready
         self.started: list[FakeProcess] = []
+        self.full = 0  # starts refused for want of room (a full cluster) before one is let through
+        self.refused = 0
 
     def prepare(self) -> None:
         pass
@@ -72,6 +75,9 @@ class FakeLauncher:
         return None
 
     async def start(self, socket_path: str) -> FakeProcess:
+        if self.refused < self.full:
+            self.refused += 1
+            raise NoCapacity("every node that could take 0.5 CPU is full")
         process = FakeProcess(self.ready_)
         self.started.append(process)
         return process
@@ -208,6 +214,19 @@ def test_failed_starts_back_off_and_mark_the_function_failed(log: AppLog) -> Non
             await asyncio.sleep(0.005)
         assert await pool.wait_ready(5)  # this one comes up: the function works again
         assert not pool.failed
+        await pool.stop()
+    run(body)
+
+
+def test_a_request_waits_while_the_runtime_has_no_room_and_is_served_when_it_has(log: AppLog) -> None:
+    async def body() -> None:
+        launcher = FakeLauncher()
+        launcher.full = 2  # the cluster is full for two tries (a second apart), then a node frees up
+        pool = make_pool(log, Clock(), launcher)
+        lease = await asyncio.wait_for(pool.acquire(), 10)  # waits: not a 503, not a failed start
+        assert launcher.refused == 2 and len(launcher.started) == 1
+        assert not pool.failed and "no room for another container of f" in str(pool.status()["last_error"])
+        lease.release()
         await pool.stop()
     run(body)
 

@@ -35,10 +35,11 @@ from .gateway import TargetUnavailable
 from .gateway._target import CALL_PARAM, MODAL_CALL_PARAM
 from .logs import AppLog
 from .metrics import Labels, Metrics
-from .runtime import ContainerProcess, Launcher
+from .runtime import ContainerProcess, Launcher, NoCapacity
 
 _ids = itertools.count(1)
 STOP_GRACE = 10.0  # seconds a stopping container gets before SIGKILL
+NO_ROOM_RETRY = 1.0  # seconds before a start the runtime had no room for is tried again
 LAST_OUTPUT = 8  # lines of a failed container's output a failed deploy shows
 
 
@@ -346,6 +347,9 @@ class FunctionPool:
         started = self._clock()
         try:
             c.process = await self._launcher.start(c.socket_path)
+        except NoCapacity as exc:  # no room now (a full cluster): the requests wait, the start is tried again
+            self._no_room(c, str(exc))
+            return
         except Exception as exc:  # could not even exec the interpreter
             c.recent.append(str(exc))
             self._exited(c, -1)
@@ -374,6 +378,17 @@ class FunctionPool:
                 self._log.write(message.text, source=f"{self.spec.name} {c.id}")
         timer.cancel()
         self._exited(c, await c.process.wait())
+
+    def _no_room(self, c: Container, why: str) -> None:
+        self._containers.remove(c)
+        self._changed.set()
+        error = f"no room for another container of {self.spec.name}: {why}"
+        if error != self.last_error:
+            self._log.write(f"[wisp] {error}")
+            self.last_error = error
+        if not self._retry_scheduled:
+            self._retry_scheduled = True
+            asyncio.get_running_loop().call_later(NO_ROOM_RETRY, self._retry)
 
     def _startup_timeout(self, c: Container) -> None:
         if c.state is State.STARTING and c.process is not None:

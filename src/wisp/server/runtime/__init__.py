@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import socket
 
-from .base import ContainerProcess, Launcher, Log, NotReady, Runtime
+from .base import ContainerProcess, Launcher, Log, NoCapacity, NotReady, Runtime
 from .cluster.runtime import ClusterRuntime
 from .local import LocalRuntime
 from .zygote import ZygoteRuntime
@@ -25,4 +25,4 @@ def get_runtime(name: str) -> Runtime:
         raise ValueError(f"Unknown runtime {name!r}. Choose one of: {', '.join(sorted(RUNTIMES))}.") from None
 
 
-__all__ = ["RUNTIMES", "ContainerProcess", "Launcher", "Log", "NotReady", "Runtime", "get_runtime"]
+__all__ = ["RUNTIMES", "ContainerProcess", "Launcher", "Log", "NoCapacity", "NotReady", "Runtime", "get_runtime"]

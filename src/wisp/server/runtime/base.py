@@ -35,6 +35,11 @@ class NotReady(Exception):
     within `startup_timeout`); the message says so and what to check."""
 
 
+class NoCapacity(Exception):
+    """No room for another container now (a cluster's nodes are full): the pool keeps its requests
+    waiting and tries again, rather than counting a failed start. The message says why."""
+
+
 class Launcher(Protocol):
     """Starts the containers of one version of one function."""
 

@@ -33,7 +33,7 @@ from typing import Any
 from ...._protocol import Start
 from ...._spec import FunctionSpec
 from ...isolation import AppUser
-from ..base import Log, NotReady
+from ..base import Log, NoCapacity, NotReady
 from .placement import NOTHING, Need, NodeView, Placement, need_of, place
 
 logger = logging.getLogger("wisp.cluster")
@@ -43,7 +43,8 @@ AGENT_START_TIMEOUT = 60.0  # seconds an agent may take to come up on its node
 
 
 class NoRoom(Exception):
-    """No node can take the container now (the message says why and what to do)."""
+    """No node could take the container even empty: its start fails, and so do the requests
+    waiting for it (the message says why and what to do)."""
 
 
 @dataclass(eq=False)
@@ -189,7 +190,7 @@ class ClusterRuntime:
     def place(self, key: str, need: Need) -> tuple[Node, Placement]:
         decision = place([n.view(key) for n in self.nodes.values()], need)
         if decision.node is None:
-            raise NoRoom(decision.reason)
+            raise NoRoom(decision.reason) if decision.never else NoCapacity(decision.reason)
         node = self.nodes[decision.node]
         node.reserved += need
         node.replicas[key] += 1
