@@ -24,6 +24,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -143,9 +144,9 @@ def losses(server: Server, cluster: Any, count: int) -> tuple[list[float], list[
     server.cli("deploy", str(kept))
     detected, restored = [], []
     for _ in range(count):
-        known = {n["name"] for n in server.control("/v1/nodes")["nodes"]}
+        known = len(server.control("/v1/nodes")["nodes"])
         spare = cluster.add_node(**NODE)
-        wait(lambda: len(server.control("/v1/nodes")["nodes"]) > len(known), "the new node to join", every=0.2)
+        wait(lambda n=known: len(server.control("/v1/nodes")["nodes"]) > n, "the new node to join", every=0.2)
         wait(lambda: server.ready("kept") == 2, "kept's 2 containers")
         by_name = {f"node-{n.node_id[:8]}": n for n in cluster.worker_nodes}
         holding = [n["name"] for n in server.control("/v1/nodes")["nodes"]
@@ -203,6 +204,7 @@ def main() -> None:
             samples["loss.detect"], samples["loss.restore"] = losses(server, cluster, args.losses)
     finally:
         cluster.shutdown()
+        shutil.rmtree(root, ignore_errors=True)
 
     print(f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; {args.cold_runs} cold starts, "
           f"{args.warm_requests} warm requests, {args.losses} node losses")

@@ -22,12 +22,28 @@ from e2e.conftest import admin, wait_until
 from .conftest import RayCluster
 
 APPS = Path(__file__).parent / "apps"
+ARTIFACTS = Path(__file__).parents[2] / "test-artifacts"
 
 
 def nodes(cluster: RayCluster) -> dict[str, dict[str, Any]]:
     status, text = admin(cluster.wisp, "/v1/nodes")
     assert status == 200, text
     return {n["name"]: n for n in json.loads(text)["nodes"]}
+
+
+def ready_containers(cluster: RayCluster) -> int:
+    status, text = admin(cluster.wisp, "/v1/apps")
+    (app,) = [a for a in json.loads(text)["apps"] if a["name"] == "spread"]
+    states = app["endpoints"][0]["containers"]
+    return int(states.get("ready", 0)) + int(states.get("busy", 0))
+
+
+def logs(cluster: RayCluster) -> str:
+    """The app's log and the server's, for a failure's message (also in test-artifacts/)."""
+    text = cluster.wisp.run("app", "logs", "spread", check=False).stdout + (cluster.wisp.home / "server.log").read_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "cluster-spread.log").write_text(text)
+    return text[-3000:]
 
 
 def ask(cluster: RayCluster, ms: int) -> tuple[int, dict[str, Any] | str]:
@@ -95,10 +111,12 @@ def test_a_burst_spreads_containers_over_both_nodes(ray_cluster: RayCluster, dep
     assert all(status == 200 for status, _ in answers), answers
     # Placed on both (a node still building its image serves a moment later than the other)...
     listed = nodes(ray_cluster)
-    assert all(n["containers"] >= 1 for n in listed.values()), listed
-    # ...and, warm, both serve; each container knows its node (WISP_NODE).
+    assert all(n["containers"] >= 1 for n in listed.values()), (listed, answers, logs(ray_cluster))
+    # ...and, once ready (a node may still be building its image), both serve; each container
+    # knows its node (WISP_NODE).
+    wait_until(lambda: ready_containers(ray_cluster) >= 4, timeout=120, message="4 containers ready")
     answers = burst(ray_cluster, 4, 1000)
-    assert {body["node"] for _, body in answers if isinstance(body, dict)} == set(listed), answers
+    assert {body["node"] for _, body in answers if isinstance(body, dict)} == set(listed), (answers, logs(ray_cluster))
 
 
 def test_cpu_reservations_cap_containers_per_node(ray_cluster: RayCluster, deployed: Path) -> None:

@@ -3,13 +3,21 @@ from __future__ import annotations
 
 import pytest
 
-from wisp.server.runtime.cluster.placement import DEFAULT_CPU, DEFAULT_MEMORY_MB, Need, NodeView, need_of, place
+from wisp.server.runtime.cluster.placement import (
+    DEFAULT_CPU,
+    DEFAULT_MEMORY_MB,
+    NOTHING,
+    Need,
+    NodeView,
+    need_of,
+    place,
+)
 from wisp.server.runtime.cluster.runtime import totals
 
 ONE_CPU = Need(1.0, 4096, 0)
 
 
-def node(name: str, *, reserved: Need = Need(0, 0, 0), replicas: int = 0, draining: bool = False,
+def node(name: str, *, reserved: Need = NOTHING, replicas: int = 0, draining: bool = False,
          lost: bool = False, total: Need = ONE_CPU) -> NodeView:
     return NodeView(name, total, reserved, replicas, draining, lost)
 

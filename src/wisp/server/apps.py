@@ -399,7 +399,7 @@ class AppManager:
     async def _prove_pool(self, pool: FunctionPool, replaced: FunctionPool | None) -> str | None:
         """Why this function's new version cannot serve, or None once it has shown it can: its zygote
         imported the script (or a fallback to fresh processes was decided), and a container is
-        ready when `proof_containers` asks for one."""
+        ready when `proof_containers` asks for one (or there is no room for one: a full cluster)."""
         try:
             import_error = await pool.prepared()  # the first request after a deploy forks, as later ones do
         except NotReady as exc:
@@ -408,7 +408,9 @@ class AppManager:
         if not count:
             return None
         pool.prestart(count)
-        if await pool.wait_ready(pool.spec.startup_timeout + PROVE_SLACK):
+        # On a full cluster the version it replaces holds the room: what its zygote imported proves
+        # it, and its containers start as the old ones drain (its requests wait meanwhile).
+        if await pool.wait_ready(pool.spec.startup_timeout + PROVE_SLACK, or_no_room=import_error is None):
             return None
         if pool.last_error is None:
             return f"no container became ready within startup_timeout={pool.spec.startup_timeout} s"

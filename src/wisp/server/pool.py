@@ -128,6 +128,7 @@ class FunctionPool:
         # drain(), stop() and wait_ready() wait on it rather than polling.
         self._changed = asyncio.Event()
         self.last_error: str | None = None
+        self.no_room = False  # the runtime had no room for this function's last start (a full cluster)
         self.last_output: list[str] = []  # the last lines of the container that failed last (a traceback's end)
 
     # -- the gateway's side: the activator ------------------------------------------------------
@@ -308,13 +309,17 @@ class FunctionPool:
         for _ in range(max(0, count - len(self._live()))):
             self._start()
 
-    async def wait_ready(self, timeout: float) -> bool:
-        """Wait for one ready container; False if none came (all failed, or timed out)."""
+    async def wait_ready(self, timeout: float, *, or_no_room: bool = False) -> bool:
+        """Wait for one ready container; False if none came (all failed, or timed out).
+        `or_no_room`: True as well once the runtime has no room for a container now (a full
+        cluster), which waiting for would not change (the version it replaces holds the room)."""
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             if any(c.state is State.READY for c in self._containers):
                 return True
-            if not self._live() or not await self._next_change(deadline):
+            if self.no_room and or_no_room:
+                return True
+            if (not self._live() and not self.no_room) or not await self._next_change(deadline):
                 return False
 
     async def _next_change(self, deadline: float) -> bool:
@@ -354,6 +359,7 @@ class FunctionPool:
             c.recent.append(str(exc))
             self._exited(c, -1)
             return
+        self.no_room = False
         address = getattr(c.process, "address", None)  # a cluster's container listens on its node: tcp:HOST:PORT
         if address:
             c.socket_path = address
@@ -380,6 +386,7 @@ class FunctionPool:
         self._exited(c, await c.process.wait())
 
     def _no_room(self, c: Container, why: str) -> None:
+        self.no_room = True
         self._containers.remove(c)
         self._changed.set()
         error = f"no room for another container of {self.spec.name}: {why}"

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 
 from ..apps import DeployError
-from .history import node_of
+from .history import Node, node_of
 from .sessions import Sessions
 
 if TYPE_CHECKING:
@@ -125,6 +125,10 @@ class _Dashboard:
         """The nodes (this machine, on the local runtimes), their capacity and what runs there."""
         if not self.signed_in(request):
             return self.refused()
+        if self.manager.runtime.name == "ray":  # a cluster's nodes, as `wisp node list` shows them
+            return JSONResponse({"nodes": [asdict(Node(f"{n['name']} ({n['state']})", n["cpu"], n["memory_mb"],
+                                                       n["reserved_cpu"], n["reserved_memory_mb"], n["containers"]))
+                                           for n in self.manager.nodes()]})
         pools = [(p.spec.cpu, p.spec.memory, p.live_count()) for app in self.manager.apps.values() for p in app.pools.values()]
         return JSONResponse({"nodes": [asdict(node_of(socket.gethostname(), float(os.cpu_count() or 1),
                                                       _memory_mb(), pools))]})

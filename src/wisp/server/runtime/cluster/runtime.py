@@ -24,6 +24,7 @@ import os
 import tarfile
 import time
 import uuid
+import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -99,6 +100,7 @@ class ClusterRuntime:
         self._refresher: asyncio.Task[None] | None = None
         self._bundles: dict[Path, tuple[Any, str]] = {}  # version folder -> (object ref, digest)
         self._bundle_users: dict[Path, set[str]] = {}  # version folder -> the launchers using its bundle
+        self.launchers: weakref.WeakSet[ClusterLauncher] = weakref.WeakSet()  # of the versions running now
 
     async def start(self) -> None:
         """Join the cluster (as a driver) and start an agent on every node."""
@@ -169,6 +171,8 @@ class ClusterRuntime:
         task = asyncio.ensure_future(self._watch(node))
         self._watchers.add(task)
         task.add_done_callback(self._watchers.discard)
+        for launcher in list(self.launchers):  # the new node gets ready for what runs now, before it is needed
+            launcher.prepare()
 
     async def _watch(self, node: Node) -> None:
         started = time.monotonic()
@@ -244,7 +248,9 @@ class ClusterRuntime:
 
     def function_launcher(self, fn: FunctionSpec, start: Start, app_env: Mapping[str, str], log: Log,
                           user: AppUser | None) -> ClusterLauncher:
-        return ClusterLauncher(self, fn, start, dict(app_env), log, user)
+        launcher = ClusterLauncher(self, fn, start, dict(app_env), log, user)
+        self.launchers.add(launcher)
+        return launcher
 
     async def close(self) -> None:
         if self._refresher is not None:
@@ -336,6 +342,7 @@ class ClusterLauncher:
         return ClusterProcess(self, node, cid, int(info["pid"]), str(info["address"]), info.get("note"))
 
     async def close(self) -> None:
+        self.runtime.launchers.discard(self)
         self.runtime.release_bundle(Path(self.start_params.directory), self.key)
         for name in self._prepared:
             node = self.runtime.nodes.get(name)
