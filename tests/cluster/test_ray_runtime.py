@@ -32,7 +32,7 @@ def nodes(cluster: RayCluster) -> dict[str, dict[str, Any]]:
 
 
 def ready_containers(cluster: RayCluster) -> int:
-    status, text = admin(cluster.wisp, "/v1/apps")
+    _, text = admin(cluster.wisp, "/v1/apps")
     (app,) = [a for a in json.loads(text)["apps"] if a["name"] == "spread"]
     states = app["endpoints"][0]["containers"]
     return int(states.get("ready", 0)) + int(states.get("busy", 0))

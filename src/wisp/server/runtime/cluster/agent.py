@@ -15,16 +15,17 @@ import contextlib
 import io
 import os
 import shutil
+import signal
 import socket
 import tarfile
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ...._image_steps import ImageSpec
 from ...._protocol import Start, tcp
+from ...._runtime._parent import die_with_parent
 from ...images import LocalImageBuilder
 from ...isolation import AppUser, app_user, base_env, own_tree
 from .. import get_runtime, groups
@@ -32,6 +33,7 @@ from ..base import ContainerProcess, Launcher, NotReady, Runtime
 from ..placement import container_settings
 
 OUTPUT_BATCH = 256  # lines handed to the server per call, at most
+BEAT = 0.2  # seconds between two bytes on the server's lifeline
 
 
 def node_home(name: str) -> Path:
@@ -104,20 +106,37 @@ class HostAgent:
         self._launchers: dict[str, tuple[Launcher, _Lines]] = {}
         self._containers: dict[str, tuple[ContainerProcess, _Output]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._lifeline: asyncio.Server | None = None
 
     async def hello(self) -> dict[str, Any]:
         """Start the node's runtime (ending what an earlier agent of this node left running) and
-        say who this agent is: its epoch counts the agents this node has had."""
+        its lifeline, and say who this agent is: its epoch counts the agents this node has had."""
         if self._runtime is None:
+            # The agent dies with its raylet (its parent), at once rather than when it next looks,
+            # and its containers with it: the server's lifeline to it breaks in the same instant.
+            die_with_parent(signal.SIGKILL, os.getppid())
             groups.current = groups.begin(self.home, [])
             self.epoch = groups.current.epoch
             self._runtime = get_runtime(os.environ.get("WISP_NODE_RUNTIME", "auto"))
             self._builder = LocalImageBuilder(self.home)
             self._builder.readable_by_others = os.geteuid() == 0
-        return {"name": self.name, "epoch": self.epoch, "address": self.address, "pid": os.getpid()}
+            self._lifeline = await asyncio.start_server(self._beat, self.address, 0)
+        assert self._lifeline is not None
+        port = self._lifeline.sockets[0].getsockname()[1]
+        return {"name": self.name, "epoch": self.epoch, "address": self.address, "pid": os.getpid(), "lifeline": port}
+
+    async def _beat(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """The server's lifeline: a byte every BEAT seconds for as long as this agent lives."""
+        try:
+            while True:
+                writer.write(b".")
+                await writer.drain()
+                await asyncio.sleep(BEAT)
+        except (ConnectionError, OSError):
+            writer.close()
 
     async def watch(self) -> None:
-        """Never returns: the server holds this call open, and its failure says the node is gone."""
+        """Never returns: the server holds this call open too, and its failure says the node is gone."""
         await asyncio.Event().wait()
 
     async def prepare(self, key: str, image: dict[str, Any], bundle: bytes, digest: str, start: dict[str, Any],
@@ -211,9 +230,6 @@ class HostAgent:
                 await launcher.close()
         if self._runtime is not None:
             await self._runtime.close()
-
-    def pids(self) -> Iterator[int]:
-        return (process.pid for process, _ in self._containers.values())
 
 
 __all__ = ["HostAgent", "free_port", "node_home", "unpack"]

@@ -22,7 +22,6 @@ import io
 import logging
 import os
 import tarfile
-import time
 import uuid
 import weakref
 from collections import Counter
@@ -41,6 +40,7 @@ logger = logging.getLogger("wisp.cluster")
 
 REFRESH_EVERY = 2.0  # seconds between looks at Ray's node list (new nodes get an agent)
 AGENT_START_TIMEOUT = 60.0  # seconds an agent may take to come up on its node
+LOST_AFTER = 1.0  # seconds of silence on an agent's lifeline (it beats 5 times a second) that lose its node
 
 
 class NoRoom(Exception):
@@ -168,20 +168,41 @@ class ClusterRuntime:
         self.nodes[name] = node
         print(f"wisp server: node {name} joined (agent epoch {node.epoch}, containers on {node.address}, "
               f"{node.total.cpu:g} CPU)", flush=True)
-        task = asyncio.ensure_future(self._watch(node))
+        task = asyncio.ensure_future(self._watch(node, int(hello["lifeline"])))
         self._watchers.add(task)
         task.add_done_callback(self._watchers.discard)
         for launcher in list(self.launchers):  # the new node gets ready for what runs now, before it is needed
             launcher.prepare()
 
-    async def _watch(self, node: Node) -> None:
-        started = time.monotonic()
+    async def _watch(self, node: Node, lifeline: int) -> None:
+        """The node is lost when its agent's lifeline breaks or falls silent for LOST_AFTER
+        seconds (a dead process closes it at once; a machine gone quiet says nothing), or when
+        the call held open on it fails (Ray's own view)."""
+        held = asyncio.ensure_future(_ref(node.agent.watch.remote()))
         try:
-            await _ref(node.agent.watch.remote())
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.lose(node, f"{type(exc).__name__}, after {time.monotonic() - started:.1f} s watched")
+            reader, writer = await asyncio.open_connection(node.address, lifeline)
+        except OSError as exc:
+            held.cancel()
+            self.lose(node, f"its lifeline cannot be reached at {node.address}:{lifeline}: {exc}")
+            return
+        try:
+            while not held.done():
+                read = asyncio.ensure_future(reader.read(64))
+                await asyncio.wait((read, held), timeout=LOST_AFTER, return_when=asyncio.FIRST_COMPLETED)
+                if not read.done():
+                    read.cancel()
+                    if not held.done():
+                        self.lose(node, f"its agent said nothing for {LOST_AFTER:g} s")
+                        return
+                elif not read.result():
+                    self.lose(node, "its agent's lifeline closed")
+                    return
+            self.lose(node, f"Ray: {type(held.exception()).__name__}")
+        except (ConnectionError, OSError) as exc:
+            self.lose(node, f"its agent's lifeline broke: {exc}")
+        finally:
+            held.cancel()
+            writer.close()
 
     def lose(self, node: Node, why: str) -> None:
         if node.lost:
