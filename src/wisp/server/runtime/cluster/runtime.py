@@ -7,8 +7,9 @@ chooses the node of each container itself (`placement.place`, wisp's own account
 start it. The container listens on `tcp:NODE_ADDRESS:PORT`, and the gateway connects to it
 directly: no request travels through Ray.
 
-A node is lost when the call the server holds open on its agent (`watch`) fails (its raylet or
-agent died: within about 2 s): its containers count as exited (their requests in flight got
+A node is lost when the server's TCP lifeline to its agent closes (the agent died: it dies with
+its raylet) or falls silent for LOST_AFTER, or when the call held open on it (`watch`, Ray's own
+view) fails: its containers count as exited (their requests in flight got
 502 from the broken connections; the pools start replacements on the other nodes), and it takes
 no container again. An agent started again on the node has a new epoch, and only the current
 epoch's containers are ever routed to.
