@@ -57,6 +57,18 @@ async def {FUNCTION}():
     return {{"hello": "world"}}
 '''
 
+# What a user with default settings writes: no concurrency, no warm pool (issue 15, point 3).
+DEFAULT_SCRIPT = f'''
+import wisp
+
+stub = wisp.Stub("{APP_NAME}")
+
+
+@stub.webhook
+def {FUNCTION}():
+    return {{"hello": "world"}}
+'''
+
 DIRECT_APP = '''
 from fastapi import FastAPI
 
@@ -215,12 +227,12 @@ def wisp_cli(env: dict[str, str], *args: str) -> None:
         raise RuntimeError(f"wisp {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
 
 
-def measure_wisp(duration: int, connections: int) -> dict:
+def measure_wisp(duration: int, connections: int, source: str = WISP_SCRIPT, **extra_env: str) -> dict:
     home = tempfile.mkdtemp(prefix="wisp-bench-tput-")
     script = Path(home) / "bench_tput.py"
-    script.write_text(WISP_SCRIPT)
+    script.write_text(source)
     port = free_port()
-    env = {**os.environ, "WISP_HOME": home, "WISP_PORT": str(port)}
+    env = {**os.environ, "WISP_HOME": home, "WISP_PORT": str(port), **extra_env}
     wisp_cli(env, "server", "start")
     try:
         pid = json.loads((Path(home) / "server.json").read_text())["pid"]
@@ -281,6 +293,8 @@ def main() -> None:
         sys.exit("wrk is not installed: apt-get install -y wrk (Debian/Ubuntu) or brew install wrk")
     direct, nginx = measure_direct_and_nginx(args.duration, args.connections)
     wisp = measure_wisp(args.duration, args.connections)
+    default = measure_wisp(args.duration, args.connections, DEFAULT_SCRIPT)
+    uncapped = measure_wisp(args.duration, args.connections, DEFAULT_SCRIPT, WISP_CPU_LIMIT="1000")
     c = args.connections
     la = os.getloadavg()
     print(f"FastAPI async hello, {os.cpu_count()} cores, load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}, "
@@ -288,7 +302,9 @@ def main() -> None:
     print()
     print("| setup | conns | requests/s | p50 ms | p99 ms | errors | CPU µs/request |")
     print("|---|---|---|---|---|---|---|")
-    rows = [("direct uvicorn (uvloop+httptools)", direct), ("through wisp gateway", wisp)]
+    rows = [("direct uvicorn (uvloop+httptools)", direct), ("through wisp gateway", wisp),
+            ("wisp, default settings (plain @stub.webhook)", default),
+            ("wisp, default settings, no capacity rule (WISP_CPU_LIMIT=1000)", uncapped)]
     if nginx is not None:
         rows.append(("nginx proxy -> direct uvicorn", nginx))
     for name, r in rows:
@@ -301,6 +317,9 @@ def main() -> None:
     print("|---|---|---|")
     print(f"| wisp throughput at {c} conns, % of direct | {100 * wisp['many']['rps'] / direct['many']['rps']:.1f} % "
           f"| >= 85 % |")
+    print(f"| wisp default settings at {c} conns, % of direct | "
+          f"{100 * default['many']['rps'] / direct['many']['rps']:.1f} % (without the capacity rule: "
+          f"{100 * uncapped['many']['rps'] / direct['many']['rps']:.1f} %) | as good as the capacity rule allows |")
     print(f"| wisp added p50 at 1 conn | {wisp['one']['p50'] - direct['one']['p50']:.3f} ms | <= 0.15 ms |")
     print(f"| wisp gateway CPU per request ({c} conns) | {wisp['many']['cpu_us']:.1f} µs | <= 60 µs |")
     if nginx is not None:
@@ -311,13 +330,16 @@ def main() -> None:
     else:
         print("| nginx | skipped: nginx not installed (apt-get install -y nginx-light) | |")
     print(f"| cores / load average (1, 5, 15 min) | {os.cpu_count()} / {la[0]:.2f} {la[1]:.2f} {la[2]:.2f} | |")
-    save(args.json, args, direct, wisp, nginx)
+    save(args.json, args, direct, wisp, nginx, default, uncapped)
 
 
-def save(path: str | None, args: argparse.Namespace, direct: dict, wisp: dict, nginx: dict | None) -> None:
+def save(path: str | None, args: argparse.Namespace, direct: dict, wisp: dict, nginx: dict | None,
+         default: dict | None = None, uncapped: dict | None = None) -> None:
     """--json: one value per series for this run; wrk's CPU per many-connection run, to check it is not the limit."""
     measured: dict[str, tuple[str, list[float | None]]] = {}
-    sides = {"direct": direct, "wisp": wisp, **({"nginx": nginx} if nginx is not None else {})}
+    sides = {"direct": direct, "wisp": wisp, **({"nginx": nginx} if nginx is not None else {}),
+             **({"wisp_default": default} if default is not None else {}),
+             **({"wisp_uncapped": uncapped} if uncapped is not None else {})}
     for side, r in sides.items():
         for key in ("many", "one"):
             m = r[key]

@@ -38,6 +38,8 @@ from .metrics import Gauge, Labels, Metrics
 from .pool import FunctionPool, PoolConfig
 from .runtime import NotReady, Runtime
 from .runtime.base import Launcher
+from .runtime.capacity import Capacity, CappedLauncher
+from .runtime.cluster.placement import need_of
 from .runtime.cluster.runtime import ClusterRuntime
 from .runtime.placement import check_local_runtime, container_settings, local_path, place_files
 from .runtime.zygote import ZygoteRuntime
@@ -94,6 +96,9 @@ class AppManager:
         self.store = store
         self.builder = builder
         self.runtime = runtime
+        # What running containers reserve of this machine (the local runtimes; a cluster counts per node).
+        self.capacity = Capacity.of_this_machine()
+        self.capacity.reclaim = self._reclaim
         self.routes = routes
         self.gateway_port = config.gateway_port
         self.socket_dir = config.socket_dir
@@ -364,6 +369,8 @@ class AppManager:
         else:
             launcher = self.runtime.launcher(str(python), start, env=env, cwd=cwd, fork=fn.fork, log=log,
                                              startup_timeout=fn.startup_timeout, user=user)
+        if not isinstance(self.runtime, ClusterRuntime):  # on this machine: within its cores
+            launcher = CappedLauncher(launcher, self.capacity, need_of(fn.cpu, fn.memory, None))
         labels = (("app", app_id), ("function", fn.name))
         admit: Admit | None
         if fn.web is None:  # a called function: its app's callers only
@@ -373,6 +380,13 @@ class AppManager:
         socket_dir = self.socket_dir if user is None else user.socket_dir  # the app binds its sockets in its own
         return FunctionPool(fn, launcher, log, socket_dir, config=self.config, metrics=self.metrics, labels=labels,
                             admit=admit)
+
+    def _reclaim(self) -> bool:
+        """The machine is full: the container idle the longest (beyond its function's warm pool),
+        of any app or version, stops so that its room comes back."""
+        pools = [*(pool for app in self.apps.values() for pool in app.pools.values()), *self._retiring]
+        idle = [(when, pool) for pool in pools if (when := pool.idlest()) is not None]
+        return bool(idle) and min(idle, key=lambda pair: pair[0])[1].give_up_idle()
 
     def call_env(self, app_id: str) -> dict[str, str]:
         """Where and how code of this app calls its functions (read by `wisp._functions`)."""
@@ -692,9 +706,11 @@ class AppManager:
         """The machines containers run on (`wisp node list`): a cluster's nodes, else this one."""
         if isinstance(self.runtime, ClusterRuntime):
             return self.runtime.describe()
-        containers = sum(pool.live_count() for app in self.apps.values() for pool in app.pools.values())
-        return [{"name": "local", "state": "up", "address": "127.0.0.1", "epoch": 0, "cpu": float(os.cpu_count() or 1),
-                 "containers": containers, "runtime": self.runtime.name}]
+        used, total = self.capacity.reserved, self.capacity.total
+        return [{"name": "local", "state": "up", "address": "127.0.0.1", "epoch": 0, "cpu": total.cpu,
+                 "memory_mb": total.memory_mb, "gpu": 0, "reserved_cpu": round(used.cpu, 3),
+                 "reserved_memory_mb": used.memory_mb, "reserved_gpu": 0, "containers": self.capacity.containers,
+                 "runtime": self.runtime.name}]
 
     def drain_node(self, name: str) -> int:
         """The node takes no new container; each of its containers finishes its requests and stops

@@ -352,8 +352,10 @@ class FunctionPool:
         started = self._clock()
         try:
             c.process = await self._launcher.start(c.socket_path)
-        except NoCapacity as exc:  # no room now (a full cluster): the requests wait, the start is tried again
+        except NoCapacity as exc:  # no room now (a full machine or cluster): the requests wait, the start is tried again
             self._no_room(c, str(exc))
+            if exc.when_free is not None:
+                exc.when_free(self._room_came_back)
             return
         except Exception as exc:  # could not even exec the interpreter
             c.recent.append(str(exc))
@@ -396,6 +398,10 @@ class FunctionPool:
         if not self._retry_scheduled:
             self._retry_scheduled = True
             asyncio.get_running_loop().call_later(NO_ROOM_RETRY, self._retry)
+
+    def _room_came_back(self) -> None:
+        if not self._closed:
+            asyncio.get_running_loop().call_soon(self.autoscale)
 
     def _startup_timeout(self, c: Container) -> None:
         if c.state is State.STARTING and c.process is not None:
@@ -512,6 +518,26 @@ class FunctionPool:
                 self.autoscale()
                 return True
         return False
+
+    def idlest(self) -> float | None:
+        """When this function's idlest container beyond its warm pool last served (its pool's
+        clock), or None if it has none to give up."""
+        idle = [c for c in self._containers if c.state is State.READY and not c.in_flight]
+        if not idle or len(self._live()) <= self.settings.min_containers:
+            return None
+        return min(c.last_active for c in idle)
+
+    def give_up_idle(self) -> bool:
+        """Stop the idlest container beyond the warm pool, for another function's sake (the
+        machine is full); the autoscaler starts one again when this function needs it."""
+        idle = [c for c in self._containers if c.state is State.READY and not c.in_flight]
+        if not idle or len(self._live()) <= self.settings.min_containers:
+            return False
+        victim = min(idle, key=lambda c: c.last_active)
+        self._log.write(f"[wisp] container {victim.id} of {self.spec.name} idle: stopped to make room for another "
+                        "function (the machine's cores are all reserved)")
+        self._stop(victim)
+        return True
 
     def containers_on(self, node: str) -> list[str]:
         """The ids of the live containers a cluster placed on `node`."""

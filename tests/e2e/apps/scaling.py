@@ -8,7 +8,9 @@ stub = wisp.Stub("scaling")
 VERSION = 1
 
 
-@stub.webhook(container_idle_timeout=30)
+# A small reservation: 32 containers fit this machine's cores (the capacity rule), so the burst
+# shows the autoscaler's own scaling.
+@stub.webhook(container_idle_timeout=30, cpu=0.01)
 def burst(seconds: float = 1.0):
     time.sleep(seconds)
     return {"pid": os.getpid()}

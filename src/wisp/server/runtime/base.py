@@ -1,7 +1,7 @@
 """The Runtime interface: what the pools need to run a function's containers."""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -36,8 +36,13 @@ class NotReady(Exception):
 
 
 class NoCapacity(Exception):
-    """No room for another container now (a cluster's nodes are full): the pool keeps its requests
-    waiting and tries again, rather than counting a failed start. The message says why."""
+    """No room for another container now (the machine's or a cluster's nodes are full): the pool
+    keeps its requests waiting and tries again, rather than counting a failed start. The message
+    says why; `when_free`, if set, takes a callback to run as soon as room comes back."""
+
+    def __init__(self, message: str, when_free: Callable[[Callable[[], None]], None] | None = None) -> None:
+        super().__init__(message)
+        self.when_free = when_free
 
 
 class Launcher(Protocol):

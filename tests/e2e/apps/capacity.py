@@ -1,0 +1,23 @@
+"""Reservations that fill a machine of WISP_CPU_LIMIT=1: two containers of `half`, none of `huge`."""
+import os
+import time
+
+import wisp
+
+stub = wisp.Stub("capacity")
+
+
+@stub.webhook(cpu=0.5, container_idle_timeout=2)
+def half(seconds: float = 1.0):
+    time.sleep(seconds)
+    return {"pid": os.getpid()}
+
+
+@stub.webhook(cpu=0.5, container_idle_timeout=60)
+def other():
+    return {"pid": os.getpid()}
+
+
+@stub.webhook(cpu=4)
+def huge():
+    return {"never": "served"}
