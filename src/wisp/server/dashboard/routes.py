@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response, Stream
 from starlette.routing import Route
 
 from ..apps import DeployError
+from ..runtime.capacity import machine_memory_mb
 from .history import Node, node_of
 from .sessions import Sessions
 
@@ -131,7 +132,7 @@ class _Dashboard:
                                            for n in self.manager.nodes()]})
         pools = [(p.spec.cpu, p.spec.memory, p.live_count()) for app in self.manager.apps.values() for p in app.pools.values()]
         return JSONResponse({"nodes": [asdict(node_of(socket.gethostname(), float(os.cpu_count() or 1),
-                                                      _memory_mb(), pools))]})
+                                                      machine_memory_mb(), pools))]})
 
     async def calls(self, request: Request) -> Response:
         """The app's recent spawned calls: state, function, when, how long (no inputs or answers)."""
@@ -227,14 +228,3 @@ def dashboard_routes(manager: AppManager, auth: DashboardAuth) -> list[Route]:
         Route("/dashboard/api/apps/{app_id}/logs", d.logs),
     ]
 
-
-def _memory_mb() -> int:
-    """This machine's memory (MemTotal of /proc/meminfo), 0 where that is not to be had."""
-    try:
-        with open("/proc/meminfo") as info:
-            for line in info:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) // 1024
-    except OSError:
-        pass
-    return 0
