@@ -42,9 +42,9 @@ def test_requests_beyond_the_cores_wait_for_a_container(full: Wisp) -> None:
 
 def test_an_idle_container_of_another_function_makes_room(full: Wisp) -> None:
     wait_until(lambda: local_node(full)["containers"] == 0, timeout=60, message="half scaled down")
-    with ThreadPoolExecutor(2) as pool:  # two of `half` take the whole core, then idle
-        list(pool.map(lambda _: get(full.url("capacity--half", "/?seconds=0.5")), range(2)))
-    answer = requests.get(full.url("capacity--other"), timeout=60)  # no room but an idle container's
+    with ThreadPoolExecutor(2) as pool:  # two of `hold` take the whole core, then idle (for a minute)
+        list(pool.map(lambda _: get(full.url("capacity--hold", "/?seconds=0.5")), range(2)))
+    answer = requests.get(full.url("capacity--other"), timeout=60)  # no room but an idle container's (after 2 s)
     assert answer.status_code == 200, answer.text
     assert "stopped to make room for another function" in full.run("app", "logs", "capacity").stdout
 

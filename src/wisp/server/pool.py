@@ -40,6 +40,7 @@ from .runtime import ContainerProcess, Launcher, NoCapacity
 _ids = itertools.count(1)
 STOP_GRACE = 10.0  # seconds a stopping container gets before SIGKILL
 NO_ROOM_RETRY = 1.0  # seconds before a start the runtime had no room for is tried again
+RECLAIM_AFTER = 2.0  # seconds a container must have been idle before another function may take its room
 LAST_OUTPUT = 8  # lines of a failed container's output a failed deploy shows
 
 
@@ -128,7 +129,8 @@ class FunctionPool:
         # drain(), stop() and wait_ready() wait on it rather than polling.
         self._changed = asyncio.Event()
         self.last_error: str | None = None
-        self.no_room = False  # the runtime had no room for this function's last start (a full cluster)
+        self.no_room = False  # the runtime had no room for this function's last start (a full machine or cluster)
+        self._no_room_until = 0.0  # loop time before which no start is tried again, unless room comes back
         self.last_output: list[str] = []  # the last lines of the container that failed last (a traceback's end)
 
     # -- the gateway's side: the activator ------------------------------------------------------
@@ -285,6 +287,8 @@ class FunctionPool:
 
     def _start_some(self, count: int) -> None:
         now = self._clock()
+        if self.no_room and asyncio.get_running_loop().time() < self._no_room_until:
+            return  # the runtime had no room a moment ago: wait for room to come back (or the retry)
         if not may_start(now, self._scale):  # backing off after failed starts
             if not self._retry_scheduled:
                 self._retry_scheduled = True
@@ -389,6 +393,7 @@ class FunctionPool:
 
     def _no_room(self, c: Container, why: str) -> None:
         self.no_room = True
+        self._no_room_until = asyncio.get_running_loop().time() + NO_ROOM_RETRY
         self._containers.remove(c)
         self._changed.set()
         error = f"no room for another container of {self.spec.name}: {why}"
@@ -400,6 +405,7 @@ class FunctionPool:
             asyncio.get_running_loop().call_later(NO_ROOM_RETRY, self._retry)
 
     def _room_came_back(self) -> None:
+        self._no_room_until = 0.0
         if not self._closed:
             asyncio.get_running_loop().call_soon(self.autoscale)
 
@@ -519,19 +525,25 @@ class FunctionPool:
                 return True
         return False
 
+    def _idle(self) -> list[Container]:
+        """Containers beyond the warm pool that have served nothing for RECLAIM_AFTER seconds."""
+        if len(self._live()) <= self.settings.min_containers:
+            return []
+        now = self._clock()
+        return [c for c in self._containers
+                if c.state is State.READY and not c.in_flight and now - c.last_active >= RECLAIM_AFTER]
+
     def idlest(self) -> float | None:
         """When this function's idlest container beyond its warm pool last served (its pool's
         clock), or None if it has none to give up."""
-        idle = [c for c in self._containers if c.state is State.READY and not c.in_flight]
-        if not idle or len(self._live()) <= self.settings.min_containers:
-            return None
-        return min(c.last_active for c in idle)
+        idle = self._idle()
+        return min(c.last_active for c in idle) if idle else None
 
     def give_up_idle(self) -> bool:
         """Stop the idlest container beyond the warm pool, for another function's sake (the
         machine is full); the autoscaler starts one again when this function needs it."""
-        idle = [c for c in self._containers if c.state is State.READY and not c.in_flight]
-        if not idle or len(self._live()) <= self.settings.min_containers:
+        idle = self._idle()
+        if not idle:
             return False
         victim = min(idle, key=lambda c: c.last_active)
         self._log.write(f"[wisp] container {victim.id} of {self.spec.name} idle: stopped to make room for another "
