@@ -1,13 +1,15 @@
 """What a new version must show before it is routed, and what a deploy that fails says (issue 11,
-point 4); the CLI's bound on its own import of a script."""
+point 4); the CLI's bound on its own import of a script; what a server sharing its store with
+others does to follow their deploys and stops (issue 14)."""
 from __future__ import annotations
 
 import pytest
 
 from wisp._session.package import IMPORT_TIMEOUT, PackageError, import_timed_out, import_timeout
-from wisp.server.apps import not_ready_message, proof_containers
+from wisp.server.apps import follow_actions, not_ready_message, proof_containers
 from wisp.server.runtime import NotReady
 from wisp.server.runtime.zygote import FunctionZygote
+from wisp.server.store import AppRow
 
 
 @pytest.mark.parametrize(("keep_warm", "replaced_running", "import_failed", "containers"), [
@@ -79,3 +81,26 @@ def test_an_import_past_startup_timeout_says_so_with_its_last_output_which_goes_
     zygote.printed = []
     assert "last output" not in str(zygote._timed_out(2.5, logged.append))
     assert "startup_timeout=2.5 s" in str(zygote._timed_out(2.5, logged.append))
+
+
+# -- following the servers that share the store (issue 14) ----------------------------------------
+def row(app_id: str, version: int, state: str = "running", mode: str = "deploy") -> AppRow:
+    return AppRow(app_id, app_id, mode, state, version, 0.0, 0.0)
+
+
+@pytest.mark.parametrize(("rows", "serving", "tried", "busy", "actions"), [
+    ([row("a", 1)], {}, {}, set(), [("deploy", "a")]),  # deployed through another server
+    ([row("a", 2)], {"a": 1}, {"a": 1}, set(), [("deploy", "a")]),  # redeployed there
+    ([row("a", 2)], {"a": 2}, {}, set(), []),  # deployed here: never twice
+    ([row("a", 2)], {}, {"a": 2}, set(), []),  # restored or followed here, even if it failed: not every tick
+    ([row("a", 3)], {}, {"a": 2}, set(), [("deploy", "a")]),  # ...but a newer version is tried
+    ([row("a", 2)], {"a": 1}, {}, {"a"}, []),  # a deploy or follow of it is under way here: a later tick
+    ([row("a", 2, "stopped")], {"a": 2}, {}, set(), [("stop", "a")]),  # stopped through another server
+    ([row("a", 2, "stopped")], {}, {"a": 2}, set(), []),  # not serving here: nothing to stop
+    ([row("a-dev", 4, mode="serve"), row("r-run-x", 1, mode="run")], {}, {}, set(), []),  # CLI sessions' apps
+    ([row("a", 1), row("b", 5, "stopped"), row("c", 7)], {"b": 5, "c": 7}, {}, set(),
+     [("deploy", "a"), ("stop", "b")]),
+])
+def test_what_a_server_does_to_follow_its_store(rows: list[AppRow], serving: dict[str, int], tried: dict[str, int],
+                                                busy: set[str], actions: list[tuple[str, str]]) -> None:
+    assert [(action, r.id) for action, r in follow_actions(rows, serving, tried, busy)] == actions

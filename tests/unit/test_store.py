@@ -3,6 +3,7 @@ restart. The contract tests run on both (`store`, `reopen`); the schema-version 
 are SQLite's (Postgres's are in test_store_pg.py)."""
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -461,3 +462,51 @@ def test_delete_versions_drops_their_pinned_secrets_too(store: Store) -> None:
     assert store.version_numbers("a") == [3]
     assert store.version_numbers("b") == [1]
     assert store.version_secrets("a", 1) == {} and store.version_secrets("a", 3) == {"f": {"K": "3"}}
+
+
+# -- bundles: a version's files, kept by content so any server sharing the store can serve it ---
+def test_a_version_names_its_bundle_and_the_bundle_holds_the_files(store: Store) -> None:
+    files = b"\x1f\x8b a tar.gz \x00\xff" * 1000  # bytes, not text: NULs and high bytes survive
+    store.save_version("a", "a", "deploy", 1, SPEC, "/files/a/1", files)
+    saved = store.version("a", 1)
+    assert saved.bundle == hashlib.sha256(files).hexdigest()
+    assert store.bundle(saved.bundle) == files
+    assert store.bundle("0" * 64) is None
+    store.save_version("b", "b", "deploy", 1, SPEC, "/files/b/1")  # a serve app's: no bundle
+    assert store.version("b", 1).bundle is None
+
+
+def test_equal_files_are_kept_once_and_outlive_the_versions_that_share_them(reopen: Callable[[], Store]) -> None:
+    store = reopen()
+    same, other = b"same files", b"other files"
+    for version, files in ((1, same), (2, same), (3, other)):
+        store.save_version("a", "a", "deploy", version, SPEC, f"/files/a/{version}", files)
+    store.save_version("b", "b", "deploy", 1, SPEC, "/files/b/1", same)  # another app, the same content
+    assert store._db.run("SELECT count(*) FROM bundles").rows == [(2,)]
+    store.delete_versions("a", [1, 2])
+    assert store.bundle(hashlib.sha256(same).hexdigest()) == same  # b's version 1 still names it
+    store.delete_versions("b", [1])
+    assert store.bundle(hashlib.sha256(same).hexdigest()) is None  # named by no version kept: gone
+    assert reopen().bundle(hashlib.sha256(other).hexdigest()) == other  # and another server reads it
+
+
+def test_a_version_saved_before_bundles_were_kept_gets_its_folder_packed_again(store: Store) -> None:
+    save(store, "a")
+    assert store.version("a", 1).bundle is None
+    sha = store.set_version_bundle("a", 1, b"packed again")
+    assert store.version("a", 1).bundle == sha and store.bundle(sha) == b"packed again"
+
+
+def test_a_database_of_schema_2_gets_bundles_and_keeps_its_versions(db: Path) -> None:
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        assert migrate(conn, MIGRATIONS[:2]) == 2
+        conn.execute("INSERT INTO versions (app_id, version, spec, files_dir, created_at) VALUES ('a', 1, '{}', '/f', 0)")
+    finally:
+        conn.close()
+    store = Store(db)
+    try:
+        assert store.version("a", 1) == VersionRow("a", 1, {}, "/f", None)
+        assert "bundles" in tables(db)
+    finally:
+        store.close()

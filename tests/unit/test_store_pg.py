@@ -42,9 +42,11 @@ def test_a_fresh_database_gets_every_step(url: str) -> None:
     assert query(url, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)] == [(len(MIGRATIONS),)]
     tables = {row[0] for row in query(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
     assert tables == {"schema_version", "apps", "versions", "call_tokens", "calls", "secrets", "version_secrets",
-                      "proxy_tokens", "app_uids", "deploy_tokens"}
+                      "proxy_tokens", "app_uids", "deploy_tokens", "bundles"}
     types = dict(query(url, "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'calls'"))
     assert (types["created_at"], types["input"], types["attempts"]) == ("double precision", "bytea", "bigint")
+    bundles = dict(query(url, "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'bundles'"))
+    assert bundles == {"sha256": "text", "data": "bytea", "created_at": "double precision"}
 
 
 def test_reopening_applies_no_step(url: str) -> None:

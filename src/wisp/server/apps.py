@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import hmac
 import io
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .._image import MOUNT_BLOBS
+from .._image_steps import ImageSpec
 from .._protocol import Start
 from .._spec import AppSpec, FunctionSpec
 from .._urls import app_id_for, call_label, endpoint_urls, make_label
@@ -44,7 +44,7 @@ from .runtime.cluster.runtime import ClusterRuntime
 from .runtime.placement import check_local_runtime, container_settings, local_path, place_files
 from .runtime.zygote import ZygoteRuntime
 from .spawned import SpawnedCalls
-from .store import AppRow, Store, StoreError
+from .store import AppRow, Store, StoreError, VersionRow
 
 HEARTBEAT_TIMEOUT = 10.0  # an ephemeral app whose `wisp serve` went silent this long is stopped
 PROVE_SLACK = 15.0  # seconds past startup_timeout a deploy waits for a container to say it is ready or failed
@@ -126,6 +126,10 @@ class AppManager:
         self.keep_versions = keep_versions_from_env()
         self._draining_versions: dict[FunctionPool, tuple[str, int]] = {}  # draining -> (app id, version): not pruned
         self._prune_pending: set[str] = set()  # apps whose drained versions tick() may prune now
+        # Following the servers that share the store: the newest version of each deployed app this
+        # server restored or followed (or tried to: not again each tick), and what is under way.
+        self._tried: dict[str, int] = {}
+        self._following: dict[str, asyncio.Task[None]] = {}
         self.proxy_tokens = ProxyTokens((row.key, row.secret_sha256) for row in store.proxy_tokens())
         self.deploy_tokens = DeployTokens((row.name, row.app_name, row.token_sha256) for row in store.deploy_tokens())
 
@@ -261,10 +265,8 @@ class AppManager:
             if failures:
                 await self._fail(new, files_dir, failures)
             async with self._app_lock(app_id):  # what changed while it started is checked again
-                refusal = self._label_clash(app_id, labels) or self._superseded(new)
+                refusal = self._label_clash(app_id, labels) or self._superseded(new) or self._save(new, files, secret_env)
                 if refusal is None:
-                    self.store.save_version(app_id, spec.name, mode, version, spec.to_dict(), str(files_dir))
-                    self.store.save_version_secrets(app_id, version, secret_env)  # for restore(): values pinned
                     await self._swap(new)
             if refusal is not None:
                 await self._discard(new, files_dir)
@@ -304,6 +306,25 @@ class AppManager:
             return None
         return DeployError(409, f"Version {current.version} of {new.name} was deployed while version {new.version} "
                                 f"was starting; version {current.version} serves and version {new.version} was "
+                                "discarded. Deploy again if that is not what you want.")
+
+    def _save(self, new: RunningApp, files: bytes, secret_env: dict[str, dict[str, str]]) -> DeployError | None:
+        """Record a proven version as the app's current one (a deployed app's files with it, so servers
+        sharing the store can serve it too); a refusal when another server sharing the store saved
+        this version number, or a later one, while it was starting."""
+        row = self.store.app(new.id)
+        try:
+            if row is None or row.version < new.version:
+                files_dir = str(self.home / "apps" / new.id / f"v{new.version}")
+                self.store.save_version(new.id, new.name, new.mode, new.version, new.spec.to_dict(), files_dir,
+                                        files if new.mode == "deploy" else None)
+                self.store.save_version_secrets(new.id, new.version, secret_env)  # for restore(): values pinned
+                return None
+        except self.store.errors:  # the same number saved by another server a moment ago
+            row = self.store.app(new.id)
+        latest = row.version if row is not None else new.version
+        return DeployError(409, f"Version {latest} of {new.name} was deployed through another server sharing the "
+                                f"store while version {new.version} was starting here; version {new.version} was "
                                 "discarded. Deploy again if that is not what you want.")
 
     def _app_lock(self, app_id: str) -> asyncio.Lock:
@@ -511,32 +532,39 @@ class AppManager:
             return True
         if owner is not None and app.owner != owner:
             return True  # another `serve` has taken this app over; it is theirs to stop
-        del self.apps[app_id]
+        await self._take_down(app, record=True)
+        self.log(app_id).write(f"[wisp] app {app.name} stopped")
+        return True
+
+    async def _take_down(self, app: RunningApp, *, record: bool) -> None:
+        """Unroute an app and stop its containers; `record`: say so in the store (not when the
+        store already says so: stopped through another server)."""
+        del self.apps[app.id]
         for label in app.pools:
             self.routes.pop(label, None)
-        self.store.set_state(app_id, "stopped")
-        self._retiring.update((pool, app_id) for pool in app.pools.values())
+        if record:
+            self.store.set_state(app.id, "stopped")
+        self._retiring.update((pool, app.id) for pool in app.pools.values())
         try:
             await asyncio.gather(*(pool.stop() for pool in app.pools.values()))
         finally:
             for pool in app.pools.values():
                 self._retiring.pop(pool, None)
-        self.log(app_id).write(f"[wisp] app {app.name} stopped")
-        return True
 
     async def restore(self) -> None:
         """After a server restart, deployed apps serve again; ephemeral ones are gone. An app
-        whose record is damaged (a spec that does not parse or validate, a missing files folder)
-        or whose image no longer builds fails alone, with the reason in `wisp app list`, its log
-        and the server log; the others start."""
+        whose record is damaged (a spec that does not parse or validate, files neither in their
+        folder nor in the store) or whose image no longer builds fails alone, with the reason in
+        `wisp app list`, its log and the server log; the others start."""
         for row in self.store.apps():
             if row.state != "running":
                 continue
             if row.mode != "deploy":
                 self.store.set_state(row.id, "stopped")
                 continue
+            self._tried[row.id] = row.version  # the follower leaves it be, whatever comes of it
             try:
-                await self._restore(row)
+                await self._bring_up(row, prove=False)
             except DeployError as exc:
                 self._restore_failed(row.id, exc.message)
             except Exception as exc:  # damage nobody foresaw must still fail only this app
@@ -560,46 +588,159 @@ class AppManager:
             raise DeployError(400, f"App {app_id!r} has no {which} kept to roll back to (kept: "
                                    f"{', '.join(map(str, kept)) or 'none besides the current'}; WISP_KEEP_VERSIONS "
                                    "keeps more).")
-        files_dir, spec = self._saved_version(dataclasses.replace(row, version=target))
+        saved, spec = self._saved_version(app_id, target)
         inline = sorted({r.keys[0] if r.keys else "?" for f in spec.functions for r in f.secrets if r.name is None})
         if inline:
             raise DeployError(400, f"Version {target} of {app_id!r} uses secrets given in the script (from_dict / "
                                    "from_dotenv), whose values wisp does not keep: deploy that code again instead.")
-        return await self.deploy(spec.to_dict(), "deploy", _version_tarball(spec, files_dir), None, progress)
+        # Its files as deployed, kept in the store; or its folder packed again (saved before bundles were kept).
+        files = self.store.bundle(saved.bundle) if saved.bundle else None
+        if files is None:
+            files = _version_tarball(spec, self._local_folder(saved))
+        return await self.deploy(spec.to_dict(), "deploy", files, None, progress)
 
-    async def _restore(self, row: AppRow) -> None:
-        files_dir, spec = self._saved_version(row)
+    async def _bring_up(self, row: AppRow, *, prove: bool) -> None:
+        """Serve the app's current version as saved in the store (restore at start, or a version
+        another server sharing the store deployed): its images built, its folder unpacked again
+        from the store's bundle if this machine lacks it, its pools. `prove`: routed only once
+        ready (as a deploy), the version serving meanwhile kept; else routed at once (nothing
+        serves it yet: requests wait for its containers rather than meeting a 404)."""
+        saved, spec = self._saved_version(row.id, row.version)
         labels = _labels(spec, row.mode, row.id)
+        self._check_labels(row.id, labels)  # another app of this server's own may hold one of its URLs
         pythons = await self._build_images(row.id, list(labels.values()))
         secret_env = self.store.version_secrets(row.id, row.version)  # pinned at deploy, inline ones too
         gone = sorted({r.name for f in spec.functions for r in f.secrets if r.name and self.store.secret(r.name) is None})
         if gone:
             self.log(row.id).write(f"[wisp] secret(s) {', '.join(gone)} no longer exist; {row.id} keeps the "
                                    "values it was deployed with. Create them again before the next deploy.")
-        pools = self._pools(row.id, spec, labels, pythons, files_dir, secret_env)
-        await self._swap(RunningApp(row.id, spec.name, row.mode, row.version, spec, pools))
-
-    def _saved_version(self, row: AppRow) -> tuple[Path, AppSpec]:
-        """The files folder and spec of an app's current version; DeployError saying what is damaged."""
+        async with self._app_lock(row.id):  # no deploy of this server reserves the folder meanwhile
+            self._reserved[row.id] = max(self._reserved.get(row.id, 0), row.version)
+            files_dir = await self._version_files(saved, spec)
+            new = RunningApp(row.id, spec.name, row.mode, row.version, spec,
+                             self._pools(row.id, spec, labels, pythons, files_dir, secret_env))
+        if not prove:
+            await self._swap(new)
+            return
         try:
-            saved = self.store.version(row.id, row.version)
+            failures = await self._prove(new)
+        except asyncio.CancelledError:  # the server is stopping
+            await self._discard(new, files_dir)
+            raise
+        if failures:
+            await self._fail(new, files_dir, failures)
+        async with self._app_lock(row.id):
+            stale = self._superseded(new) is not None  # this server deployed a later one meanwhile
+            if not stale:
+                await self._swap(new)
+        if stale:
+            await self._discard(new, files_dir)
+
+    def _saved_version(self, app_id: str, version: int) -> tuple[VersionRow, AppSpec]:
+        """A version's record and its spec; DeployError saying what is damaged."""
+        try:
+            saved = self.store.version(app_id, version)
         except StoreError as exc:
             raise DeployError(500, f"{exc}") from None
         try:
             spec = AppSpec.from_dict(saved.spec)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise DeployError(500, f"the spec of its version {row.version} does not validate "
+            raise DeployError(500, f"the spec of its version {version} does not validate "
                                    f"({type(exc).__name__}: {exc})") from None
-        files_dir = Path(saved.files_dir)
-        if not files_dir.is_dir():
-            raise DeployError(500, f"the files folder of its version {row.version}, {files_dir}, is missing")
-        return files_dir, spec
+        return saved, spec
+
+    def _local_folder(self, saved: VersionRow) -> Path:
+        """The version's folder on this machine; DeployError when it is missing."""
+        folder = self.home / "apps" / saved.app_id / f"v{saved.version}"
+        if not folder.is_dir():
+            raise DeployError(500, f"the files folder of its version {saved.version}, {saved.files_dir}, is missing "
+                                   "and the store keeps no copy of its files (it was deployed before wisp kept them)")
+        return folder
+
+    async def _version_files(self, saved: VersionRow, spec: AppSpec) -> Path:
+        """The version's folder on this machine: the one its deploy unpacked here, else unpacked again
+        from the store's bundle (another server deployed it, or this home lost its apps/ folder).
+        A version saved before bundles were kept has its folder packed into the store now, so the
+        other servers sharing the store can serve it too."""
+        folder = self.home / "apps" / saved.app_id / f"v{saved.version}"
+        if folder.is_dir():
+            if saved.bundle is None:
+                packed = await asyncio.to_thread(_version_tarball, spec, folder)
+                self.store.set_version_bundle(saved.app_id, saved.version, packed)
+            return folder
+        files = self.store.bundle(saved.bundle) if saved.bundle else None
+        if files is None:
+            return self._local_folder(saved)  # raises, saying what is missing
+        images = [f.image for f in spec.functions]
+        try:
+            await asyncio.to_thread(_unpack_bundle, files, images, folder)
+        except (ImageBuildError, tarfile.TarError, OSError) as exc:
+            raise DeployError(500, f"the files of its version {saved.version} could not be unpacked from the store "
+                                   f"into {folder}: {exc}") from None
+        return folder
 
     def _restore_failed(self, app_id: str, reason: str) -> None:
         message = f"could not restore app {app_id}: {reason}. Deploy it again (`wisp deploy`) or restore a backup."
         self.failed[app_id] = message
         self.log(app_id).write(f"[wisp] {message}")
         print(f"wisp server: {message}", flush=True)
+
+    # -- following the servers that share the store (issue 14) -------------------------------------
+    def _follow(self, rows: list[AppRow]) -> None:
+        """Start matching what other servers sharing the store did to deployed apps (called each tick
+        with the rows it read anyway): a newer version is brought up here, a stopped app stopped."""
+        busy = {app_id for app_id, _ in self._deploying} | set(self._following)
+        serving = {app.id: app.version for app in self.apps.values() if app.mode == "deploy"}
+        for action, row in follow_actions(rows, serving, self._tried, busy):
+            self._tried[row.id] = row.version
+            work = self._follow_version(row) if action == "deploy" else self._follow_stop(row.id)
+            task = asyncio.ensure_future(work)
+            self._following[row.id] = task
+            task.add_done_callback(functools.partial(self._followed, row.id))
+
+    def _followed(self, app_id: str, task: asyncio.Future[None]) -> None:
+        self._following.pop(app_id, None)
+
+    async def _follow_version(self, row: AppRow) -> None:
+        log = self.log(row.id)
+        log.write(f"[wisp] version {row.version} of {row.name} was deployed through another server sharing the "
+                  "store; starting it here")
+        try:
+            await self._bring_up(row, prove=True)
+        except DeployError as exc:
+            if row.id not in self.apps:
+                self.failed[row.id] = f"could not start version {row.version} here: {exc.message}"
+            log.write(f"[wisp] could not start version {row.version} of {row.name} here: {exc.message}")
+            return
+        except Exception as exc:  # a bug or damage must not end the follower
+            log.write(f"[wisp] could not start version {row.version} of {row.name} here: {type(exc).__name__}: {exc}")
+            return
+        self.failed.pop(row.id, None)
+        log.write(f"[wisp] deploy {row.name} version {row.version}: serving here too")
+        await asyncio.to_thread(_remove_folders, self._forgotten_folders(row.id))
+
+    async def _follow_stop(self, app_id: str) -> None:
+        app = self.apps.get(app_id)
+        if app is None or app.mode != "deploy":
+            return
+        self.log(app_id).write(f"[wisp] app {app.name} was stopped through another server sharing the store; "
+                               "stopping it here too")
+        await self._take_down(app, record=False)
+
+    def _forgotten_folders(self, app_id: str) -> list[Path]:
+        """Folders of this app's versions that the store no longer keeps (another server pruned
+        them), older than every kept one (so never a version a deploy here is starting), and not
+        serving or draining here."""
+        kept = self.store.version_numbers(app_id)
+        in_use = {version for owner, version in self._draining_versions.values() if owner == app_id}
+        if app_id in self.apps:
+            in_use.add(self.apps[app_id].version)
+        folders = []
+        for folder in (self.home / "apps" / app_id).glob("v*"):
+            number = folder.name[1:]
+            if number.isdigit() and kept and int(number) < kept[0] and int(number) not in in_use:
+                folders.append(folder)
+        return folders
 
     def heartbeat(self, app_id: str, owner: str) -> bool:
         app = self.apps.get(app_id)
@@ -619,7 +760,9 @@ class AppManager:
                 pool.tick()
                 self.history.add(app.id, pool.spec.name, summarize(pool.take_window(), pool.container_states(),
                                                                    time.time()))
-        self.history.forget(set(self.apps) | {row.id for row in self.store.apps()})
+        rows = self.store.apps()  # the one store query of a tick, whatever the number of apps
+        self.history.forget(set(self.apps) | {row.id for row in rows})
+        self._follow(rows)
         self.calls.expire()
         while self._prune_pending:  # versions that were still draining at their app's last deploy
             await self._prune_versions(self._prune_pending.pop())
@@ -629,6 +772,9 @@ class AppManager:
         exit hooks run) and `grace` seconds (default: pool.STOP_GRACE for an idle one) before
         SIGKILL; versions still draining after a redeploy stop the same way."""
         await self.calls.close()
+        for task in list(self._following.values()):  # a version coming up from another server's deploy
+            task.cancel()
+        await asyncio.gather(*self._following.values(), return_exceptions=True)
         retiring = [pool.stop(grace) for pool in list(self._retiring)]
         await asyncio.gather(*(self.stop_running(app, grace) for app in list(self.apps.values())), *retiring)
         for task in list(self._draining):
@@ -659,7 +805,7 @@ class AppManager:
         for row in self.store.apps():
             if row.state == "running" and row.mode == "deploy" and row.id not in self.apps:
                 try:
-                    specs.append((row.id, self._saved_version(row)[1]))
+                    specs.append((row.id, self._saved_version(row.id, row.version)[1]))
                 except DeployError:
                     pass  # a damaged record names no image we could keep
         for app_id, spec in specs:
@@ -789,6 +935,42 @@ def versions_to_prune(versions: list[int], keep: int, current: int, in_use: set[
     (serving, or draining)."""
     newest = set(sorted(versions)[-keep:]) if keep > 0 else set()
     return sorted(v for v in versions if v not in newest and v != current and v not in in_use)
+
+
+def follow_actions(rows: list[AppRow], serving: dict[str, int], tried: dict[str, int],
+                   busy: set[str]) -> list[tuple[str, AppRow]]:
+    """What a server does to match deployed apps to its store, which other servers may share:
+    ("deploy", row) for a running app whose current version is newer than the one it serves
+    (`serving`: app id -> version) and than any it has tried to start (`tried`: restored or
+    followed, failed or not: never again each tick); ("stop", row) for an app it serves that the
+    store says is stopped. Apps with a deploy, a follow or a stop under way here (`busy`) wait for
+    a later tick; `wisp serve`/`run` apps are not followed: they belong to the server whose CLI
+    session holds them."""
+    actions: list[tuple[str, AppRow]] = []
+    for row in rows:
+        if row.mode != "deploy" or row.id in busy:
+            continue
+        if row.state == "stopped" and row.id in serving:
+            actions.append(("stop", row))
+        elif row.state == "running" and row.version > max(serving.get(row.id, 0), tried.get(row.id, 0)):
+            actions.append(("deploy", row))
+    return actions
+
+
+def _unpack_bundle(files: bytes, images: list[ImageSpec], target: Path) -> None:
+    """A version's folder made again from its bundle (the deploy's tar.gz): unpacked beside it,
+    the images' local files placed (`.wisp-mounts/`), then renamed into place, so a folder that
+    exists is whole."""
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(files), mode="r:gz") as tar:
+            tar.extractall(partial, filter="data")
+        place_files(images, partial)
+        os.rename(partial, target)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def _remove_folders(folders: list[Path]) -> None:

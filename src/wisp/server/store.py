@@ -5,6 +5,10 @@ One `Store` over two databases, chosen by URL (`open_database`): the embedded SQ
 servers). Every method's SQL is written once, in the subset both speak, with `?` parameters;
 a `Database` runs it (the Postgres one turns `?` into `%s`) and knows its own transactions.
 
+A deployed version's files (the tar.gz its deploy sent) are kept in `bundles`, once per content
+(sha256), and its `versions` row names them: a server that lacks the version's folder (another
+machine's, or a home that lost `apps/`) unpacks it again from there.
+
 The schema is versioned: `MIGRATIONS` is the ordered list of steps, and `PRAGMA user_version`
 (SQLite) or the `schema_version` table (Postgres) says how many of them a database has had.
 Opening a store applies the missing ones, each in its own transaction with the version it reaches.
@@ -12,6 +16,7 @@ Opening a store applies the missing ones, each in its own transaction with the v
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import sqlite3
@@ -108,7 +113,8 @@ class VersionRow:
     app_id: str
     version: int
     spec: dict[str, Any]
-    files_dir: str
+    files_dir: str  # where the deploying server unpacked it
+    bundle: str | None = None  # sha256 of its files in `bundles`; None: deployed before wisp kept them
 
 
 @dataclass(frozen=True)
@@ -158,6 +164,15 @@ CREATE TABLE deploy_tokens (               -- tokens that may deploy/serve/stop 
     token_sha256 TEXT NOT NULL UNIQUE,     -- never the token itself
     created_at REAL NOT NULL
 );
+""",
+    # 3: a deploy's files kept in the store, so any server sharing it can serve the version (issue 14)
+    """
+CREATE TABLE bundles (                     -- a deploy's files (the tar.gz it was sent), by content
+    sha256 TEXT PRIMARY KEY,
+    data BLOB NOT NULL,
+    created_at REAL NOT NULL
+);
+ALTER TABLE versions ADD COLUMN bundle TEXT;  -- its bundle's sha256; null: deployed before bundles were kept
 """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -363,12 +378,16 @@ class Store:
         row = self._db.run("SELECT MAX(version) FROM versions WHERE app_id = ?", (app_id,)).one()
         return int((row[0] if row else None) or 0) + 1
 
-    def save_version(self, app_id: str, name: str, mode: str, version: int, spec: dict[str, Any], files_dir: str) -> None:
+    def save_version(self, app_id: str, name: str, mode: str, version: int, spec: dict[str, Any], files_dir: str,
+                     files: bytes | None = None) -> None:
+        """The app's new current version; `files`: the tar.gz it was deployed from, kept (once per
+        content) so that servers without `files_dir` can unpack it again."""
         now = time.time()
         with self._db.transaction():
+            bundle = None if files is None else self._put_bundle(files, now)
             self._db.run(
-                "INSERT INTO versions (app_id, version, spec, files_dir, created_at) VALUES (?, ?, ?, ?, ?)",
-                (app_id, version, json.dumps(spec), files_dir, now),
+                "INSERT INTO versions (app_id, version, spec, files_dir, created_at, bundle) VALUES (?, ?, ?, ?, ?, ?)",
+                (app_id, version, json.dumps(spec), files_dir, now, bundle),
             )
             self._db.run(
                 "INSERT INTO apps (id, name, mode, state, version, created_at, updated_at) "
@@ -389,7 +408,7 @@ class Store:
 
     def version(self, app_id: str, version: int) -> VersionRow:
         """StoreError when the row is missing or its spec is not JSON (a damaged record)."""
-        row = self._db.run("SELECT spec, files_dir FROM versions WHERE app_id = ? AND version = ?",
+        row = self._db.run("SELECT spec, files_dir, bundle FROM versions WHERE app_id = ? AND version = ?",
                            (app_id, version)).one()
         if row is None:
             raise StoreError(f"there is no record of its version {version}")
@@ -397,7 +416,7 @@ class Store:
             spec = json.loads(row[0])
         except (TypeError, ValueError) as exc:
             raise StoreError(f"the spec of its version {version} is not valid JSON ({exc})") from None
-        return VersionRow(app_id, version, spec, row[1])
+        return VersionRow(app_id, version, spec, row[1], row[2])
 
     def version_history(self, app_id: str) -> list[tuple[int, float]]:
         """(version, when it was deployed) of the versions kept, newest first."""
@@ -410,11 +429,32 @@ class Store:
         return [int(row[0]) for row in rows]
 
     def delete_versions(self, app_id: str, versions: list[int]) -> None:
-        """Forget old versions: their rows and the secret values pinned for them, together."""
+        """Forget old versions: their rows, the secret values pinned for them and the bundles no
+        version kept names any more, together."""
         with self._db.transaction():
             for table in ("versions", "version_secrets"):
                 self._db.run_many(f"DELETE FROM {table} WHERE app_id = ? AND version = ?",
                                   [(app_id, version) for version in versions])
+            self._db.run("DELETE FROM bundles WHERE NOT EXISTS (SELECT 1 FROM versions WHERE versions.bundle = bundles.sha256)")
+
+    # -- bundles: the files of each version, by content (issue 14) -----------------------------------
+    def _put_bundle(self, data: bytes, now: float) -> str:
+        sha = hashlib.sha256(data).hexdigest()
+        self._db.run("INSERT INTO bundles (sha256, data, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                     (sha, data, now))
+        return sha
+
+    def bundle(self, sha256: str) -> bytes | None:
+        """A version's files as they were deployed (tar.gz); None when they are not kept."""
+        row = self._db.run("SELECT data FROM bundles WHERE sha256 = ?", (sha256,)).one()
+        return None if row is None else bytes(row[0])
+
+    def set_version_bundle(self, app_id: str, version: int, files: bytes) -> str:
+        """Keep the files of a version saved without them (before bundles were kept); their sha256."""
+        with self._db.transaction():
+            sha = self._put_bundle(files, time.time())
+            self._db.run("UPDATE versions SET bundle = ? WHERE app_id = ? AND version = ?", (sha, app_id, version))
+        return sha
 
     # -- calls between functions -------------------------------------------------------------
     def call_token(self, app_id: str, make: Callable[[], str]) -> str:
