@@ -411,7 +411,9 @@ class AppManager:
 
     def call_env(self, app_id: str) -> dict[str, str]:
         """Where and how code of this app calls its functions (read by `wisp._functions`)."""
-        return {"WISP_CALL_URL": f"http://127.0.0.1:{self.gateway_port}", "WISP_CONTROL_URL": self.control_url,
+        # Containers on other machines (a cluster's nodes) reach the gateway at WISP_ADVERTISE_HOST.
+        host = os.environ.get("WISP_ADVERTISE_HOST") or "127.0.0.1"
+        return {"WISP_CALL_URL": f"http://{host}:{self.gateway_port}", "WISP_CONTROL_URL": self.control_url,
                 "WISP_CALL_TOKEN": self.call_token(app_id)}
 
     async def _prove(self, new: RunningApp) -> dict[str, str]:
