@@ -402,11 +402,12 @@ class AppManager:
         return FunctionPool(fn, launcher, log, socket_dir, config=self.config, metrics=self.metrics, labels=labels,
                             admit=admit)
 
-    def _reclaim(self) -> bool:
-        """The machine is full: the container idle the longest (beyond its function's warm pool),
-        of any app or version, stops so that its room comes back."""
+    def _reclaim(self, asking: object) -> bool:
+        """The machine is full and `asking`'s requests wait: the container idle the longest (beyond
+        its function's warm pool) of any other function, app or version, stops so that its room
+        comes back."""
         pools = [*(pool for app in self.apps.values() for pool in app.pools.values()), *self._retiring]
-        idle = [(when, pool) for pool in pools if (when := pool.idlest()) is not None]
+        idle = [(when, pool) for pool in pools if pool is not asking and (when := pool.idlest()) is not None]
         return bool(idle) and min(idle, key=lambda pair: pair[0])[1].give_up_idle()
 
     def call_env(self, app_id: str) -> dict[str, str]:

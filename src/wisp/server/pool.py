@@ -40,7 +40,7 @@ from .runtime import ContainerProcess, Launcher, NoCapacity
 _ids = itertools.count(1)
 STOP_GRACE = 10.0  # seconds a stopping container gets before SIGKILL
 NO_ROOM_RETRY = 1.0  # seconds before a start the runtime had no room for is tried again
-RECLAIM_AFTER = 2.0  # seconds a container must have been idle before another function may take its room
+RECLAIM_AFTER = 0.5  # seconds a container must have been idle before another function may take its room
 LAST_OUTPUT = 8  # lines of a failed container's output a failed deploy shows
 
 
@@ -131,6 +131,7 @@ class FunctionPool:
         self.last_error: str | None = None
         self.no_room = False  # the runtime had no room for this function's last start (a full machine or cluster)
         self._no_room_until = 0.0  # loop time before which no start is tried again, unless room comes back
+        self._yielded_until = 0.0  # until then (pool clock) it starts containers only for waiting requests
         self.last_output: list[str] = []  # the last lines of the container that failed last (a traceback's end)
 
     # -- the gateway's side: the activator ------------------------------------------------------
@@ -289,6 +290,11 @@ class FunctionPool:
         now = self._clock()
         if self.no_room and asyncio.get_running_loop().time() < self._no_room_until:
             return  # the runtime had no room a moment ago: wait for room to come back (or the retry)
+        if now < self._yielded_until:  # it gave up room to another function: start only for waiting requests
+            starting = sum(1 for c in self._containers if c.state is State.STARTING)
+            count = min(count, len(self._waiters) - starting)
+            if count <= 0:
+                return
         if not may_start(now, self._scale):  # backing off after failed starts
             if not self._retry_scheduled:
                 self._retry_scheduled = True
@@ -360,6 +366,8 @@ class FunctionPool:
             self._no_room(c, str(exc))
             if exc.when_free is not None:
                 exc.when_free(self._room_came_back)
+            if self._waiters and exc.make_room is not None:  # requests wait (not a warm-up): ask another function
+                exc.make_room(self)
             return
         except Exception as exc:  # could not even exec the interpreter
             c.recent.append(str(exc))
@@ -546,6 +554,7 @@ class FunctionPool:
         if not idle:
             return False
         victim = min(idle, key=lambda c: c.last_active)
+        self._yielded_until = self._clock() + self.settings.scaledown_window  # no warm-up taking it back
         self._log.write(f"[wisp] container {victim.id} of {self.spec.name} idle: stopped to make room for another "
                         "function (the machine's cores are all reserved)")
         self._stop(victim)

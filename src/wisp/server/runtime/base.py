@@ -38,11 +38,14 @@ class NotReady(Exception):
 class NoCapacity(Exception):
     """No room for another container now (the machine's or a cluster's nodes are full): the pool
     keeps its requests waiting and tries again, rather than counting a failed start. The message
-    says why; `when_free`, if set, takes a callback to run as soon as room comes back."""
+    says why; `when_free`, if set, takes a callback to run as soon as room comes back, and
+    `make_room(asking)` asks another function (not `asking`) to give up an idle container."""
 
-    def __init__(self, message: str, when_free: Callable[[Callable[[], None]], None] | None = None) -> None:
+    def __init__(self, message: str, when_free: Callable[[Callable[[], None]], None] | None = None,
+                 make_room: Callable[[object], bool] | None = None) -> None:
         super().__init__(message)
         self.when_free = when_free
+        self.make_room = make_room
 
 
 class Launcher(Protocol):

@@ -47,13 +47,13 @@ def cpu_limit(environ: dict[str, str] | os._Environ[str], cores: int) -> float:
 class Capacity:
     """What the running containers of every app reserve of this machine."""
 
-    def __init__(self, cpu: float, memory_mb: int, reclaim: Callable[[], bool] | None = None) -> None:
+    def __init__(self, cpu: float, memory_mb: int, reclaim: Callable[[object], bool] | None = None) -> None:
         self.total = Need(cpu, memory_mb if memory_mb > 0 else 1 << 40, 0)
         self.reserved = NOTHING
         self.containers = 0
         self._waiting: list[Callable[[], None]] = []  # called once when room comes back
-        # Asked when the machine is full: stop one idle container (of any function, beyond its
-        # warm pool) so that its room comes back; True if it did.
+        # Asked by a function whose requests wait on a full machine: stop one idle container of
+        # another function (beyond its warm pool) so that its room comes back; True if it did.
         self.reclaim = reclaim
 
     @classmethod
@@ -66,10 +66,8 @@ class Capacity:
         if decision.node is None:
             if decision.never:
                 raise RuntimeError(f"this machine cannot run it: {decision.reason} ({CPU_LIMIT_ENV})")
-            freeing = self.reclaim is not None and self.reclaim()
-            raise NoCapacity(decision.reason.replace("every node that could take", "this machine, which could take")
-                             + ("; an idle container of another function is stopping to make room" if freeing else ""),
-                             self._waiting.append)
+            raise NoCapacity(decision.reason.replace("every node that could take", "this machine, which could take"),
+                             self._waiting.append, self.reclaim)
         self.reserved += need
         self.containers += 1
 
