@@ -257,13 +257,7 @@ class AppManager:
                                  self._pools(app_id, spec, labels, pythons, files_dir, secret_env), owner)
             # No lock while the new version's code runs (imports, enter hooks): other deploys of this
             # app and of every other app go on meanwhile, and the old version serves throughout.
-            try:
-                failures = await self._prove(new)
-            except asyncio.CancelledError:  # the server is stopping
-                await self._discard(new, files_dir)
-                raise
-            if failures:
-                await self._fail(new, files_dir, failures)
+            await self._prove_or_fail(new, files_dir)
             async with self._app_lock(app_id):  # what changed while it started is checked again
                 refusal = self._label_clash(app_id, labels) or self._superseded(new) or self._save(new, files, secret_env)
                 if refusal is None:
@@ -454,6 +448,17 @@ class AppManager:
             return f"no container became ready within startup_timeout={pool.spec.startup_timeout} s"
         return "\n".join([pool.last_error, *pool.last_output])
 
+    async def _prove_or_fail(self, new: RunningApp, files_dir: Path) -> None:
+        """Prove the new version ready; if it cannot be, discard it and raise (`_fail`); if the
+        server stops meanwhile, discard it."""
+        try:
+            failures = await self._prove(new)
+        except asyncio.CancelledError:  # the server is stopping
+            await self._discard(new, files_dir)
+            raise
+        if failures:
+            await self._fail(new, files_dir, failures)
+
     async def _fail(self, new: RunningApp, files_dir: Path, failures: dict[str, str]) -> None:
         """The new version never served: stop what it started, say why, and keep the old one."""
         await self._discard(new, files_dir)
@@ -625,13 +630,7 @@ class AppManager:
         if not prove:
             await self._swap(new)
             return
-        try:
-            failures = await self._prove(new)
-        except asyncio.CancelledError:  # the server is stopping
-            await self._discard(new, files_dir)
-            raise
-        if failures:
-            await self._fail(new, files_dir, failures)
+        await self._prove_or_fail(new, files_dir)
         async with self._app_lock(row.id):
             stale = self._superseded(new) is not None  # this server deployed a later one meanwhile
             if not stale:
