@@ -13,6 +13,7 @@ import http.client
 import inspect
 import json
 import os
+import socket
 import threading
 import time
 import urllib.parse
@@ -65,12 +66,34 @@ def current_context() -> CallContext:
 _local = threading.local()
 
 
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP over a Unix socket: how a sandboxed container, which has no network, reaches the
+    server (WISP_CALL_URL=unix:PATH, a socket in its app's own folder)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=None)
+        self.path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
 def _connection(url: str) -> http.client.HTTPConnection:
     conns: dict[str, http.client.HTTPConnection] = _local.__dict__.setdefault("conns", {})
     conn = conns.get(url)
     if conn is None:
         parts = urllib.parse.urlsplit(url)
-        conn = conns[url] = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=None)
+        if parts.scheme == "unix":
+            conn = conns[url] = _UnixConnection(parts.path)
+        else:
+            conn = conns[url] = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=None)
     return conn
 
 

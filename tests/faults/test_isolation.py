@@ -26,7 +26,7 @@ DOCUMENTED = {"PATH", "HOME", "LANG", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECO
               "WISP_FUNCTION", "WISP_WORKDIR", "WISP_CALL_URL", "WISP_CONTROL_URL", "WISP_CALL_TOKEN"}
 
 
-@pytest.fixture(scope="module", params=["zygote", "local"])
+@pytest.fixture(scope="module", params=["zygote", "local", "sandbox"])
 def attacked(request: pytest.FixtureRequest,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Wisp, dict[str, object]]]:
     """Both runtimes: containers forked from a zygote, and fresh processes (Popen's user=)."""

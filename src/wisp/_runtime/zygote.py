@@ -50,6 +50,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from .._protocol import Exited, Start, Unforkable, ZygoteReady, encode, encode_line
+from . import sandbox
 from ._parent import die_with_parent
 
 # Imported before any fork; what the agent and uvicorn would otherwise import on first request.
@@ -268,6 +269,7 @@ def _become(request: dict[str, Any], out_fd: int, inherited: list[int]) -> None:
     sys.stderr.reconfigure(line_buffering=True, write_through=True)  # type: ignore[union-attr]  # a TextIOWrapper here
     if request.get("uid") is not None:  # before the environment, the folder and any user code
         drop_privileges(int(request["uid"]), int(request["gid"]))
+    sandbox.enter(request)  # --runtime sandbox: namespaces, its own root, seccomp (wisp._runtime.sandbox)
     os.environ.clear()
     os.environ.update(request["env"])
     os.chdir(str(request["cwd"]))

@@ -10,6 +10,7 @@ import secrets
 import shutil
 import tarfile
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from .auth import (
     new_deploy_token,
     new_proxy_token,
 )
+from .call_sockets import CallSockets
 from .dashboard.history import History, summarize
 from .gateway import Admit, Target
 from .images import ImageBuildError, LocalImageBuilder, Progress, build_key
@@ -120,6 +122,7 @@ class AppManager:
         self.control_url = ""  # set once the control API listens; containers spawn calls there
         # Modal's client API (modal_api.ModalService), once it runs: Modal containers call through it.
         self.modal_service: Any = None
+        self.call_sockets = CallSockets(config.gateway_port)  # sandboxed containers call through these
         self.calls = SpawnedCalls(store, self._call_pool, lambda app_id, line: self.log(app_id).write(line))
         self._call_tokens: dict[str, str] = {}  # app id -> its call token (kept in SQLite too)
         self.failed: dict[str, str] = {}  # app id -> why restore() could not bring it back
@@ -369,15 +372,15 @@ class AppManager:
         image_env, cwd = container_settings(fn.image, python, files_dir)
         # Never the server's environment (WISP_HOME, WISP_TOKEN, ...): what the spec, the secrets and wisp give.
         env = {**base_env(files_dir, os.environ.get("LANG")), **image_env, **(secret_env or {}), "WISP_APP": app_id,
-               "WISP_FUNCTION": fn.name, **self.call_env(app_id)}
+               "WISP_FUNCTION": fn.name, **self.call_env(app_id, user)}
         launcher: Launcher
         if fn.modal_args is not None:  # deployed by Modal's client: Modal's own container entrypoint (on this machine)
             from .modal_api.launcher import ModalLauncher
 
-            zygotes = self.runtime if isinstance(self.runtime, ZygoteRuntime) and fn.fork else None
+            zygotes = self.runtime if isinstance(self.runtime, ZygoteRuntime) and (fn.fork or self.runtime.sandbox) else None
             launcher = ModalLauncher(str(python), files_dir / fn.modal_args, env, cwd, log, web=fn.web is not None,
                                      method_name=fn.method_name, app_id=app_id, user=user, zygotes=zygotes,
-                                     calls=lambda: self.modal_service)
+                                     calls=lambda: self.modal_service, version_dir=files_dir)
         elif isinstance(self.runtime, ClusterRuntime):  # on a cluster's nodes: each node builds its own env
             app_env = {**(secret_env or {}), "WISP_APP": app_id, "WISP_FUNCTION": fn.name, **self.call_env(app_id)}
             launcher = self.runtime.function_launcher(fn, start, app_env, log, user)
@@ -404,8 +407,13 @@ class AppManager:
         idle = [(when, pool) for pool in pools if pool is not asking and (when := pool.idlest()) is not None]
         return bool(idle) and min(idle, key=lambda pair: pair[0])[1].give_up_idle()
 
-    def call_env(self, app_id: str) -> dict[str, str]:
-        """Where and how code of this app calls its functions (read by `wisp._functions`)."""
+    def call_env(self, app_id: str, user: AppUser | None = None) -> dict[str, str]:
+        """Where and how code of this app calls its functions (read by `wisp._functions`). In a
+        sandbox (no network), Unix sockets in the app's own folder (`call_sockets`)."""
+        if getattr(self.runtime, "isolated_network", False):
+            self.call_sockets.control_port = urllib.parse.urlsplit(self.control_url).port or 0
+            folder = self.socket_dir if user is None else user.socket_dir
+            return {**self.call_sockets.env(app_id, folder, user), "WISP_CALL_TOKEN": self.call_token(app_id)}
         # Containers on other machines (a cluster's nodes) reach the gateway at WISP_ADVERTISE_HOST.
         host = os.environ.get("WISP_ADVERTISE_HOST") or "127.0.0.1"
         return {"WISP_CALL_URL": f"http://{host}:{self.gateway_port}", "WISP_CONTROL_URL": self.control_url,
@@ -782,6 +790,7 @@ class AppManager:
         for task in list(self._draining):
             await task
         await self.runtime.close()
+        await self.call_sockets.close()
         for log in self.logs.values():
             log.close()
 

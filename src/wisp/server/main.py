@@ -51,6 +51,7 @@ from .recovery import DamagedState, open_store
 from .runtime import get_runtime, groups
 from .runtime.cluster.runtime import ClusterRuntime
 from .runtime.release import bound_from_env as zygote_memory_bound
+from .runtime.sandbox import SandboxRuntime
 from .store import Store, StoreURL, parse_store_url
 
 TICK = 1.0  # seconds between idle checks; idle scale-down is precise to about this
@@ -229,6 +230,8 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
     builder.readable_by_others = uid_range is not None
     config = ManagerConfig(home, gateway.port, socket_dir, pool_config_from_env(), uid_range)
     chosen = get_runtime(runtime)
+    if isinstance(chosen, SandboxRuntime):  # nothing of the home, nor other apps' sockets, in a sandbox
+        chosen.hide(str(home), socket_dir)
     if isinstance(chosen, ClusterRuntime):
         try:
             await chosen.start()  # joins the cluster, an agent on every node

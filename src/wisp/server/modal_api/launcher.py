@@ -27,7 +27,7 @@ from ..._protocol import Ready, encode
 from ..isolation import AppUser
 from ..runtime.base import ContainerProcess, Log
 from ..runtime.local import spawn
-from ..runtime.zygote import ZygoteError, ZygoteRuntime
+from ..runtime.zygote import ZygoteError, ZygoteRuntime, sandbox_fields
 from .bridge import Bridge, http_server_factory
 from .service import ModalService
 from .tasks import ModalTask, TaskService
@@ -116,7 +116,10 @@ class ModalLauncher:
 
     def __init__(self, python: str, arguments: Path, env: Mapping[str, str], cwd: Path, log: Log, *,
                  web: bool, method_name: str | None, app_id: str, user: AppUser | None = None,
-                 zygotes: ZygoteRuntime | None = None, calls: Callable[[], ModalService | None] = lambda: None) -> None:
+                 zygotes: ZygoteRuntime | None = None, calls: Callable[[], ModalService | None] = lambda: None,
+                 version_dir: Path | None = None) -> None:
+        """`version_dir`: the app version's folder, which a sandboxed container sees (the
+        arguments' folder's parent by default)."""
         self.python = python
         self.arguments = arguments
         self.env = dict(env)
@@ -127,6 +130,7 @@ class ModalLauncher:
         self.app_id = app_id
         self.calls = calls  # the client API's service, once it runs: containers call their app's functions through it
         self.user = user
+        self.version_dir = version_dir or arguments.parent.parent
         self._template: api_pb2.ContainerArguments | None = None
         self.zygotes = zygotes
         self._preparing: asyncio.Future[Any] | None = None
@@ -183,9 +187,14 @@ class ModalLauncher:
             request: dict[str, object] = {"module": ENTRYPOINT, "env": env, "cwd": str(self.cwd)}
             if self.user is not None:
                 request.update(uid=self.user.uid, gid=self.user.gid)
+            if self.zygotes.sandbox is not None:  # its own namespaces and root, with its socket's folder
+                request["sandbox"] = sandbox_fields(self.zygotes.sandbox, str(self.version_dir),
+                                                    env["MODAL_SERVER_URL"].removeprefix("unix://"))
             try:
                 return await self.zygotes.fork_module(self.python, request)
             except (ZygoteError, OSError) as exc:
+                if self.zygotes.sandbox is not None:  # never outside the sandbox
+                    raise ZygoteError(f"the image's zygote could not fork a sandboxed container: {exc}") from exc
                 note = f"started as a fresh process: the image's zygote could not fork it ({exc})"
         return await spawn([self.python, "-m", ENTRYPOINT], env, self.cwd, self.user, note)
 

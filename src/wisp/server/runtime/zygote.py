@@ -39,8 +39,8 @@ from ..._protocol import Exited, Start, decode
 from ..._protocol import Log as LogLine
 from ..isolation import AppUser, zygote_env
 from . import groups, release
-from .base import Log, NotReady
-from .local import LocalLauncher, LocalProcess, lines_until_exit, read_line
+from .base import ContainerProcess, Launcher, Log, NotReady
+from .local import LocalLauncher, lines_until_exit, read_line
 
 ZYGOTE_START_TIMEOUT = 60.0  # an image's zygote imports a fixed set of packages
 RETIRE_GRACE = 5.0  # at server shutdown, seconds a retired zygote gets before SIGKILL
@@ -174,12 +174,23 @@ async def _reader(fd: int) -> asyncio.StreamReader:
     return reader
 
 
-def _request(start: Start, env: Mapping[str, str], cwd: Path, user: AppUser | None = None) -> dict[str, Any]:
-    """A fork request; with `user`, the child drops to the app's uid/gid before any user code runs."""
+def _request(start: Start, env: Mapping[str, str], cwd: Path, user: AppUser | None = None,
+             sandbox: Mapping[str, Any] | None = None, socket_path: str | None = None) -> dict[str, Any]:
+    """A fork request; with `user`, the child drops to the app's uid/gid before any user code runs;
+    with `sandbox` (the runtime's settings), it enters its sandbox (`wisp._runtime.sandbox`) with
+    the version's folder and the folder of its socket (`socket_path`, else the Start's)."""
     request: dict[str, Any] = {"start": start.to_arg(), "env": dict(env), "cwd": str(cwd)}
     if user is not None:
         request.update(uid=user.uid, gid=user.gid)
+    if sandbox is not None:
+        request["sandbox"] = sandbox_fields(sandbox, start.directory, socket_path or start.socket or "")
     return request
+
+
+def sandbox_fields(sandbox: Mapping[str, Any], version_dir: str, socket_path: str) -> dict[str, Any]:
+    """What a sandboxed child is told: the runtime's settings, its version's folder and the folder
+    where it binds its socket (both shown inside its sandbox)."""
+    return {**sandbox, "version_dir": version_dir, "socket_dir": os.path.dirname(socket_path)}
 
 
 class _Zygote:
@@ -189,9 +200,9 @@ class _Zygote:
     last_used: float = 0.0  # when it last forked (time.monotonic())
 
     async def fork(self, start: Start, env: Mapping[str, str], cwd: Path,
-                   user: AppUser | None = None) -> ForkedProcess:
+                   user: AppUser | None = None, sandbox: Mapping[str, Any] | None = None) -> ForkedProcess:
         self.last_used = time.monotonic()
-        return await fork_from(self.socket_path, _request(start, env, cwd, user))
+        return await fork_from(self.socket_path, _request(start, env, cwd, user, sandbox))
 
 
 class ImageZygote(_Zygote):
@@ -274,11 +285,11 @@ class FunctionZygote(_Zygote):
                     socket_path: str, log: Callable[[str], None], timeout: float,
                     user: AppUser | None = None,
                     forked: Callable[[FunctionZygote], None] = lambda _: None,
-                    functions: list[str] | None = None) -> FunctionZygote:
+                    functions: list[str] | None = None, sandbox: Mapping[str, Any] | None = None) -> FunctionZygote:
         """Fork it and wait for its import, at most `timeout` seconds. `forked` is told of it
         first, so that whoever gives up on the import earlier can stop it. `functions`: those it
         forks containers for (it builds each one's app ahead), `start`'s own by default."""
-        request = {**_request(start, env, cwd, user), "zygote": socket_path,
+        request = {**_request(start, env, cwd, user, sandbox, socket_path), "zygote": socket_path,
                    "functions": functions or [start.function]}
         image.last_used = time.monotonic()
         process = await fork_from(image.socket_path, request)
@@ -334,9 +345,11 @@ class FunctionZygote(_Zygote):
         return self.process.running
 
     def retire(self) -> None:
-        if self.alive:  # the zygote alone: its containers lead process groups of their own
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.process.pid, signal.SIGTERM)
+        # Its group: the zygote, and in a sandbox the process that waits for it outside its pid
+        # namespace (which ignores SIGTERM). Its containers lead process groups of their own.
+        if self.alive:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGTERM)
 
 
 Forker = ImageZygote | FunctionZygote
@@ -441,7 +454,7 @@ class SharedZygote:
             self._forker = await FunctionZygote.start(
                 image, self.start_params, self.env, self.cwd, socket_path, self._write,
                 max(self.functions.values(), default=300.0), self.user, forked=self._forked,
-                functions=list(self.functions))
+                functions=list(self.functions), sandbox=self.runtime.sandbox)
             self._import_error = None
         except Unforkable as exc:
             self._unforkable = str(exc)
@@ -484,7 +497,7 @@ class SharedZygote:
         self.running += 1  # busy from now on: the bound never releases a zygote a start waits for
         try:
             forker = await self._forker_for_start()
-            process = await forker.fork(start, env, cwd, user)
+            process = await forker.fork(start, env, cwd, user, self.runtime.sandbox)
         except BaseException:
             self._ended()
             raise
@@ -543,7 +556,7 @@ class ForkLauncher:
         self.python = python
         self.start_params = start
         self.user = user
-        self._fresh_launcher = LocalLauncher(python, start, env, cwd, user=user)  # when forking is not to be had
+        self._fresh_launcher = runtime.fresh_launcher(python, start, env, cwd, user)  # when forking is not to be had
         self.env = dict(env)
         self.cwd = cwd
         self._fresh: str | None = None  # why containers start as fresh processes, once known
@@ -555,7 +568,7 @@ class ForkLauncher:
     async def ready(self) -> str | None:
         return await self.shared.ready()
 
-    async def start(self, socket_path: str) -> ForkedProcess | LocalProcess:
+    async def start(self, socket_path: str) -> ContainerProcess:
         if self._fresh is None:
             try:
                 return await self.shared.fork(self.start_params.for_container(socket_path), self.env, self.cwd,
@@ -568,7 +581,7 @@ class ForkLauncher:
         else:
             note = self._fresh
         process = await self._fresh_launcher.start(socket_path)
-        process.note = note  # the pool writes it to the app's log
+        process.note = self.runtime.fresh_note(note)  # the pool writes it to the app's log
         return process
 
     async def close(self) -> None:
@@ -589,6 +602,7 @@ class ZygoteRuntime:
     """Fork containers from zygotes; fall back to fresh processes, with the reason."""
 
     name = "zygote"
+    sandbox: dict[str, Any] | None = None  # what forked children are told to enter (SandboxRuntime)
 
     def __init__(self, fingerprint: Callable[[], str] = wisp_fingerprint, memory_bound: int | None = None) -> None:
         """`memory_bound`: bytes idle zygotes may hold (default: WISP_ZYGOTE_MEMORY_MB, `release`)."""
@@ -609,11 +623,20 @@ class ZygoteRuntime:
         self._checked = time.monotonic()
         self._watch: asyncio.Task[None] | None = None
 
+    def fresh_launcher(self, python: str, start: Start, env: Mapping[str, str], cwd: Path, user: AppUser | None,
+                       note: str | None = None) -> Launcher:
+        """Where a container cannot be forked from its function zygote: a fresh interpreter."""
+        return LocalLauncher(python, start, env, cwd, user=user, note=note)
+
+    def fresh_note(self, note: str) -> str:
+        """What the app's log says of a container `fresh_launcher` started."""
+        return note
+
     def launcher(self, python: str, start: Start, *, env: Mapping[str, str], cwd: Path, fork: bool, log: Log,
-                 startup_timeout: float = 300.0, user: AppUser | None = None) -> ForkLauncher | LocalLauncher:
+                 startup_timeout: float = 300.0, user: AppUser | None = None) -> Launcher:
         if not fork:
-            return LocalLauncher(python, start, env, cwd, user=user,
-                                 note="started as a fresh process: the function asks for one (fork=False)")
+            return self.fresh_launcher(python, start, env, cwd, user,
+                                       note="started as a fresh process: the function asks for one (fork=False)")
         if self._watch is None:
             self._watch = asyncio.ensure_future(self._tend())
         self._users[python] += 1

@@ -1,0 +1,112 @@
+"""The sandbox runtime (`--runtime sandbox`, issue 15 point 1): the zygote runtime, with every
+forked child (function zygotes, containers, Modal's entrypoint) entering a sandbox of its own
+before any user code runs (`wisp._runtime.sandbox` says what it is made of).
+
+At start the runtime probes the kernel in a throwaway process and prints one line per missing
+mechanism; the children are then told to skip it (`without`), so the server runs with what it
+has and never fails silently. No container of this runtime is started as an unsandboxed fresh
+interpreter: where the zygote runtime would start one (`fork=False`, a script that leaves
+threads behind at import, no function zygote), the image's zygote forks a container that imports
+the script itself, sandboxed like the others.
+
+Containers have no network, so they call functions through Unix sockets in their app's own
+folder (`call_sockets`), which `AppManager.call_env` names when `isolated_network` is set.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..._protocol import Start
+from ..isolation import AppUser
+from .base import ContainerProcess, Launcher
+from .zygote import ZygoteRuntime, _request
+
+PROBE_TIMEOUT = 30.0
+WHAT = {
+    "namespaces": "containers share the server's namespaces and see its whole filesystem (user, mount, pid, net, "
+                  "ipc and uts namespaces unavailable)",
+    "overlay": "a container's version folder is read-only to it (no overlay in a user namespace)",
+    "seccomp": "containers run without the seccomp deny-list",
+}
+
+
+def probe() -> dict[str, str]:
+    """What the kernel refuses: mechanism -> why (`python -m wisp._runtime.sandbox --probe`)."""
+    try:
+        done = subprocess.run([sys.executable, "-m", "wisp._runtime.sandbox", "--probe"], capture_output=True,
+                              timeout=PROBE_TIMEOUT, check=False)
+        found = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError) as exc:
+        return {"namespaces": f"the probe failed: {exc}", "seccomp": "the probe failed"}
+    return {str(k): str(v) for k, v in found.items()}
+
+
+def missing_lines(missing: Mapping[str, str]) -> list[str]:
+    """One line per missing mechanism: what it means for containers, and the kernel's reason."""
+    return [f"wisp server: sandbox: {WHAT.get(piece, piece)} ({why})" for piece, why in sorted(missing.items())]
+
+
+class ImageForkLauncher:
+    """A container forked from the image's zygote that imports the script itself: the sandbox's
+    stand-in for a fresh interpreter."""
+
+    def __init__(self, runtime: SandboxRuntime, python: str, start: Start, env: Mapping[str, str], cwd: Path,
+                 user: AppUser | None, note: str | None) -> None:
+        self.runtime = runtime
+        self.python = python
+        self.start_params = start
+        self.env = dict(env)
+        self.cwd = cwd
+        self.user = user
+        self.note = note
+
+    def prepare(self) -> None:
+        pass
+
+    async def ready(self) -> str | None:
+        return None
+
+    async def start(self, socket_path: str) -> ContainerProcess:
+        request = _request(self.start_params.for_container(socket_path), self.env, self.cwd, self.user,
+                           self.runtime.sandbox)
+        process = await self.runtime.fork_module(self.python, request)
+        process.note = self.note
+        return process
+
+    async def close(self) -> None:
+        pass
+
+
+class SandboxRuntime(ZygoteRuntime):
+    """Forked containers, each in a sandbox of its own (see the module's docstring)."""
+
+    name = "sandbox"
+    isolated_network = True  # containers reach the gateway and control API through Unix sockets
+
+    def __init__(self, missing: Mapping[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.missing = dict(probe() if missing is None else missing)
+        for line in missing_lines(self.missing):
+            print(line, file=sys.stderr, flush=True)
+        self.sandbox = {"without": sorted(self.missing), "hidden": []}
+
+    def hide(self, *paths: str) -> None:
+        """Paths no sandbox may show, even through a read-only folder that holds them (the server's home)."""
+        assert self.sandbox is not None
+        self.sandbox["hidden"] = [*self.sandbox["hidden"], *(os.path.realpath(path) for path in paths)]
+
+    def fresh_launcher(self, python: str, start: Start, env: Mapping[str, str], cwd: Path, user: AppUser | None,
+                       note: str | None = None) -> Launcher:
+        return ImageForkLauncher(self, python, start, env, cwd, user, None if note is None else self.fresh_note(note))
+
+    def fresh_note(self, note: str) -> str:
+        return note.replace("started as a fresh process", "forked from the image's zygote, importing the script itself")
+
+
+__all__ = ["ImageForkLauncher", "SandboxRuntime", "missing_lines", "probe"]
