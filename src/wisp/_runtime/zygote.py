@@ -417,8 +417,12 @@ class Zygote:
         self.children[pid] = status_fd
         if request.get("zygote"):
             self.zygotes.add(pid)
+        reply = json.dumps({"pid": pid}).encode() + b"\n"
+        pidfd = _pidfd(pid)  # the server reads the child's pid in its own namespace from it
         with contextlib.suppress(OSError):  # an asker gone by now: the child runs, and is reaped, anyway
-            conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+            socket.send_fds(conn, [reply], [pidfd] if pidfd is not None else [])
+        if pidfd is not None:
+            os.close(pidfd)
         self.reap()
 
     def reap(self) -> None:
@@ -435,6 +439,15 @@ class Zygote:
                 with contextlib.suppress(OSError):
                     os.write(fd, encode(Exited(os.waitstatus_to_exitcode(status))))
                 os.close(fd)
+
+
+def _pidfd(pid: int) -> int | None:
+    """A pidfd of the child: the pid in the reply is this zygote's view, which a sandboxed
+    function zygote (pid 1 of a pid namespace) does not share with the server."""
+    try:
+        return os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return None
 
 
 def _container(request: dict[str, Any], out_fd: int, inherited: list[int]) -> NoReturn:

@@ -101,6 +101,15 @@ class SandboxRuntime(ZygoteRuntime):
         assert self.sandbox is not None
         self.sandbox["hidden"] = [*self.sandbox["hidden"], *(os.path.realpath(path) for path in paths)]
 
+    def zygote_pid(self, pid: int) -> int:
+        """A sandboxed function zygote is the one child of the process its image zygote forked
+        (which waits for it outside its pid namespace): its memory is what the bound counts."""
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as children:
+                return int(children.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return pid
+
     def fresh_launcher(self, python: str, start: Start, env: Mapping[str, str], cwd: Path, user: AppUser | None,
                        note: str | None = None) -> Launcher:
         return ImageForkLauncher(self, python, start, env, cwd, user, None if note is None else self.fresh_note(note))

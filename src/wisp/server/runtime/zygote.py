@@ -145,11 +145,18 @@ async def fork_from(socket_path: str, request: dict[str, Any]) -> ForkedProcess:
         socket.send_fds(sock, [json.dumps(request).encode()], [out_w, status_w])
         sock.setblocking(False)
         reply = b""
-        while not reply.endswith(b"\n"):
-            chunk = await loop.sock_recv(sock, 4096)
-            if not chunk:
-                raise ZygoteError("the zygote closed the connection without forking")
-            reply += chunk
+        pidfds: list[int] = []
+        try:
+            while not reply.endswith(b"\n"):
+                chunk, fds = await _recv_with_fds(sock)
+                pidfds += fds
+                if not chunk:
+                    raise ZygoteError("the zygote closed the connection without forking")
+                reply += chunk
+            pid = _pid_of(pidfds[0]) if pidfds else None
+        finally:
+            for fd in pidfds:
+                os.close(fd)
     except BaseException:
         os.close(out_r)
         os.close(status_r)
@@ -163,8 +170,43 @@ async def fork_from(socket_path: str, request: dict[str, Any]) -> ForkedProcess:
         os.close(out_r)
         os.close(status_r)
         raise ZygoteError(answer.get("error", "the zygote refused to fork"))
-    groups.launched(answer["pid"])
-    return ForkedProcess(answer["pid"], await _reader(out_r), await _reader(status_r))
+    pid = pid or int(answer["pid"])  # as the server sees it (a sandboxed zygote's own pids are not)
+    groups.launched(pid)
+    return ForkedProcess(pid, await _reader(out_r), await _reader(status_r))
+
+
+async def _recv_with_fds(sock: socket.socket) -> tuple[bytes, list[int]]:
+    """Bytes and the descriptors passed with them, once the socket is readable."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, 4096, 1)
+            return data, fds
+        except (BlockingIOError, InterruptedError):
+            readable: asyncio.Future[None] = loop.create_future()
+            loop.add_reader(sock.fileno(), _set_done, readable)
+            try:
+                await readable
+            finally:
+                loop.remove_reader(sock.fileno())
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _pid_of(pidfd: int) -> int | None:
+    """The pid a pidfd stands for, in this process's pid namespace (its fdinfo's `Pid:`)."""
+    try:
+        with open(f"/proc/self/fdinfo/{pidfd}") as info:
+            for line in info:
+                if line.startswith("Pid:"):
+                    pid = int(line.split()[1])
+                    return pid if pid > 0 else None
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 async def _reader(fd: int) -> asyncio.StreamReader:
@@ -712,6 +754,10 @@ class ZygoteRuntime:
                     shared.prepare()
             self.keep_within_bound()
 
+    def zygote_pid(self, pid: int) -> int:
+        """The function zygote itself, given the pid its image zygote forked (the same here)."""
+        return pid
+
     def _size(self, pid: int, now: float) -> int:
         """A zygote's PSS, measured again at most every SIZE_EVERY seconds."""
         measured = self._sizes.get(pid)
@@ -729,12 +775,14 @@ class ZygoteRuntime:
             if zygote is not None or shared.busy:
                 busy_images.add(shared.python)
             if zygote is not None:
-                held.append(release.Held(shared.key, self._size(zygote.process.pid, now), shared.last_used, shared.busy))
+                held.append(release.Held(shared.key, self._size(self.zygote_pid(zygote.process.pid), now),
+                                         shared.last_used, shared.busy))
         for python, image in self._images.items():
             if image.alive and image.pid is not None:
                 held.append(release.Held(python, self._size(image.pid, now), image.last_used,
                                          python in busy_images or python in self._starting or python in self._outside))
-        live = {z.process.pid for z in (s.function_zygote for s in self._shared.values()) if z is not None}
+        live = {self.zygote_pid(z.process.pid) for z in (s.function_zygote for s in self._shared.values())
+                if z is not None}
         live |= {z.pid for z in self._images.values() if z.pid is not None}
         self._sizes = {pid: size for pid, size in self._sizes.items() if pid in live}
         return held
