@@ -526,9 +526,8 @@ def enter(request: Mapping[str, Any]) -> None:
         map_ids(uid, gid)
         mount(None, "/", None, MS_REC | MS_PRIVATE)
         if _plan is None:
-            skipped: list[str] = []
             read_only = read_only_paths(_system(), [*_python_paths(), str(request.get("cwd") or "/")],
-                                        settings.get("hidden") or (), skipped)
+                                        settings.get("hidden") or ())
             plan = root_plan(system=_system(), read_only=read_only, version_dir=str(settings["version_dir"]),
                              socket_dir=str(settings["socket_dir"]), tmp_mb=tmp_mb)
             build_root(plan)
@@ -538,13 +537,21 @@ def enter(request: Mapping[str, Any]) -> None:
             fresh_tmp(_plan, tmp_mb, home)
         _libc.sethostname(b"wisp", 4)
         loopback_up()
-        parent_death = signal.SIGHUP if zygote else signal.SIGKILL
         child = os.fork()
-        if child:
-            _stay_behind(child)
-        prctl(PR_SET_PDEATHSIG, int(parent_death))
-        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        if child == 0:
+            prctl(PR_SET_PDEATHSIG, int(signal.SIGHUP if zygote else signal.SIGKILL))
+            mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         drop_capabilities()
+    else:
+        child = 0
+    _restrict(zygote, without)
+    if child:
+        _stay_behind(child)  # contained as pid 1 is, though it runs no user code
+
+
+def _restrict(zygote: bool, without: set[str]) -> None:
+    """Lowered rlimits, no_new_privs and the seccomp filter (a zygote's leaves its containers
+    the calls that make their namespaces)."""
     for limit, values in lowered_limits({k: resource.getrlimit(k) for k in
                                          (resource.RLIMIT_CORE, resource.RLIMIT_NOFILE, resource.RLIMIT_MEMLOCK,
                                           resource.RLIMIT_NPROC)}).items():
