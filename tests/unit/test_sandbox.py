@@ -1,0 +1,131 @@
+"""The sandbox's pure parts (issue 15, point 1): the seccomp program, the mount plan, the rlimits,
+and the lines the server prints for what the kernel refuses."""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import resource
+
+import pytest
+
+from wisp._runtime import sandbox as sb
+from wisp.server.runtime.sandbox import missing_lines
+
+ALLOW = sb.SECCOMP_RET_ALLOW
+EPERM = sb.SECCOMP_RET_ERRNO | errno.EPERM
+ENOSYS = sb.SECCOMP_RET_ERRNO | errno.ENOSYS
+KILL = sb.SECCOMP_RET_KILL_PROCESS
+CONTAINER = (*sb.DENIED, *sb.CONTAINER_DENIED)
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+@pytest.mark.parametrize(("call", "arg0", "denied", "expected"), [
+    ("ptrace", 0, CONTAINER, EPERM),
+    ("bpf", 0, CONTAINER, EPERM),
+    ("keyctl", 0, CONTAINER, EPERM),
+    ("setns", 0, CONTAINER, EPERM),
+    ("pivot_root", 0, sb.DENIED, EPERM),  # a zygote's containers never pivot again
+    ("mount", 0, CONTAINER, EPERM),
+    ("unshare", 0, CONTAINER, EPERM),
+    ("mount", 0, sb.DENIED, ALLOW),  # a zygote makes its containers' namespaces
+    ("unshare", 0, sb.DENIED, ALLOW),
+    ("clone", 0x11, CONTAINER, ALLOW),  # fork(): SIGCHLD, no namespace
+    ("clone", 0x3D0F00, CONTAINER, ALLOW),  # a thread
+    ("clone", sb.CLONE_NEWUSER | 0x11, CONTAINER, EPERM),
+    ("clone", sb.CLONE_NEWNET, sb.DENIED, EPERM),
+    ("clone3", 0, CONTAINER, ENOSYS),  # the C library falls back to clone
+])
+def test_the_filter_decides_each_call(arch: str, call: str, arg0: int, denied: tuple[str, ...], expected: int) -> None:
+    code = sb.program(arch, denied)
+    assert sb.run_filter(code, sb.SYSCALLS[arch][call], sb.AUDIT_ARCH[arch], arg0) == expected
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+def test_other_calls_pass_and_other_architectures_die(arch: str) -> None:
+    code = sb.program(arch, CONTAINER)
+    denied = {sb.SYSCALLS[arch][name] for name in (*CONTAINER, "clone", "clone3") if name not in sb.ABSENT[arch]}
+    for nr in range(460):
+        if nr not in denied:
+            assert sb.run_filter(code, nr, sb.AUDIT_ARCH[arch]) == ALLOW, nr
+    assert sb.run_filter(code, 0, 0x40000003) == KILL  # i386 (int 0x80) on x86_64
+    if arch == "x86_64":
+        assert sb.run_filter(code, sb.X32_SYSCALL_BIT | 101, sb.AUDIT_ARCH[arch]) == KILL
+
+
+def test_a_call_without_a_number_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="no syscall number for nosuchcall on x86_64"):
+        sb.program("x86_64", ["ptrace", "nosuchcall"])
+
+
+@pytest.mark.skipif(ctypes.util.find_library("seccomp") is None, reason="libseccomp is not installed")
+@pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
+def test_the_numbers_are_libseccomps(arch: str) -> None:
+    """Our table against libseccomp's, which knows every architecture's numbers."""
+    lib = ctypes.CDLL(ctypes.util.find_library("seccomp"))
+    lib.seccomp_syscall_resolve_name_arch.argtypes = [ctypes.c_uint32, ctypes.c_char_p]
+    for name, number in sb.SYSCALLS[arch].items():
+        resolved = lib.seccomp_syscall_resolve_name_arch(sb.AUDIT_ARCH[arch], name.encode())
+        if resolved >= 0:  # an older libseccomp may not know the newest calls
+            assert resolved == number, name
+
+
+SYSTEM = {"/usr": None, "/etc": None, "/bin": "usr/bin", "/lib": "usr/lib", "/lib64": "usr/lib64"}
+
+
+@pytest.mark.parametrize(("paths", "hidden", "shown", "skipped"), [
+    # an image's venv under the home is shown, the interpreter below /usr is covered already
+    (["/srv/wisp/images/abc", "/usr/lib/python3.11", "/opt/wisp/src"], ["/srv/wisp"],
+     ["/usr", "/etc", "/opt/wisp/src", "/srv/wisp/images/abc"], []),
+    # a folder holding the home (a sys.path entry of "/" or "/srv") is never shown
+    (["/", "/srv", "/srv/wisp/images/abc"], ["/srv/wisp"], ["/usr", "/etc", "/srv/wisp/images/abc"], ["/", "/srv"]),
+    # nested paths: the outermost only
+    (["/opt/py", "/opt/py/lib/site-packages", "/opt/py/"], [], ["/usr", "/etc", "/opt/py"], []),
+    # the server's socket folder is hidden as well
+    (["/tmp", "/tmp/wisp-1/u5"], ["/tmp/wisp-1"], ["/usr", "/etc"], ["/tmp", "/tmp/wisp-1/u5"][:1]),
+])
+def test_what_is_shown_read_only(paths: list[str], hidden: list[str], shown: list[str], skipped: list[str]) -> None:
+    found: list[str] = []
+    assert sb.read_only_paths(SYSTEM, paths, hidden, found)[:len(shown)] == shown
+    assert found == skipped
+
+
+def test_the_plan_mounts_parents_before_what_lies_below_them() -> None:
+    plan = sb.root_plan(system=SYSTEM, read_only=["/usr", "/etc", "/tmp/home/images/abc"],
+                        version_dir="/tmp/home/apps/a/v1", socket_dir="/tmp/wisp-1/u5", tmp_mb=64)
+    targets = [m.target for m in plan]
+    for i, target in enumerate(targets):
+        for parent in targets[i + 1:]:
+            assert not target.startswith(parent.rstrip("/") + "/"), f"{target} comes before its parent {parent}"
+    by_target = {m.target: m for m in plan}
+    assert by_target["/tmp"] == sb.Mount("tmpfs", "/tmp", size_mb=64)
+    assert by_target["/tmp/wisp-1/u5"].writable and not by_target["/tmp/home/apps/a/v1"].writable
+    assert by_target["/bin"] == sb.Mount("symlink", "/bin", "usr/bin")
+    assert not any(m.writable for m in plan if m.kind == "bind" and m.target not in ("/tmp/wisp-1/u5", "/proc"))
+    assert sb.rebound_under(plan, "/tmp") == [by_target["/tmp/wisp-1/u5"], by_target["/tmp/home/images/abc"],
+                                              by_target["/tmp/home/apps/a/v1"]]
+
+
+INF = resource.RLIM_INFINITY
+
+
+@pytest.mark.parametrize(("current", "expected"), [
+    ({}, {resource.RLIMIT_CORE: (0, 0), resource.RLIMIT_NOFILE: (65536, 65536),
+          resource.RLIMIT_MEMLOCK: (64 << 20, 64 << 20), resource.RLIMIT_NPROC: (4096, 4096)}),
+    ({resource.RLIMIT_NOFILE: (1024, 1048576), resource.RLIMIT_NPROC: (100, 200)},
+     {resource.RLIMIT_NOFILE: (1024, 65536), resource.RLIMIT_NPROC: (100, 200)}),
+    ({resource.RLIMIT_MEMLOCK: (INF, 8 << 20)}, {resource.RLIMIT_MEMLOCK: (8 << 20, 8 << 20)}),
+])
+def test_limits_are_only_ever_lowered(current: dict[int, tuple[int, int]], expected: dict[int, tuple[int, int]]) -> None:
+    lowered = sb.lowered_limits(current)
+    assert {k: lowered[k] for k in expected} == expected
+
+
+def test_each_missing_mechanism_is_one_line() -> None:
+    lines = missing_lines({"seccomp": "Invalid argument", "namespaces": "unshare: Operation not permitted"})
+    assert lines == [
+        "wisp server: sandbox: containers share the server's namespaces and see its whole filesystem (user, mount, "
+        "pid, net, ipc and uts namespaces unavailable) (unshare: Operation not permitted)",
+        "wisp server: sandbox: containers run without the seccomp deny-list (Invalid argument)",
+    ]
+    assert missing_lines({}) == []
