@@ -78,6 +78,7 @@ SIOCSIFFLAGS, IFF_UP = 0x8914, 0x1
 DEFAULT_TMP_MB = 512
 SYSTEM_PATHS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+MASKED = ("/etc/shadow", "/etc/gshadow")  # never shown, whatever uid a container has
 HOME_LAYER = "/tmp/.wisp-home"  # a container's writes to its version folder (overlay upper/work)
 
 # -- seccomp: a deny-list as a classic BPF program (pure) ----------------------------------------
@@ -238,6 +239,7 @@ def root_plan(*, system: Mapping[str, str | None], read_only: Sequence[str], ver
     gets a write layer over it)."""
     steps = [Mount("symlink", path, link) for path, link in system.items() if link is not None]
     steps += [Mount("bind", path, path) for path in read_only]
+    steps += [Mount("dev", path, "/dev/null") for path in MASKED]  # unreadable as it is, unless the app runs as root
     steps += [Mount("tmpfs", "/dev", size_mb=1), *(Mount("dev", f"/dev/{name}", f"/dev/{name}") for name in DEVICES),
               Mount("symlink", "/dev/fd", "/proc/self/fd"), Mount("symlink", "/dev/stdin", "/proc/self/fd/0"),
               Mount("symlink", "/dev/stdout", "/proc/self/fd/1"), Mount("symlink", "/dev/stderr", "/proc/self/fd/2"),
@@ -344,10 +346,12 @@ def _write(path: str, text: str) -> None:
 
 def map_ids(uid: int, gid: int) -> None:
     """In a new user namespace: the uid/gid we had outside is ours inside too (one line each,
-    which needs no privilege outside; setgroups must be denied first for the gid map)."""
-    _write("/proc/self/uid_map", f"{uid} {uid} 1\n")
+    which needs no privilege outside; setgroups must be denied first for the gid map). Root
+    (a server without per-app uids) is 1 inside: a map holding 0 would need CAP_SETFCAP, which
+    a container, made inside its zygote's namespace, no longer has."""
+    _write("/proc/self/uid_map", f"{uid or 1} {uid} 1\n")
     _write("/proc/self/setgroups", "deny")
-    _write("/proc/self/gid_map", f"{gid} {gid} 1\n")
+    _write("/proc/self/gid_map", f"{gid or 1} {gid} 1\n")
 
 
 def loopback_up() -> None:
@@ -395,6 +399,8 @@ def _apply(step: Mount, root: str, sources: Mapping[str, str]) -> None:
         mode = "1777" if step.target in ("/tmp", "/dev/shm") else "755"
         mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, f"size={step.size_mb}m,mode={mode}")
     elif step.kind == "dev":
+        if step.target in MASKED and not os.path.exists(target):
+            return  # nothing to mask (and a read-only /etc to create it in)
         _make_target(target, False)
         mount(step.source, target, None, MS_BIND)
     else:

@@ -95,11 +95,19 @@ class SandboxRuntime(ZygoteRuntime):
         for line in missing_lines(self.missing):
             print(line, file=sys.stderr, flush=True)
         self.sandbox = {"without": sorted(self.missing), "hidden": []}
+        self._socket_dir: str | None = None
 
-    def hide(self, *paths: str) -> None:
-        """Paths no sandbox may show, even through a read-only folder that holds them (the server's home)."""
+    def hide(self, home: str, socket_dir: str) -> None:
+        """The server's home and its socket folder: no sandbox shows them, even through a
+        read-only folder that holds them, but for what it is given of them."""
         assert self.sandbox is not None
-        self.sandbox["hidden"] = [*self.sandbox["hidden"], *(os.path.realpath(path) for path in paths)]
+        self.sandbox["hidden"] = [*self.sandbox["hidden"], os.path.realpath(home), os.path.realpath(socket_dir)]
+        self._socket_dir = socket_dir
+
+    def zygote_folder(self, user: AppUser | None) -> str | None:
+        """The folder of its containers' sockets, which its sandbox shows them (without per-app
+        uids, the server's one socket folder)."""
+        return user.socket_dir if user else self._socket_dir
 
     def zygote_pid(self, pid: int) -> int:
         """A sandboxed function zygote is the one child of the process its image zygote forked

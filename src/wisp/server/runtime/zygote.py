@@ -492,7 +492,7 @@ class SharedZygote:
             return image
         try:
             # Its socket is in the app's own folder: it binds it as the app's uid, other apps cannot reach it.
-            socket_path = self.runtime.socket_path(self.user.socket_dir if self.user else None)
+            socket_path = self.runtime.socket_path(self.runtime.zygote_folder(self.user))
             self._forker = await FunctionZygote.start(
                 image, self.start_params, self.env, self.cwd, socket_path, self._write,
                 max(self.functions.values(), default=300.0), self.user, forked=self._forked,
@@ -753,6 +753,10 @@ class ZygoteRuntime:
                 for shared in list(self._shared.values()):
                     shared.prepare()
             self.keep_within_bound()
+
+    def zygote_folder(self, user: AppUser | None) -> str | None:
+        """Where a function zygote binds its socket: its app's folder (None: the runtime's own)."""
+        return user.socket_dir if user else None
 
     def zygote_pid(self, pid: int) -> int:
         """The function zygote itself, given the pid its image zygote forked (the same here)."""
