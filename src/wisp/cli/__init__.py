@@ -98,9 +98,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--store", help="where apps, versions, secrets and tokens are kept: sqlite:///PATH (default "
                    "$WISP_HOME/state.db) or postgresql://USER:PASSWORD@HOST:PORT/DATABASE, which servers may share "
                    "($WISP_STORE)")
-    p.add_argument("--runtime", choices=["auto", "zygote", "local", "ray"],
+    p.add_argument("--runtime", choices=["auto", "zygote", "sandbox", "local", "ray"],
                    help="where containers run: this machine (auto: forked from zygotes where fork works; zygote; "
-                        "local: a fresh process each) or ray: the nodes of a Ray cluster ($WISP_RUNTIME)")
+                        "sandbox: zygote's forks in namespaces of their own, with seccomp; local: a fresh process "
+                        "each) or ray: the nodes of a Ray cluster ($WISP_RUNTIME)")
     p.add_argument("--ray-address", help="the Ray cluster's address, HOST:PORT as `ray start --head` printed it "
                                          "($WISP_RAY_ADDRESS)")
     p.set_defaults(run=server.start)

@@ -106,8 +106,8 @@ def isolation_problem(euid: int, home: Path, environ: Mapping[str, str], needed:
         return "WISP_APP_UIDS=0 is set, so containers share the server's uid. Unset it to give each app a uid."
     if euid != 0:
         return ("the server is not running as root, so every container shares the server's uid and could read its "
-                "token and state. Run the server as root to give each app a uid of its own, or wait for the "
-                "sandbox runtime (issue 12).")
+                "token and state. Run the server as root to give each app a uid of its own, or start it with "
+                "`--runtime sandbox` (the sandbox runtime), where containers do not see the server's files.")
     for path in needed:
         blocked = untraversable(path)
         if blocked is not None:

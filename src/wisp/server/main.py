@@ -354,8 +354,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--runtime", default=os.environ.get("WISP_RUNTIME", "auto"),
-                        help="container runtime: auto (zygote where fork works), zygote, local, or ray (the nodes of "
-                             "the Ray cluster at --ray-address)")
+                        help="container runtime: auto (zygote where fork works), zygote, sandbox (zygote's forks in "
+                             "namespaces of their own, with seccomp; Linux), local, or ray (the nodes of the Ray cluster "
+                             "at --ray-address)")
     parser.add_argument("--ray-address", default=os.environ.get("WISP_RAY_ADDRESS"),
                         help="the Ray cluster's address for --runtime ray ($WISP_RAY_ADDRESS)")
     parser.add_argument("--max-body-size", type=int, default=int(os.environ.get("WISP_MAX_BODY_SIZE", 100 * 1024 * 1024)))
