@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from e2e.conftest import Wisp, get, start_wisp
+from e2e.conftest import Wisp, get, start_wisp, wait_until
 from wisp._runtime import sandbox
 
 APPS = Path(__file__).parent / "apps"
@@ -123,3 +124,23 @@ def test_the_zygote_is_sandboxed_too_and_the_neighbour_answers(attacked: tuple[W
     for status in nested.values():
         assert (status["Seccomp"], status["NoNewPrivs"], status["CapEff"]) == ("2", "1", "0000000000000000")
     assert get(wisp.url("iso-victim--alive")).json() == {"alive": "victim-code-7731"}
+
+
+def test_a_stop_drains_the_request_then_runs_the_exit_hook(attacked: tuple[Wisp, dict[str, object], int],
+                                                           tmp_path: Path) -> None:
+    wisp, _, _ = attacked
+    shutil.copy(APPS / "sbx_hooks.py", tmp_path / "sbx_hooks.py")
+    wisp.run("deploy", str(tmp_path / "sbx_hooks.py"))
+    url = wisp.url("sbx-hooks--slow-nap")
+    assert get(url).json() == {"slept": 0.0}  # a container is up
+    answers: list[int] = []
+    slow = threading.Thread(target=lambda: answers.append(get(url, params={"seconds": 3}).status_code))
+    slow.start()
+    wait_until(lambda: "sandboxed enter hook ran" in wisp.run("app", "logs", "sbx-hooks").stdout, 30,
+               message="the enter hook's line in the log")
+    threading.Event().wait(1.0)  # the request is in the container now
+    wisp.run("app", "stop", "sbx-hooks")
+    slow.join(60)
+    assert answers == [200]  # SIGTERM reached pid 1 of the container, which drained
+    wait_until(lambda: "sandboxed exit hook ran" in wisp.run("app", "logs", "sbx-hooks").stdout, 30,
+               message="the exit hook's line in the log")
