@@ -430,8 +430,10 @@ def build_root(plan: Sequence[Mount]) -> None:
         _apply(step, staging, sources)
     _close_sources(sources)
     os.mkdir(staging + "/.old")
-    _check(_libc.syscall(155 if machine_arch() == "x86_64" else 41, staging.encode(), (staging + "/.old").encode()),
-           "pivot_root")
+    number = SYSCALLS.get(machine_arch() or "", {}).get("pivot_root")
+    if number is None:
+        raise OSError(errno.ENOSYS, f"pivot_root: no syscall number for {platform.machine()}")
+    _check(_libc.syscall(number, staging.encode(), (staging + "/.old").encode()), "pivot_root")
     os.chdir("/")
     umount("/.old")
     os.rmdir("/.old")
@@ -458,8 +460,8 @@ def fresh_tmp(plan: Sequence[Mount], tmp_mb: int, home: str | None) -> bool:
             mount("overlay", home, "overlay", MS_NOSUID,
                   f"lowerdir={lower},upperdir={HOME_LAYER}/upper,workdir={HOME_LAYER}/work")
             layered = True
-        except OSError:
-            pass
+        except OSError as exc:  # the server's probe found overlay; this container did not get it
+            print(f"[wisp] sandbox: {home} stays read-only in this container ({exc})", file=sys.stderr, flush=True)
         umount(lower)
     _close_sources(sources)
     return layered
