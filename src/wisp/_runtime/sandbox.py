@@ -532,6 +532,14 @@ def enter(request: Mapping[str, Any]) -> None:
         uid, gid = os.getuid(), os.getgid()
         prctl(PR_SET_DUMPABLE, 1)  # the uid drop left /proc/self root's; the maps are written there
         unshare(NAMESPACES)
+        # Fork at once: the first child stays outside the pid namespace and waits, and every
+        # page the setup below writes is the second's alone, not kept alive in the first.
+        child = os.fork()
+        if child:
+            drop_capabilities()
+            _restrict(zygote, without)
+            _stay_behind(child)
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGHUP if zygote else signal.SIGKILL))
         map_ids(uid, gid)
         mount(None, "/", None, MS_REC | MS_PRIVATE)
         if _plan is None:
@@ -546,16 +554,9 @@ def enter(request: Mapping[str, Any]) -> None:
             fresh_tmp(_plan, tmp_mb, home)
         _libc.sethostname(b"wisp", 4)
         loopback_up()
-        child = os.fork()
-        if child == 0:
-            prctl(PR_SET_PDEATHSIG, int(signal.SIGHUP if zygote else signal.SIGKILL))
-            mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         drop_capabilities()
-    else:
-        child = 0
     _restrict(zygote, without)
-    if child:
-        _stay_behind(child)  # contained as pid 1 is, though it runs no user code
 
 
 def _restrict(zygote: bool, without: set[str]) -> None:
