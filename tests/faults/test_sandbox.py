@@ -119,10 +119,23 @@ def test_writes_to_its_home_stay_in_its_container(attacked: tuple[Wisp, dict[str
 
 def test_the_zygote_is_sandboxed_too_and_the_neighbour_answers(attacked: tuple[Wisp, dict[str, object], int]) -> None:
     wisp, _, uid = attacked
-    nested = {pid: status for pid, status in _app_processes(uid).items() if len(status["NSpid"].split()) >= 2}
-    assert len(nested) >= 2  # the function zygote and the container, each pid 1 of its own namespace
+    processes = _app_processes(uid)
+    nested = {pid: status for pid, status in processes.items() if len(status["NSpid"].split()) >= 2}
+    zygotes = {pid for pid, status in nested.items() if len(status["NSpid"].split()) == 2}
+    containers = {pid for pid, status in nested.items() if len(status["NSpid"].split()) == 3}
+    assert len(zygotes) == 1 and containers  # each pid 1 of its own namespace, the containers' inside the zygote's
+    for pid in containers:  # forked from the function zygote, which imported the script: its children
+        assert int(processes[pid]["PPid"]) in zygotes
+        assert processes[pid]["CapEff"] == "0000000000000000"
     for status in nested.values():
-        assert (status["Seccomp"], status["NoNewPrivs"], status["CapEff"]) == ("2", "1", "0000000000000000")
+        assert (status["Seccomp"], status["NoNewPrivs"]) == ("2", "1")
+    # The zygote's capabilities are over a user namespace of its own, which holds only the
+    # namespaces it makes for its containers; not the host's, not its containers'.
+    (zygote,) = zygotes
+    user_ns = {pid: os.readlink(f"/proc/{pid}/ns/user") for pid in (zygote, *containers)}
+    assert user_ns[zygote] != os.readlink("/proc/self/ns/user")
+    assert all(user_ns[pid] != user_ns[zygote] for pid in containers)
+    assert "could not import the script ahead" not in wisp.run("app", "logs", "sbx-hostile").stdout
     assert get(wisp.url("iso-victim--alive")).json() == {"alive": "victim-code-7731"}
 
 

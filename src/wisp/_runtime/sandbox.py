@@ -470,6 +470,7 @@ def fresh_tmp(plan: Sequence[Mount], tmp_mb: int, home: str | None) -> bool:
 # -- entering ------------------------------------------------------------------------------------
 
 _plan: list[Mount] | None = None  # set in a sandboxed function zygote: its containers build on it
+_pid_namespaces = False  # a sandboxed function zygote: it makes each container's pid namespace
 
 
 def _python_paths() -> list[str]:
@@ -521,7 +522,6 @@ def enter(request: Mapping[str, Any]) -> None:
     """Sandbox this freshly forked, single-threaded child as the request's `sandbox` asks, or
     return at once when it asks for none. Raises when a step fails: the child then exits (its
     output says why) rather than run less contained than the server said."""
-    global _plan
     settings = request.get("sandbox")
     if not settings:
         return
@@ -529,34 +529,82 @@ def enter(request: Mapping[str, Any]) -> None:
     zygote = bool(request.get("zygote"))
     tmp_mb = int(request.get("tmp_size_mb") or DEFAULT_TMP_MB)
     if "namespaces" not in without:
-        uid, gid = os.getuid(), os.getgid()
-        prctl(PR_SET_DUMPABLE, 1)  # the uid drop left /proc/self root's; the maps are written there
-        unshare(NAMESPACES)
-        # Fork at once: the first child stays outside the pid namespace and waits, and every
-        # page the setup below writes is the second's alone, not kept alive in the first.
-        child = os.fork()
-        if child:
-            drop_capabilities()
-            _restrict(zygote, without)
-            _stay_behind(child)
-        prctl(PR_SET_PDEATHSIG, int(signal.SIGHUP if zygote else signal.SIGKILL))
-        map_ids(uid, gid)
-        mount(None, "/", None, MS_REC | MS_PRIVATE)
-        if _plan is None:
-            read_only = read_only_paths(_system(), [*_python_paths(), str(request.get("cwd") or "/")],
-                                        settings.get("hidden") or ())
-            plan = root_plan(system=_system(), read_only=read_only, version_dir=str(settings["version_dir"]),
-                             socket_dir=str(settings["socket_dir"]), tmp_mb=tmp_mb)
-            build_root(plan)
-            _plan = plan
-        if not zygote:
-            home = str(settings["version_dir"]) if "overlay" not in without else None
-            fresh_tmp(_plan, tmp_mb, home)
-        _libc.sethostname(b"wisp", 4)
-        loopback_up()
-        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        drop_capabilities()
+        if _plan is not None and os.getpid() == 1:
+            _enter_from_zygote(tmp_mb, str(settings["version_dir"]) if "overlay" not in without else None)
+        else:
+            _enter_from_image(request, settings, zygote, tmp_mb, without)
     _restrict(zygote, without)
+
+
+def _enter_from_image(request: Mapping[str, Any], settings: Mapping[str, Any], zygote: bool, tmp_mb: int,
+                      without: set[str]) -> None:
+    """A child of an image's zygote (root outside): namespaces of its own, a root built and
+    pivoted into, pid 1 through one more fork. A function zygote then takes a user namespace of
+    its own (`forks_pid_namespaces`), where it may make each container's pid namespace."""
+    global _plan, _pid_namespaces
+    uid, gid = os.getuid(), os.getgid()
+    prctl(PR_SET_DUMPABLE, 1)  # the uid drop left /proc/self root's; the maps are written there
+    unshare(NAMESPACES)
+    # Fork at once: the first child stays outside the pid namespace and waits, and every page the
+    # setup below writes is the second's alone, not kept alive in the first.
+    child = os.fork()
+    if child:
+        drop_capabilities()
+        _restrict(zygote, without)
+        _stay_behind(child)
+    prctl(PR_SET_PDEATHSIG, int(signal.SIGHUP if zygote else signal.SIGKILL))
+    map_ids(uid, gid)
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    read_only = read_only_paths(_system(), [*_python_paths(), str(request.get("cwd") or "/")],
+                                settings.get("hidden") or ())
+    plan = root_plan(system=_system(), read_only=read_only, version_dir=str(settings["version_dir"]),
+                     socket_dir=str(settings["socket_dir"]), tmp_mb=tmp_mb)
+    build_root(plan)
+    _plan = plan
+    if not zygote:
+        fresh_tmp(plan, tmp_mb, str(settings["version_dir"]) if "overlay" not in without else None)
+    _libc.sethostname(b"wisp", 4)
+    loopback_up()
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    drop_capabilities()
+    if zygote:
+        # Capabilities over nothing but the namespaces it makes from now on: enough to give each
+        # container a pid namespace of its own (`new_pid_namespace`), nothing over this root.
+        inside_uid, inside_gid = os.getuid(), os.getgid()  # as the namespace made above knows them
+        unshare(CLONE_NEWUSER)
+        map_ids(inside_uid, inside_gid)
+        _pid_namespaces = True
+
+
+def _enter_from_zygote(tmp_mb: int, home: str | None) -> None:
+    """A container forked from a sandboxed function zygote, which made it pid 1 of a new pid
+    namespace: its mount, net, ipc and uts namespaces made with the zygote's capabilities (so
+    that it can mount its own /proc), then a user namespace of its own, without capabilities."""
+    assert _plan is not None
+    uid, gid = os.getuid(), os.getgid()
+    unshare(CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    fresh_tmp(_plan, tmp_mb, home)
+    _libc.sethostname(b"wisp", 4)
+    loopback_up()
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    prctl(PR_SET_DUMPABLE, 1)
+    unshare(CLONE_NEWUSER)
+    map_ids(uid, gid)
+    drop_capabilities()
+
+
+def forks_pid_namespaces(request: Mapping[str, Any]) -> bool:
+    """Whether this zygote gives the child `request` asks for a pid namespace of its own."""
+    settings = request.get("sandbox")
+    if not _pid_namespaces or not settings:
+        return False
+    return "namespaces" not in (settings.get("without") or ())
+
+
+def new_pid_namespace() -> None:
+    """The next child forked is pid 1 of a new pid namespace (in a sandboxed function zygote)."""
+    unshare(CLONE_NEWPID)
 
 
 def _restrict(zygote: bool, without: set[str]) -> None:

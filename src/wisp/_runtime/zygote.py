@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import errno
 import gc
 import importlib
 import importlib.util
@@ -403,10 +404,18 @@ class Zygote:
             return
         request, out_fd, status_fd = received
         parent = os.getpid()
-        pid = os.fork()
+        try:
+            pid, adopted = self._fork(request)
+        except OSError as exc:
+            for fd in (out_fd, status_fd):
+                os.close(fd)
+            with contextlib.suppress(OSError):
+                conn.sendall(json.dumps({"error": f"could not fork: {exc}"}).encode() + b"\n")
+            return
         if pid == 0:
             signal.signal(ORPHANED, signal.SIG_DFL)  # until a zygote child installs its own
-            if not die_with_parent(ORPHANED if request.get("zygote") else signal.SIGKILL, parent):
+            # An adopted child dies with this zygote anyway: it is pid 1 of the namespace around it.
+            if not adopted and not die_with_parent(ORPHANED if request.get("zygote") else signal.SIGKILL, parent):
                 os._exit(1)
             conn.close()
             assert self.listener is not None
@@ -424,6 +433,39 @@ class Zygote:
         if pidfd is not None:
             os.close(pidfd)
         self.reap()
+
+    def _fork(self, request: dict[str, Any]) -> tuple[int, bool]:
+        """`os.fork()`, and whether the child was adopted: in a sandboxed function zygote, a
+        container is pid 1 of a pid namespace of its own. A helper forked here makes the
+        namespace (a process may make one only while its children still go to its own), forks
+        the container into it and exits; this zygote, pid 1 of the namespace around both,
+        adopts the container, so it reaps it and reports its exit as any other child's."""
+        if not sandbox.forks_pid_namespaces(request):
+            return os.fork(), False
+        read, write = os.pipe()
+        helper = os.fork()
+        if helper == 0:
+            os.close(read)
+            try:
+                sandbox.new_pid_namespace()
+                child = os.fork()
+            except BaseException:
+                os._exit(1)
+            if child == 0:
+                os.close(write)
+                return 0, True
+            os.write(write, str(child).encode())
+            os._exit(0)
+        os.close(write)
+        try:
+            answer = os.read(read, 32)
+        finally:
+            os.close(read)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(helper, 0)
+        if not answer:
+            raise OSError(errno.EAGAIN, "the helper could not make a pid namespace")
+        return int(answer), False
 
     def reap(self) -> None:
         while self.children:
