@@ -9,20 +9,22 @@ user code, when the fork request carries a `sandbox` field (`--runtime sandbox`)
   environment and wisp's code read-only, a small `/dev`, a tmpfs `/tmp`, the app's socket folder,
   and the version's folder. Nothing else of the server's home (`WISP_HOME`: its token, the state
   file, other apps, other images) exists in it;
-- pid 1 of a pid namespace: after the `unshare` the child forks once more; the first child stays
-  behind, waits for it and exits with its status, so the zygote reports the container's exit as
-  before (`Exited`). It ignores SIGTERM/SIGINT: the server signals the whole process group, which
-  reaches the container itself;
+- pid 1 of a pid namespace: a child of an image's zygote forks once more right after the
+  `unshare`; the first child stays behind, waits for it and exits with its status, so the zygote
+  reports the container's exit as before (`Exited`). It ignores SIGTERM/SIGINT: the server
+  signals the whole process group, which reaches pid 1 itself;
 - no network but loopback (brought up) and the Unix socket it serves on, bound to a file path
   (which works across a network namespace);
 - no capabilities, `no_new_privs`, a seccomp deny-list (`program`) and lowered rlimits.
 
-A function zygote is sandboxed this way once; each container forked from it then makes its own
-user, mount, pid, net, ipc and uts namespaces inside the zygote's, with a fresh tmpfs `/tmp` and
-a write layer (overlay on a tmpfs) over the version's folder, which is `$HOME` and `/root` to the
-app. The zygote's seccomp filter leaves `unshare` and `mount` to it (without capabilities they
-reach only namespaces it creates, as an unprivileged user's would); its containers' filter
-denies them.
+A function zygote is sandboxed this way once, then takes one more user namespace of its own,
+whose capabilities reach only the namespaces it makes. Its containers need no process waiting
+for them: a helper it forks makes a pid namespace, forks the container into it and exits, and
+the zygote adopts it (`zygote.Zygote._fork`). The container, pid 1 already, makes its mount, net,
+ipc and uts namespaces with those capabilities (so it may mount its own /proc), a fresh tmpfs
+`/tmp` and a write layer (overlay on that tmpfs) over the version's folder, which is `$HOME` and
+`/root` to the app, then a user namespace of its own, and drops every capability. The zygote's
+seccomp filter leaves `unshare` and `mount` to it; its containers' filter denies them.
 
 `probe()` tries each mechanism in a throwaway child (`python -m wisp._runtime.sandbox --probe`),
 so the server can say at start what is missing; a piece named in the request's `without` is skipped.
