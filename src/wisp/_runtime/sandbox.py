@@ -464,7 +464,8 @@ def fresh_tmp(plan: Sequence[Mount], tmp_mb: int, home: str | None) -> bool:
             layered = True
         except OSError as exc:  # the server's probe found overlay; this container did not get it
             print(f"[wisp] sandbox: {home} stays read-only in this container ({exc})", file=sys.stderr, flush=True)
-        umount(lower)
+        # `lower` stays mounted (the code as deployed, read-only): an unmount waits for an RCU
+        # grace period, milliseconds of a cold start on a busy machine.
     _close_sources(sources)
     return layered
 
