@@ -2,26 +2,55 @@
 
     .venv/bin/python -P benchmarks/sandbox.py [--cold-runs 20] [--json PATH]
 
-Two servers one after the other (temporary WISP_HOMEs, free ports), one with WISP_RUNTIME=zygote
-and one with WISP_RUNTIME=sandbox, each deploying examples/webhook_get.py afresh before every
-sample (cold_warm.py's `measure_wisp`): cold = request sent with no container running -> full
-response, which for the sandbox includes the container's user, mount, pid, net, ipc and uts
+Two servers at once (temporary WISP_HOMEs, free ports), one with WISP_RUNTIME=zygote and one
+with WISP_RUNTIME=sandbox, taking turns (so a busy machine weighs on both alike), each deploying
+examples/webhook_get.py afresh before every sample: cold = request sent with no container
+running -> full response, which for the sandbox includes the container's user, mount, pid, net, ipc and uts
 namespaces, its /tmp and write layer, the second fork that makes it pid 1, and its seccomp
 filter. Warm requests (keep-alive) show the sandbox costs nothing per request. Run as root (the
-sandbox's per-app uids); the server prints what the kernel refuses, if anything.
+sandbox's per-app uids: the homes are 0711); the server prints what the kernel refuses, if anything.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.append(str(Path(__file__).resolve().parent))
 import _results
-from cold_warm import measure_wisp, ms
+from _machine import free_port
+from cold_warm import LABEL, SCRIPT, get, ms, warm, wisp_cli
 
 TARGET_MS = 25.0
+RUNTIMES = ("sandbox", "zygote")
+
+
+def start(runtime: str) -> tuple[dict[str, str], int]:
+    home = tempfile.mkdtemp(prefix="wisp-bench-sandbox-")
+    os.chmod(home, 0o711)  # enterable, so a root server gives the app a uid of its own, as in production
+    port = free_port()
+    env = {**os.environ, "WISP_HOME": home, "WISP_PORT": str(port), "WISP_RUNTIME": runtime}
+    wisp_cli(env, "server", "start")
+    return env, port
+
+
+def measure(cold_runs: int, warm_requests: int) -> dict[str, tuple[list[float], list[float]]]:
+    servers = {runtime: start(runtime) for runtime in RUNTIMES}
+    path = f"/{LABEL}/?x=42"
+    cold: dict[str, list[float]] = {runtime: [] for runtime in RUNTIMES}
+    try:
+        for i in range(cold_runs):
+            for runtime, (env, port) in servers.items():
+                if i:
+                    wisp_cli(env, "app", "stop", "webhook_get")
+                wisp_cli(env, "deploy", str(SCRIPT))  # a fresh version with no container
+                cold[runtime].append(get(port, path))
+        return {runtime: (cold[runtime], warm(port, path, warm_requests)) for runtime, (_, port) in servers.items()}
+    finally:
+        for env, _ in servers.values():
+            wisp_cli(env, "server", "stop")
 
 
 def main() -> None:
@@ -31,8 +60,9 @@ def main() -> None:
     parser.add_argument("--json", metavar="PATH", help="write the samples here (benchmarks/_results.py)")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
-    plain_cold, plain_warm = measure_wisp(args.cold_runs, args.warm_requests, runtime="zygote")
-    boxed_cold, boxed_warm = measure_wisp(args.cold_runs, args.warm_requests, runtime="sandbox")
+    measured = measure(args.cold_runs, args.warm_requests)
+    boxed_cold, boxed_warm = measured["sandbox"]
+    plain_cold, plain_warm = measured["zygote"]
     load = os.getloadavg()[0]
     print(f"square webhook, {os.cpu_count()} cores, load {load_before:.2f} before / {load:.2f} after, "
           f"{args.cold_runs} cold runs, {args.warm_requests} warm requests")
