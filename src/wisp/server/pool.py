@@ -41,6 +41,12 @@ _ids = itertools.count(1)
 STOP_GRACE = 10.0  # seconds a stopping container gets before SIGKILL
 NO_ROOM_RETRY = 1.0  # seconds before a start the runtime had no room for is tried again
 RECLAIM_AFTER = 0.5  # seconds a container must have been idle before another function may take its room
+# A function whose requests take less than this (a moving average) may be handed one request
+# beyond its inputs per container while it cannot start more containers: that request waits in
+# the container (wisp's agent runs no more than max_inputs at once) and starts the moment the one
+# before it ends, with no round trip through the gateway in between. Longer requests would only
+# trade that gap, small beside them, for waiting behind a slow neighbour.
+STANDBY_BELOW = 0.05
 LAST_OUTPUT = 8  # lines of a failed container's output a failed deploy shows
 
 
@@ -121,6 +127,11 @@ class FunctionPool:
         self._desired = -1
         self._containers: list[Container] = []
         self._waiters: deque[tuple[asyncio.Future[Lease], float]] = deque()
+        self._expiry: asyncio.TimerHandle | None = None  # the oldest waiter's queue timeout (FIFO: it goes first)
+        # The standby slot (STANDBY_BELOW): only where the agent's own gate holds it (not a
+        # web_server's server, not Modal's entrypoint, which asks for its inputs itself).
+        self._standby_ok = spec.modal_args is None and (spec.web is None or spec.web.kind != "web_server")
+        self._duration = 1.0  # moving average of request durations, seconds: long until about 30 short ones
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._retry_scheduled = False
@@ -153,6 +164,8 @@ class FunctionPool:
     def try_acquire(self) -> Lease | None:
         """A free slot at once, or None (then `acquire()` waits for one): the warm path, with
         no task and no future."""
+        if self._waiters:  # first come, first served
+            return None
         container = self._pick()
         return None if container is None else self._lease(container)
 
@@ -166,20 +179,34 @@ class FunctionPool:
             raise self._unavailable(
                 f"`{self.spec.name}` already has {len(self._waiters)} requests waiting for a container "
                 f"(the queue holds {self.config.max_queue}); retry shortly.", retry_after=1)
-        future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
-        self._waiters.append((future, self._clock()))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Lease] = loop.create_future()
+        self._waiters.append((future, loop.time()))
+        if self._expiry is None:
+            self._expiry = loop.call_at(loop.time() + self.config.queue_timeout, self._expire)
         self.autoscale()
         try:
-            done, _ = await asyncio.wait({future}, timeout=self.config.queue_timeout)
+            return await future
         except asyncio.CancelledError:
             self._abandon(future)
             raise
-        if not done:
-            self._abandon(future)
-            raise self._unavailable(
-                f"No container for `{self.spec.name}` became free within {self.config.queue_timeout:.0f} s.",
-                retry_after=5)
-        return future.result()
+
+    def _expire(self) -> None:
+        """Waiters past the queue timeout get a 503; one timer for the oldest, not one per waiter."""
+        self._expiry = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self._waiters:
+            future, since = self._waiters[0]
+            if not future.done() and since + self.config.queue_timeout > now:
+                self._expiry = loop.call_at(since + self.config.queue_timeout, self._expire)
+                return
+            self._waiters.popleft()
+            if not future.done():
+                future.set_exception(self._unavailable(
+                    f"No container for `{self.spec.name}` became free within {self.config.queue_timeout:.0f} s.",
+                    retry_after=5))
+        self._changed.set()
 
     def _unavailable(self, message: str, retry_after: int | None = None) -> TargetUnavailable:
         self._metrics.requests.inc((*self._labels, ("status", "503")))
@@ -201,6 +228,8 @@ class FunctionPool:
     def _pick(self) -> Container | None:
         """The least-loaded ready container with a free slot (an idle one ends the search)."""
         limit = self.spec.allow_concurrent_inputs
+        if self._duration < STANDBY_BELOW and self._standby_ok and not self._can_grow():
+            limit += 1  # the standby slot
         best = None
         for c in self._containers:
             if c.state is State.READY and c.in_flight < limit and (best is None or c.in_flight < best.in_flight):
@@ -208,6 +237,10 @@ class FunctionPool:
                     return c
                 best = c
         return best
+
+    def _can_grow(self) -> bool:
+        """Whether another container could start now (else waiting requests may take standby slots)."""
+        return not self.no_room and len(self._containers) < self.settings.max_containers
 
     def _lease(self, container: Container) -> Lease:
         container.in_flight += 1
@@ -223,6 +256,7 @@ class FunctionPool:
             self._metrics.requests.inc_with(self._labels, "status", status)
             window = self.window  # for the dashboard's charts
             window.durations.append(now - since)
+            self._duration += 0.1 * (now - since - self._duration)
             window.statuses[status] = window.statuses.get(status, 0) + 1
         if broken and container.state is State.READY:
             # Its connection broke mid-request: most likely it died, and its exit may not have
@@ -249,7 +283,7 @@ class FunctionPool:
             if container is None:
                 return
             self._waiters.popleft()
-            waited = self._clock() - since
+            waited = asyncio.get_running_loop().time() - since
             self._metrics.queue_wait.observe(self._labels, waited)
             self.window.waits.append(waited)
             future.set_result(self._lease(container))
@@ -403,6 +437,7 @@ class FunctionPool:
         self.no_room = True
         self._no_room_until = asyncio.get_running_loop().time() + NO_ROOM_RETRY
         self._containers.remove(c)
+        self._dispatch()  # the pool cannot grow: waiting requests may take standby slots
         self._changed.set()
         error = f"no room for another container of {self.spec.name}: {why}"
         if error != self.last_error:
