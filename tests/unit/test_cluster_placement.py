@@ -28,9 +28,11 @@ def node(name: str, *, reserved: Need = NOTHING, replicas: int = 0, draining: bo
     (None, None, "A10G", Need(DEFAULT_CPU, DEFAULT_MEMORY_MB, 1)),
     (None, None, "H100:4", Need(DEFAULT_CPU, DEFAULT_MEMORY_MB, 4)),
     (None, None, "any", Need(DEFAULT_CPU, DEFAULT_MEMORY_MB, 1)),
-    (0.5, 64, "T4:x", Need(0.5, 64, 1)),
+    (0.5, 64, "T4:x", Need(0.5, 64, 1)),  # stored before the SDK checked gpu=
+    (None, None, ("H100:2", "A100"), Need(DEFAULT_CPU, DEFAULT_MEMORY_MB, 2)),  # fallbacks: the first's count
 ])
-def test_a_function_reserves_its_decorators_resources(cpu: float | None, memory: int | None, gpu: str | None,
+def test_a_function_reserves_its_decorators_resources(cpu: float | None, memory: int | None,
+                                                      gpu: str | tuple[str, ...] | None,
                                                       need: Need) -> None:
     assert need_of(cpu, memory, gpu) == need
 

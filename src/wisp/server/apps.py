@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._gpu import parse as parse_gpu
 from .._image import MOUNT_BLOBS
 from .._image_steps import ImageSpec
 from .._protocol import Start
@@ -36,7 +37,7 @@ from .isolation import AppUser, allocate_uid, app_user, base_env, own_tree
 from .logs import AppLog
 from .metrics import Gauge, Labels, Metrics
 from .pool import FunctionPool, PoolConfig
-from .runtime import NotReady, Runtime
+from .runtime import NotReady, Runtime, gpus
 from .runtime.base import Launcher
 from .runtime.capacity import Capacity, CappedLauncher
 from .runtime.cluster.placement import need_of
@@ -384,8 +385,13 @@ class AppManager:
         else:
             launcher = self.runtime.launcher(str(python), start, env=env, cwd=cwd, fork=fn.fork, log=log,
                                              startup_timeout=fn.startup_timeout, user=user)
-        if not isinstance(self.runtime, ClusterRuntime):  # on this machine: within its cores
-            launcher = CappedLauncher(launcher, self.capacity, need_of(fn.cpu, fn.memory, None))
+        unplaceable = None
+        if not isinstance(self.runtime, ClusterRuntime):  # on this machine: within its cores, on its GPUs
+            unplaceable = gpus.unplaceable(fn.gpu, self.capacity.gpus)
+            if unplaceable is not None:
+                log.write(f"[wisp] {fn.name} cannot run on this machine: {unplaceable}; its requests get 503")
+            gpu = () if unplaceable is not None else parse_gpu(fn.gpu)
+            launcher = CappedLauncher(launcher, self.capacity, need_of(fn.cpu, fn.memory, None), gpu)
         labels = (("app", app_id), ("function", fn.name))
         admit: Admit | None
         if fn.web is None:  # a called function: its app's callers only
@@ -394,7 +400,7 @@ class AppManager:
             admit = self.proxy_tokens.refusal if fn.web.requires_proxy_auth else None
         socket_dir = self.socket_dir if user is None else user.socket_dir  # the app binds its sockets in its own
         return FunctionPool(fn, launcher, log, socket_dir, config=self.config, metrics=self.metrics, labels=labels,
-                            admit=admit)
+                            admit=admit, unplaceable=unplaceable)
 
     def _reclaim(self, asking: object) -> bool:
         """The machine is full and `asking`'s requests wait: the container idle the longest (beyond
@@ -437,7 +443,7 @@ class AppManager:
         except NotReady as exc:
             return str(exc)
         count = proof_containers(pool.spec.keep_warm, replaced.live_count() if replaced else 0, import_error is not None)
-        if not count:
+        if not count or pool.unplaceable is not None:  # a GPU this machine lacks: deployed, its requests get 503
             return None
         pool.prestart(count)
         # On a full cluster the version it replaces holds the room: what its zygote imported proves
@@ -856,8 +862,9 @@ class AppManager:
             return self.runtime.describe()
         used, total = self.capacity.reserved, self.capacity.total
         return [{"name": "local", "state": "up", "address": "127.0.0.1", "epoch": 0, "cpu": total.cpu,
-                 "memory_mb": total.memory_mb, "gpu": 0, "reserved_cpu": round(used.cpu, 3),
-                 "reserved_memory_mb": used.memory_mb, "reserved_gpu": 0, "containers": self.capacity.containers,
+                 "memory_mb": total.memory_mb, "gpu": len(self.capacity.gpus.devices), "reserved_cpu": round(used.cpu, 3),
+                 "reserved_memory_mb": used.memory_mb, "reserved_gpu": len(self.capacity.gpus_held),
+                 "gpus": self.capacity.gpus.describe(), "containers": self.capacity.containers,
                  "runtime": self.runtime.name}]
 
     def drain_node(self, name: str) -> int:

@@ -92,8 +92,12 @@ class FunctionPool:
     def __init__(self, spec: FunctionSpec, launcher: Launcher, log: AppLog, socket_dir: str, *,
                  config: PoolConfig = PoolConfig(), metrics: Metrics | None = None, labels: Labels = (),
                  clock: Callable[[], float] = time.monotonic,
-                 admit: Callable[[list[tuple[bytes, bytes]]], TargetUnavailable | None] | None = None) -> None:
+                 admit: Callable[[list[tuple[bytes, bytes]]], TargetUnavailable | None] | None = None,
+                 unplaceable: str | None = None) -> None:
         self.spec = spec
+        # Why no container of it can ever start on this machine (a gpu= it does not have): its
+        # requests get 503 saying so at once, and it starts nothing. None: it can run here.
+        self.unplaceable = unplaceable
         # Who may reach the route (wisp.server.auth): a called function's app, a proxy token's
         # holder; None: public. The gateway runs it before anything starts or queues.
         self.admit = admit
@@ -162,6 +166,8 @@ class FunctionPool:
             return lease
         if self._closed:
             raise self._unavailable(f"`{self.spec.name}` is stopping; retry the request.", retry_after=1)
+        if self.unplaceable is not None:
+            raise self._unavailable(f"`{self.spec.name}` cannot run on this machine: {self.unplaceable}.")
         if len(self._waiters) >= self.config.max_queue:
             raise self._unavailable(
                 f"`{self.spec.name}` already has {len(self._waiters)} requests waiting for a container "
@@ -287,6 +293,8 @@ class FunctionPool:
                 self._stop(c)
 
     def _start_some(self, count: int) -> None:
+        if self.unplaceable is not None:
+            return
         now = self._clock()
         if self.no_room and asyncio.get_running_loop().time() < self._no_room_until:
             return  # the runtime had no room a moment ago: wait for room to come back (or the retry)
@@ -588,8 +596,9 @@ class FunctionPool:
                                 "in_flight": c.in_flight} for c in self._containers],
             "in_flight": observed.in_flight,
             "queued": observed.queued,
-            "state": "failed" if self.failed else "ok",
-            "last_error": self.last_error,
+            "state": "unplaceable" if self.unplaceable else "failed" if self.failed else "ok",
+            "last_error": self.unplaceable or self.last_error,
+            "gpu": self.spec.gpu,
             "settings": {"min_containers": self.settings.min_containers, "max_containers": self.settings.max_containers,
                          "max_inputs": self.spec.allow_concurrent_inputs, "target_inputs": self.settings.target_per_container,
                          "buffer_containers": self.settings.buffer_containers,

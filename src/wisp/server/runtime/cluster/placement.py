@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...._gpu import GpuValue
+from ...._gpu import parse as parse_gpu
+
 DEFAULT_CPU = 0.125  # cores a function reserves when it sets no cpu= (Modal's default)
 DEFAULT_MEMORY_MB = 128  # MiB, likewise
 
@@ -27,13 +30,14 @@ class Need:
 NOTHING = Need(0.0, 0, 0)
 
 
-def need_of(cpu: float | None, memory: int | None, gpu: str | None) -> Need:
+def need_of(cpu: float | None, memory: int | None, gpu: GpuValue) -> Need:
     """A function's reservation from its decorator's `cpu=`, `memory=` (MiB) and `gpu=`
-    ("A10G", "any", "H100:2": the count after a colon, else one)."""
-    count = 0
-    if gpu:
-        _, sep, n = gpu.partition(":")
-        count = int(n) if sep and n.isdigit() else 1
+    ("A10G", "any", "H100:2": the count after a colon, else one; of fallbacks, the first's)."""
+    try:
+        options = parse_gpu(gpu)
+        count = options[0].count if options else 0
+    except ValueError:  # stored before the SDK checked gpu=: one GPU (its function cannot be placed anyway)
+        count = 1
     return Need(DEFAULT_CPU if cpu is None else cpu, DEFAULT_MEMORY_MB if memory is None else memory, count)
 
 

@@ -35,6 +35,7 @@ from ...._protocol import Start
 from ...._spec import FunctionSpec
 from ...isolation import AppUser
 from ..base import Log, NoCapacity, NotReady
+from ..gpus import NO_GPUS, Grant
 from .placement import NOTHING, Need, NodeView, Placement, need_of, place
 
 logger = logging.getLogger("wisp.cluster")
@@ -351,7 +352,9 @@ class ClusterLauncher:
             raise failure
         raise NotReady(f"no node could prepare `{self.fn.name}`: {failure}")
 
-    async def start(self, socket_path: str) -> ClusterProcess:
+    async def start(self, socket_path: str, gpus: Grant = NO_GPUS) -> ClusterProcess:
+        # `gpus` is this machine's assignment, never made for a cluster: a node's GPUs are counted
+        # by placement (Need.gpu), and which of them a container uses is not assigned yet.
         node, _ = self.runtime.place(self.key, self.need)
         try:
             await self._on(node)
