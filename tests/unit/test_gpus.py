@@ -138,7 +138,7 @@ def test_a_machine_without_the_gpu_says_what_was_asked_and_what_it_has() -> None
     assert unplaceable(None, Inventory()) is None
     message = unplaceable("A100", two_t4)
     assert message is not None
-    assert "gpu='A100'" in message and "2 × Tesla T4 (index 0, 1)" in message and "gpu='any'" in message
+    assert "gpu='A100'" in message and "2 x Tesla T4 (index 0, 1)" in message and "gpu='any'" in message
     fallbacks = unplaceable(("H100", "A100"), two_t4)
     assert fallbacks is not None and "gpu=['H100', 'A100']" in fallbacks
     none = unplaceable("any", Inventory())
@@ -171,7 +171,7 @@ def test_capacity_holds_devices_until_given_back() -> None:
     assert capacity.containers == 2  # the refused start reserved nothing
     capacity.give_back(Need(), first)
     assert capacity.take(Need(), t4).devices == first.devices
-    with pytest.raises(RuntimeError, match="asks for A100 and has 2 × Tesla T4"):
+    with pytest.raises(RuntimeError, match="asks for A100 and has 2 x Tesla T4"):
         capacity.take(Need(), parse("A100"))
     assert capacity.take(Need()).devices == ()  # no gpu=: no device, never waits for one
 

@@ -61,7 +61,7 @@ class Inventory:
         counts: dict[str, list[int]] = {}
         for gpu in self.devices:
             counts.setdefault(gpu.name, []).append(gpu.index)
-        return ", ".join(f"{len(ix)} × {name} (index {', '.join(map(str, ix))})" for name, ix in counts.items())
+        return ", ".join(f"{len(ix)} x {name} (index {', '.join(map(str, ix))})" for name, ix in counts.items())
 
 
 @dataclass(frozen=True)
