@@ -64,6 +64,16 @@ def test_each_container_holds_its_own_gpu_and_a_third_waits(two_t4: Deployed) ->
     assert again.status_code == 200 and again.json()["cuda"] in UUIDS
 
 
+def test_an_idle_container_holding_the_gpus_gives_them_up(two_t4: Deployed) -> None:
+    wisp = two_t4.wisp
+    both = get(wisp.url("gpus--both"))
+    assert both.status_code == 200 and sorted(both.json()["cuda"].split(",")) == sorted(UUIDS), both.text
+    answer = get(wisp.url("gpus--t4"))  # both T4s held by `both`'s idle container (for a minute): it gives them up
+    assert answer.status_code == 200 and answer.json()["cuda"] in UUIDS, answer.text
+    assert "stopped to make room for another function (the GPUs it could use are all held)" in \
+        wisp.run("app", "logs", "gpus").stdout
+
+
 def test_a_gpu_the_machine_lacks_gets_503_naming_both(two_t4: Deployed) -> None:
     answer = get(two_t4.wisp.url("gpus--a100"))
     assert answer.status_code == 503, answer.text
@@ -78,7 +88,7 @@ def test_the_deploy_warns_and_app_list_shows_what_cannot_run(two_t4: Deployed) -
     assert "gpu=['H100', 'A100:2']" in listing, listing
     (app,) = json.loads(admin(two_t4.wisp, "/v1/apps")[1])["apps"]
     states = {e["function"]: e["state"] for e in [*app["endpoints"], *app["functions"]]}
-    assert states == {"t4": "ok", "a100": "unplaceable", "h100": "unplaceable", "plain": "ok"}
+    assert states == {"t4": "ok", "both": "ok", "a100": "unplaceable", "h100": "unplaceable", "plain": "ok"}
 
 
 def test_a_function_without_gpu_sees_none(two_t4: Deployed) -> None:

@@ -2,6 +2,7 @@
 container gets, what a machine without the GPU answers, and reading nvidia-smi's inventory."""
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
@@ -162,13 +163,23 @@ def test_the_container_request_carries_its_device_nodes() -> None:
 
 
 def test_capacity_holds_devices_until_given_back() -> None:
-    capacity = Capacity(4.0, 4096, gpus=Inventory(t4s(2)))
+    capacity = Capacity(4.0, 4096, gpus=Inventory((*t4s(2), Gpu(2, "NVIDIA L4"))))
+    asked: list[tuple[object, list[object]]] = []
+
+    def reclaim(asking: object, holders: Collection[object]) -> bool:
+        asked.append((asking, list(holders)))
+        return False
+
+    capacity.reclaim_gpu = reclaim
     t4 = parse("T4")
-    first, second = capacity.take(Need(), t4), capacity.take(Need(), t4)
+    first, second = capacity.take(Need(), t4, "a"), capacity.take(Need(), t4, "b")
+    capacity.take(Need(), parse("L4"), "c")
     assert {d.index for d in (*first.devices, *second.devices)} == {0, 1}
-    with pytest.raises(NoCapacity, match="held by another container"):
+    with pytest.raises(NoCapacity, match="held by another container") as waiting:
         capacity.take(Need(), t4)
-    assert capacity.containers == 2  # the refused start reserved nothing
+    assert capacity.containers == 3  # the refused start reserved nothing
+    assert waiting.value.make_room is not None and not waiting.value.make_room("me")
+    assert asked == [("me", ["a", "b"])]  # only the holders of T4s are asked for an idle container
     capacity.give_back(Need(), first)
     assert capacity.take(Need(), t4).devices == first.devices
     with pytest.raises(RuntimeError, match="asks for A100 and has 2 x Tesla T4"):

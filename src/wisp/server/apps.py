@@ -10,7 +10,7 @@ import secrets
 import shutil
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,6 +100,7 @@ class AppManager:
         # What running containers reserve of this machine (the local runtimes; a cluster counts per node).
         self.capacity = Capacity.of_this_machine()
         self.capacity.reclaim = self._reclaim
+        self.capacity.reclaim_gpu = self._reclaim
         self.routes = routes
         self.gateway_port = config.gateway_port
         self.socket_dir = config.socket_dir
@@ -402,13 +403,15 @@ class AppManager:
         return FunctionPool(fn, launcher, log, socket_dir, config=self.config, metrics=self.metrics, labels=labels,
                             admit=admit, unplaceable=unplaceable)
 
-    def _reclaim(self, asking: object) -> bool:
+    def _reclaim(self, asking: object, holders: Collection[object] | None = None) -> bool:
         """The machine is full and `asking`'s requests wait: the container idle the longest (beyond
         its function's warm pool) of any other function, app or version, stops so that its room
-        comes back."""
+        comes back. `holders`: the launchers holding the GPUs `asking` waits for; only theirs."""
         pools = [*(pool for app in self.apps.values() for pool in app.pools.values()), *self._retiring]
-        idle = [(when, pool) for pool in pools if pool is not asking and (when := pool.idlest()) is not None]
-        return bool(idle) and min(idle, key=lambda pair: pair[0])[1].give_up_idle()
+        idle = [(when, pool) for pool in pools if pool is not asking and (when := pool.idlest()) is not None
+                and (holders is None or pool.launcher in holders)]
+        why = "the GPUs it could use are all held" if holders is not None else "the machine's cores are all reserved"
+        return bool(idle) and min(idle, key=lambda pair: pair[0])[1].give_up_idle(why)
 
     def call_env(self, app_id: str) -> dict[str, str]:
         """Where and how code of this app calls its functions (read by `wisp._functions`)."""

@@ -555,7 +555,11 @@ class FunctionPool:
         idle = self._idle()
         return min(c.last_active for c in idle) if idle else None
 
-    def give_up_idle(self) -> bool:
+    @property
+    def launcher(self) -> Launcher:
+        return self._launcher
+
+    def give_up_idle(self, why: str = "the machine's cores are all reserved") -> bool:
         """Stop the idlest container beyond the warm pool, for another function's sake (the
         machine is full); the autoscaler starts one again when this function needs it."""
         idle = self._idle()
@@ -564,7 +568,7 @@ class FunctionPool:
         victim = min(idle, key=lambda c: c.last_active)
         self._yielded_until = self._clock() + self.settings.scaledown_window  # no warm-up taking it back
         self._log.write(f"[wisp] container {victim.id} of {self.spec.name} idle: stopped to make room for another "
-                        "function (the machine's cores are all reserved)")
+                        f"function ({why})")
         self._stop(victim)
         return True
 

@@ -1,5 +1,5 @@
 """GPU functions for a machine whose inventory is faked at the discovery boundary (2 x T4):
-`t4` takes one T4 per container, `a100` and the called `h100` ask for GPUs it does not have,
+`t4` takes one T4 per container, `both` two, `a100` and the called `h100` ask for GPUs it does not have,
 `plain` asks for none."""
 import os
 import time
@@ -17,6 +17,11 @@ def seen() -> dict[str, object]:
 @stub.webhook(gpu="t4", container_idle_timeout=2)
 def t4(seconds: float = 0.0):
     time.sleep(seconds)
+    return seen()
+
+
+@stub.webhook(gpu="T4:2", container_idle_timeout=60)  # holds both T4s, idle, for a minute
+def both():
     return seen()
 
 

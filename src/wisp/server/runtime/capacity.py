@@ -10,13 +10,13 @@ GPUs (`gpus.choose`) for its container's life: none free, its requests wait like
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 
 from ..._gpu import GpuOption
 from .base import ContainerProcess, Launcher, NoCapacity
 from .cluster.placement import NOTHING, Need, NodeView, place
 from .gpu_discovery import discover
-from .gpus import NO_GPUS, Grant, Inventory, choose
+from .gpus import NO_GPUS, Grant, Inventory, choose, rank
 
 CPU_LIMIT_ENV = "WISP_CPU_LIMIT"
 NO_INVENTORY = Inventory()
@@ -58,19 +58,22 @@ class Capacity:
         self.reserved = NOTHING
         self.containers = 0
         self.gpus = gpus
-        self.gpus_held: set[int] = set()  # indices of the devices running containers hold
+        self.gpus_held: dict[int, object] = {}  # device index -> the launcher whose container holds it
         self._waiting: list[Callable[[], None]] = []  # called once when room comes back
         # Asked by a function whose requests wait on a full machine: stop one idle container of
         # another function (beyond its warm pool) so that its room comes back; True if it did.
         self.reclaim = reclaim
+        # Likewise for a GPU: one idle container of another function among these launchers, the
+        # holders of the devices it could use.
+        self.reclaim_gpu: Callable[[object, Collection[object]], bool] | None = None
 
     @classmethod
     def of_this_machine(cls) -> Capacity:
         return cls(cpu_limit(os.environ, os.cpu_count() or 1), machine_memory_mb(), gpus=discover())
 
-    def take(self, need: Need, gpu: tuple[GpuOption, ...] = ()) -> Grant:
-        """Reserve `need` and devices for `gpu`, or raise: NoCapacity when it must wait,
-        RuntimeError when it never fits. The devices it holds."""
+    def take(self, need: Need, gpu: tuple[GpuOption, ...] = (), holder: object = None) -> Grant:
+        """Reserve `need` and devices for `gpu` (held by `holder`), or raise: NoCapacity when it
+        must wait, RuntimeError when it never fits. The devices it holds."""
         decision = place([NodeView("this machine", self.total, self.reserved)], need)
         if decision.node is None:
             if decision.never:
@@ -83,17 +86,28 @@ class Capacity:
             if choice.never:
                 raise RuntimeError(f"this machine cannot run it: it asks for {', '.join(map(str, gpu))} and has "
                                    f"{self.gpus.describe()}")
-            if not choice.devices:  # another function's idle container would free CPU, not a GPU: no reclaim
-                raise NoCapacity(choice.reason, self._waiting.append)
+            if not choice.devices:
+                raise NoCapacity(choice.reason, self._waiting.append, self._gpu_reclaim(gpu))
             grant = Grant(choice.devices)
-            self.gpus_held.update(d.index for d in choice.devices)
+            self.gpus_held.update((d.index, holder) for d in choice.devices)
         self.reserved += need
         self.containers += 1
         return grant
 
+    def _gpu_reclaim(self, gpu: tuple[GpuOption, ...]) -> Callable[[object], bool] | None:
+        """What asks the holders of the devices `gpu` could use for one of them (an idle
+        container's: freeing a core would not help)."""
+        reclaim = self.reclaim_gpu
+        if reclaim is None:
+            return None
+        usable = {d.index for d in self.gpus.devices if any(rank(o, d) is not None for o in gpu)}
+        holders = [holder for index, holder in self.gpus_held.items() if index in usable]
+        return lambda asking: reclaim(asking, holders)
+
     def give_back(self, need: Need, gpus: Grant = NO_GPUS) -> None:
         self.reserved = Need(self.reserved.cpu - need.cpu, self.reserved.memory_mb - need.memory_mb, 0)
-        self.gpus_held.difference_update(d.index for d in gpus.devices)
+        for device in gpus.devices:
+            self.gpus_held.pop(device.index, None)
         self.containers -= 1
         waiting, self._waiting = self._waiting, []
         for callback in waiting:  # the pools that found no room try again now
@@ -116,7 +130,7 @@ class CappedLauncher:
         return await self.inner.ready()
 
     async def start(self, socket_path: str, gpus: Grant = NO_GPUS) -> ContainerProcess:
-        grant = self.capacity.take(self.need, self.gpu)
+        grant = self.capacity.take(self.need, self.gpu, self)
         try:
             process = await self.inner.start(socket_path, grant)
         except BaseException:
