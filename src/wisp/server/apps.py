@@ -392,6 +392,7 @@ class AppManager:
             if unplaceable is not None:
                 log.write(f"[wisp] {fn.name} cannot run on this machine: {unplaceable}; its requests get 503")
             gpu = () if unplaceable is not None else parse_gpu(fn.gpu)
+            # GPUs are held device by device (`gpu`), so the need counts none
             launcher = CappedLauncher(launcher, self.capacity, need_of(fn.cpu, fn.memory, None), gpu)
         labels = (("app", app_id), ("function", fn.name))
         admit: Admit | None
