@@ -9,7 +9,7 @@ stub = wisp.Stub("gpu-models")
 
 @stub.webhook(gpu="T4")
 def t4():
-    return {"node": os.environ.get("WISP_NODE")}
+    return {"node": os.environ.get("WISP_NODE"), "cuda": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
 
 @stub.webhook(gpu="A100")

@@ -339,7 +339,7 @@ class ClusterLauncher:
                  "function": self.start_params.function}
         answer: dict[str, Any] = await _ref(node.agent.prepare.remote(
             self.key, self.fn.image.to_data(), ref, digest, start, self.app_env, self.fn.fork,
-            self.fn.startup_timeout, self.uid))
+            self.fn.startup_timeout, self.uid, gpu=[str(o) for o in self.gpu] or None))
         self._write(answer.get("log", []))
         if "not_ready" in answer:
             raise NotReady(f"on node {node.name}: {answer['not_ready']}")
@@ -369,8 +369,8 @@ class ClusterLauncher:
         raise NotReady(f"no node could prepare `{self.fn.name}`: {failure}")
 
     async def start(self, socket_path: str, gpus: Grant = NO_GPUS) -> ClusterProcess:
-        # `gpus` is this machine's assignment, never made for a cluster: a node's GPUs are counted
-        # by placement (Need.gpu), and which of them a container uses is not assigned yet.
+        # `gpus` is this machine's assignment, never made for a cluster: placement counts a node's
+        # GPUs (Need.gpu), and the node's agent gives the container its devices.
         node, _ = self.runtime.place(self.key, self.need, self.gpu)
         try:
             await self._on(node)
