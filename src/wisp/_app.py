@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
 from ._functions import FunctionHandle
+from ._gpu import canonical as canonical_gpu
 from ._image import Image
 from ._modal_keywords import NO_OPS, REFUSED, refusal
 from ._retries import policy
@@ -118,6 +119,11 @@ def _function_fields(where: str, kwargs: dict[str, Any], default_image: Image) -
             fields[target] = fields.get(target, ()) + _secrets(where, value)  # `secret=` and `secrets=` add up
         elif target == "retries":
             fields[target] = policy(value)
+        elif target == "gpu":
+            try:
+                fields[target] = canonical_gpu(value)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}.") from None
         elif target == "fork":
             if not isinstance(value, bool):
                 raise TypeError(f"{where}: `fork` must be True or False, got {value!r}.")

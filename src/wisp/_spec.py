@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ._gpu import GpuValue
 from ._image_steps import ImageSpec
 
 WebKind = Literal["webhook", "asgi", "wsgi", "web_server"]
@@ -60,10 +61,10 @@ class FunctionSpec:
     buffer_containers: int = 0  # extra idle containers kept while the function is busy
     startup_timeout: int = 300  # seconds a container may take to become ready (enter included)
     fork: bool = True  # False: every container a fresh interpreter, never forked from a zygote
-    # Recorded for other runtimes; the local runtime does not limit these (cpu, memory, gpu).
+    # Reserved for each container (server/runtime/capacity.py); cpu and memory are not limits yet.
     cpu: float | None = None
     memory: int | None = None
-    gpu: str | None = None
+    gpu: GpuValue = None  # canonical `gpu=` (wisp._gpu): "T4", "A100:2", or fallbacks ("H100", "A100")
     retries: dict[str, Any] | None = None  # wisp._retries.policy(): max_retries, backoff, delays
     secrets: tuple[SecretRef, ...] = ()
     # A method of a class (S12): the container makes one instance of `cls` (the class's dotted
@@ -86,6 +87,8 @@ class FunctionSpec:
         values["image"] = ImageSpec.from_data(values["image"])
         values["web"] = WebSpec(**web) if web else None
         values["secrets"] = tuple(SecretRef.from_data(s) for s in values.get("secrets", ()))
+        if isinstance(values.get("gpu"), list):  # fallbacks: a list in JSON
+            values["gpu"] = tuple(values["gpu"])
         return cls(**values)
 
 

@@ -10,11 +10,12 @@ import secrets
 import shutil
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._gpu import parse as parse_gpu
 from .._image import MOUNT_BLOBS
 from .._image_steps import ImageSpec
 from .._protocol import Start
@@ -36,7 +37,7 @@ from .isolation import AppUser, allocate_uid, app_user, base_env, own_tree
 from .logs import AppLog
 from .metrics import Gauge, Labels, Metrics
 from .pool import FunctionPool, PoolConfig
-from .runtime import NotReady, Runtime
+from .runtime import NotReady, Runtime, gpus
 from .runtime.base import Launcher
 from .runtime.capacity import Capacity, CappedLauncher
 from .runtime.cluster.placement import need_of
@@ -99,6 +100,7 @@ class AppManager:
         # What running containers reserve of this machine (the local runtimes; a cluster counts per node).
         self.capacity = Capacity.of_this_machine()
         self.capacity.reclaim = self._reclaim
+        self.capacity.reclaim_gpu = self._reclaim
         self.routes = routes
         self.gateway_port = config.gateway_port
         self.socket_dir = config.socket_dir
@@ -384,8 +386,14 @@ class AppManager:
         else:
             launcher = self.runtime.launcher(str(python), start, env=env, cwd=cwd, fork=fn.fork, log=log,
                                              startup_timeout=fn.startup_timeout, user=user)
-        if not isinstance(self.runtime, ClusterRuntime):  # on this machine: within its cores
-            launcher = CappedLauncher(launcher, self.capacity, need_of(fn.cpu, fn.memory, None))
+        unplaceable = None
+        if not isinstance(self.runtime, ClusterRuntime):  # on this machine: within its cores, on its GPUs
+            unplaceable = gpus.unplaceable(fn.gpu, self.capacity.gpus)
+            if unplaceable is not None:
+                log.write(f"[wisp] {fn.name} cannot run on this machine: {unplaceable}; its requests get 503")
+            gpu = () if unplaceable is not None else parse_gpu(fn.gpu)
+            # GPUs are held device by device (`gpu`), so the need counts none
+            launcher = CappedLauncher(launcher, self.capacity, need_of(fn.cpu, fn.memory, None), gpu)
         labels = (("app", app_id), ("function", fn.name))
         admit: Admit | None
         if fn.web is None:  # a called function: its app's callers only
@@ -394,15 +402,17 @@ class AppManager:
             admit = self.proxy_tokens.refusal if fn.web.requires_proxy_auth else None
         socket_dir = self.socket_dir if user is None else user.socket_dir  # the app binds its sockets in its own
         return FunctionPool(fn, launcher, log, socket_dir, config=self.config, metrics=self.metrics, labels=labels,
-                            admit=admit)
+                            admit=admit, unplaceable=unplaceable)
 
-    def _reclaim(self, asking: object) -> bool:
+    def _reclaim(self, asking: object, holders: Collection[object] | None = None) -> bool:
         """The machine is full and `asking`'s requests wait: the container idle the longest (beyond
         its function's warm pool) of any other function, app or version, stops so that its room
-        comes back."""
+        comes back. `holders`: the launchers holding the GPUs `asking` waits for; only theirs."""
         pools = [*(pool for app in self.apps.values() for pool in app.pools.values()), *self._retiring]
-        idle = [(when, pool) for pool in pools if pool is not asking and (when := pool.idlest()) is not None]
-        return bool(idle) and min(idle, key=lambda pair: pair[0])[1].give_up_idle()
+        idle = [(when, pool) for pool in pools if pool is not asking and (when := pool.idlest()) is not None
+                and (holders is None or pool.launcher in holders)]
+        why = "the GPUs it could use are all held" if holders is not None else "the machine's cores are all reserved"
+        return bool(idle) and min(idle, key=lambda pair: pair[0])[1].give_up_idle(why)
 
     def call_env(self, app_id: str) -> dict[str, str]:
         """Where and how code of this app calls its functions (read by `wisp._functions`)."""
@@ -437,7 +447,7 @@ class AppManager:
         except NotReady as exc:
             return str(exc)
         count = proof_containers(pool.spec.keep_warm, replaced.live_count() if replaced else 0, import_error is not None)
-        if not count:
+        if not count or pool.unplaceable is not None:  # a GPU this machine lacks: deployed, its requests get 503
             return None
         pool.prestart(count)
         # On a full cluster the version it replaces holds the room: what its zygote imported proves
@@ -856,8 +866,9 @@ class AppManager:
             return self.runtime.describe()
         used, total = self.capacity.reserved, self.capacity.total
         return [{"name": "local", "state": "up", "address": "127.0.0.1", "epoch": 0, "cpu": total.cpu,
-                 "memory_mb": total.memory_mb, "gpu": 0, "reserved_cpu": round(used.cpu, 3),
-                 "reserved_memory_mb": used.memory_mb, "reserved_gpu": 0, "containers": self.capacity.containers,
+                 "memory_mb": total.memory_mb, "gpu": len(self.capacity.gpus.devices), "reserved_cpu": round(used.cpu, 3),
+                 "reserved_memory_mb": used.memory_mb, "reserved_gpu": len(self.capacity.gpus_held),
+                 "gpus": self.capacity.gpus.describe(), "containers": self.capacity.containers,
                  "runtime": self.runtime.name}]
 
     def drain_node(self, name: str) -> int:

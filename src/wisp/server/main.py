@@ -239,6 +239,8 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
             store.close()
             return 1
     manager = AppManager(config, store, builder, chosen, routes)
+    if manager.capacity.gpus.devices:  # what gpu= functions are matched against (docs/gpus.md)
+        print(f"wisp server: GPUs: {manager.capacity.gpus.describe()}, from {manager.capacity.gpus.source}", flush=True)
     stop = asyncio.Event()
     force = asyncio.Event()  # a second SIGTERM/SIGINT: stop now, cutting what is left
     loop = asyncio.get_running_loop()

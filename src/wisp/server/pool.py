@@ -98,8 +98,12 @@ class FunctionPool:
     def __init__(self, spec: FunctionSpec, launcher: Launcher, log: AppLog, socket_dir: str, *,
                  config: PoolConfig = PoolConfig(), metrics: Metrics | None = None, labels: Labels = (),
                  clock: Callable[[], float] = time.monotonic,
-                 admit: Callable[[list[tuple[bytes, bytes]]], TargetUnavailable | None] | None = None) -> None:
+                 admit: Callable[[list[tuple[bytes, bytes]]], TargetUnavailable | None] | None = None,
+                 unplaceable: str | None = None) -> None:
         self.spec = spec
+        # Why no container of it can ever start on this machine (a gpu= it does not have): its
+        # requests get 503 saying so at once, and it starts nothing. None: it can run here.
+        self.unplaceable = unplaceable
         # Who may reach the route (wisp.server.auth): a called function's app, a proxy token's
         # holder; None: public. The gateway runs it before anything starts or queues.
         self.admit = admit
@@ -175,6 +179,8 @@ class FunctionPool:
             return lease
         if self._closed:
             raise self._unavailable(f"`{self.spec.name}` is stopping; retry the request.", retry_after=1)
+        if self.unplaceable is not None:
+            raise self._unavailable(f"`{self.spec.name}` cannot run on this machine: {self.unplaceable}.")
         if len(self._waiters) >= self.config.max_queue:
             raise self._unavailable(
                 f"`{self.spec.name}` already has {len(self._waiters)} requests waiting for a container "
@@ -321,6 +327,8 @@ class FunctionPool:
                 self._stop(c)
 
     def _start_some(self, count: int) -> None:
+        if self.unplaceable is not None:
+            return
         now = self._clock()
         if self.no_room and asyncio.get_running_loop().time() < self._no_room_until:
             return  # the runtime had no room a moment ago: wait for room to come back (or the retry)
@@ -582,7 +590,11 @@ class FunctionPool:
         idle = self._idle()
         return min(c.last_active for c in idle) if idle else None
 
-    def give_up_idle(self) -> bool:
+    @property
+    def launcher(self) -> Launcher:
+        return self._launcher
+
+    def give_up_idle(self, why: str = "the machine's cores are all reserved") -> bool:
         """Stop the idlest container beyond the warm pool, for another function's sake (the
         machine is full); the autoscaler starts one again when this function needs it."""
         idle = self._idle()
@@ -591,7 +603,7 @@ class FunctionPool:
         victim = min(idle, key=lambda c: c.last_active)
         self._yielded_until = self._clock() + self.settings.scaledown_window  # no warm-up taking it back
         self._log.write(f"[wisp] container {victim.id} of {self.spec.name} idle: stopped to make room for another "
-                        "function (the machine's cores are all reserved)")
+                        f"function ({why})")
         self._stop(victim)
         return True
 
@@ -623,8 +635,9 @@ class FunctionPool:
                                 "in_flight": c.in_flight} for c in self._containers],
             "in_flight": observed.in_flight,
             "queued": observed.queued,
-            "state": "failed" if self.failed else "ok",
-            "last_error": self.last_error,
+            "state": "unplaceable" if self.unplaceable else "failed" if self.failed else "ok",
+            "last_error": self.unplaceable or self.last_error,
+            "gpu": self.spec.gpu,
             "settings": {"min_containers": self.settings.min_containers, "max_containers": self.settings.max_containers,
                          "max_inputs": self.spec.allow_concurrent_inputs, "target_inputs": self.settings.target_per_container,
                          "buffer_containers": self.settings.buffer_containers,

@@ -26,6 +26,7 @@ from modal_proto import api_pb2
 from ..._protocol import Ready, encode
 from ..isolation import AppUser
 from ..runtime.base import ContainerProcess, Log
+from ..runtime.gpus import NO_GPUS, Grant
 from ..runtime.local import spawn
 from ..runtime.zygote import ZygoteError, ZygoteRuntime
 from .bridge import Bridge, http_server_factory
@@ -145,7 +146,7 @@ class ModalLauncher:
                 await asyncio.shield(self._preparing)
         return None
 
-    async def start(self, socket_path: str) -> ModalProcess:
+    async def start(self, socket_path: str, gpus: Grant = NO_GPUS) -> ModalProcess:
         if self._template is None:
             self._template = api_pb2.ContainerArguments.FromString(self.arguments.read_bytes())
         template = self._template
@@ -154,7 +155,7 @@ class ModalLauncher:
         args = api_pb2.ContainerArguments()
         args.CopyFrom(template)
         args.task_id = task.task_id
-        env = dict(self.env)
+        env = {**self.env, **gpus.env()}
         if args.function_def.webhook_config.type == api_pb2.WEBHOOK_TYPE_WEB_SERVER:
             # Two containers of it on one machine cannot share the declared port: each gets a free one.
             port = free_port()

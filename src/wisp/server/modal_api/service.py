@@ -313,6 +313,9 @@ class ModalService(Servicer):
         function_id = request.existing_function_id or draft.names.setdefault(
             fn.function_name, self._function_id(draft, fn.function_name))
         draft.functions[function_id] = fn
+        if not request.HasField("function") and len(request.function_data.ranked_functions) > 1:  # gpu=[...]
+            draft.ranked[function_id] = [r.function for r in sorted(request.function_data.ranked_functions,
+                                                                    key=lambda r: r.rank)]
         web_url = self._web_url(draft, fn.function_name, fn.webhook_config) if fn.HasField("webhook_config") else ""
         methods = {name: api_pb2.FunctionHandleMetadata(
             function_name=method.function_name, is_method=True, use_method_name=name,
@@ -512,8 +515,8 @@ class ModalService(Servicer):
         arguments = [(arguments_path(fn.function_name),
                       container_arguments(draft.app_id, fid, fn, layout).SerializeToString(), 0o644)
                      for fid, fn in draft.functions.items()]
-        for fn in draft.functions.values():
-            functions += function_specs(fn, image_spec(self._chain(fn.image_id)))
+        for fid, fn in draft.functions.items():
+            functions += function_specs(fn, image_spec(self._chain(fn.image_id)), draft.ranked.get(fid, ()))
             mount_ids += [m for m in fn.mount_ids if m not in mount_ids]
             module = module or fn.module_name
         mounted = []

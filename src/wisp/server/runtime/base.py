@@ -7,6 +7,7 @@ from typing import Protocol
 
 from ..._protocol import Start
 from ..isolation import AppUser
+from .gpus import NO_GPUS, Grant
 
 
 class ContainerProcess(Protocol):
@@ -62,8 +63,9 @@ class Launcher(Protocol):
         which now import it themselves), or None. A fallback that needs no proof (fresh processes)
         returns None; `start` says why in the container's note."""
 
-    async def start(self, socket_path: str) -> ContainerProcess:
-        """Start a container that serves on `socket_path`."""
+    async def start(self, socket_path: str, gpus: Grant = NO_GPUS) -> ContainerProcess:
+        """Start a container that serves on `socket_path`, holding the GPUs of `gpus` (its
+        CUDA_VISIBLE_DEVICES, and `Start.gpu_devices`: a sandbox binds only those nodes)."""
         ...
 
     async def close(self) -> None:

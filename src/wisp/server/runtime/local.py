@@ -14,6 +14,7 @@ from ..._runtime._parent import exit_unless_parent
 from ..isolation import AppUser
 from . import groups
 from .base import Log
+from .gpus import NO_GPUS, Grant
 
 OUTPUT_AFTER_EXIT = 2.0  # seconds a container's output is still read once it has exited
 
@@ -132,9 +133,9 @@ class LocalLauncher:
     async def ready(self) -> str | None:
         return None
 
-    async def start(self, socket_path: str) -> LocalProcess:
-        return await spawn(agent_argv(self.python, self.start_params.for_container(socket_path)), self.env, self.cwd,
-                           self.user, self.note)
+    async def start(self, socket_path: str, gpus: Grant = NO_GPUS) -> LocalProcess:
+        start = self.start_params.for_container(socket_path, gpus.device_nodes())
+        return await spawn(agent_argv(self.python, start), {**self.env, **gpus.env()}, self.cwd, self.user, self.note)
 
     async def close(self) -> None:
         pass

@@ -40,6 +40,7 @@ from ..._protocol import Log as LogLine
 from ..isolation import AppUser, zygote_env
 from . import groups, release
 from .base import Log, NotReady
+from .gpus import NO_GPUS, Grant
 from .local import LocalLauncher, LocalProcess, lines_until_exit, read_line
 
 ZYGOTE_START_TIMEOUT = 60.0  # an image's zygote imports a fixed set of packages
@@ -555,11 +556,11 @@ class ForkLauncher:
     async def ready(self) -> str | None:
         return await self.shared.ready()
 
-    async def start(self, socket_path: str) -> ForkedProcess | LocalProcess:
+    async def start(self, socket_path: str, gpus: Grant = NO_GPUS) -> ForkedProcess | LocalProcess:
         if self._fresh is None:
             try:
-                return await self.shared.fork(self.start_params.for_container(socket_path), self.env, self.cwd,
-                                              self.user)
+                return await self.shared.fork(self.start_params.for_container(socket_path, gpus.device_nodes()),
+                                              {**self.env, **gpus.env()}, self.cwd, self.user)
             except Unforkable as exc:
                 self._fresh = f"started as a fresh process, not forked: {exc}"
                 note = self._fresh
@@ -567,7 +568,7 @@ class ForkLauncher:
                 note = f"started as a fresh process, not forked from a zygote: {exc}"
         else:
             note = self._fresh
-        process = await self._fresh_launcher.start(socket_path)
+        process = await self._fresh_launcher.start(socket_path, gpus)
         process.note = note  # the pool writes it to the app's log
         return process
 
