@@ -24,6 +24,22 @@ from .auth import ADMIN, Principal, action_of, app_refusal, route_refusal
 from .dashboard.routes import DashboardAuth, dashboard_routes
 from .spawned import RESULT_TTL
 
+SPEC_ROOM = 16 * 1024 * 1024  # what a deploy request may carry beside its files (the spec, JSON)
+
+
+async def _body_within(request: Request, limit: int) -> bytes | None:
+    """The request's body, or None once it is seen to be larger than `limit` bytes (read no further)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
@@ -50,7 +66,16 @@ class _ControlAPI:
         return JSONResponse({"ok": True, "pid": os.getpid(), **self.info})
 
     async def put_app(self, request: Request) -> Response:
-        body = await request.json()
+        limit = self.manager.bundle_limits.compressed * 4 // 3 + SPEC_ROOM  # the bundle in base64, and the spec
+        raw = await _body_within(request, limit)
+        if raw is None:
+            return _error(413, f"The deploy request is larger than the server takes ({limit >> 20} MiB, from "
+                               "WISP_MAX_BUNDLE_MB): keep large data out of the script's folder (load it at run "
+                               "time), or raise the limit on the server.")
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return _error(400, "The deploy request is not JSON; use the wisp CLI of the same version as the server.")
         try:
             files = base64.b64decode(body["files"], validate=True)
             mode = body.get("mode", "deploy")
@@ -242,8 +267,16 @@ class _ControlAPI:
 def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], dict[str, Any]],
                       info: dict[str, Any]) -> ASGIApp:
     """`shutdown()` starts the server's stop and says how (its grace, requests in progress)."""
+    routes = control_routes(manager, shutdown, info, DashboardAuth())
+    return _require_token(Starlette(routes=routes), f"Bearer {token}".encode(), manager.identify)
+
+
+def control_routes(manager: AppManager, shutdown: Callable[[], dict[str, Any]], info: dict[str, Any],
+                   dashboard: DashboardAuth) -> list[Route]:
+    """Every route of the control API. Each one needs a token (`_require_token`) but the
+    dashboard's, which need its session (`dashboard.routes.PUBLIC` excepted); the e2e tests walk
+    this list, so a route added here without either fails them."""
     api = _ControlAPI(manager, shutdown, info)
-    dashboard = DashboardAuth()
 
     async def dashboard_login(request: Request) -> Response:
         """A one-time link to the dashboard (admin token only): `wisp dashboard` prints it."""
@@ -275,7 +308,7 @@ def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], di
         Route("/v1/calls/{call_id}", api.cancel_call, methods=["DELETE"]),
         Route("/metrics", api.metrics),
     ]
-    return _require_token(Starlette(routes=routes), f"Bearer {token}".encode(), manager.identify)
+    return routes
 
 
 DeployArgs = tuple[dict[str, Any], str, bytes, "str | None"]
@@ -316,6 +349,9 @@ def _require_token(app: ASGIApp, expected: bytes, identify: Callable[[str], Prin
     tokens get 401; a known token asking for what it may not do gets 403 saying what it may do."""
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":  # the control API has none: refused before any route is looked at
+            await send({"type": "websocket.close", "code": 1008})
+            return
         if scope["type"] == "http" and not scope["path"].startswith("/dashboard/"):  # it has its own sessions
             given = dict(scope["headers"]).get(b"authorization", b"")
             who = ADMIN if hmac.compare_digest(given, expected) else None
