@@ -21,7 +21,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .test_gateway import Harness, get, make_harness, wait_until  # noqa: F401  (make_harness: a fixture)
+from . import test_gateway
+from .test_gateway import Harness, get, wait_until
+
+make_harness = test_gateway.make_harness  # the fixture, shared
 
 SECONDS = float(os.environ.get("WISP_FUZZ_SECONDS", "12"))
 EXAMPLES = int(os.environ.get("WISP_FUZZ_EXAMPLES", "3000"))

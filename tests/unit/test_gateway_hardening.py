@@ -21,7 +21,10 @@ from wisp.server.gateway.request import (
     read_headers,
 )
 
-from .test_gateway import Harness, get, harness, make_harness, wait_until  # noqa: F401  (fixtures)
+from . import test_gateway
+from .test_gateway import Harness, get, wait_until
+
+make_harness, harness = test_gateway.make_harness, test_gateway.harness  # the fixtures, shared
 
 
 def framed(http11: bool, *headers: tuple[bytes, bytes]) -> Request:
