@@ -12,6 +12,7 @@ import pytest
 
 from wisp._session.package import pack_files
 from wisp.server.bundles import BundleLimits, BundleRefused, check_bundle, extract_bundle, member_refusal
+from wisp.server.runtime.cluster.agent import unpack
 
 MB = 1024 * 1024
 
@@ -149,3 +150,12 @@ def test_wisp_deploy_sends_a_symlinked_file_as_its_contents(tmp_path: Path) -> N
     out.mkdir()
     extract_bundle(data, out, BundleLimits())
     assert not (out / "shared.py").is_symlink() and (out / "shared.py").read_text() == "SHARED = 1\n"
+
+
+def test_a_ray_node_refuses_a_bundle_reaching_outside_and_leaves_nothing(tmp_path: Path) -> None:
+    bad = tar_gz(GOOD, (member("escape", tarfile.SYMTYPE, "../../../etc"), b""))
+    with pytest.raises(BundleRefused, match="symlink"):
+        unpack(bad, "d" * 64, tmp_path / "versions")
+    assert list((tmp_path / "versions").iterdir()) == []
+    good = unpack(tar_gz(GOOD), "e" * 64, tmp_path / "versions")
+    assert (good / "app.py").read_text() == "print('hi')\n"

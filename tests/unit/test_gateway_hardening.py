@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from wisp.server.gateway.request import (
     Request,
     read_headers,
 )
+from wisp.server.main import GATEWAY_SETTINGS, gateway_options_from_env
 
 from . import test_gateway
 from .test_gateway import Harness, get, wait_until
@@ -191,3 +193,27 @@ def test_a_client_waiting_for_100_continue_is_not_timed_out(make_harness: Callab
         sock.sendall(b"hello")
         data = sock.makefile("rb").read()
     assert data.startswith(b"\r\n\r\nHTTP/1.1 200") or data.startswith(b"HTTP/1.1 200"), data
+
+
+@pytest.mark.parametrize(("environ", "expected"), [
+    ({}, {}),
+    ({"WISP_MAX_CONNECTIONS": "100", "WISP_MAX_CLIENT_CONNECTIONS": "0", "WISP_BODY_TIMEOUT": "2.5"},
+     {"max_connections": 100, "max_client_connections": 0, "body_timeout": 2.5}),
+    ({"WISP_REDIRECT_AFTER": "5", "WISP_RESULT_TTL": "0"}, {"redirect_after": 5.0, "result_ttl": 0.0}),
+    ({"WISP_MAX_CONNECTIONS": "-1"}, "WISP_MAX_CONNECTIONS='-1' must be a number of connections"),
+    ({"WISP_MAX_CLIENT_CONNECTIONS": "1.5"}, "WISP_MAX_CLIENT_CONNECTIONS='1.5'"),
+    ({"WISP_BODY_TIMEOUT": "0"}, "WISP_BODY_TIMEOUT='0' must be a number of seconds, above 0"),
+    ({"WISP_BODY_TIMEOUT": "nan"}, "WISP_BODY_TIMEOUT='nan'"),
+    ({"WISP_REDIRECT_AFTER": "soon"}, "WISP_REDIRECT_AFTER='soon'"),
+])
+def test_gateway_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch, environ: dict[str, str],
+                                               expected: dict[str, float] | str) -> None:
+    for name, *_ in GATEWAY_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    if isinstance(expected, str):
+        with pytest.raises(SystemExit, match=re.escape(expected)):
+            gateway_options_from_env()
+    else:
+        assert gateway_options_from_env() == expected
