@@ -222,6 +222,12 @@ def test_bundles_over_the_size_limits_are_413_naming_the_setting(wisp: Wisp, spe
     assert deploy(wisp, spec, tar_gz(TINY))[0] == 200  # a bundle within the limits deploys
 
 
+def test_a_spawned_call_larger_than_the_body_limit_is_413_unread(wisp: Wisp) -> None:
+    status, answer = control(wisp, "POST", "/v1/calls?app=tiny&function=hi",
+                             {**admin_token(wisp), "Content-Length": str(10**9)})
+    assert status == 413 and b"WISP_MAX_BODY_SIZE" in answer
+
+
 # -- the gateway, over raw sockets ------------------------------------------------------------
 def exchange(wisp: Wisp, raw: bytes, source: str = "127.0.0.1") -> bytes:
     with contextlib.closing(socket.create_connection(("127.0.0.1", wisp.port), timeout=60,

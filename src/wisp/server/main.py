@@ -276,7 +276,8 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
     admin_sock = _admin_socket()
     info = ServerInfo(os.getpid(), host, gateway.port, admin_sock.getsockname()[1], store=store.kind)
     manager.control_url = info.admin_url
-    admin = _AdminServer(uvicorn.Config(build_control_app(manager, token, request_stop, {"gateway_port": gateway.port}),
+    admin = _AdminServer(uvicorn.Config(build_control_app(manager, token, request_stop, {"gateway_port": gateway.port},
+                                                          max_body_size),
                                         log_level="warning", access_log=False, lifespan="off"))
     admin_task = asyncio.ensure_future(admin.serve(sockets=[admin_sock]))
     modal_api: ModalAPI | None = None
