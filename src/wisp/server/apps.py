@@ -30,6 +30,7 @@ from .auth import (
     new_deploy_token,
     new_proxy_token,
 )
+from .bundles import BundleLimits, BundleRefused, check_bundle, extract_bundle
 from .dashboard.history import History, summarize
 from .gateway import Admit, Target
 from .images import ImageBuildError, LocalImageBuilder, Progress, build_key
@@ -84,6 +85,7 @@ class ManagerConfig:
     socket_dir: str  # where containers listen (short: Unix socket paths max out at 107 bytes)
     pools: PoolConfig = PoolConfig()  # the activator's queue bounds, the same for every function
     uid_range: tuple[int, int] | None = None  # (base, count) of per-app uids on a root server; None: the server's
+    bundles: BundleLimits = BundleLimits()  # how large a deploy's files may be, compressed and unpacked
 
 
 class AppManager:
@@ -93,6 +95,7 @@ class AppManager:
         objects, the config plain values."""
         self.home = config.home
         self.uid_range = config.uid_range
+        self.bundle_limits = config.bundles
         self._users: dict[str, AppUser] = {}
         self.store = store
         self.builder = builder
@@ -241,8 +244,12 @@ class AppManager:
         images = [f.image for f in labels.values()]
         try:
             check_local_runtime(images)
+            # Every member inside the folder, sizes within the limits: refused before anything is built.
+            await asyncio.to_thread(check_bundle, files, self.bundle_limits)
         except ImageBuildError as exc:
             raise DeployError(400, str(exc)) from None
+        except BundleRefused as exc:
+            raise DeployError(exc.status, exc.message) from None
         self._deploying.append((app_id, spec))  # `wisp image prune` keeps its images from now on
         try:
             # Outside any lock: builds of different apps run in parallel; the builder shares equal ones.
@@ -352,8 +359,7 @@ class AppManager:
         if target.exists():
             shutil.rmtree(target)
         target.mkdir(parents=True)
-        with tarfile.open(fileobj=io.BytesIO(files), mode="r:gz") as tar:
-            tar.extractall(target, filter="data")
+        extract_bundle(files, target, self.bundle_limits, checked=True)  # checked when the deploy began
         return target
 
     def _pools(self, app_id: str, spec: AppSpec, labels: dict[str, FunctionSpec], pythons: dict[str, Path],
@@ -686,7 +692,7 @@ class AppManager:
         images = [f.image for f in spec.functions]
         try:
             await asyncio.to_thread(_unpack_bundle, files, images, folder)
-        except (ImageBuildError, tarfile.TarError, OSError) as exc:
+        except (ImageBuildError, BundleRefused, tarfile.TarError, OSError) as exc:
             raise DeployError(500, f"the files of its version {saved.version} could not be unpacked from the store "
                                    f"into {folder}: {exc}") from None
         return folder
@@ -978,8 +984,8 @@ def _unpack_bundle(files: bytes, images: list[ImageSpec], target: Path) -> None:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        with tarfile.open(fileobj=io.BytesIO(files), mode="r:gz") as tar:
-            tar.extractall(partial, filter="data")
+        # Sizes were checked when it was deployed (maybe under another server's limits); its members again.
+        extract_bundle(files, partial, None)
         place_files(images, partial)
         os.rename(partial, target)
     finally:

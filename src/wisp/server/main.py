@@ -40,6 +40,7 @@ from .._config import (
     write_server_info,
 )
 from .apps import AppManager, ManagerConfig
+from .bundles import BundleLimits
 from .control import build_control_app
 from .gateway import Gateway, Target
 from .images import BUILDERS, get_builder
@@ -90,21 +91,44 @@ def pool_config_from_env() -> PoolConfig:
     )
 
 
-def gateway_options_from_env() -> dict[str, float]:
-    """The redirect chain (S7): WISP_REDIRECT_AFTER (s without a response before the 303, default
-    150) and WISP_RESULT_TTL (s a redirected call's result stays fetchable, default 600)."""
-    options = {}
-    for env, key in (("WISP_REDIRECT_AFTER", "redirect_after"), ("WISP_RESULT_TTL", "result_ttl")):
-        value = os.environ.get(env)
-        if value:
-            try:
-                options[key] = float(value)
-            except ValueError:
-                options[key] = -1.0
-            if options[key] <= 0 if key == "redirect_after" else options[key] < 0:
-                raise SystemExit(f"wisp server: {env}={value!r} must be a number of seconds "
-                                 f"({'above' if key == 'redirect_after' else 'at least'} 0).")
+# The gateway's settings: (variable, Gateway keyword, whole number?, least value, what it is).
+GATEWAY_SETTINGS = (
+    ("WISP_REDIRECT_AFTER", "redirect_after", False, 0.0, "seconds, above 0"),
+    ("WISP_RESULT_TTL", "result_ttl", False, 0.0, "seconds, at least 0"),
+    ("WISP_BODY_TIMEOUT", "body_timeout", False, 0.0, "seconds, above 0"),
+    ("WISP_MAX_CONNECTIONS", "max_connections", True, 0, "connections, 0 for no cap"),
+    ("WISP_MAX_CLIENT_CONNECTIONS", "max_client_connections", True, 0, "connections, 0 for no cap"),
+)
+
+
+def gateway_options_from_env() -> dict[str, Any]:
+    """The gateway's settings given in the environment: the redirect chain (S7: WISP_REDIRECT_AFTER,
+    s without a response before the 303, default 150; WISP_RESULT_TTL, s a redirected call's result
+    stays fetchable, default 600), WISP_BODY_TIMEOUT (s a request body may stall, default 30) and
+    the connection caps WISP_MAX_CONNECTIONS (8192) and WISP_MAX_CLIENT_CONNECTIONS (512 per
+    client address). A bad value stops the server, naming the variable."""
+    options: dict[str, Any] = {}
+    for env, key, whole, least, what in GATEWAY_SETTINGS:
+        value = os.environ.get(env, "").strip()
+        if not value:
+            continue
+        try:
+            number: float = int(value) if whole else float(value)
+        except ValueError:
+            number = -1
+        above = not whole and what.endswith("above 0")
+        if number < least or (above and number <= least) or number != number or number == float("inf"):
+            raise SystemExit(f"wisp server: {env}={value!r} must be a number of {what}; unset it for the default.")
+        options[key] = number
     return options
+
+
+def bundle_limits_from_env() -> BundleLimits:
+    """WISP_MAX_BUNDLE_MB and WISP_MAX_UNPACKED_MB: how large a deploy's files may be."""
+    try:
+        return BundleLimits.from_env(os.environ)
+    except ValueError as exc:
+        raise SystemExit(f"wisp server: {exc}") from None
 
 
 def _isolation(home: Path) -> tuple[int, int] | None:
@@ -227,7 +251,7 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
     groups.add_folder(socket_dir)
     builder = get_builder(os.environ.get("WISP_BUILDER") or "local", home)
     builder.readable_by_others = uid_range is not None
-    config = ManagerConfig(home, gateway.port, socket_dir, pool_config_from_env(), uid_range)
+    config = ManagerConfig(home, gateway.port, socket_dir, pool_config_from_env(), uid_range, bundle_limits_from_env())
     chosen = get_runtime(runtime)
     if isinstance(chosen, ClusterRuntime):
         try:
@@ -254,7 +278,8 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
     admin_sock = _admin_socket()
     info = ServerInfo(os.getpid(), host, gateway.port, admin_sock.getsockname()[1], store=store.kind)
     manager.control_url = info.admin_url
-    admin = _AdminServer(uvicorn.Config(build_control_app(manager, token, request_stop, {"gateway_port": gateway.port}),
+    admin = _AdminServer(uvicorn.Config(build_control_app(manager, token, request_stop, {"gateway_port": gateway.port},
+                                                          max_body_size),
                                         log_level="warning", access_log=False, lifespan="off"))
     admin_task = asyncio.ensure_future(admin.serve(sockets=[admin_sock]))
     modal_api: ModalAPI | None = None
@@ -379,6 +404,7 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as exc:
         sys.exit(f"wisp server: --store/WISP_STORE: {exc}.")
     gateway_options_from_env()  # a bad setting stops the server here, with its name
+    bundle_limits_from_env()
     try:
         zygote_memory_bound()
     except ValueError as exc:

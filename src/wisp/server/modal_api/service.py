@@ -8,6 +8,7 @@ the RPC, so the client's error says what is missing rather than failing in trans
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import os
 import tarfile
@@ -280,6 +281,14 @@ class ModalService(Servicer):
         request = await stream.recv_message()
         assert request is not None
         if request.HasField("data"):
+            limit = self.manager.bundle_limits.unpacked
+            if len(request.data) > limit:
+                raise GRPCError(Status.RESOURCE_EXHAUSTED, f"A mounted file is {len(request.data)} bytes, more than "
+                                                           f"an app's files may unpack to on this server ({limit >> 20} "
+                                                           "MiB, WISP_MAX_UNPACKED_MB); keep large data out of mounts.")
+            if hashlib.sha256(request.data).hexdigest() != request.sha256_hex:
+                raise GRPCError(Status.INVALID_ARGUMENT, "A mounted file's data does not match its SHA-256; run "
+                                                         "`modal deploy` again.")
             self.drafts.blobs[request.sha256_hex] = request.data
         elif request.data_blob_id:
             raise GRPCError(Status.UNIMPLEMENTED, "wisp takes a mounted file's data inline only; files over the "

@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import os
 import shutil
 import signal
 import socket
-import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +29,7 @@ from ...._gpu import parse as parse_gpu
 from ...._image_steps import ImageSpec
 from ...._protocol import Start, tcp
 from ...._runtime._parent import die_with_parent
+from ...bundles import extract_bundle
 from ...images import LocalImageBuilder
 from ...isolation import AppUser, app_user, base_env, own_tree
 from .. import get_runtime, groups
@@ -66,8 +65,11 @@ def unpack(data: bytes, digest: str, folder: Path) -> Path:
         return target
     folder.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=folder))
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        tar.extractall(partial, filter="data")
+    try:  # the server checked its size when it was deployed; every member is checked again here
+        extract_bundle(data, partial, None)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     try:
         partial.rename(target)
     except OSError:  # another call unpacked it first
