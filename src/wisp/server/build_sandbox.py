@@ -390,6 +390,7 @@ class EgressProxy:
         self.folder = Path(tempfile.mkdtemp(prefix="wisp-egress-"))  # the server's (0700): only bound into builds
         self.path = self.folder / "proxy.sock"
         self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> EgressProxy:
         self._server = await asyncio.start_unix_server(self._handle, str(self.path), limit=1 << 16)
@@ -399,18 +400,25 @@ class EgressProxy:
     async def __aexit__(self, *exc: object) -> None:
         if self._server is not None:
             self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1)
+        for task in list(self._tasks):  # the build's processes are gone: so are their connections
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         shutil.rmtree(self.folder, ignore_errors=True)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
             await self._forward(head, reader, writer)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError, OSError):
             pass
+        except asyncio.CancelledError:
+            pass  # the build ended: end quietly (Python 3.11's stream server logs a cancelled handler)
         finally:
             writer.close()
+            self._tasks.discard(task)
 
     async def _forward(self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         request = parse_request(head)
