@@ -5,10 +5,16 @@ through the proxy and without it, and a build that needs such a host fails sayin
 to allow it."""
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import http.server
+import json
+import os
 import re
+import shutil
 import shlex
 import socket
+import tempfile
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -18,6 +24,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
+from wisp.server import build_sandbox
 from wisp.server.images import RUNTIME_PACKAGES
 
 from .conftest import Wisp, get, start_wisp
@@ -232,3 +239,70 @@ def test_a_build_that_needs_a_host_that_is_no_index_fails_naming_it(setup: tuple
             f"indexes. If it is one, name it in the step (index_url=/extra_index_url=) or add "
             f"`127.0.0.2:{listener.port}` to WISP_BUILD_ALLOWED_HOSTS") in out, out
     assert listener.connections == 0
+
+
+NON_ROOT_PROBE = """
+import json, os, urllib.error, urllib.request
+home = os.path.dirname(os.path.dirname(os.getcwd()))
+status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines())
+try:
+    urllib.request.urlopen("http://127.0.0.2:PORT/", timeout=30)
+    proxied = 0
+except urllib.error.HTTPError as exc:
+    proxied = exc.code
+open("written", "w").write("by the build")
+print(json.dumps({"home": sorted(os.listdir(home)), "caps": status["CapEff"].strip(), "proxied": proxied,
+                  "no_new_privs": status["NoNewPrivs"].strip(), "etc_writable": os.access("/etc", os.W_OK)}))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="plays a non-root server by dropping to uid 65534, which needs root")
+def test_a_non_root_servers_builds_get_a_user_namespace() -> None:
+    """A server that is not root cannot change uid: its builds keep its own, mapped to root of a
+    user namespace only to set up the mounts (played here by a root test as uid 65534, in a
+    folder of its own outside pytest's, which are closed to other users)."""
+    tmp_path = Path(tempfile.mkdtemp(prefix="wisp-e2e-nonroot-"))
+    try:
+        _non_root_build(tmp_path)
+    finally:
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def _non_root_build(tmp_path: Path) -> None:
+    nobody, listener = 65534, Listener()
+    home = tmp_path / "home"
+    (home / "images" / "k").mkdir(parents=True)
+    (home / "token").write_text("secret")
+    sandbox, notes = build_sandbox.configure(home, {"PATH": os.environ["PATH"], "HOME": str(tmp_path)})
+    assert sandbox is not None, notes
+    sandbox = dataclasses.replace(sandbox, uid=nobody, gid=nobody, user_ns=True, hide=sandbox.home)
+    build_sandbox.prepare(sandbox, home / "images" / "k")
+    for folder in (tmp_path, home, home / "images", home / "images" / "k", sandbox.cache):
+        os.chown(folder, nobody, nobody)  # a non-root server's home is its own
+    os.chmod(tmp_path, 0o755)
+
+    async def run() -> tuple[int, bytes, list[tuple[str, int]]]:
+        refused: list[tuple[str, int]] = []
+        async with build_sandbox.EgressProxy(frozenset(build_sandbox.PACKAGE_INDEXES),
+                                             lambda host, port: refused.append((host, port))) as proxy:
+            os.chown(proxy.folder, nobody, nobody)
+            mounts = build_sandbox.mounts(sandbox, home / "images" / "k", proxy.path)
+            command = [sandbox.python, "-c", NON_ROOT_PROBE.replace("PORT", str(listener.port))]
+            proc = await asyncio.create_subprocess_exec(
+                "setpriv", f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups",
+                *build_sandbox.argv(sandbox, mounts, command), env=build_sandbox.environment(sandbox),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd="/")
+            out, _ = await asyncio.wait_for(proc.communicate(), 120)
+            return proc.returncode or 0, out, refused
+
+    code, out, refused = asyncio.run(run())
+    if code != 0 and b"Operation not permitted" in out:
+        pytest.skip(f"this kernel refuses user namespaces to unprivileged users: {out.decode()}")
+    assert code == 0, out.decode()
+    seen = json.loads(out.decode().splitlines()[-1])
+    assert seen == {"home": ["build-cache", "images"], "caps": "0000000000000000", "proxied": 403,
+                    "no_new_privs": "1", "etc_writable": False}
+    assert refused == [("127.0.0.2", listener.port)] and listener.connections == 0
+    written = home / "images" / "k" / "written"
+    assert written.read_text() == "by the build" and written.stat().st_uid == nobody
+    listener.sock.close()

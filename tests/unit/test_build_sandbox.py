@@ -233,3 +233,14 @@ def test_the_proxy_relays_allowed_endpoints_and_refuses_the_rest() -> None:
     assert no.startswith(b"HTTP/1.1 403 Forbidden") and b"127.0.0.2:%d refused" % refused_listener.port in no
     assert refused == [("127.0.0.2", refused_listener.port)]
     assert refused_listener.seen == []
+
+
+@pytest.mark.parametrize(("modes", "uid_changes", "expected"), [
+    ({}, True, "/var/lib/wisp"),
+    ({"/root": 0o40700}, True, "/root"),  # WISP_HOME=/root/.wisp: the build uid could not pass through /root
+    ({"/root": 0o40700}, False, "/root/.wisp"),  # a non-root server's builds keep its uid
+    ({"/srv": 0o40750, "/srv/x": 0o40700}, True, "/srv"),  # the first closed folder on the way
+])
+def test_hidden_folder(modes: dict[str, int], uid_changes: bool, expected: str) -> None:
+    home = Path("/root/.wisp") if "/root" in modes else Path("/srv/x/wisp") if "/srv" in modes else Path("/var/lib/wisp")
+    assert bs.hidden_folder(home, uid_changes, modes) == Path(expected)

@@ -166,12 +166,21 @@ class Sandbox:
     uid: int  # who builds run as (outside any user namespace)
     gid: int
     user_ns: bool  # a non-root server: a user namespace maps its uid to root, for the mounts only
-    home: Path  # WISP_HOME (resolved): shown to builds as an empty folder
+    home: Path  # WISP_HOME (resolved)
     cache: Path  # the builds' uv cache, below WISP_HOME, the build uid's
     python: str  # runs the forwarder
     environ: Mapping[str, str] = field(default_factory=dict)  # the server's, from which index settings pass
     pip_configs: tuple[str, ...] = ()  # the contents of the server user's pip.conf files
     config_files: tuple[tuple[str, Path], ...] = ()  # (variable, host file) bound read-only into the build
+    hide: Path | None = None  # shown to builds as an empty folder: WISP_HOME, or the closed folder above it
+
+
+def hidden_folder(home: Path, uid_changes: bool, modes: Mapping[str, int] | None = None) -> Path:
+    """What builds see empty: WISP_HOME, or the first folder above it that other users cannot
+    enter (a 0700 /root): the build uid could not reach its build folder through it, and nothing
+    in it is the build's business."""
+    blocked = untraversable(home.parent, modes) if uid_changes else None
+    return blocked or home
 
 
 @dataclass(frozen=True)
@@ -322,7 +331,8 @@ def configure(home: Path, environ: Mapping[str, str], euid: int | None = None) -
     python = _forwarder_python(euid)
     sandbox = Sandbox(tools, uid, uid if euid == 0 else os.getegid(), euid != 0, home.resolve(),
                       home.resolve() / "build-cache", python, dict(environ),
-                      tuple(_read(path) for _, path in configs), tuple(configs))
+                      tuple(_read(path) for _, path in configs), tuple(configs),
+                      hidden_folder(home.resolve(), euid == 0))
     problem = _trial(sandbox)
     if problem:
         return None, [f"image builds are not sandboxed: the kernel refused their namespaces ({problem}). They run "
@@ -487,5 +497,5 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 def mounts(sandbox: Sandbox, build: Path, socket: Path) -> Mounts:
-    return Mounts(build.resolve(), sandbox.cache, socket, sandbox.home,
+    return Mounts(build.resolve(), sandbox.cache, socket, sandbox.hide or sandbox.home,
                   tuple((variable.lower(), path) for variable, path in sandbox.config_files))
