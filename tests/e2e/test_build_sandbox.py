@@ -11,8 +11,8 @@ import http.server
 import json
 import os
 import re
-import shutil
 import shlex
+import shutil
 import socket
 import tempfile
 import threading
