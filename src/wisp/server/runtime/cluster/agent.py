@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from typing import Any
 from ...._image_steps import ImageSpec
 from ...._protocol import Start, tcp
 from ...._runtime._parent import die_with_parent
+from ... import build_sandbox
 from ...images import LocalImageBuilder
 from ...isolation import AppUser, app_user, base_env, own_tree
 from .. import get_runtime, groups
@@ -119,6 +121,9 @@ class HostAgent:
             self.epoch = groups.current.epoch
             self._runtime = get_runtime(os.environ.get("WISP_NODE_RUNTIME", "auto"))
             self._builder = LocalImageBuilder(self.home)
+            self._builder.sandbox, notes = build_sandbox.configure(self.home, os.environ)
+            for note in notes:  # the node's Ray log: once per agent, as a server says it at start
+                print(f"wisp node agent: {note}", file=sys.stderr, flush=True)
             self._builder.readable_by_others = os.geteuid() == 0
             self._lifeline = await asyncio.start_server(self._beat, self.address, 0)
         assert self._lifeline is not None
