@@ -138,7 +138,7 @@ class Listener:
 
 
 PROBE = """
-import json, os, socket, urllib.error, urllib.request
+import json, os, resource, socket, urllib.error, urllib.request
 home = os.path.dirname(os.path.dirname(os.environ["VIRTUAL_ENV"]))
 def raw(host, port):
     try:
@@ -158,6 +158,7 @@ out = {
     "processes": len([p for p in os.listdir("/proc") if p.isdigit()]),
     "raw_listener": raw("127.0.0.2", PORT), "raw_outside": raw("192.0.2.1", 443), "proxied": proxied,
     "hostname_writable": os.access("/etc/hostname", os.W_OK),
+    "nproc": list(resource.getrlimit(resource.RLIMIT_NPROC)),
 }
 open("probe.json", "w").write(json.dumps(out))
 """
@@ -224,6 +225,7 @@ def test_a_build_installs_from_an_allowed_index_and_sees_nothing_of_the_server(
     status, text = seen["proxied"]
     assert status == 403 and f"127.0.0.2:{listener.port} refused" in text and "WISP_BUILD_ALLOWED_HOSTS" in text
     assert seen["hostname_writable"] is False
+    assert seen["nproc"] == [4096, 4096]  # a fork bomb stops at the build uid's process limit
     assert listener.connections == 0
 
 

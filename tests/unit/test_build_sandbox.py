@@ -109,7 +109,7 @@ MOUNTS = bs.mounts(SANDBOX, Path("/var/lib/wisp/images/abc"), Path("/tmp/wisp-eg
 
 
 def test_the_script_stages_its_sources_before_covering_tmp_and_wisp_home() -> None:
-    lines = bs.setup_script(MOUNTS, SANDBOX.tools, SANDBOX.python, bs.privileges(SANDBOX)).splitlines()
+    lines = bs.setup_script(MOUNTS, SANDBOX.tools, SANDBOX.python, bs.privileges(SANDBOX), 4096).splitlines()
 
     def at(text: str) -> int:
         return next(i for i, line in enumerate(lines) if text in line)
@@ -123,7 +123,7 @@ def test_the_script_stages_its_sources_before_covering_tmp_and_wisp_home() -> No
     assert at("-t proc") < at("remount,bind,ro /") < at("lo up") < at("exec /usr")
     assert lines[-1] == ("exec /usr/bin/setpriv --reuid=4242 --regid=4242 --clear-groups --inh-caps=-all "
                          "--bounding-set=-all --no-new-privs -- /usr/bin/python3 -I "
-                         f"{bs.EGRESS_SCRIPT} 3128 /run/wisp/egress.sock \"$@\"")
+                         f"{bs.EGRESS_SCRIPT} 3128 /run/wisp/egress.sock 4096 \"$@\"")
     assert "chown 4242:4242 /tmp/home" in lines
 
 
@@ -147,6 +147,7 @@ def test_argv_root_and_non_root_servers(user_ns: bool, unshare: list[str], setpr
     assert argv[-5:] == ["wisp-build", "uv", "pip", "install", "six"]
     assert bs.privileges(sandbox) == setpriv
     assert ("chown 0:0 /tmp/home" in argv[len(unshare) + 3]) is user_ns
+    assert argv[len(unshare) + 3].endswith(f"/run/wisp/egress.sock {0 if user_ns else 4096} \"$@\"\n")
 
 
 def test_environment_passes_index_settings_and_nothing_else_of_the_servers() -> None:

@@ -4,16 +4,18 @@ name) and relays every connection, byte for byte, to a Unix socket bound to a fi
 socket is reachable across network namespaces) where the server's egress proxy decides what may
 pass. It decides nothing itself.
 
-    python -I egress.py PORT SOCKET COMMAND...
+    python -I egress.py PORT SOCKET NPROC COMMAND...
 
 It binds first, then runs COMMAND as its child (so the proxy is there before the build step's
-first request) and exits with the command's status. Standard library only, run as a script: it
+first request; with RLIMIT_NPROC lowered to NPROC unless it is 0) and exits with the command's
+status. Standard library only, run as a script: it
 starts in the sandbox with nothing importable but the interpreter's own library.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import socket
 import sys
 import threading
@@ -52,12 +54,14 @@ def _accept(listener: socket.socket, socket_path: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    port, socket_path, command = int(argv[0]), argv[1], argv[2:]
+    port, socket_path, nproc, command = int(argv[0]), argv[1], int(argv[2]), argv[3:]
     listener = socket.create_server(("127.0.0.1", port))
     pid = os.fork()
     if pid == 0:
         listener.close()
         try:
+            if nproc:  # the build uid's processes and threads, all builds together: a fork bomb stops here
+                resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
             os.execvp(command[0], command)
         except OSError as exc:
             print(f"{command[0]}: {exc.strerror}", file=sys.stderr, flush=True)

@@ -48,6 +48,10 @@ ALLOWED_VARIABLE = "WISP_BUILD_ALLOWED_HOSTS"
 PASSED_PREFIXES = ("UV_", "PIP_")
 PASSED_NAMES = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "LANG")
 PROXY_PORT = 3128  # the forwarder's, on the build's own loopback
+# RLIMIT_NPROC of a root server's build uid (every build's processes and threads together; uv's
+# own threads count): a fork bomb in `run_commands` stops here. A non-root server's builds share
+# its uid, so there it stays as it is.
+BUILD_PROCESSES = 4096
 RUN = Path("/run/wisp")  # inside the sandbox: what the setup script stages (a private tmpfs /run)
 BUILD_HOME = "/tmp/home"  # the build's HOME, on its private /tmp
 EGRESS_SCRIPT = Path(__file__).resolve().parent.parent / "_runtime" / "egress.py"
@@ -194,7 +198,7 @@ class Mounts:
     files: tuple[tuple[str, Path], ...] = ()  # (name in /run/wisp, host file), read-only
 
 
-def setup_script(mounts: Mounts, tools: Tools, python: str, privileges: Sequence[str]) -> str:
+def setup_script(mounts: Mounts, tools: Tools, python: str, privileges: Sequence[str], nproc: int = 0) -> str:
     """The shell script that runs first in the new namespaces, as (namespace) root: it arranges
     the mounts, brings loopback up, drops to the build uid and runs the forwarder, which runs the
     command ("$@"). Sources are staged on the private /run before /tmp and WISP_HOME are covered,
@@ -230,7 +234,7 @@ def setup_script(mounts: Mounts, tools: Tools, python: str, privileges: Sequence
         "umask 022",
         f"cd {q(str(mounts.build))}",
         f"exec {q(tools.setpriv)} {' '.join(map(q, privileges))} -- {q(python)} -I {q(str(EGRESS_SCRIPT))} "
-        f"{PROXY_PORT} {RUN}/egress.sock \"$@\"",
+        f"{PROXY_PORT} {RUN}/egress.sock {nproc} \"$@\"",
     ]
     return "\n".join(lines) + "\n"
 
@@ -254,7 +258,8 @@ def namespaces(sandbox: Sandbox) -> list[str]:
 
 
 def argv(sandbox: Sandbox, mounts: Mounts, command: Sequence[str]) -> list[str]:
-    script = setup_script(mounts, sandbox.tools, sandbox.python, privileges(sandbox))
+    script = setup_script(mounts, sandbox.tools, sandbox.python, privileges(sandbox),
+                          0 if sandbox.user_ns else BUILD_PROCESSES)
     return [*namespaces(sandbox), "--", "/bin/sh", "-c", script, "wisp-build", *command]
 
 
