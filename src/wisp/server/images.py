@@ -6,7 +6,10 @@ uses and which is cleared before the next build of that key. Building in place r
 temporary folder keeps the absolute paths that `run_commands` and pip write (script shebangs,
 `.pth` files) valid. Concurrent requests for one key share one build and see its progress; builds
 of different keys run in parallel. Every step reports progress events (plain dicts) that the
-control API streams to the CLI.
+control API streams to the CLI. Each command of a build (uv, `run_commands`) runs in the build
+sandbox when the server has one (`build_sandbox.py`: a build uid, namespaces, WISP_HOME hidden
+but the build's folder, egress only to package indexes); the builder's own file work (the
+requirements files, the `.pth`, `.complete`) stays in the server.
 
 The local runtime has no filesystem of its own, so an image's container paths are mapped: `/root`
 (the code folder and default working directory, as in Modal) is the app version's folder; other
