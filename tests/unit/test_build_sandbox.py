@@ -245,3 +245,17 @@ def test_the_proxy_relays_allowed_endpoints_and_refuses_the_rest() -> None:
 def test_hidden_folder(modes: dict[str, int], uid_changes: bool, expected: str) -> None:
     home = Path("/root/.wisp") if "/root" in modes else Path("/srv/x/wisp") if "/srv" in modes else Path("/var/lib/wisp")
     assert bs.hidden_folder(home, uid_changes, modes) == Path(expected)
+
+
+@pytest.mark.parametrize(("environ", "note"), [
+    ({"WISP_BUILD_SANDBOX": "0"}, "image builds are not sandboxed: WISP_BUILD_SANDBOX=0 is set. Unset it"),
+    ({"PATH": "/nonexistent"}, "image builds are not sandboxed: unshare, setpriv"),
+])
+def test_without_a_sandbox_the_server_says_why(tmp_path: Path, environ: dict[str, str], note: str) -> None:
+    sandbox, notes = bs.configure(tmp_path, environ, euid=0)
+    assert sandbox is None and len(notes) == 1 and notes[0].startswith(note), notes
+
+
+def test_a_wrong_build_setting_stops_the_server_saying_which(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="WISP_BUILD_UID='x' must be a uid above 0"):
+        bs.configure(tmp_path, {"PATH": "/usr/bin:/bin", "WISP_BUILD_UID": "x"}, euid=0)

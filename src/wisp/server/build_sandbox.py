@@ -320,7 +320,8 @@ def configure(home: Path, environ: Mapping[str, str], euid: int | None = None) -
     if environ.get("WISP_BUILD_SANDBOX", "1") == "0":
         return None, ["image builds are not sandboxed: WISP_BUILD_SANDBOX=0 is set. Unset it to build as an "
                       "unprivileged uid in namespaces of their own, with egress only to package indexes."]
-    found = {name: shutil.which(name) or (f"/usr/sbin/{name}" if os.access(f"/usr/sbin/{name}", os.X_OK) else None)
+    path = environ.get("PATH", os.defpath)
+    found = {name: shutil.which(name, path=path) or shutil.which(name, path="/usr/sbin:/sbin")
              for name in ("unshare", "setpriv", "mount", "ip")}
     lacking = [name for name in ("unshare", "setpriv", "mount") if not found[name]]
     if lacking:
