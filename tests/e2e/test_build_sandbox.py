@@ -241,6 +241,8 @@ def test_a_build_that_needs_a_host_that_is_no_index_fails_naming_it(setup: tuple
             f"indexes. If it is one, name it in the step (index_url=/extra_index_url=) or add "
             f"`127.0.0.2:{listener.port}` to WISP_BUILD_ALLOWED_HOSTS") in out, out
     assert listener.connections == 0
+    log = (wisp.home / "server.log").read_text()
+    assert "Traceback" not in log and "not sandboxed" not in log, log  # the proxy ended its connections quietly
 
 
 NON_ROOT_PROBE = """
