@@ -39,6 +39,7 @@ from .._config import (
     read_token,
     write_server_info,
 )
+from . import build_sandbox
 from .apps import AppManager, ManagerConfig
 from .bundles import BundleLimits
 from .control import build_control_app
@@ -250,7 +251,11 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
         os.chmod(socket_dir, 0o711)  # apps pass through to their own folder in it, never list it
     groups.add_folder(socket_dir)
     builder = get_builder(os.environ.get("WISP_BUILDER") or "local", home)
-    builder.readable_by_others = uid_range is not None
+    builder.sandbox, notes = build_sandbox.configure(home, os.environ)
+    for note in notes:
+        print(f"wisp server: {note}", flush=True)
+    # Containers run as their app's uid, builds as the build uid: the image's Python must be readable by others.
+    builder.readable_by_others = uid_range is not None or (builder.sandbox is not None and not builder.sandbox.user_ns)
     config = ManagerConfig(home, gateway.port, socket_dir, pool_config_from_env(), uid_range, bundle_limits_from_env())
     chosen = get_runtime(runtime)
     if isinstance(chosen, ClusterRuntime):

@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from ...._gpu import parse as parse_gpu
 from ...._image_steps import ImageSpec
 from ...._protocol import Start, tcp
 from ...._runtime._parent import die_with_parent
+from ... import build_sandbox
 from ...bundles import extract_bundle
 from ...images import LocalImageBuilder
 from ...isolation import AppUser, app_user, base_env, own_tree
@@ -132,6 +134,9 @@ class HostAgent:
             # Only devices are reserved here (the server counts cores and memory per node).
             self._gpus = Capacity(float(os.cpu_count() or 1), 0, gpus=discover())
             self._builder = LocalImageBuilder(self.home)
+            self._builder.sandbox, notes = build_sandbox.configure(self.home, os.environ)
+            for note in notes:  # the node's Ray log: once per agent, as a server says it at start
+                print(f"wisp node agent: {note}", file=sys.stderr, flush=True)
             self._builder.readable_by_others = os.geteuid() == 0
             self._lifeline = await asyncio.start_server(self._beat, self.address, 0)
         assert self._lifeline is not None
