@@ -60,10 +60,13 @@ class FunctionSpec:
     buffer_containers: int = 0  # extra idle containers kept while the function is busy
     startup_timeout: int = 300  # seconds a container may take to become ready (enter included)
     fork: bool = True  # False: every container a fresh interpreter, never forked from a zygote
-    # Recorded for other runtimes; the local runtime does not limit these (cpu, memory, gpu).
-    cpu: float | None = None
-    memory: int | None = None
+    # Reservations (placement, capacity.py) and the floors of the limits (server/runtime/limits.py).
+    cpu: float | None = None  # cores
+    memory: int | None = None  # MiB
     gpu: str | None = None
+    cpu_limit: float | None = None  # a CFS quota in cores: `cpu=(request, limit)`
+    memory_limit: int | None = None  # a hard limit in MiB: `memory=(request, limit)`
+    ephemeral_disk: int | None = None  # MiB of /tmp
     retries: dict[str, Any] | None = None  # wisp._retries.policy(): max_retries, backoff, delays
     secrets: tuple[SecretRef, ...] = ()
     # A method of a class (S12): the container makes one instance of `cls` (the class's dotted

@@ -50,6 +50,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from .._protocol import Exited, Start, Unforkable, ZygoteReady, encode, encode_line
+from . import cgroup
 from ._parent import die_with_parent
 
 # Imported before any fork; what the agent and uvicorn would otherwise import on first request.
@@ -254,6 +255,7 @@ def drop_privileges(uid: int, gid: int) -> None:
 
 def _become(request: dict[str, Any], out_fd: int, inherited: list[int]) -> None:
     """In a forked child: a process of its own, with the request's output, uid, environment and folder."""
+    cgroup.join(request.get("cgroup"), out_fd)  # first: nothing of the child runs outside its limits
     for fd in inherited:  # siblings' status pipes: holding them would hide their exits
         with contextlib.suppress(OSError):
             os.close(fd)

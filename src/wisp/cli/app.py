@@ -28,6 +28,8 @@ def list_apps(args: argparse.Namespace) -> int:
                 _output.say(f"    FAILED: containers keep failing to start; last error: {ep['last_error']}")
             elif ep.get("last_error"):
                 _output.say(f"    last error: {ep['last_error']}")
+            if ep.get("oom_kills"):
+                _output.say(f"    killed for memory: {ep['oom_kills']} container(s), the last {ep['last_oom']}")
     return 0
 
 

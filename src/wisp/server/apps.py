@@ -38,10 +38,12 @@ from .metrics import Gauge, Labels, Metrics
 from .pool import FunctionPool, PoolConfig
 from .runtime import NotReady, Runtime
 from .runtime.base import Launcher
-from .runtime.capacity import Capacity, CappedLauncher
+from .runtime.capacity import Capacity, CappedLauncher, machine_memory_mb
 from .runtime.cluster.placement import need_of
 from .runtime.cluster.runtime import ClusterRuntime
+from .runtime.limits import limits_for, machine_cores
 from .runtime.placement import check_local_runtime, container_settings, local_path, place_files
+from .runtime.slots import Slots, unavailable
 from .runtime.zygote import ZygoteRuntime
 from .spawned import SpawnedCalls
 from .store import AppRow, Store, StoreError, VersionRow
@@ -87,9 +89,10 @@ class ManagerConfig:
 
 class AppManager:
     def __init__(self, config: ManagerConfig, store: Store, builder: LocalImageBuilder, runtime: Runtime,
-                 routes: dict[str, Target], metrics: Metrics | None = None) -> None:
+                 routes: dict[str, Target], metrics: Metrics | None = None, slots: Slots | None = None) -> None:
         """`routes`: the gateway's label -> Target table, which deploys swap; the collaborators are live
-        objects, the config plain values."""
+        objects, the config plain values. `slots`: the cgroups that enforce containers' limits
+        (`Slots.start()`; None: none)."""
         self.home = config.home
         self.uid_range = config.uid_range
         self._users: dict[str, AppUser] = {}
@@ -99,6 +102,7 @@ class AppManager:
         # What running containers reserve of this machine (the local runtimes; a cluster counts per node).
         self.capacity = Capacity.of_this_machine()
         self.capacity.reclaim = self._reclaim
+        self.slots = slots or unavailable()
         self.routes = routes
         self.gateway_port = config.gateway_port
         self.socket_dir = config.socket_dir
@@ -382,8 +386,11 @@ class AppManager:
             app_env = {**(secret_env or {}), "WISP_APP": app_id, "WISP_FUNCTION": fn.name, **self.call_env(app_id)}
             launcher = self.runtime.function_launcher(fn, start, app_env, log, user)
         else:
+            limits = limits_for(fn.cpu, fn.cpu_limit, fn.memory, fn.memory_limit, fn.ephemeral_disk,
+                                self.slots.defaults, machine_cores(), machine_memory_mb())
             launcher = self.runtime.launcher(str(python), start, env=env, cwd=cwd, fork=fn.fork, log=log,
-                                             startup_timeout=fn.startup_timeout, user=user)
+                                             startup_timeout=fn.startup_timeout, user=user,
+                                             slots=self.slots.supply(limits, user))
         if not isinstance(self.runtime, ClusterRuntime):  # on this machine: within its cores
             launcher = CappedLauncher(launcher, self.capacity, need_of(fn.cpu, fn.memory, None))
         labels = (("app", app_id), ("function", fn.name))
@@ -782,6 +789,7 @@ class AppManager:
         for task in list(self._draining):
             await task
         await self.runtime.close()
+        self.slots.close()  # the zygotes are gone too: every slot and the server's cgroup folder
         for log in self.logs.values():
             log.close()
 

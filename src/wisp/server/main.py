@@ -50,7 +50,9 @@ from .pool import STOP_GRACE, PoolConfig
 from .recovery import DamagedState, open_store
 from .runtime import get_runtime, groups
 from .runtime.cluster.runtime import ClusterRuntime
+from .runtime.limits import defaults_from_env
 from .runtime.release import bound_from_env as zygote_memory_bound
+from .runtime.slots import Slots
 from .store import Store, StoreURL, parse_store_url
 
 TICK = 1.0  # seconds between idle checks; idle scale-down is precise to about this
@@ -238,7 +240,10 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
             shutil.rmtree(socket_dir, ignore_errors=True)
             store.close()
             return 1
-    manager = AppManager(config, store, builder, chosen, routes)
+    # Containers on this machine: their limits' cgroups (one line said per missing piece).
+    slots = None if isinstance(chosen, ClusterRuntime) else Slots.start(defaults_from_env(os.environ),
+                                                                        groups.stale_cgroups())
+    manager = AppManager(config, store, builder, chosen, routes, slots=slots)
     stop = asyncio.Event()
     force = asyncio.Event()  # a second SIGTERM/SIGINT: stop now, cutting what is left
     loop = asyncio.get_running_loop()
@@ -379,6 +384,7 @@ def main(argv: list[str] | None = None) -> None:
     gateway_options_from_env()  # a bad setting stops the server here, with its name
     try:
         zygote_memory_bound()
+        defaults_from_env(os.environ)  # the containers' default limits
     except ValueError as exc:
         sys.exit(f"wisp server: {exc}")
     if (os.environ.get("WISP_BUILDER") or "local") not in BUILDERS:

@@ -87,6 +87,13 @@ class Lease:
             self._released = True
             self._pool._release(self._container, status, broken, self._since)
 
+    def failure(self) -> str | None:
+        """Why its container failed the request, when known: killed for memory."""
+        process = self._container.process
+        why = process.out_of_memory() if process is not None else None
+        return None if why is None else (f"The container of `{self._pool.spec.name}` was killed: {why}. "
+                                         "Raise the function's memory= (or its limit, memory=(request, limit)).")
+
 
 class FunctionPool:
     def __init__(self, spec: FunctionSpec, launcher: Launcher, log: AppLog, socket_dir: str, *,
@@ -133,6 +140,8 @@ class FunctionPool:
         self._no_room_until = 0.0  # loop time before which no start is tried again, unless room comes back
         self._yielded_until = 0.0  # until then (pool clock) it starts containers only for waiting requests
         self.last_output: list[str] = []  # the last lines of the container that failed last (a traceback's end)
+        self.oom_kills = 0  # containers the kernel killed for memory (their limit: the function's, `limits.py`)
+        self.last_oom: str | None = None
 
     # -- the gateway's side: the activator ------------------------------------------------------
     @property
@@ -450,6 +459,11 @@ class FunctionPool:
         if was is State.DRAINING:
             self._log.write(f"[wisp] container {c.id} of {self.spec.name} stopped")
             return
+        oom = c.process.out_of_memory() if c.process is not None else None
+        if oom is not None:  # the kernel killed it: that, not its last line, is why it exited
+            self.oom_kills += 1
+            self.last_oom = oom
+            c.recent.append(f"killed: {oom}")
         summary = next((line for line in reversed(c.recent) if line.strip()), f"exit code {code}")
         when = "while starting" if was is State.STARTING else "while serving"
         self.last_error = f"container {c.id} exited {when} (code {code}): {summary}"
@@ -590,6 +604,8 @@ class FunctionPool:
             "queued": observed.queued,
             "state": "failed" if self.failed else "ok",
             "last_error": self.last_error,
+            "oom_kills": self.oom_kills,
+            "last_oom": self.last_oom,
             "settings": {"min_containers": self.settings.min_containers, "max_containers": self.settings.max_containers,
                          "max_inputs": self.spec.allow_concurrent_inputs, "target_inputs": self.settings.target_per_container,
                          "buffer_containers": self.settings.buffer_containers,

@@ -101,6 +101,9 @@ class ModalProcess:
             with contextlib.suppress(OSError):
                 os.unlink(path)
 
+    def out_of_memory(self) -> str | None:
+        return self._process.out_of_memory()
+
     async def stop(self, grace: float) -> None:
         """The kill switch first (it drains and runs its exit hooks), then signals after `grace`."""
         self.task.kill()

@@ -128,5 +128,8 @@ class Reserved:
     async def stop(self, grace: float) -> None:
         await self.process.stop(grace)
 
+    def out_of_memory(self) -> str | None:
+        return self.process.out_of_memory()
+
 
 __all__ = ["CPU_LIMIT_ENV", "Capacity", "CappedLauncher", "Reserved", "cpu_limit", "machine_memory_mb"]
