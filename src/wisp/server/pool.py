@@ -456,14 +456,14 @@ class FunctionPool:
         c.state = State.STOPPED if was is State.DRAINING else State.FAILED
         self._containers.remove(c)
         self._changed.set()
-        if was is State.DRAINING:
-            self._log.write(f"[wisp] container {c.id} of {self.spec.name} stopped")
-            return
         oom = c.process.out_of_memory() if c.process is not None else None
-        if oom is not None:  # the kernel killed it: that, not its last line, is why it exited
+        if oom is not None:  # the kernel killed it (even one already draining after a broken request): say so
             self.oom_kills += 1
             self.last_oom = oom
             c.recent.append(f"killed: {oom}")
+        elif was is State.DRAINING:
+            self._log.write(f"[wisp] container {c.id} of {self.spec.name} stopped")
+            return
         summary = next((line for line in reversed(c.recent) if line.strip()), f"exit code {code}")
         when = "while starting" if was is State.STARTING else "while serving"
         self.last_error = f"container {c.id} exited {when} (code {code}): {summary}"

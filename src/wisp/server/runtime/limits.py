@@ -157,6 +157,7 @@ def find_hierarchy(mountinfo: str, proc_cgroup: str, v2_controllers: str | None 
                     if relative is not None:
                         v1[name] = posixpath.join(mountpoint, relative.lstrip("/")).rstrip("/")
     if v1:
+        v1 = {name: v1[name] for name in CONTROLLERS if name in v1}  # one order, whatever the mounts'
         missing = {name: f"no {name} controller in the cgroup v1 hierarchy" for name in CONTROLLERS if name not in v1}
         return Hierarchy(1, v1, missing)
     if v2_mount is not None and own_v2 is not None:
