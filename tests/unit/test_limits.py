@@ -2,6 +2,8 @@
 with which values, for cgroup v1 and v2. The e2e side is tests/faults/test_limits.py."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import wisp
@@ -24,6 +26,7 @@ from wisp.server.runtime.limits import (
     setup_plan,
     slot_plan,
 )
+from wisp.server.runtime.slots import Slots
 
 # This machine: v1 controllers, an empty v2 at /sys/fs/cgroup/unified, a nested memory cgroup.
 HYBRID_MOUNTS = """\
@@ -245,3 +248,23 @@ def test_the_decorator_records_requests_and_limits(kwargs: dict[str, object], fi
 def test_bad_resources_are_refused_saying_how_to_write_them(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         wisp.App("res").function(**kwargs)(lambda: None)
+
+
+def test_a_server_without_cgroups_says_so_once_per_missing_piece_and_runs_without(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Real I/O on folders that are not cgroups: one it may not create in, and a missing controller."""
+    unwritable = Hierarchy(1, {"memory": "/proc/wisp-no-such-cgroup"}, {"pids": "no pids controller in the cgroup "
+                                                                                "v1 hierarchy"})
+    slots = Slots.start(Defaults(), hierarchy=unwritable)
+    said = capsys.readouterr().out.splitlines()
+    assert said == [
+        "wisp server: limits: no pids controller in the cgroup v1 hierarchy: containers run without a pids limit "
+        "(a fork bomb is not stopped)",
+        f"wisp server: limits: cannot create cgroups in /proc/wisp-no-such-cgroup/wisp-{os.getpid()} (No such file or "
+        "directory): containers run without memory, pids and CPU limits; run the server as root, or in a cgroup "
+        "delegated to its user",
+    ]
+    assert not slots.available
+    supply = slots.supply(Limits(1024, 512, 0.125, 1.0, 512), None)
+    supply.prepare()
+    assert supply.take() is None and supply.for_zygote() is None  # containers start as before, unlimited

@@ -374,6 +374,8 @@ class AppManager:
         # Never the server's environment (WISP_HOME, WISP_TOKEN, ...): what the spec, the secrets and wisp give.
         env = {**base_env(files_dir, os.environ.get("LANG")), **image_env, **(secret_env or {}), "WISP_APP": app_id,
                "WISP_FUNCTION": fn.name, **self.call_env(app_id)}
+        limits = limits_for(fn.cpu, fn.cpu_limit, fn.memory, fn.memory_limit, fn.ephemeral_disk,
+                            self.slots.defaults, machine_cores(), machine_memory_mb())
         launcher: Launcher
         if fn.modal_args is not None:  # deployed by Modal's client: Modal's own container entrypoint (on this machine)
             from .modal_api.launcher import ModalLauncher
@@ -381,13 +383,11 @@ class AppManager:
             zygotes = self.runtime if isinstance(self.runtime, ZygoteRuntime) and fn.fork else None
             launcher = ModalLauncher(str(python), files_dir / fn.modal_args, env, cwd, log, web=fn.web is not None,
                                      method_name=fn.method_name, app_id=app_id, user=user, zygotes=zygotes,
-                                     calls=lambda: self.modal_service)
+                                     calls=lambda: self.modal_service, slots=self.slots.supply(limits, user))
         elif isinstance(self.runtime, ClusterRuntime):  # on a cluster's nodes: each node builds its own env
             app_env = {**(secret_env or {}), "WISP_APP": app_id, "WISP_FUNCTION": fn.name, **self.call_env(app_id)}
             launcher = self.runtime.function_launcher(fn, start, app_env, log, user)
         else:
-            limits = limits_for(fn.cpu, fn.cpu_limit, fn.memory, fn.memory_limit, fn.ephemeral_disk,
-                                self.slots.defaults, machine_cores(), machine_memory_mb())
             launcher = self.runtime.launcher(str(python), start, env=env, cwd=cwd, fork=fn.fork, log=log,
                                              startup_timeout=fn.startup_timeout, user=user,
                                              slots=self.slots.supply(limits, user))

@@ -23,6 +23,9 @@ import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .capacity import positive_setting
+from .cluster.placement import DEFAULT_CPU, DEFAULT_MEMORY_MB
+
 CONTROLLERS = ("memory", "pids", "cpu")
 MEMORY_LIMIT_ENV = "WISP_MEMORY_LIMIT_MB"
 CPU_CEILING_ENV = "WISP_CPU_CEILING"
@@ -53,19 +56,10 @@ class Defaults:
 
 def defaults_from_env(environ: Mapping[str, str]) -> Defaults:
     """The defaults, or ValueError naming the variable that is not a positive number."""
-
     def number(name: str, default: float, kind: type[int] | type[float]) -> float:
-        raw = environ.get(name)
-        if raw is None or raw == "":
-            return default
-        try:
-            value = kind(raw)
-        except ValueError:
-            value = 0
-        if not value > 0:
-            raise ValueError(f"{name}={raw!r} is not a {'whole ' if kind is int else ''}number above 0; "
-                             f"give one, or unset it for the default ({default:g})")
-        return value
+        what = "a whole number" if kind is int else "a number"
+        value = positive_setting(environ, name, kind, what, f"for the default ({default:g})")
+        return default if value is None else value
 
     return Defaults(int(number(MEMORY_LIMIT_ENV, DEFAULT_MEMORY_LIMIT_MB, int)),
                     number(CPU_CEILING_ENV, DEFAULT_CPU_CEILING, float),
@@ -88,8 +82,6 @@ def limits_for(cpu: float | None, cpu_limit: float | None, memory: int | None, m
                ephemeral_disk: int | None, defaults: Defaults, cores: float, machine_mb: int) -> Limits:
     """A function's limits from its decorator (`cpu_limit`/`memory_limit`: the second member of
     Modal's tuples), the server's defaults and the machine (`machine_mb` 0: unknown)."""
-    from .cluster.placement import DEFAULT_CPU, DEFAULT_MEMORY_MB
-
     request_mb = DEFAULT_MEMORY_MB if memory is None else memory
     if memory_limit is not None:
         memory_mb = memory_limit

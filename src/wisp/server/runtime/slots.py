@@ -161,11 +161,12 @@ class Slots:
         return bool(self.base.folders)
 
     @classmethod
-    def start(cls, defaults: Defaults, stale: Iterable[str] = ()) -> Slots:
-        """Find the controllers, remove an earlier run's slots, make this run's folder. Prints
-        one line per missing piece; never raises for want of cgroups."""
+    def start(cls, defaults: Defaults, stale: Iterable[str] = (), hierarchy: Hierarchy | None = None) -> Slots:
+        """Find the controllers (`hierarchy`: what `detect()` finds), remove an earlier run's
+        slots, make this run's folder. Prints one line per missing piece, or what is enforced;
+        never raises for want of cgroups."""
         left = remove_now(stale)
-        hierarchy = detect()
+        hierarchy = hierarchy or detect()
         slots = cls(hierarchy, defaults)
         slots.problems = missing_lines(hierarchy)
         if left:
@@ -185,6 +186,10 @@ class Slots:
                 groups.set_cgroups(sorted(set(base.folders.values())))
         for line in slots.problems:
             print(f"wisp server: {line}", flush=True)
+        if slots.available:
+            print(f"wisp server: limits: cgroup v{hierarchy.version} ({', '.join(base.folders)}): a container gets at "
+                  f"most max(memory=, {defaults.memory_limit_mb} MiB) of memory, {defaults.pids} pids and "
+                  f"max(cpu=, {defaults.cpu_ceiling:g}) cores, unless its function sets limits", flush=True)
         return slots
 
     def supply(self, limits: Limits, user: AppUser | None) -> SlotSupply:

@@ -767,12 +767,18 @@ class ZygoteRuntime:
                 stopped.append(f"image zygote {key}")
         return stopped
 
-    async def fork_module(self, python: str, request: dict[str, Any]) -> ForkedProcess:
+    async def fork_module(self, python: str, request: dict[str, Any], slot: Slot | None = None) -> ForkedProcess:
         """A child of the image's zygote that runs a module (`request["module"]`: Modal's
-        entrypoint) rather than wisp's agent. The image zygote counts as busy while it runs."""
-        image = await self.image_zygote(python)
+        entrypoint) rather than wisp's agent, in its cgroup `slot`. The image zygote counts as
+        busy while it runs."""
+        try:
+            image = await self.image_zygote(python)
+        except BaseException:
+            if slot is not None:
+                slot.done()
+            raise
         image.last_used = time.monotonic()
-        process = await fork_from(image.socket_path, request)
+        process = await fork_from(image.socket_path, request, slot)
         self._outside[python] += 1
 
         def ended(_: object) -> None:
