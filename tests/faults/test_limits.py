@@ -66,10 +66,11 @@ def _slot_folders(home: Path) -> list[str]:
 
 
 def _slots_in(folders: list[str]) -> list[str]:
+    """The slots below the server's folders (v2: below each app's folder): c<N> and z<N>."""
     found = []
     for folder in folders:
-        if os.path.isdir(folder):
-            found += [e.path for e in os.scandir(folder) if e.is_dir()]
+        for parent, names, _ in os.walk(folder):
+            found += [os.path.join(parent, n) for n in names if n[:1] in "cz" and n[1:].isdigit()]
     return found
 
 
@@ -124,6 +125,22 @@ def test_the_limits_are_in_the_containers_own_slot(hog: Wisp) -> None:
         assert found["cpu_max"] == "50000 100000"
     else:  # v1: cpu=(0.25, 0.5) is half a core of quota per period
         assert (found["cfs_quota_us"], found["cfs_period_us"]) == ("50000", "100000")
+
+
+def test_the_function_zygote_imports_the_script_under_limits_too(hog: Wisp) -> None:
+    """The zygote runtime: the function zygote runs user code (the import) in a slot of its own."""
+    if hog.env["WISP_RUNTIME"] != "zygote":
+        pytest.skip("fresh processes have no function zygote")
+    folders = _slot_folders(hog.home)
+    memory = next((f for f in folders if "/memory/" in f), folders[0])  # v1: the memory hierarchy's; v2: the one
+    zygotes = [f for f in _slots_in([memory]) if os.path.basename(f).startswith("z")]
+    held = {f: Path(f, "cgroup.procs").read_text().split() for f in zygotes}
+    assert any(held.values()), held
+    for folder, pids in held.items():
+        if pids:
+            limit = Path(folder, "memory.limit_in_bytes" if Path(folder, "memory.limit_in_bytes").exists()
+                         else "memory.max").read_text().strip()
+            assert limit.isdigit() and int(limit) <= 1024 << 20, (folder, limit)
 
 
 def test_a_container_past_its_memory_limit_gets_a_502_and_is_replaced_while_neighbours_answer(hog: Wisp) -> None:

@@ -52,7 +52,7 @@ from .runtime import get_runtime, groups
 from .runtime.cluster.runtime import ClusterRuntime
 from .runtime.limits import defaults_from_env
 from .runtime.release import bound_from_env as zygote_memory_bound
-from .runtime.slots import Slots
+from .runtime.slots import Slots, remove_now
 from .store import Store, StoreURL, parse_store_url
 
 TICK = 1.0  # seconds between idle checks; idle scale-down is precise to about this
@@ -241,8 +241,12 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
             store.close()
             return 1
     # Containers on this machine: their limits' cgroups (one line said per missing piece).
-    slots = None if isinstance(chosen, ClusterRuntime) else Slots.start(defaults_from_env(os.environ),
-                                                                        groups.stale_cgroups())
+    slots = None
+    if isinstance(chosen, ClusterRuntime):  # limits on the nodes are not enforced yet; an earlier run's slots go
+        remove_now(groups.stale_cgroups())
+        groups.set_cgroups([])
+    else:
+        slots = Slots.start(defaults_from_env(os.environ), groups.stale_cgroups())
     manager = AppManager(config, store, builder, chosen, routes, slots=slots)
     stop = asyncio.Event()
     force = asyncio.Event()  # a second SIGTERM/SIGINT: stop now, cutting what is left

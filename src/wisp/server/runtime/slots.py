@@ -177,10 +177,12 @@ class Slots:
             try:
                 run_steps(setup_plan(hierarchy, base, os.getpid()))
             except OSError as exc:
+                advice = ("its cgroup holds other processes, so it cannot hand its controllers on: run the server "
+                          "in a cgroup of its own (a systemd service, or systemd-run --scope -p Delegate=yes)"
+                          if exc.errno == errno.EBUSY else "run the server as root, or in a cgroup delegated to its user")
                 slots.problems.append(
                     f"limits: cannot create cgroups in {exc.filename or next(iter(base.folders.values()))} "
-                    f"({exc.strerror}): containers run without memory, pids and CPU limits; run the server as "
-                    "root, or in a cgroup delegated to its user")
+                    f"({exc.strerror}): containers run without memory, pids and CPU limits; {advice}")
             else:
                 slots.base = base
                 groups.set_cgroups(sorted(set(base.folders.values())))
