@@ -18,8 +18,9 @@ Two levels, both this module:
   themselves, so each shows the error as a fresh process would.
 
 Requests arrive on a Unix socket: a JSON line plus two file descriptors, the child's output pipe
-and a status pipe. A request may name a uid/gid (the app's, issue 11): the child drops to it
-before it takes the environment and folder, so neither a function zygote's import nor a
+and a status pipe. A request may name a cgroup slot (`cgroup`: its `cgroup.procs` files, issue
+15), which the child joins before anything else (`cgroup.join`), and a uid/gid (the app's, issue
+11): the child drops to it before it takes the environment and folder, so neither a function zygote's import nor a
 container ever runs as the image zygote's root. A zygote reaps its children and writes each one's exit code to its status
 pipe (the server is not their parent). SIGTERM retires a zygote: it stops taking requests and
 exits once its children have. Its parent's death (the kernel's SIGHUP, asked for with
