@@ -1,6 +1,7 @@
-"""The child's first step (`wisp._runtime.cgroup.join`), in a real forked child: its pid goes to
-each file, and a child that cannot join says why on its output and exits instead of running
-without its limits. Regular files stand in for `cgroup.procs` (the write is the same)."""
+"""The child's first step (`wisp._runtime.cgroup.join`), in a real forked child: "0" (itself) goes
+to each file, and a child that cannot join says why on its output and exits instead of running
+without its limits. Regular files stand in for `tasks` / `cgroup.procs` (the write is the same);
+tests/faults/test_limits.py joins real cgroups."""
 from __future__ import annotations
 
 import os
@@ -23,13 +24,13 @@ def _in_child(procs: list[str] | None) -> tuple[int, int, str]:
     return pid, os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), said
 
 
-def test_the_child_writes_its_pid_to_every_slot_file(tmp_path: Path) -> None:
-    files = [tmp_path / "memory.procs", tmp_path / "pids.procs"]
+def test_the_child_writes_itself_to_every_slot_file(tmp_path: Path) -> None:
+    files = [tmp_path / "memory.tasks", tmp_path / "pids.tasks"]
     for f in files:
         f.write_text("")
-    pid, code, said = _in_child([str(f) for f in files])
+    _, code, said = _in_child([str(f) for f in files])
     assert (code, said) == (0, "")
-    assert [f.read_text() for f in files] == [str(pid), str(pid)]
+    assert [f.read_text() for f in files] == ["0", "0"]
 
 
 def test_no_slot_no_write() -> None:

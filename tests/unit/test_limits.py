@@ -133,17 +133,18 @@ def test_a_v1_slot_writes_each_controllers_files_and_is_joinable_by_the_app() ->
         Mkdir("/m/wisp-7/c3"),
         Write("/m/wisp-7/c3/memory.limit_in_bytes", str(160 << 20)),
         Write("/m/wisp-7/c3/memory.memsw.limit_in_bytes", str(160 << 20), optional=True),
-        Chown("/m/wisp-7/c3/cgroup.procs", 2000, 2000),
+        Chown("/m/wisp-7/c3/tasks", 2000, 2000),
         Mkdir("/p/wisp-7/c3"),
         Write("/p/wisp-7/c3/pids.max", "100"),
-        Chown("/p/wisp-7/c3/cgroup.procs", 2000, 2000),
+        Chown("/p/wisp-7/c3/tasks", 2000, 2000),
         Mkdir("/c/wisp-7/c3"),
         Write("/c/wisp-7/c3/cpu.shares", "256"),
         Write("/c/wisp-7/c3/cpu.cfs_period_us", "100000"),
         Write("/c/wisp-7/c3/cpu.cfs_quota_us", "50000"),
-        Chown("/c/wisp-7/c3/cgroup.procs", 2000, 2000),
+        Chown("/c/wisp-7/c3/tasks", 2000, 2000),
     )
-    assert plan.procs == ("/m/wisp-7/c3/cgroup.procs", "/p/wisp-7/c3/cgroup.procs", "/c/wisp-7/c3/cgroup.procs")
+    # the child moves its one thread (v1 `tasks`): no global lock, no RCU grace period on the cold start
+    assert plan.procs == ("/m/wisp-7/c3/tasks", "/p/wisp-7/c3/tasks", "/c/wisp-7/c3/tasks")
     assert plan.oom_file == "/m/wisp-7/c3/memory.oom_control"
 
 

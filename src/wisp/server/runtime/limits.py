@@ -27,6 +27,7 @@ from .capacity import positive_setting
 from .cluster.placement import DEFAULT_CPU, DEFAULT_MEMORY_MB
 
 CONTROLLERS = ("memory", "pids", "cpu")
+LIMITS_ENV = "WISP_LIMITS"  # "0": no cgroup limits at all (a benchmark's baseline; said at start)
 MEMORY_LIMIT_ENV = "WISP_MEMORY_LIMIT_MB"
 CPU_CEILING_ENV = "WISP_CPU_CEILING"
 PIDS_LIMIT_ENV = "WISP_PIDS_LIMIT"
@@ -221,8 +222,8 @@ def setup_plan(hierarchy: Hierarchy, base: Base, pid: int, leaf: str = "wisp-ser
 
 @dataclass(frozen=True)
 class SlotPlan:
-    """One slot: the steps that make it, the files its process writes its pid to (join), and
-    where the kernel counts its out-of-memory kills."""
+    """One slot: the steps that make it, the files its process writes 0 (itself) to, to join it
+    (v1 `tasks`, v2 `cgroup.procs`), and where the kernel counts its out-of-memory kills."""
 
     steps: tuple[Step, ...]
     folders: tuple[str, ...]  # removed (deepest first) when the slot is done with
@@ -272,10 +273,12 @@ def slot_plan(base: Base, name: str, limits: Limits, owner: tuple[int, int] | No
             steps += [Write(f"{folder}/cpu.shares", str(max(2, round(1024 * limits.cpu)))),
                       Write(f"{folder}/cpu.cfs_period_us", str(CFS_PERIOD_US)),
                       Write(f"{folder}/cpu.cfs_quota_us", _quota(limits.cpu_ceiling))]
+        # The child joins through `tasks` (its one thread, pid 0): a v1 write there takes no global
+        # lock, where one to cgroup.procs waits for an RCU grace period (~10 ms) after an idle spell.
         if owner is not None:
-            steps.append(Chown(f"{folder}/cgroup.procs", *owner))
+            steps.append(Chown(f"{folder}/tasks", *owner))
         folders.append(folder)
-        procs.append(f"{folder}/cgroup.procs")
+        procs.append(f"{folder}/tasks")
     return SlotPlan(tuple(steps), tuple(folders), tuple(procs), oom_file)
 
 

@@ -122,7 +122,7 @@ class Slot:
 
     @property
     def procs(self) -> list[str]:
-        """The files the child writes its pid to (`wisp._runtime.cgroup.join`)."""
+        """The files the child writes 0 (itself) to (`wisp._runtime.cgroup.join`)."""
         return list(self.plan.procs)
 
     def oom_killed(self) -> bool:
