@@ -183,9 +183,11 @@ class Slots:
                 slots.problems.append(
                     f"limits: cannot create cgroups in {exc.filename or next(iter(base.folders.values()))} "
                     f"({exc.strerror}): containers run without memory, pids and CPU limits; {advice}")
+                remove_now(set(base.folders.values()), 0)  # what the plan made before it failed
             else:
                 slots.base = base
-                groups.set_cgroups(sorted(set(base.folders.values())))
+        # What the next start removes: this run's folder, and what could not be removed now.
+        groups.set_cgroups([*left, *sorted(set(slots.base.folders.values()))])
         for line in slots.problems:
             print(f"wisp server: {line}", flush=True)
         if slots.available:
