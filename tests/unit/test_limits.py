@@ -165,7 +165,6 @@ def test_a_v2_slot_lies_below_its_apps_delegated_folder() -> None:
     assert app_plan(V2, (2000, 2000)) == [
         Mkdir("/sys/fs/cgroup/svc/wisp-7/app-2000"),
         Write("/sys/fs/cgroup/svc/wisp-7/app-2000/cgroup.subtree_control", "+memory +pids +cpu"),
-        Chown("/sys/fs/cgroup/svc/wisp-7/app-2000", 2000, 2000),
         Chown("/sys/fs/cgroup/svc/wisp-7/app-2000/cgroup.procs", 2000, 2000),
     ]
     assert app_plan(V1, (2000, 2000)) == []

@@ -239,15 +239,17 @@ def app_folder(base: Base, uid: int | None) -> str | None:
 
 
 def app_plan(base: Base, owner: tuple[int, int] | None) -> list[Step]:
-    """v2: an app's folder, its controllers handed on to its slots, and the files a process of the
-    app must be able to write to move itself between them (the common ancestor's cgroup.procs)."""
+    """v2: an app's folder, its controllers handed on to its slots, and the file a process of the
+    app must be able to write to move itself between them (the common ancestor's cgroup.procs).
+    Never the folder itself: an app that could make a cgroup in it could move into one without
+    limits. Nor can it join the folder: it hands on controllers, so it may hold no process."""
     folder = app_folder(base, owner[0] if owner else None)
     if folder is None:
         return []
     controllers = [c for c in CONTROLLERS if c in base.folders]
     steps: list[Step] = [Mkdir(folder), Write(posixpath.join(folder, "cgroup.subtree_control"), _v2_enable(controllers))]
     if owner is not None:
-        steps += [Chown(folder, *owner), Chown(posixpath.join(folder, "cgroup.procs"), *owner)]
+        steps.append(Chown(posixpath.join(folder, "cgroup.procs"), *owner))
     return steps
 
 
