@@ -16,7 +16,6 @@ NO_OPS: dict[str, str] = {
     "enable_memory_snapshot": "containers are forked from a zygote that has imported the script: wisp's snapshot",
     "checkpointing_enabled": "containers are forked from a zygote that has imported the script: wisp's snapshot",
     "allow_cross_region_volumes": "there is one region, this machine",
-    "ephemeral_disk": "recorded like cpu and memory; containers write to the machine's disk",
     "wait_for_response": "requests always wait for the response (and past 150 s, follow the redirect chain)",
 }
 

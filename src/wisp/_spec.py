@@ -61,10 +61,13 @@ class FunctionSpec:
     buffer_containers: int = 0  # extra idle containers kept while the function is busy
     startup_timeout: int = 300  # seconds a container may take to become ready (enter included)
     fork: bool = True  # False: every container a fresh interpreter, never forked from a zygote
-    # Reserved for each container (server/runtime/capacity.py); cpu and memory are not limits yet.
-    cpu: float | None = None
-    memory: int | None = None
+    # Reservations (placement, capacity.py) and the floors of the limits (server/runtime/limits.py).
+    cpu: float | None = None  # cores
+    memory: int | None = None  # MiB
     gpu: GpuValue = None  # canonical `gpu=` (wisp._gpu): "T4", "A100:2", or fallbacks ("H100", "A100")
+    cpu_limit: float | None = None  # a CFS quota in cores: `cpu=(request, limit)`
+    memory_limit: int | None = None  # a hard limit in MiB: `memory=(request, limit)`
+    ephemeral_disk: int | None = None  # MiB of /tmp
     retries: dict[str, Any] | None = None  # wisp._retries.policy(): max_retries, backoff, delays
     secrets: tuple[SecretRef, ...] = ()
     # A method of a class (S12): the container makes one instance of `cls` (the class's dotted

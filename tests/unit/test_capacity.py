@@ -67,6 +67,9 @@ class Process:
     async def stop(self, grace: float) -> None:
         self.ended.set()
 
+    def out_of_memory(self) -> str | None:
+        return None
+
 
 class Inner:
     def __init__(self) -> None:

@@ -116,6 +116,10 @@ IMAGE = ImageSpec("debian_slim", "3.11")
     ({"resources": api_pb2.Resources(gpu_config=api_pb2.GPUConfig(gpu_type="A100-80GB", count=2))},
      {"gpu": "A100-80GB:2"}),
     ({"resources": api_pb2.Resources(gpu_config=api_pb2.GPUConfig(gpu_type="H100!", count=1))}, {"gpu": "H100!"}),
+    ({}, {"cpu": None, "cpu_limit": None, "memory": None, "memory_limit": None, "ephemeral_disk": None}),
+    ({"resources": api_pb2.Resources(milli_cpu=250, milli_cpu_max=1500, memory_mb=256, memory_mb_max=1024,
+                                     ephemeral_disk_mb=2048)},  # cpu=(0.25, 1.5), memory=(256, 1024)
+     {"cpu": 0.25, "cpu_limit": 1.5, "memory": 256, "memory_limit": 1024, "ephemeral_disk": 2048}),
 ])
 def test_function_definitions_become_function_specs(fields: dict[str, Any], expected: dict[str, Any]) -> None:
     spec = function_spec(function(**fields), IMAGE)

@@ -42,6 +42,10 @@ class FakeProcess:
         self._ready = ready
         self._ended = asyncio.Event()
         self.code = 0
+        self.oom: str | None = None  # what the cgroup slot would say once the kernel killed it for memory
+
+    def out_of_memory(self) -> str | None:
+        return self.oom
 
     async def lines(self) -> AsyncIterator[bytes]:
         if self._ready:
@@ -317,4 +321,31 @@ def test_requests_waiting_past_the_queue_timeout_get_a_503_oldest_first(log: App
         with pytest.raises(TargetUnavailable):
             await asyncio.wait_for(second, 5)
         await pool.stop()
+    run(body)
+
+
+def test_a_container_killed_for_memory_is_named_in_its_502_its_log_and_its_status(log: AppLog) -> None:
+    """The gateway sees the broken connection first (`Lease.failure` gives its 502 the reason),
+    the exit comes after: counted even though the broken request already set it draining."""
+    async def body() -> None:
+        launcher = FakeLauncher()
+        pool = make_pool(log, Clock(), launcher)
+        await started(pool, 1)
+        lease = pool.try_acquire()
+        assert lease is not None and lease.failure() is None  # alive, nothing to say
+        victim = launcher.started[0]
+        victim.oom = "out of memory (limit 160 MiB)"
+        assert lease.failure() == ("The container of `f` was killed: out of memory (limit 160 MiB). "
+                                   "Raise the function's memory= (or its limit, memory=(request, limit)).")
+        lease.release(broken=True, status=502)
+        victim.crash(-9)
+        while pool.status()["oom_kills"] != 1:
+            await asyncio.sleep(0.005)
+        status = pool.status()
+        assert status["last_oom"] == "out of memory (limit 160 MiB)"
+        assert "exited while serving (code -9): killed: out of memory (limit 160 MiB)" in str(status["last_error"])
+        await started(pool, 1)  # replaced, as after any crash
+        assert len(launcher.started) == 2 and not pool.failed
+        await pool.stop()
+        assert "killed: out of memory (limit 160 MiB)" in log.path.read_text()
     run(body)

@@ -40,6 +40,8 @@ def _problem(ep: dict[str, Any]) -> None:
         _output.say(f"    FAILED: containers keep failing to start; last error: {ep['last_error']}")
     elif ep.get("last_error"):
         _output.say(f"    last error: {ep['last_error']}")
+    if ep.get("oom_kills"):
+        _output.say(f"    killed for memory: {ep['oom_kills']} container(s), the last {ep['last_oom']}")
 
 
 def stop(args: argparse.Namespace) -> int:

@@ -40,10 +40,12 @@ from .metrics import Gauge, Labels, Metrics
 from .pool import FunctionPool, PoolConfig
 from .runtime import NotReady, Runtime, gpus
 from .runtime.base import Launcher
-from .runtime.capacity import Capacity, CappedLauncher
+from .runtime.capacity import Capacity, CappedLauncher, machine_memory_mb
 from .runtime.cluster.placement import need_of
 from .runtime.cluster.runtime import ClusterRuntime
+from .runtime.limits import limits_for, machine_cores
 from .runtime.placement import check_local_runtime, container_settings, local_path, place_files
+from .runtime.slots import Slots, unavailable
 from .runtime.zygote import ZygoteRuntime
 from .spawned import SpawnedCalls
 from .store import AppRow, Store, StoreError, VersionRow
@@ -90,9 +92,10 @@ class ManagerConfig:
 
 class AppManager:
     def __init__(self, config: ManagerConfig, store: Store, builder: LocalImageBuilder, runtime: Runtime,
-                 routes: dict[str, Target], metrics: Metrics | None = None) -> None:
+                 routes: dict[str, Target], metrics: Metrics | None = None, slots: Slots | None = None) -> None:
         """`routes`: the gateway's label -> Target table, which deploys swap; the collaborators are live
-        objects, the config plain values."""
+        objects, the config plain values. `slots`: the cgroups that enforce containers' limits
+        (`Slots.start()`; None: none)."""
         self.home = config.home
         self.uid_range = config.uid_range
         self.bundle_limits = config.bundles
@@ -104,6 +107,7 @@ class AppManager:
         self.capacity = Capacity.of_this_machine()
         self.capacity.reclaim = self._reclaim
         self.capacity.reclaim_gpu = self._reclaim
+        self.slots = slots or unavailable()
         self.routes = routes
         self.gateway_port = config.gateway_port
         self.socket_dir = config.socket_dir
@@ -378,6 +382,8 @@ class AppManager:
         # Never the server's environment (WISP_HOME, WISP_TOKEN, ...): what the spec, the secrets and wisp give.
         env = {**base_env(files_dir, os.environ.get("LANG")), **image_env, **(secret_env or {}), "WISP_APP": app_id,
                "WISP_FUNCTION": fn.name, **self.call_env(app_id)}
+        limits = limits_for(fn.cpu, fn.cpu_limit, fn.memory, fn.memory_limit, fn.ephemeral_disk,
+                            self.slots.defaults, machine_cores(), machine_memory_mb())
         launcher: Launcher
         if fn.modal_args is not None:  # deployed by Modal's client: Modal's own container entrypoint (on this machine)
             from .modal_api.launcher import ModalLauncher
@@ -385,13 +391,14 @@ class AppManager:
             zygotes = self.runtime if isinstance(self.runtime, ZygoteRuntime) and fn.fork else None
             launcher = ModalLauncher(str(python), files_dir / fn.modal_args, env, cwd, log, web=fn.web is not None,
                                      method_name=fn.method_name, app_id=app_id, user=user, zygotes=zygotes,
-                                     calls=lambda: self.modal_service)
+                                     calls=lambda: self.modal_service, slots=self.slots.supply(limits, user))
         elif isinstance(self.runtime, ClusterRuntime):  # on a cluster's nodes: each node builds its own env
             app_env = {**(secret_env or {}), "WISP_APP": app_id, "WISP_FUNCTION": fn.name, **self.call_env(app_id)}
             launcher = self.runtime.function_launcher(fn, start, app_env, log, user)
         else:
             launcher = self.runtime.launcher(str(python), start, env=env, cwd=cwd, fork=fn.fork, log=log,
-                                             startup_timeout=fn.startup_timeout, user=user)
+                                             startup_timeout=fn.startup_timeout, user=user,
+                                             slots=self.slots.supply(limits, user))
         unplaceable = None
         if not isinstance(self.runtime, ClusterRuntime):  # on this machine: within its cores, on its GPUs
             unplaceable = gpus.unplaceable(fn.gpu, self.capacity.gpus)
@@ -798,6 +805,7 @@ class AppManager:
         for task in list(self._draining):
             await task
         await self.runtime.close()
+        self.slots.close()  # the zygotes are gone too: every slot and the server's cgroup folder
         for log in self.logs.values():
             log.close()
 

@@ -50,9 +50,11 @@ from .logs import UnfailingStream, check_log_max_bytes
 from .modal_api.start import ModalAPI, start_modal_api
 from .pool import STOP_GRACE, PoolConfig
 from .recovery import DamagedState, open_store
-from .runtime import get_runtime, groups
+from .runtime import Runtime, get_runtime, groups
 from .runtime.cluster.runtime import ClusterRuntime
+from .runtime.limits import LIMITS_ENV, defaults_from_env
 from .runtime.release import bound_from_env as zygote_memory_bound
+from .runtime.slots import Slots, remove_now
 from .store import Store, StoreURL, parse_store_url
 
 TICK = 1.0  # seconds between idle checks; idle scale-down is precise to about this
@@ -146,6 +148,20 @@ def _isolation(home: Path) -> tuple[int, int] | None:
         print(f"wisp server: {problem}", flush=True)
     secure_home(home, uid_range is not None)
     return uid_range
+
+
+def _limits(runtime: Runtime) -> Slots | None:
+    """The cgroups that enforce containers' limits on this machine (`Slots.start` says what it
+    runs without); None on a cluster (the nodes' limits are not enforced yet) or when
+    WISP_LIMITS=0 asks for none (said too). An earlier run's slots are removed either way."""
+    if isinstance(runtime, ClusterRuntime) or os.environ.get(LIMITS_ENV) == "0":
+        remove_now(groups.stale_cgroups())
+        groups.set_cgroups([])
+        if not isinstance(runtime, ClusterRuntime):
+            print(f"wisp server: limits: off ({LIMITS_ENV}=0): containers run without memory, pids and CPU limits",
+                  flush=True)
+        return None
+    return Slots.start(defaults_from_env(os.environ), groups.stale_cgroups())
 
 
 def shutdown_grace(value: str | None = None) -> float:
@@ -267,7 +283,8 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
             shutil.rmtree(socket_dir, ignore_errors=True)
             store.close()
             return 1
-    manager = AppManager(config, store, builder, chosen, routes)
+    slots = _limits(chosen)
+    manager = AppManager(config, store, builder, chosen, routes, slots=slots)
     if manager.capacity.gpus.devices:  # what gpu= functions are matched against (docs/gpus.md)
         print(f"wisp server: GPUs: {manager.capacity.gpus.describe()}, from {manager.capacity.gpus.source}", flush=True)
     stop = asyncio.Event()
@@ -412,6 +429,7 @@ def main(argv: list[str] | None = None) -> None:
     bundle_limits_from_env()
     try:
         zygote_memory_bound()
+        defaults_from_env(os.environ)  # the containers' default limits
     except ValueError as exc:
         sys.exit(f"wisp server: {exc}")
     if (os.environ.get("WISP_BUILDER") or "local") not in BUILDERS:

@@ -93,6 +93,13 @@ class Lease:
             self._released = True
             self._pool._release(self._container, status, broken, self._since)
 
+    def failure(self) -> str | None:
+        """Why its container failed the request, when known: killed for memory."""
+        process = self._container.process
+        why = process.out_of_memory() if process is not None else None
+        return None if why is None else (f"The container of `{self._pool.spec.name}` was killed: {why}. "
+                                         "Raise the function's memory= (or its limit, memory=(request, limit)).")
+
 
 class FunctionPool:
     def __init__(self, spec: FunctionSpec, launcher: Launcher, log: AppLog, socket_dir: str, *,
@@ -148,6 +155,8 @@ class FunctionPool:
         self._no_room_until = 0.0  # loop time before which no start is tried again, unless room comes back
         self._yielded_until = 0.0  # until then (pool clock) it starts containers only for waiting requests
         self.last_output: list[str] = []  # the last lines of the container that failed last (a traceback's end)
+        self.oom_kills = 0  # containers the kernel killed for memory (their limit: the function's, `limits.py`)
+        self.last_oom: str | None = None
 
     # -- the gateway's side: the activator ------------------------------------------------------
     @property
@@ -490,7 +499,12 @@ class FunctionPool:
         c.state = State.STOPPED if was is State.DRAINING else State.FAILED
         self._containers.remove(c)
         self._changed.set()
-        if was is State.DRAINING:
+        oom = c.process.out_of_memory() if c.process is not None else None
+        if oom is not None:  # the kernel killed it (even one already draining after a broken request): say so
+            self.oom_kills += 1
+            self.last_oom = oom
+            c.recent.append(f"killed: {oom}")
+        elif was is State.DRAINING:
             self._log.write(f"[wisp] container {c.id} of {self.spec.name} stopped")
             return
         summary = next((line for line in reversed(c.recent) if line.strip()), f"exit code {code}")
@@ -638,6 +652,8 @@ class FunctionPool:
             "state": "unplaceable" if self.unplaceable else "failed" if self.failed else "ok",
             "last_error": self.unplaceable or self.last_error,
             "gpu": self.spec.gpu,
+            "oom_kills": self.oom_kills,
+            "last_oom": self.last_oom,
             "settings": {"min_containers": self.settings.min_containers, "max_containers": self.settings.max_containers,
                          "max_inputs": self.spec.allow_concurrent_inputs, "target_inputs": self.settings.target_per_container,
                          "buffer_containers": self.settings.buffer_containers,

@@ -28,6 +28,7 @@ from ..isolation import AppUser
 from ..runtime.base import ContainerProcess, Log
 from ..runtime.gpus import NO_GPUS, Grant
 from ..runtime.local import spawn
+from ..runtime.slots import Slot, SlotSupply
 from ..runtime.zygote import ZygoteError, ZygoteRuntime
 from .bridge import Bridge, http_server_factory
 from .service import ModalService
@@ -102,6 +103,9 @@ class ModalProcess:
             with contextlib.suppress(OSError):
                 os.unlink(path)
 
+    def out_of_memory(self) -> str | None:
+        return self._process.out_of_memory()
+
     async def stop(self, grace: float) -> None:
         """The kill switch first (it drains and runs its exit hooks), then signals after `grace`."""
         self.task.kill()
@@ -117,8 +121,10 @@ class ModalLauncher:
 
     def __init__(self, python: str, arguments: Path, env: Mapping[str, str], cwd: Path, log: Log, *,
                  web: bool, method_name: str | None, app_id: str, user: AppUser | None = None,
-                 zygotes: ZygoteRuntime | None = None, calls: Callable[[], ModalService | None] = lambda: None) -> None:
+                 zygotes: ZygoteRuntime | None = None, calls: Callable[[], ModalService | None] = lambda: None,
+                 slots: SlotSupply | None = None) -> None:
         self.python = python
+        self.slots = slots  # its containers' limits (cgroup slots), as for wisp's own containers
         self.arguments = arguments
         self.env = dict(env)
         self.cwd = cwd
@@ -137,6 +143,8 @@ class ModalLauncher:
     def prepare(self) -> None:
         """Start the image's zygote ahead of the first container (its import of Modal's client
         would otherwise be part of a cold start)."""
+        if self.slots is not None:
+            self.slots.prepare()
         if self.zygotes is not None and self._preparing is None:
             self._preparing = asyncio.ensure_future(self.zygotes.image_zygote(self.python))
 
@@ -184,13 +192,20 @@ class ModalLauncher:
             request: dict[str, object] = {"module": ENTRYPOINT, "env": env, "cwd": str(self.cwd)}
             if self.user is not None:
                 request.update(uid=self.user.uid, gid=self.user.gid)
+            if self.slots is not None:
+                request["tmp_size_mb"] = self.slots.limits.tmp_size_mb
             try:
-                return await self.zygotes.fork_module(self.python, request)
+                return await self.zygotes.fork_module(self.python, request, self._slot())
             except (ZygoteError, OSError) as exc:
                 note = f"started as a fresh process: the image's zygote could not fork it ({exc})"
-        return await spawn([self.python, "-m", ENTRYPOINT], env, self.cwd, self.user, note)
+        return await spawn([self.python, "-m", ENTRYPOINT], env, self.cwd, self.user, note, self._slot())
+
+    def _slot(self) -> Slot | None:
+        return self.slots.take() if self.slots is not None else None
 
     async def close(self) -> None:
+        if self.slots is not None:
+            self.slots.close()
         if self.zygotes is not None:
             self.zygotes.release(self.python)
             self.zygotes = None

@@ -218,7 +218,16 @@ def function_spec(fn: api_pb2.Function, image: ImageSpec, ranked: Sequence[api_p
         "startup_timeout": fn.startup_timeout_secs or 300,
         "secrets": secrets,
         "gpu": gpu_of(ranked or [fn]),
+        **resources(fn.resources),
     }
+
+
+def resources(r: api_pb2.Resources) -> dict[str, Any]:
+    """`cpu=`, `memory=` (with the limits of Modal's tuples) and `ephemeral_disk=` as spec fields;
+    0 in the proto means unset."""
+    return {"cpu": r.milli_cpu / 1000 or None, "cpu_limit": r.milli_cpu_max / 1000 or None,
+            "memory": r.memory_mb or None, "memory_limit": r.memory_mb_max or None,
+            "ephemeral_disk": r.ephemeral_disk_mb or None}
 
 
 def arguments_path(function_name: str) -> str:

@@ -10,7 +10,7 @@ GPUs (`gpus.choose`) for its container's life: none free, its requests wait like
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 
 from ..._gpu import GpuOption
 from .base import ContainerProcess, Launcher, NoCapacity
@@ -34,19 +34,27 @@ def machine_memory_mb() -> int:
     return 0
 
 
-def cpu_limit(environ: dict[str, str] | os._Environ[str], cores: int) -> float:
-    """The cores containers may reserve together: WISP_CPU_LIMIT, else every core."""
-    raw = environ.get(CPU_LIMIT_ENV)
+def positive_setting(environ: Mapping[str, str], name: str, kind: type[int] | type[float], what: str,
+                     unset: str) -> float | None:
+    """A setting that must be a number above 0: its value, None when unset, or ValueError saying
+    what it should be (`what`: "a number of cores") and what unsetting it does (`unset`)."""
+    raw = environ.get(name)
     if raw is None or raw == "":
-        return float(cores)
+        return None
     try:
-        value = float(raw)
+        value = kind(raw)
     except ValueError:
-        value = 0.0
+        value = 0
     if not value > 0:
-        raise ValueError(f"{CPU_LIMIT_ENV}={raw!r} is not a number of cores above 0 (this machine has {cores}); "
-                         "give one, or unset it to let containers reserve every core")
+        raise ValueError(f"{name}={raw!r} is not {what} above 0; give one, or unset it {unset}")
     return value
+
+
+def cpu_limit(environ: Mapping[str, str], cores: int) -> float:
+    """The cores containers may reserve together: WISP_CPU_LIMIT, else every core."""
+    value = positive_setting(environ, CPU_LIMIT_ENV, float, "a number of cores",
+                             f"to let containers reserve every core (this machine has {cores})")
+    return float(cores) if value is None else value
 
 
 class Capacity:
@@ -164,6 +172,9 @@ class Reserved:
 
     async def stop(self, grace: float) -> None:
         await self.process.stop(grace)
+
+    def out_of_memory(self) -> str | None:
+        return self.process.out_of_memory()
 
 
 __all__ = ["CPU_LIMIT_ENV", "Capacity", "CappedLauncher", "Reserved", "cpu_limit", "machine_memory_mb"]

@@ -277,7 +277,8 @@ class ClusterRuntime:
 
     # -- the Runtime interface -------------------------------------------------------------------
     def launcher(self, python: str, start: Start, *, env: Mapping[str, str], cwd: Path, fork: bool, log: Log,
-                 startup_timeout: float = 300.0, user: AppUser | None = None) -> ClusterLauncher:
+                 startup_timeout: float = 300.0, user: AppUser | None = None,
+                 slots: object = None) -> ClusterLauncher:
         raise TypeError("the ray runtime starts containers through function_launcher(), which knows the "
                         "function's image and reservation")
 
@@ -429,6 +430,9 @@ class ClusterProcess:
     async def wait(self) -> int:
         await self._done.wait()
         return -9 if self._code is None else self._code
+
+    def out_of_memory(self) -> str | None:
+        return None  # limits on a node are its own runtime's (not enforced through Ray yet)
 
     async def stop(self, grace: float) -> None:
         if self.node.lost:
