@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
 from ._functions import FunctionHandle
+from ._gpu import canonical as canonical_gpu
 from ._image import Image
 from ._modal_keywords import NO_OPS, REFUSED, refusal
 from ._retries import policy
@@ -41,6 +42,7 @@ _FUNCTION_KEYWORDS = {
     "_experimental_buffer_containers": "buffer_containers",
     "startup_timeout": "startup_timeout",
     "fork": "fork",
+    "ephemeral_disk": "ephemeral_disk",
 }
 KEEP_WARM_TRUE = 2  # Modal's fixed warm pool size for keep_warm=True
 
@@ -118,6 +120,16 @@ def _function_fields(where: str, kwargs: dict[str, Any], default_image: Image) -
             fields[target] = fields.get(target, ()) + _secrets(where, value)  # `secret=` and `secrets=` add up
         elif target == "retries":
             fields[target] = policy(value)
+        elif target == "gpu":
+            try:
+                fields[target] = canonical_gpu(value)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}.") from None
+        elif target in ("cpu", "memory"):
+            if value is not None:
+                fields[target], fields[f"{target}_limit"] = _resource(where, key, value)
+        elif target == "ephemeral_disk":
+            fields[target] = None if value is None else _int_in(where, key, value, 1, 3 * 1024 * 1024)
         elif target == "fork":
             if not isinstance(value, bool):
                 raise TypeError(f"{where}: `fork` must be True or False, got {value!r}.")
@@ -129,6 +141,28 @@ def _function_fields(where: str, kwargs: dict[str, Any], default_image: Image) -
     if env:  # Modal's `env=` is the image's environment variables, for this function only
         fields["image"] = image.env(env).spec
     return fields
+
+
+def _resource(where: str, key: str, value: Any) -> tuple[Any, Any]:
+    """`cpu=` (cores) or `memory=` (MiB): a request, or Modal's (request, limit)."""
+    kind, unit = (float, "cores") if key == "cpu" else (int, "MiB")
+    example = "cpu=0.5 or cpu=(0.5, 2.0)" if key == "cpu" else "memory=512 or memory=(512, 1024)"
+
+    def number(part: Any) -> Any:
+        if isinstance(part, bool) or not isinstance(part, (int, float) if kind is float else int) or not part > 0:
+            raise ValueError(f"{where}: `{key}` takes a number of {unit} above 0, or a (request, limit) pair of them; "
+                             f"got {value!r}. Write for example {example}.")
+        return kind(part)
+
+    if isinstance(value, tuple):
+        if len(value) != 2:
+            raise ValueError(f"{where}: `{key}` as a tuple is (request, limit); got {value!r}. Write for example {example}.")
+        request, limit = number(value[0]), number(value[1])
+        if limit < request:
+            raise ValueError(f"{where}: `{key}`'s limit {value[1]!r} is below its request {value[0]!r}; "
+                             "a limit must be at least the request.")
+        return request, limit
+    return number(value), None
 
 
 # Modal keywords without a spec field: honoured as they are, handled here, or refused.

@@ -16,7 +16,6 @@ NO_OPS: dict[str, str] = {
     "enable_memory_snapshot": "containers are forked from a zygote that has imported the script: wisp's snapshot",
     "checkpointing_enabled": "containers are forked from a zygote that has imported the script: wisp's snapshot",
     "allow_cross_region_volumes": "there is one region, this machine",
-    "ephemeral_disk": "recorded like cpu and memory; containers write to the machine's disk",
     "wait_for_response": "requests always wait for the response (and past 150 s, follow the redirect chain)",
 }
 
@@ -42,11 +41,11 @@ REFUSED: dict[str, tuple[str, str]] = {
     "experimental_options": ("wisp has no experimental options", "drop `experimental_options=`"),
     "custom_domains": ("this wisp routes by label only", "use `label=` and point your domain at `<label>.<domain>`"),
     "_experimental_scheduler_placement": ("there is one machine to place on", "drop it"),
-    "_experimental_gpus": ("this wisp does not place GPUs yet", "drop it"),
+    "_experimental_gpus": ("wisp takes GPUs from `gpu=` only", "use `gpu=` (a list gives fallbacks)"),
     "_experimental_proxy_ip": ("wisp has no outbound proxies", "drop it"),
     "_experimental_custom_scaling_factor": ("wisp's autoscaler has no scaling factor",
                                             "use `@wisp.concurrent(max_inputs=..., target_inputs=...)`"),
-    "_experimental_enable_gpu_snapshot": ("this wisp does not place GPUs yet", "drop it"),
+    "_experimental_enable_gpu_snapshot": ("wisp does not snapshot GPU memory", "drop it"),
     "_experimental_boost": ("there is nothing to boost on this machine", "drop it"),
     "_allow_background_volume_commits": ("wisp has no volumes yet", "drop it"),
     "_experimental_restrict_output": ("wisp always returns results with cloudpickle", "drop it"),

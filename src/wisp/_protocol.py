@@ -2,7 +2,8 @@
 zygotes), imported by both sides: versioned messages, one JSON line each.
 
 - `Start`: what a container (or a function's zygote) runs: the app version's folder, the
-  script's module, its Stub's name, the function, and, for a container, its socket. It travels
+  script's module, its Stub's name, the function, and, for a container, its socket and the
+  device nodes of the GPUs it holds (`gpu_devices`). It travels
   as the agent's one argument (`python -m wisp._runtime --start <json>`) or inside a fork
   request to a zygote, never as an argv convention to slice.
 - On a container's output, a protocol line starts with `PREFIX`; any other line is the app's
@@ -37,9 +38,16 @@ class Start:
     function: str
     socket: str | None = None  # where the container listens (a Unix socket, or tcp:HOST:PORT); None for a zygote
     timeout_keep_alive: int = 75
+    # The /dev/nvidiaN nodes of the GPUs this container holds ("/dev/nvidia0", ...); empty without
+    # gpu=. Its CUDA_VISIBLE_DEVICES names the same devices. A sandbox binds only these (and the
+    # shared /dev/nvidiactl, /dev/nvidia-uvm, /dev/nvidia-uvm-tools, /dev/nvidia-modeset).
+    gpu_devices: tuple[str, ...] = ()
 
-    def for_container(self, socket: str) -> Start:
-        return replace(self, socket=socket)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "gpu_devices", tuple(self.gpu_devices))  # a list once through JSON
+
+    def for_container(self, socket: str, gpu_devices: tuple[str, ...] = ()) -> Start:
+        return replace(self, socket=socket, gpu_devices=gpu_devices)
 
     def to_arg(self) -> str:
         return json.dumps(_fields(self))

@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ._gpu import GpuValue
 from ._image_steps import ImageSpec
 
 WebKind = Literal["webhook", "asgi", "wsgi", "web_server"]
@@ -60,10 +61,13 @@ class FunctionSpec:
     buffer_containers: int = 0  # extra idle containers kept while the function is busy
     startup_timeout: int = 300  # seconds a container may take to become ready (enter included)
     fork: bool = True  # False: every container a fresh interpreter, never forked from a zygote
-    # Recorded for other runtimes; the local runtime does not limit these (cpu, memory, gpu).
-    cpu: float | None = None
-    memory: int | None = None
-    gpu: str | None = None
+    # Reservations (placement, capacity.py) and the floors of the limits (server/runtime/limits.py).
+    cpu: float | None = None  # cores
+    memory: int | None = None  # MiB
+    gpu: GpuValue = None  # canonical `gpu=` (wisp._gpu): "T4", "A100:2", or fallbacks ("H100", "A100")
+    cpu_limit: float | None = None  # a CFS quota in cores: `cpu=(request, limit)`
+    memory_limit: int | None = None  # a hard limit in MiB: `memory=(request, limit)`
+    ephemeral_disk: int | None = None  # MiB of /tmp
     retries: dict[str, Any] | None = None  # wisp._retries.policy(): max_retries, backoff, delays
     secrets: tuple[SecretRef, ...] = ()
     # A method of a class (S12): the container makes one instance of `cls` (the class's dotted
@@ -86,6 +90,8 @@ class FunctionSpec:
         values["image"] = ImageSpec.from_data(values["image"])
         values["web"] = WebSpec(**web) if web else None
         values["secrets"] = tuple(SecretRef.from_data(s) for s in values.get("secrets", ()))
+        if isinstance(values.get("gpu"), list):  # fallbacks: a list in JSON
+            values["gpu"] = tuple(values["gpu"])
         return cls(**values)
 
 

@@ -53,3 +53,18 @@ def test_a_function_that_could_never_fit_gets_a_503_saying_why(full: Wisp) -> No
     answer = requests.get(full.url("capacity--huge"), timeout=60)
     assert answer.status_code == 503
     assert "more than any node has" in answer.text and "WISP_CPU_LIMIT" in answer.text, answer.text
+
+
+def test_a_container_handed_a_request_ahead_still_runs_one_at_a_time(full: Wisp) -> None:
+    # Two containers of `quick` fill the core; short requests beyond them are handed to a busy
+    # container one ahead (pool.STANDBY_BELOW), where they wait on the agent's gate.
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda _: requests.get(full.url("capacity--quick"), timeout=120), range(300)))
+    assert [a.status_code for a in answers] == [200] * 300, {a.text for a in answers if a.status_code != 200}
+    assert max(a.json()["running"] for a in answers) == 1
+    assert len({a.json()["pid"] for a in answers}) <= 2
+
+
+def test_a_plain_def_endpoint_may_run_its_own_event_loop(full: Wisp) -> None:
+    answer = requests.get(full.url("capacity--nested", "/?x=6"), timeout=60)
+    assert answer.status_code == 200 and answer.json() == {"value": 42}, answer.text

@@ -117,7 +117,7 @@ def f():
          ["Image build step `pip_install wisp-no-such-package-xyz-0123 (+ ", "wisp-no-such-package-xyz-0123 was not found"]),
         ("", '.apt_install("wisp-no-such-deb-xyz")',
          ["Image build step `apt_install wisp-no-such-deb-xyz` failed: wisp-no-such-deb-xyz is not installed on this "
-          "machine", "sandboxed runtime"]),
+          "machine", "cannot install system packages"]),
         ("", '.run_commands("echo this goes wrong; exit 7")',
          ["Image build step `run_commands: echo this goes wrong; exit 7` failed (exit 7):\nthis goes wrong"]),
         ('"3.99"', "", ["no Python 3.99 interpreter was found", "`uv python install 3.99`"]),

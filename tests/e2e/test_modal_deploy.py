@@ -3,7 +3,9 @@ app with fastapi_endpoint (GET, POST with a pydantic body, docs), asgi_app, wsgi
 secret, proxy auth, min_containers and @modal.concurrent, answered over HTTP as on Modal."""
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import shutil
 import signal
@@ -152,8 +154,10 @@ def test_modal_serve_serves_reloads_and_stops_at_ctrl_c(deployed: tuple[Wisp, di
         except (requests.RequestException, ValueError):
             return None
 
+    # Its own process group, as in a terminal: Ctrl-C goes to the client and to the reload process it
+    # may be starting at that moment (multiprocessing waits for that child at exit).
     serving = subprocess.Popen([MODAL, "serve", "served.py"], cwd=tmp_path, env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_until(lambda: answer() == {"version": 1}, timeout=120, message="modal serve to serve")
         # The client starts watching the folder only after its first publish: an edit made before
@@ -166,10 +170,12 @@ def test_modal_serve_serves_reloads_and_stops_at_ctrl_c(deployed: tuple[Wisp, di
             except AssertionError:
                 script.write_text(SERVED)
         assert answer() == {"version": 2}
-        serving.send_signal(signal.SIGINT)
+        os.killpg(serving.pid, signal.SIGINT)
         out, _ = serving.communicate(timeout=60)
     finally:
-        serving.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(serving.pid, signal.SIGKILL)
+        serving.wait()
     assert serving.returncode == 0, out
     assert "[wisp] serve modal-served version 1" in out, out  # the app's log streams to the terminal
     listed = wisp.run("app", "list").stdout

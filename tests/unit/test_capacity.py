@@ -9,6 +9,7 @@ import pytest
 from wisp.server.runtime import NoCapacity
 from wisp.server.runtime.capacity import Capacity, CappedLauncher, cpu_limit
 from wisp.server.runtime.cluster.placement import Need
+from wisp.server.runtime.gpus import NO_GPUS, Grant
 
 
 @pytest.mark.parametrize(("environ", "cores", "limit"), [
@@ -66,6 +67,9 @@ class Process:
     async def stop(self, grace: float) -> None:
         self.ended.set()
 
+    def out_of_memory(self) -> str | None:
+        return None
+
 
 class Inner:
     def __init__(self) -> None:
@@ -77,7 +81,7 @@ class Inner:
     async def ready(self) -> str | None:
         return None
 
-    async def start(self, socket_path: str) -> Process:
+    async def start(self, socket_path: str, gpus: Grant = NO_GPUS) -> Process:
         if self.fail:
             raise OSError("no interpreter")
         return Process()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from wisp._gpu import parse
 from wisp.server.runtime.cluster.placement import (
     DEFAULT_CPU,
     DEFAULT_MEMORY_MB,
@@ -12,7 +13,7 @@ from wisp.server.runtime.cluster.placement import (
     need_of,
     place,
 )
-from wisp.server.runtime.cluster.runtime import totals
+from wisp.server.runtime.cluster.runtime import gpu_model, totals
 
 ONE_CPU = Need(1.0, 4096, 0)
 
@@ -28,9 +29,11 @@ def node(name: str, *, reserved: Need = NOTHING, replicas: int = 0, draining: bo
     (None, None, "A10G", Need(DEFAULT_CPU, DEFAULT_MEMORY_MB, 1)),
     (None, None, "H100:4", Need(DEFAULT_CPU, DEFAULT_MEMORY_MB, 4)),
     (None, None, "any", Need(DEFAULT_CPU, DEFAULT_MEMORY_MB, 1)),
-    (0.5, 64, "T4:x", Need(0.5, 64, 1)),
+    (0.5, 64, "T4:x", Need(0.5, 64, 1)),  # stored before the SDK checked gpu=
+    (None, None, ("H100:2", "A100"), Need(DEFAULT_CPU, DEFAULT_MEMORY_MB, 2)),  # fallbacks: the first's count
 ])
-def test_a_function_reserves_its_decorators_resources(cpu: float | None, memory: int | None, gpu: str | None,
+def test_a_function_reserves_its_decorators_resources(cpu: float | None, memory: int | None,
+                                                      gpu: str | tuple[str, ...] | None,
                                                       need: Need) -> None:
     assert need_of(cpu, memory, gpu) == need
 
@@ -76,3 +79,36 @@ def test_no_room_says_why_and_whether_waiting_helps(nodes: list[NodeView], need:
 def test_a_node_s_totals_come_from_ray_s_resources() -> None:
     assert totals({"CPU": 4.0, "memory": 8 * 2**30, "GPU": 2.0, "object_store_memory": 1e9}) == Need(4.0, 8192, 2)
     assert totals({}) == Need(0.0, 0, 0)
+
+
+GPU_NODE = Need(8, 8192, 2)
+
+
+@pytest.mark.parametrize(("models", "gpu", "chosen"), [
+    ({"a": "T4", "b": "A100-80G"}, "A100", "b"),  # only a node with the model
+    ({"a": "T4", "b": "A100-80G"}, "A100-80GB", "b"),  # Ray's "80G" is wisp's "80GB"
+    ({"a": "T4", "b": "A100-40G"}, "A100-80GB", None),
+    ({"a": "T4", "b": "H200"}, "H100", "b"),  # a stand-in, as on one machine
+    ({"a": "T4", "b": "H200"}, "H100!", None),
+    ({"a": "T4", "b": "L4"}, ["H100", "L4"], "b"),
+    ({"a": "T4", "b": ""}, "A100", "b"),  # Ray did not say which model: by count only
+    ({"a": "T4", "b": "L4"}, "any", "a"),
+    ({"a": "", "b": "T4"}, "T4", "b"),  # "a" has no GPU at all
+])
+def test_a_gpu_function_goes_to_a_node_with_its_model(models: dict[str, str], gpu: object, chosen: str | None) -> None:
+    nodes = [NodeView(name, GPU_NODE if model or name == "b" else ONE_CPU, gpu_model=model)
+             for name, model in models.items()]
+    decision = place(nodes, Need(0.1, 1, 1), parse(gpu))
+    assert decision.node == chosen
+    if chosen is None:
+        assert decision.never and "the nodes' GPUs are" in decision.reason
+
+
+def test_no_node_with_a_gpu_says_so() -> None:
+    decision = place([node("a"), node("b")], Need(0.1, 1, 1), parse("T4"))
+    assert decision.never and "the nodes' GPUs are none" in decision.reason
+
+
+def test_a_node_s_gpu_model_comes_from_ray_s_resources() -> None:
+    assert gpu_model({"GPU": 2.0, "accelerator_type:A100-80G": 1.0}) == "A100-80G"
+    assert gpu_model({"CPU": 4.0}) == ""

@@ -40,6 +40,9 @@ class FakeLease:
         self.target.releases.append(broken)
         self.target.statuses.append(status)
 
+    def failure(self) -> str | None:
+        return None
+
 
 class FakeTarget(PlainTarget):
     def __init__(self, socket_path: str) -> None:

@@ -48,3 +48,19 @@ def test_the_record_is_rewritten_without_ended_groups(tmp_path: Path) -> None:
         record.launched(me)
         record.ended(me)
     assert len(record.path.read_text().splitlines()) < groups.COMPACT_AFTER
+
+
+def test_the_next_run_is_handed_the_cgroup_folders_of_the_last(tmp_path: Path) -> None:
+    """What `slots.Slots.start` removes: the earlier run's recorded cgroup folders, and only
+    paths under /sys/fs/cgroup (a record is never a way to rmdir anything else)."""
+    saved = groups.current
+    try:
+        groups.current = first = groups.begin(tmp_path, [])
+        groups.set_cgroups(["/sys/fs/cgroup/memory/wisp-1", "/etc/not-a-cgroup"])
+        groups.current = second = groups.begin(tmp_path, [])
+        assert second.stale_cgroups == ["/sys/fs/cgroup/memory/wisp-1"] == groups.stale_cgroups()
+        assert first.epoch + 1 == second.epoch
+        groups.set_cgroups(["/sys/fs/cgroup/memory/wisp-2"])  # the stale ones removed, this run's recorded
+        assert groups.begin(tmp_path, []).stale_cgroups == ["/sys/fs/cgroup/memory/wisp-2"]
+    finally:
+        groups.current = saved

@@ -112,11 +112,28 @@ IMAGE = ImageSpec("debian_slim", "3.11")
     ({"warm_pool_size": 3, "concurrency_limit": 4, "task_idle_timeout_secs": 30},  # the older fields
      {"keep_warm": 3, "concurrency_limit": 4, "container_idle_timeout": 30}),
     ({"secret_ids": ["st-db", "st-api"]}, {"secrets": [{"name": "db"}, {"name": "api"}]}),
+    ({}, {"gpu": None}),
+    ({"resources": api_pb2.Resources(gpu_config=api_pb2.GPUConfig(gpu_type="A100-80GB", count=2))},
+     {"gpu": "A100-80GB:2"}),
+    ({"resources": api_pb2.Resources(gpu_config=api_pb2.GPUConfig(gpu_type="H100!", count=1))}, {"gpu": "H100!"}),
+    ({}, {"cpu": None, "cpu_limit": None, "memory": None, "memory_limit": None, "ephemeral_disk": None}),
+    ({"resources": api_pb2.Resources(milli_cpu=250, milli_cpu_max=1500, memory_mb=256, memory_mb_max=1024,
+                                     ephemeral_disk_mb=2048)},  # cpu=(0.25, 1.5), memory=(256, 1024)
+     {"cpu": 0.25, "cpu_limit": 1.5, "memory": 256, "memory_limit": 1024, "ephemeral_disk": 2048}),
 ])
 def test_function_definitions_become_function_specs(fields: dict[str, Any], expected: dict[str, Any]) -> None:
     spec = function_spec(function(**fields), IMAGE)
     assert spec["name"] == "f" and spec["image"] == IMAGE.to_data()
     assert {k: spec[k] for k in expected} == expected
+
+
+def test_a_gpu_fallback_list_comes_as_ranked_definitions() -> None:
+    ranked = [function(resources=api_pb2.Resources(gpu_config=api_pb2.GPUConfig(gpu_type=t, count=1)))
+              for t in ("H100", "A100")]
+    assert function_spec(ranked[0], IMAGE, ranked)["gpu"] == ("H100", "A100")
+    bad = function(resources=api_pb2.Resources(gpu_config=api_pb2.GPUConfig(gpu_type="A 100", count=1)))
+    with pytest.raises(Unsupported, match="`f`'s gpu cannot be read"):
+        function_spec(bad, IMAGE)
 
 
 def test_a_class_is_one_spec_per_web_method() -> None:

@@ -16,9 +16,10 @@ from wisp._image import Image
 from wisp._protocol import Ready, encode
 from wisp._spec import FunctionSpec, WebSpec
 from wisp.server.autoscaler import FAILED_AFTER
+from wisp.server.gateway import TargetUnavailable
 from wisp.server.logs import AppLog
 from wisp.server.metrics import Metrics
-from wisp.server.pool import FunctionPool
+from wisp.server.pool import FunctionPool, PoolConfig
 from wisp.server.runtime import NoCapacity
 
 T = TypeVar("T")
@@ -41,6 +42,10 @@ class FakeProcess:
         self._ready = ready
         self._ended = asyncio.Event()
         self.code = 0
+        self.oom: str | None = None  # what the cgroup slot would say once the kernel killed it for memory
+
+    def out_of_memory(self) -> str | None:
+        return self.oom
 
     async def lines(self) -> AsyncIterator[bytes]:
         if self._ready:
@@ -258,4 +263,89 @@ def test_wait_ready_and_drain_wait_on_events(log: AppLog) -> None:
         await draining
         assert loop.time() - released_at < 5  # woken by the release, not by the 20 s bound
         assert pool.container_states() == {}
+    run(body)
+
+
+async def one_container_and_no_room(pool: FunctionPool, launcher: FakeLauncher, clock: Clock,
+                                    seconds: float) -> None:
+    """One ready container, every further start refused; 40 requests of `seconds` each so far."""
+    await started(pool, 1)
+    launcher.full = 10**6
+    for _ in range(40):
+        lease = pool.try_acquire()
+        assert lease is not None
+        clock.now += seconds
+        lease.release(status=200)
+
+
+@pytest.mark.parametrize(("seconds", "handed_ahead"), [(0.001, True), (1.0, False)])
+def test_a_request_goes_one_ahead_to_a_busy_container_only_when_requests_are_short_and_none_can_start(
+        log: AppLog, seconds: float, handed_ahead: bool) -> None:
+    async def body() -> None:
+        clock, launcher = Clock(), FakeLauncher()
+        pool = make_pool(log, clock, launcher)
+        await one_container_and_no_room(pool, launcher, clock, seconds)
+        busy = pool.try_acquire()
+        assert busy is not None
+        second = asyncio.ensure_future(pool.acquire())
+        third = asyncio.ensure_future(pool.acquire())
+        for _ in range(20):  # the start it asks for is refused: no room
+            await asyncio.sleep(0)
+        assert pool.no_room
+        assert second.done() is handed_ahead and not third.done()  # never more than one ahead
+        assert pool.try_acquire() is None  # a newcomer queues behind the waiting one
+        if handed_ahead:
+            assert second.result().socket_path == busy.socket_path
+            second.result().release(status=200)
+        busy.release(status=200)
+        await asyncio.wait_for(third if handed_ahead else second, 5)
+        third.cancel()
+        await pool.stop()
+    run(body)
+
+
+def test_requests_waiting_past_the_queue_timeout_get_a_503_oldest_first(log: AppLog) -> None:
+    async def body() -> None:
+        launcher = FakeLauncher()
+        launcher.full = 10**6  # nothing ever starts
+        spec = FunctionSpec(name="f", image=Image.debian_slim().spec, web=WebSpec("webhook"))
+        pool = FunctionPool(spec, launcher, log, "/nonexistent",  # type: ignore[arg-type]  # a fake launcher
+                            config=PoolConfig(queue_timeout=0.2), metrics=Metrics(), clock=Clock())
+        first = asyncio.ensure_future(pool.acquire())
+        await asyncio.sleep(0.1)
+        second = asyncio.ensure_future(pool.acquire())
+        await asyncio.wait({first}, timeout=5)
+        assert not second.done()
+        with pytest.raises(TargetUnavailable, match="became free within"):
+            first.result()
+        with pytest.raises(TargetUnavailable):
+            await asyncio.wait_for(second, 5)
+        await pool.stop()
+    run(body)
+
+
+def test_a_container_killed_for_memory_is_named_in_its_502_its_log_and_its_status(log: AppLog) -> None:
+    """The gateway sees the broken connection first (`Lease.failure` gives its 502 the reason),
+    the exit comes after: counted even though the broken request already set it draining."""
+    async def body() -> None:
+        launcher = FakeLauncher()
+        pool = make_pool(log, Clock(), launcher)
+        await started(pool, 1)
+        lease = pool.try_acquire()
+        assert lease is not None and lease.failure() is None  # alive, nothing to say
+        victim = launcher.started[0]
+        victim.oom = "out of memory (limit 160 MiB)"
+        assert lease.failure() == ("The container of `f` was killed: out of memory (limit 160 MiB). "
+                                   "Raise the function's memory= (or its limit, memory=(request, limit)).")
+        lease.release(broken=True, status=502)
+        victim.crash(-9)
+        while pool.status()["oom_kills"] != 1:
+            await asyncio.sleep(0.005)
+        status = pool.status()
+        assert status["last_oom"] == "out of memory (limit 160 MiB)"
+        assert "exited while serving (code -9): killed: out of memory (limit 160 MiB)" in str(status["last_error"])
+        await started(pool, 1)  # replaced, as after any crash
+        assert len(launcher.started) == 2 and not pool.failed
+        await pool.stop()
+        assert "killed: out of memory (limit 160 MiB)" in log.path.read_text()
     run(body)

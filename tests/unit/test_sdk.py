@@ -171,6 +171,8 @@ def test_unknown_keyword_without_close_match_lists_known_keywords(form: str) -> 
         ({"secrets": ["a", "b"]}, "secrets", (SecretRef("a"), SecretRef("b"))),
         ({"cpu": 2.0, "memory": 512}, "memory", 512),
         ({"gpu": "A10G"}, "gpu", "A10G"),
+        ({"gpu": "a100-80gb:2"}, "gpu", "A100-80GB:2"),
+        ({"gpu": ["h100!", "A100"]}, "gpu", ("H100!", "A100")),
         ({"retries": 3}, "retries", {"max_retries": 3, "backoff_coefficient": 1.0, "initial_delay": 1.0, "max_delay": 60.0}),
         ({"retries": wisp.Retries(max_retries=2, initial_delay=0.5)}, "retries",
          {"max_retries": 2, "backoff_coefficient": 2.0, "initial_delay": 0.5, "max_delay": 60.0}),
@@ -205,6 +207,14 @@ def test_keywords_and_aliases_land_on_spec_fields(form: str, kwargs: dict[str, A
 def test_out_of_range_values_raise_value_error_naming_the_keyword(form: str, kwargs: dict[str, Any], key: str) -> None:
     with pytest.raises(ValueError, match=rf"`{key}` must be a whole number from \d+ to \d+, got "):
         _decorate(Stub(), form, **kwargs)
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize(("gpu", "error"), [("T4:0", "GPU count in 'T4:0'"), ("A 100", "is not a GPU model"),
+                                            (2, "gpu= takes a model name")])
+def test_a_bad_gpu_fails_at_the_decorator(form: str, gpu: Any, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        _decorate(Stub(), form, gpu=gpu)
 
 
 @pytest.mark.parametrize("form", FORMS)

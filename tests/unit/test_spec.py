@@ -21,6 +21,7 @@ FUNCTIONS = [
         cpu=1.5, memory=512, gpu="A10G", retries={"max_retries": 3, "backoff_coefficient": 1.0, "initial_delay": 1.0, "max_delay": 60.0},
         secrets=(SecretRef("db"), SecretRef(env={"K": "v"}, keys=("K",)), SecretRef("api-key", required_keys=("X",))),
     ),
+    FunctionSpec(name="fallbacks", image=IMAGE, gpu=("H100!:2", "A100")),  # a tuple again, not a list
     FunctionSpec(name="Model.predict", image=IMAGE, web=WebSpec("webhook", "POST"), cls="Model", method_name="predict"),
     FunctionSpec(name="Outer.Inner.api", image=IMAGE, web=WebSpec("asgi"), cls="Outer.Inner", method_name="api"),
 ]

@@ -124,6 +124,8 @@ def _app_for(handler: Any, spec: FunctionSpec) -> Any:
 def _server(app: Any, spec: FunctionSpec, args: Start, ready_line: str) -> Any:
     import uvicorn
 
+    from ._asgi import with_inputs
+
     class Server(uvicorn.Server):
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets)
@@ -135,7 +137,7 @@ def _server(app: Any, spec: FunctionSpec, args: Start, ready_line: str) -> Any:
     if (address := tcp_address(args.socket)) is not None:  # a container on a cluster's node
         where = {"host": address[0], "port": address[1]}
     config = uvicorn.Config(
-        app,
+        with_inputs(app, spec.allow_concurrent_inputs),  # one request ahead waits here (pool.STANDBY_BELOW)
         **where,
         lifespan="off" if spec.web and spec.web.kind == "wsgi" else "auto",
         log_level="warning",

@@ -1,6 +1,9 @@
 """Build the ASGI app a container serves, and the thin wrappers every app gets."""
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
 import json
 import sys
 import traceback
@@ -26,10 +29,56 @@ def webhook_app(fn: Callable[..., Any], spec: FunctionSpec) -> ASGIApp:
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
     )
+    if spec.allow_concurrent_inputs == 1:
+        fn = on_serving_thread(fn)
     app.add_api_route("/", fn, methods=[spec.web.method])
     # Starlette re-raises after this handler answers, so with_errors still logs the traceback.
     app.add_exception_handler(Exception, _json_500)
     return app
+
+
+def on_serving_thread(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A plain `def` endpoint of a one-input container, run on the serving thread.
+
+    FastAPI would hand it to a worker thread, so that other requests go on meanwhile; a container
+    that takes one input at a time has none, and the hand-off cost about 130 µs of CPU per request
+    (docs/profiling.md). While it runs, no event loop is running as far as it can tell, as in a
+    worker thread: `asyncio.run()` inside it works. Coroutine and generator functions are left
+    as they are (FastAPI awaits the one and streams the other).
+    """
+    if inspect.iscoroutinefunction(fn) or inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        return fn
+
+    @functools.wraps(fn)
+    async def inline(*args: Any, **kwargs: Any) -> Any:
+        loop = asyncio._get_running_loop()
+        asyncio._set_running_loop(None)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            asyncio._set_running_loop(loop)
+
+    return inline
+
+
+def with_inputs(app: ASGIApp, limit: int) -> ASGIApp:
+    """At most `limit` requests (a function's max_inputs) run in the app at once; more wait here.
+
+    The pool hands a container of a function with short requests one request beyond its inputs
+    while it cannot start more containers (pool.STANDBY_BELOW): that one waits on this gate, so the
+    container goes from one input to the next with no round trip through the gateway in between,
+    and still never runs more than max_inputs at once.
+    """
+    gate = asyncio.Semaphore(limit)
+
+    async def gated(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await app(scope, receive, send)
+            return
+        async with gate:
+            await app(scope, receive, send)
+
+    return gated
 
 
 def error_body(exc: BaseException) -> bytes:

@@ -18,8 +18,9 @@ Two levels, both this module:
   themselves, so each shows the error as a fresh process would.
 
 Requests arrive on a Unix socket: a JSON line plus two file descriptors, the child's output pipe
-and a status pipe. A request may name a uid/gid (the app's, issue 11): the child drops to it
-before it takes the environment and folder, so neither a function zygote's import nor a
+and a status pipe. A request may name a cgroup slot (`cgroup`: its `cgroup.procs` files, issue
+15), which the child joins before anything else (`cgroup.join`), and a uid/gid (the app's, issue
+11): the child drops to it before it takes the environment and folder, so neither a function zygote's import nor a
 container ever runs as the image zygote's root. A zygote reaps its children and writes each one's exit code to its status
 pipe (the server is not their parent). SIGTERM retires a zygote: it stops taking requests and
 exits once its children have. Its parent's death (the kernel's SIGHUP, asked for with
@@ -51,7 +52,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from .._protocol import Exited, Start, Unforkable, ZygoteReady, encode, encode_line
-from . import sandbox
+from . import cgroup, sandbox
 from ._parent import die_with_parent
 
 # Imported before any fork; what the agent and uvicorn would otherwise import on first request.
@@ -256,6 +257,7 @@ def drop_privileges(uid: int, gid: int) -> None:
 
 def _become(request: dict[str, Any], out_fd: int, inherited: list[int]) -> None:
     """In a forked child: a process of its own, with the request's output, uid, environment and folder."""
+    cgroup.join(request.get("cgroup"), out_fd)  # first: nothing of the child runs outside its limits
     for fd in inherited:  # siblings' status pipes: holding them would hide their exits
         with contextlib.suppress(OSError):
             os.close(fd)

@@ -18,3 +18,6 @@ def endpoints(app: dict[str, Any]) -> None:
         say("  (no web functions: decorate one with @stub.webhook, @stub.asgi or @stub.wsgi)")
     for ep in app["endpoints"]:
         say(f"  {ep['function']}: {ep['url']}  (also {ep['path_url']})")
+    for fn in [*app["endpoints"], *app.get("functions", [])]:
+        if fn.get("state") == "unplaceable":  # deployed all the same: it runs once on a machine that can
+            say(f"  Warning: `{fn['function']}` cannot run on this machine, so its requests get 503: {fn['last_error']}")

@@ -112,7 +112,8 @@ def pack_files(root: Path, blobs: Mapping[str, str] | None = None) -> str:
     images' local files (`blobs`: sha256 -> local path) under .wisp-mounts/<sha256>."""
     buffer = io.BytesIO()
     total = 0
-    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as tar:
+    # dereference: a symlinked file is sent as its contents (the server refuses links out of the bundle).
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1, dereference=True) as tar:
         for sha, local in sorted((blobs or {}).items()):
             data = Path(local).read_bytes()
             if hashlib.sha256(data).hexdigest() != sha:

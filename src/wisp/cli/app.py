@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 from .._session import output as _output
 from ..client import ClientError
@@ -24,11 +25,23 @@ def list_apps(args: argparse.Namespace) -> int:
             counts = ", ".join(f"{n} {state}" for state, n in sorted(ep["containers"].items())) or "no containers"
             auth = " (proxy auth: send Modal-Key/Modal-Secret)" if ep.get("requires_proxy_auth") else ""
             _output.say(f"  {ep['function']}: {ep['url']}{auth}  [{counts}; {ep['in_flight']} in flight, {ep['queued']} queued]")
-            if ep.get("state") == "failed":
-                _output.say(f"    FAILED: containers keep failing to start; last error: {ep['last_error']}")
-            elif ep.get("last_error"):
-                _output.say(f"    last error: {ep['last_error']}")
+            _problem(ep)
+        for fn in app.get("functions", []):
+            if fn.get("state") == "unplaceable":  # called functions are listed only when they cannot run
+                _output.say(f"  {fn['function']} (called function)")
+                _problem(fn)
     return 0
+
+
+def _problem(ep: dict[str, Any]) -> None:
+    if ep.get("state") == "unplaceable":
+        _output.say(f"    CANNOT RUN HERE: {ep['last_error']}")
+    elif ep.get("state") == "failed":
+        _output.say(f"    FAILED: containers keep failing to start; last error: {ep['last_error']}")
+    elif ep.get("last_error"):
+        _output.say(f"    last error: {ep['last_error']}")
+    if ep.get("oom_kills"):
+        _output.say(f"    killed for memory: {ep['oom_kills']} container(s), the last {ep['last_oom']}")
 
 
 def stop(args: argparse.Namespace) -> int:

@@ -11,11 +11,12 @@ import shutil
 import tarfile
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._gpu import parse as parse_gpu
 from .._image import MOUNT_BLOBS
 from .._image_steps import ImageSpec
 from .._protocol import Start
@@ -30,6 +31,7 @@ from .auth import (
     new_deploy_token,
     new_proxy_token,
 )
+from .bundles import BundleLimits, BundleRefused, check_bundle, extract_bundle
 from .call_sockets import CallSockets
 from .dashboard.history import History, summarize
 from .gateway import Admit, Target
@@ -38,12 +40,14 @@ from .isolation import AppUser, allocate_uid, app_user, base_env, own_tree
 from .logs import AppLog
 from .metrics import Gauge, Labels, Metrics
 from .pool import FunctionPool, PoolConfig
-from .runtime import NotReady, Runtime
+from .runtime import NotReady, Runtime, gpus
 from .runtime.base import Launcher
-from .runtime.capacity import Capacity, CappedLauncher
+from .runtime.capacity import Capacity, CappedLauncher, machine_memory_mb
 from .runtime.cluster.placement import need_of
 from .runtime.cluster.runtime import ClusterRuntime
+from .runtime.limits import limits_for, machine_cores
 from .runtime.placement import check_local_runtime, container_settings, local_path, place_files
+from .runtime.slots import Slots, unavailable
 from .runtime.zygote import ZygoteRuntime
 from .spawned import SpawnedCalls
 from .store import AppRow, Store, StoreError, VersionRow
@@ -85,15 +89,18 @@ class ManagerConfig:
     socket_dir: str  # where containers listen (short: Unix socket paths max out at 107 bytes)
     pools: PoolConfig = PoolConfig()  # the activator's queue bounds, the same for every function
     uid_range: tuple[int, int] | None = None  # (base, count) of per-app uids on a root server; None: the server's
+    bundles: BundleLimits = BundleLimits()  # how large a deploy's files may be, compressed and unpacked
 
 
 class AppManager:
     def __init__(self, config: ManagerConfig, store: Store, builder: LocalImageBuilder, runtime: Runtime,
-                 routes: dict[str, Target], metrics: Metrics | None = None) -> None:
+                 routes: dict[str, Target], metrics: Metrics | None = None, slots: Slots | None = None) -> None:
         """`routes`: the gateway's label -> Target table, which deploys swap; the collaborators are live
-        objects, the config plain values."""
+        objects, the config plain values. `slots`: the cgroups that enforce containers' limits
+        (`Slots.start()`; None: none)."""
         self.home = config.home
         self.uid_range = config.uid_range
+        self.bundle_limits = config.bundles
         self._users: dict[str, AppUser] = {}
         self.store = store
         self.builder = builder
@@ -101,6 +108,8 @@ class AppManager:
         # What running containers reserve of this machine (the local runtimes; a cluster counts per node).
         self.capacity = Capacity.of_this_machine()
         self.capacity.reclaim = self._reclaim
+        self.capacity.reclaim_gpu = self._reclaim
+        self.slots = slots or unavailable()
         self.routes = routes
         self.gateway_port = config.gateway_port
         self.socket_dir = config.socket_dir
@@ -242,8 +251,12 @@ class AppManager:
         images = [f.image for f in labels.values()]
         try:
             check_local_runtime(images)
+            # Every member inside the folder, sizes within the limits: refused before anything is built.
+            await asyncio.to_thread(check_bundle, files, self.bundle_limits)
         except ImageBuildError as exc:
             raise DeployError(400, str(exc)) from None
+        except BundleRefused as exc:
+            raise DeployError(exc.status, exc.message) from None
         self._deploying.append((app_id, spec))  # `wisp image prune` keeps its images from now on
         try:
             # Outside any lock: builds of different apps run in parallel; the builder shares equal ones.
@@ -353,8 +366,7 @@ class AppManager:
         if target.exists():
             shutil.rmtree(target)
         target.mkdir(parents=True)
-        with tarfile.open(fileobj=io.BytesIO(files), mode="r:gz") as tar:
-            tar.extractall(target, filter="data")
+        extract_bundle(files, target, self.bundle_limits, checked=True)  # checked when the deploy began
         return target
 
     def _pools(self, app_id: str, spec: AppSpec, labels: dict[str, FunctionSpec], pythons: dict[str, Path],
@@ -373,6 +385,8 @@ class AppManager:
         # Never the server's environment (WISP_HOME, WISP_TOKEN, ...): what the spec, the secrets and wisp give.
         env = {**base_env(files_dir, os.environ.get("LANG")), **image_env, **(secret_env or {}), "WISP_APP": app_id,
                "WISP_FUNCTION": fn.name, **self.call_env(app_id, user)}
+        limits = limits_for(fn.cpu, fn.cpu_limit, fn.memory, fn.memory_limit, fn.ephemeral_disk,
+                            self.slots.defaults, machine_cores(), machine_memory_mb())
         launcher: Launcher
         if fn.modal_args is not None:  # deployed by Modal's client: Modal's own container entrypoint (on this machine)
             from .modal_api.launcher import ModalLauncher
@@ -380,15 +394,23 @@ class AppManager:
             zygotes = self.runtime if isinstance(self.runtime, ZygoteRuntime) and (fn.fork or self.runtime.sandbox) else None
             launcher = ModalLauncher(str(python), files_dir / fn.modal_args, env, cwd, log, web=fn.web is not None,
                                      method_name=fn.method_name, app_id=app_id, user=user, zygotes=zygotes,
-                                     calls=lambda: self.modal_service, version_dir=files_dir)
+                                     calls=lambda: self.modal_service, version_dir=files_dir,
+                                     slots=self.slots.supply(limits, user))
         elif isinstance(self.runtime, ClusterRuntime):  # on a cluster's nodes: each node builds its own env
             app_env = {**(secret_env or {}), "WISP_APP": app_id, "WISP_FUNCTION": fn.name, **self.call_env(app_id)}
             launcher = self.runtime.function_launcher(fn, start, app_env, log, user)
         else:
             launcher = self.runtime.launcher(str(python), start, env=env, cwd=cwd, fork=fn.fork, log=log,
-                                             startup_timeout=fn.startup_timeout, user=user)
-        if not isinstance(self.runtime, ClusterRuntime):  # on this machine: within its cores
-            launcher = CappedLauncher(launcher, self.capacity, need_of(fn.cpu, fn.memory, None))
+                                             startup_timeout=fn.startup_timeout, user=user,
+                                             slots=self.slots.supply(limits, user))
+        unplaceable = None
+        if not isinstance(self.runtime, ClusterRuntime):  # on this machine: within its cores, on its GPUs
+            unplaceable = gpus.unplaceable(fn.gpu, self.capacity.gpus)
+            if unplaceable is not None:
+                log.write(f"[wisp] {fn.name} cannot run on this machine: {unplaceable}; its requests get 503")
+            gpu = () if unplaceable is not None else parse_gpu(fn.gpu)
+            # GPUs are held device by device (`gpu`), so the need counts none
+            launcher = CappedLauncher(launcher, self.capacity, need_of(fn.cpu, fn.memory, None), gpu)
         labels = (("app", app_id), ("function", fn.name))
         admit: Admit | None
         if fn.web is None:  # a called function: its app's callers only
@@ -397,15 +419,17 @@ class AppManager:
             admit = self.proxy_tokens.refusal if fn.web.requires_proxy_auth else None
         socket_dir = self.socket_dir if user is None else user.socket_dir  # the app binds its sockets in its own
         return FunctionPool(fn, launcher, log, socket_dir, config=self.config, metrics=self.metrics, labels=labels,
-                            admit=admit)
+                            admit=admit, unplaceable=unplaceable)
 
-    def _reclaim(self, asking: object) -> bool:
+    def _reclaim(self, asking: object, holders: Collection[object] | None = None) -> bool:
         """The machine is full and `asking`'s requests wait: the container idle the longest (beyond
         its function's warm pool) of any other function, app or version, stops so that its room
-        comes back."""
+        comes back. `holders`: the launchers holding the GPUs `asking` waits for; only theirs."""
         pools = [*(pool for app in self.apps.values() for pool in app.pools.values()), *self._retiring]
-        idle = [(when, pool) for pool in pools if pool is not asking and (when := pool.idlest()) is not None]
-        return bool(idle) and min(idle, key=lambda pair: pair[0])[1].give_up_idle()
+        idle = [(when, pool) for pool in pools if pool is not asking and (when := pool.idlest()) is not None
+                and (holders is None or pool.launcher in holders)]
+        why = "the GPUs it could use are all held" if holders is not None else "the machine's cores are all reserved"
+        return bool(idle) and min(idle, key=lambda pair: pair[0])[1].give_up_idle(why)
 
     def call_env(self, app_id: str, user: AppUser | None = None) -> dict[str, str]:
         """Where and how code of this app calls its functions (read by `wisp._functions`). In a
@@ -445,7 +469,7 @@ class AppManager:
         except NotReady as exc:
             return str(exc)
         count = proof_containers(pool.spec.keep_warm, replaced.live_count() if replaced else 0, import_error is not None)
-        if not count:
+        if not count or pool.unplaceable is not None:  # a GPU this machine lacks: deployed, its requests get 503
             return None
         pool.prestart(count)
         # On a full cluster the version it replaces holds the room: what its zygote imported proves
@@ -684,7 +708,7 @@ class AppManager:
         images = [f.image for f in spec.functions]
         try:
             await asyncio.to_thread(_unpack_bundle, files, images, folder)
-        except (ImageBuildError, tarfile.TarError, OSError) as exc:
+        except (ImageBuildError, BundleRefused, tarfile.TarError, OSError) as exc:
             raise DeployError(500, f"the files of its version {saved.version} could not be unpacked from the store "
                                    f"into {folder}: {exc}") from None
         return folder
@@ -791,6 +815,7 @@ class AppManager:
             await task
         await self.runtime.close()
         await self.call_sockets.close()
+        self.slots.close()  # the zygotes are gone too: every slot and the server's cgroup folder
         for log in self.logs.values():
             log.close()
 
@@ -865,8 +890,9 @@ class AppManager:
             return self.runtime.describe()
         used, total = self.capacity.reserved, self.capacity.total
         return [{"name": "local", "state": "up", "address": "127.0.0.1", "epoch": 0, "cpu": total.cpu,
-                 "memory_mb": total.memory_mb, "gpu": 0, "reserved_cpu": round(used.cpu, 3),
-                 "reserved_memory_mb": used.memory_mb, "reserved_gpu": 0, "containers": self.capacity.containers,
+                 "memory_mb": total.memory_mb, "gpu": len(self.capacity.gpus.devices), "reserved_cpu": round(used.cpu, 3),
+                 "reserved_memory_mb": used.memory_mb, "reserved_gpu": len(self.capacity.gpus_held),
+                 "gpus": self.capacity.gpus.describe(), "containers": self.capacity.containers,
                  "runtime": self.runtime.name}]
 
     def drain_node(self, name: str) -> int:
@@ -976,8 +1002,8 @@ def _unpack_bundle(files: bytes, images: list[ImageSpec], target: Path) -> None:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        with tarfile.open(fileobj=io.BytesIO(files), mode="r:gz") as tar:
-            tar.extractall(partial, filter="data")
+        # Sizes were checked when it was deployed (maybe under another server's limits); its members again.
+        extract_bundle(files, partial, None)
         place_files(images, partial)
         os.rename(partial, target)
     finally:

@@ -24,6 +24,23 @@ from .auth import ADMIN, Principal, action_of, app_refusal, route_refusal
 from .dashboard.routes import DashboardAuth, dashboard_routes
 from .spawned import RESULT_TTL
 
+MAX_BODY_SIZE = 100 * 1024 * 1024  # the gateway's default (WISP_MAX_BODY_SIZE)
+SPEC_ROOM = 16 * 1024 * 1024  # what a deploy request may carry beside its files (the spec, JSON)
+
+
+async def _body_within(request: Request, limit: int) -> bytes | None:
+    """The request's body, or None once it is seen to be larger than `limit` bytes (read no further)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
@@ -38,10 +55,12 @@ def _app_refusal(request: Request, app_name: str | None) -> JSONResponse | None:
 class _ControlAPI:
     """The control API's endpoints, one method each; `build_control_app` routes to them."""
 
-    def __init__(self, manager: AppManager, shutdown: Callable[[], dict[str, Any]], info: dict[str, Any]) -> None:
+    def __init__(self, manager: AppManager, shutdown: Callable[[], dict[str, Any]], info: dict[str, Any],
+                 max_body_size: int) -> None:
         self.manager = manager
         self.shutdown = shutdown
         self.info = info
+        self.max_body_size = max_body_size  # of a spawned call's arguments, as the gateway's for .remote()
 
     def _refused_for(self, request: Request) -> JSONResponse | None:
         return _app_refusal(request, self.manager.app_name(request.path_params["app_id"], request.scope.get("wisp_principal")))
@@ -50,7 +69,16 @@ class _ControlAPI:
         return JSONResponse({"ok": True, "pid": os.getpid(), **self.info})
 
     async def put_app(self, request: Request) -> Response:
-        body = await request.json()
+        limit = self.manager.bundle_limits.compressed * 4 // 3 + SPEC_ROOM  # the bundle in base64, and the spec
+        raw = await _body_within(request, limit)
+        if raw is None:
+            return _error(413, f"The deploy request is larger than the server takes ({limit >> 20} MiB, from "
+                               "WISP_MAX_BUNDLE_MB): keep large data out of the script's folder (load it at run "
+                               "time), or raise the limit on the server.")
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return _error(400, "The deploy request is not JSON; use the wisp CLI of the same version as the server.")
         try:
             files = base64.b64decode(body["files"], validate=True)
             mode = body.get("mode", "deploy")
@@ -151,10 +179,14 @@ class _ControlAPI:
         scope_app = request.scope.get("wisp_app")
         if scope_app is not None and app_id != scope_app:
             return _error(403, f"This token belongs to app {scope_app!r}; it cannot call functions of {app_id!r}.")
+        body = await _body_within(request, self.max_body_size)
+        if body is None:
+            return _error(413, f"The call's arguments are larger than the server's limit of {self.max_body_size} "
+                               "bytes (WISP_MAX_BODY_SIZE); pass large data another way (a file, a URL).")
         if self.manager._call_pool(app_id, function) is None:
             return _error(404, f"App {app_id!r} runs no function `{function}` that can be called (web endpoints "
                                "are called through their URL). `wisp app list` shows what runs.")
-        call_id = self.manager.calls.spawn(app_id, function, await request.body())
+        call_id = self.manager.calls.spawn(app_id, function, body)
         return JSONResponse({"call_id": call_id}, status_code=201)
 
     async def get_call(self, request: Request) -> Response:
@@ -240,10 +272,18 @@ class _ControlAPI:
 
 
 def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], dict[str, Any]],
-                      info: dict[str, Any]) -> ASGIApp:
+                      info: dict[str, Any], max_body_size: int = MAX_BODY_SIZE) -> ASGIApp:
     """`shutdown()` starts the server's stop and says how (its grace, requests in progress)."""
-    api = _ControlAPI(manager, shutdown, info)
-    dashboard = DashboardAuth()
+    routes = control_routes(manager, shutdown, info, DashboardAuth(), max_body_size)
+    return _require_token(Starlette(routes=routes), f"Bearer {token}".encode(), manager.identify)
+
+
+def control_routes(manager: AppManager, shutdown: Callable[[], dict[str, Any]], info: dict[str, Any],
+                   dashboard: DashboardAuth, max_body_size: int = MAX_BODY_SIZE) -> list[Route]:
+    """Every route of the control API. Each one needs a token (`_require_token`) but the
+    dashboard's, which need its session (`dashboard.routes.PUBLIC` excepted); the e2e tests walk
+    this list, so a route added here without either fails them."""
+    api = _ControlAPI(manager, shutdown, info, max_body_size)
 
     async def dashboard_login(request: Request) -> Response:
         """A one-time link to the dashboard (admin token only): `wisp dashboard` prints it."""
@@ -275,7 +315,7 @@ def build_control_app(manager: AppManager, token: str, shutdown: Callable[[], di
         Route("/v1/calls/{call_id}", api.cancel_call, methods=["DELETE"]),
         Route("/metrics", api.metrics),
     ]
-    return _require_token(Starlette(routes=routes), f"Bearer {token}".encode(), manager.identify)
+    return routes
 
 
 DeployArgs = tuple[dict[str, Any], str, bytes, "str | None"]
@@ -316,6 +356,9 @@ def _require_token(app: ASGIApp, expected: bytes, identify: Callable[[str], Prin
     tokens get 401; a known token asking for what it may not do gets 403 saying what it may do."""
 
     async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":  # the control API has none: refused before any route is looked at
+            await send({"type": "websocket.close", "code": 1008})
+            return
         if scope["type"] == "http" and not scope["path"].startswith("/dashboard/"):  # it has its own sessions
             given = dict(scope["headers"]).get(b"authorization", b"")
             who = ADMIN if hmac.compare_digest(given, expected) else None

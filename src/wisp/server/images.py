@@ -6,7 +6,10 @@ uses and which is cleared before the next build of that key. Building in place r
 temporary folder keeps the absolute paths that `run_commands` and pip write (script shebangs,
 `.pth` files) valid. Concurrent requests for one key share one build and see its progress; builds
 of different keys run in parallel. Every step reports progress events (plain dicts) that the
-control API streams to the CLI.
+control API streams to the CLI. Each command of a build (uv, `run_commands`) runs in the build
+sandbox when the server has one (`build_sandbox.py`: a build uid, namespaces, WISP_HOME hidden
+but the build's folder, egress only to package indexes); the builder's own file work (the
+requirements files, the `.pth`, `.complete`) stays in the server.
 
 The local runtime has no filesystem of its own, so an image's container paths are mapped: `/root`
 (the code folder and default working directory, as in Modal) is the app version's folder; other
@@ -36,7 +39,8 @@ from typing import Any
 import wisp
 
 from .._image_steps import AptInstall, Env, ImageSpec, PipInstall, PipInstallFromRequirements, RunCommands, Step
-from .isolation import untraversable
+from . import build_sandbox
+from .isolation import MINIMAL_PATH, untraversable
 
 # What the container agent imports; pinned to the server's versions so the agent behaves the
 # same in every image and uv can install them from its cache.
@@ -138,6 +142,8 @@ class _SharedBuild:
 class LocalImageBuilder:
     # Set when containers run as per-app uids: their Python must then be readable by other users.
     readable_by_others = False
+    # Set by the server (build_sandbox.configure): how builds are isolated; None runs them as before.
+    sandbox: build_sandbox.Sandbox | None = None
 
     def __init__(self, home: Path) -> None:
         self.root = home / "images"
@@ -174,7 +180,7 @@ class LocalImageBuilder:
         if target.exists():  # noqa: ASYNC240 (one stat)  what an interrupted build left: never used, so start afresh
             _discard(target)
         try:
-            await _Job(spec, key, target, emit, self.readable_by_others).run()
+            await _Job(spec, key, target, emit, self.readable_by_others, self.sandbox).run()
         except BaseException:
             _discard(target)
             raise
@@ -260,8 +266,12 @@ def _size(folder: Path) -> int:
 class _Job:
     """The steps of one image's build, each reported as it starts, prints and ends."""
 
-    def __init__(self, spec: ImageSpec, key: str, target: Path, emit: Progress, readable: bool = False) -> None:
+    def __init__(self, spec: ImageSpec, key: str, target: Path, emit: Progress, readable: bool = False,
+                 sandbox: build_sandbox.Sandbox | None = None) -> None:
         self.spec = spec
+        self.sandbox = sandbox
+        self._proxy: build_sandbox.EgressProxy | None = None
+        self._refused: list[str] = []  # what the egress proxy turned away, for the error message
         self.readable = readable  # the interpreter must be readable by other users (per-app uids)
         self.key = key
         self.short = key[:12]
@@ -308,6 +318,34 @@ class _Job:
         return []  # workdir configures containers; local files are placed at deploy
 
     async def run(self) -> None:
+        if self.sandbox is None:
+            return await self._steps()
+        build_sandbox.prepare(self.sandbox, self.target)
+        allowed = build_sandbox.allowed_endpoints(self.spec.build_steps, self.sandbox.environ, self.sandbox.pip_configs)
+        async with build_sandbox.EgressProxy(allowed, self._refuse) as self._proxy:
+            await self._steps()
+
+    def _refuse(self, host: str, port: int) -> None:
+        message = build_sandbox.refusal(host, port)
+        if message not in self._refused:
+            self._refused.append(message)
+            self._line(message)
+
+    async def _exec(self, argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None) -> None:
+        """One build command: in the build sandbox when the server has one (`env` then adds to the
+        sandbox's environment), else as the server's own process."""
+        if self.sandbox is None or self._proxy is None:
+            return await _run(self._name, argv, self._line, cwd=cwd, env=env)
+        mounts = build_sandbox.mounts(self.sandbox, self.target, self._proxy.path)
+        try:
+            await _run(self._name, build_sandbox.argv(self.sandbox, mounts, argv), self._line, cwd=self.target,
+                       env=build_sandbox.environment(self.sandbox, env))
+        except ImageBuildError as exc:
+            if not self._refused:
+                raise
+            raise ImageBuildError("\n".join([str(exc), *self._refused])) from None
+
+    async def _steps(self) -> None:
         started = time.perf_counter()
         steps = self._plan()
         self.emit({"event": "build", "image": self.short, "steps": len(steps)})
@@ -336,19 +374,19 @@ class _Job:
     async def _venv(self) -> None:
         interpreter, self.python = await find_python(self.spec.python_version, readable_by_others=self.readable)
         seed = ["--seed"] if any(isinstance(s, RunCommands) for s in self.spec.steps) else []  # `pip` for commands
-        await _run(self._name, [_uv(), "venv", "--relocatable", *seed, "--python", interpreter, str(self.target)], self._line)
+        await self._exec([_uv(), "venv", "--relocatable", *seed, "--python", interpreter, str(self.target)])
 
     async def _uv_install(self, packages: Sequence[str], options: PipInstall | None) -> None:
         if not packages:
             return
-        await _run(self._name, [*self._uv_pip(options), *packages], self._line)
+        await self._exec([*self._uv_pip(options), *packages])
 
     async def _requirements(self, step: PipInstallFromRequirements) -> None:
         folder = self.target / ".wisp-build"
         folder.mkdir(exist_ok=True)
         path = folder / step.file_name
         path.write_text(step.content)
-        await _run(self._name, [*self._uv_pip(step), "-r", str(path)], self._line)
+        await self._exec([*self._uv_pip(step), "-r", str(path)])
 
     def _uv_pip(self, options: PipInstall | PipInstallFromRequirements | None) -> list[str]:
         argv = [_uv(), "pip", "install", "--python", str(self._bin / "python"), "--compile-bytecode"]
@@ -362,10 +400,13 @@ class _Job:
 
     async def _command(self, command: str, env: dict[str, str]) -> None:
         """In the image's folder, with its environment active (its bin, then uv's, first on PATH)."""
-        base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+        if self.sandbox is not None:  # the sandbox's environment, not the server's
+            base = {"PATH": MINIMAL_PATH}
+        else:
+            base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
         path = os.pathsep.join([str(self._bin), str(Path(_uv()).parent), base.get("PATH", os.defpath)])
-        full_env = {**base, "VIRTUAL_ENV": str(self.target), "PATH": path, **env}
-        await _run(self._name, ["/bin/sh", "-c", command], self._line, cwd=self.target, env=full_env)
+        extra = {"VIRTUAL_ENV": str(self.target), "PATH": path, **env}
+        await self._exec(["/bin/sh", "-c", command], cwd=self.target, env=extra if self.sandbox else {**base, **extra})
 
     def _finish(self, seconds: float) -> None:
         site = next(self.target.glob("lib/python3*/site-packages"))
@@ -400,11 +441,12 @@ async def _check_apt(packages: Sequence[str]) -> None:
         if not out.decode().strip().endswith("installed"):
             missing.append(name)
     if missing:
+        # Builds run in the build sandbox without root, so the host's packages are all they can have.
         raise ImageBuildError(
             f"Image build step `apt_install {' '.join(packages)}` failed: {', '.join(missing)} "
-            f"{'is' if len(missing) == 1 else 'are'} not installed on this machine, and the local runtime cannot "
-            "install system packages. Install them on the host (`sudo apt-get install "
-            f"{' '.join(missing)}`), or use a sandboxed runtime, which builds the image's Dockerfile."
+            f"{'is' if len(missing) == 1 else 'are'} not installed on this machine, and the local builder cannot "
+            "install system packages (it has no root file system of the image's own). Install them on the host (`sudo apt-get install "
+            f"{' '.join(missing)}`) and deploy again, or drop the step if the app does not need them."
         )
 
 

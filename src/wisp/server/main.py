@@ -39,7 +39,9 @@ from .._config import (
     read_token,
     write_server_info,
 )
+from . import build_sandbox
 from .apps import AppManager, ManagerConfig
+from .bundles import BundleLimits
 from .control import build_control_app
 from .gateway import Gateway, Target
 from .images import BUILDERS, get_builder
@@ -48,10 +50,12 @@ from .logs import UnfailingStream, check_log_max_bytes
 from .modal_api.start import ModalAPI, start_modal_api
 from .pool import STOP_GRACE, PoolConfig
 from .recovery import DamagedState, open_store
-from .runtime import get_runtime, groups
+from .runtime import Runtime, get_runtime, groups
 from .runtime.cluster.runtime import ClusterRuntime
+from .runtime.limits import LIMITS_ENV, defaults_from_env
 from .runtime.release import bound_from_env as zygote_memory_bound
 from .runtime.sandbox import SandboxRuntime
+from .runtime.slots import Slots, remove_now
 from .store import Store, StoreURL, parse_store_url
 
 TICK = 1.0  # seconds between idle checks; idle scale-down is precise to about this
@@ -91,21 +95,44 @@ def pool_config_from_env() -> PoolConfig:
     )
 
 
-def gateway_options_from_env() -> dict[str, float]:
-    """The redirect chain (S7): WISP_REDIRECT_AFTER (s without a response before the 303, default
-    150) and WISP_RESULT_TTL (s a redirected call's result stays fetchable, default 600)."""
-    options = {}
-    for env, key in (("WISP_REDIRECT_AFTER", "redirect_after"), ("WISP_RESULT_TTL", "result_ttl")):
-        value = os.environ.get(env)
-        if value:
-            try:
-                options[key] = float(value)
-            except ValueError:
-                options[key] = -1.0
-            if options[key] <= 0 if key == "redirect_after" else options[key] < 0:
-                raise SystemExit(f"wisp server: {env}={value!r} must be a number of seconds "
-                                 f"({'above' if key == 'redirect_after' else 'at least'} 0).")
+# The gateway's settings: (variable, Gateway keyword, whole number?, least value, what it is).
+GATEWAY_SETTINGS = (
+    ("WISP_REDIRECT_AFTER", "redirect_after", False, 0.0, "seconds, above 0"),
+    ("WISP_RESULT_TTL", "result_ttl", False, 0.0, "seconds, at least 0"),
+    ("WISP_BODY_TIMEOUT", "body_timeout", False, 0.0, "seconds, above 0"),
+    ("WISP_MAX_CONNECTIONS", "max_connections", True, 0, "connections, 0 for no cap"),
+    ("WISP_MAX_CLIENT_CONNECTIONS", "max_client_connections", True, 0, "connections, 0 for no cap"),
+)
+
+
+def gateway_options_from_env() -> dict[str, Any]:
+    """The gateway's settings given in the environment: the redirect chain (S7: WISP_REDIRECT_AFTER,
+    s without a response before the 303, default 150; WISP_RESULT_TTL, s a redirected call's result
+    stays fetchable, default 600), WISP_BODY_TIMEOUT (s a request body may stall, default 30) and
+    the connection caps WISP_MAX_CONNECTIONS (8192) and WISP_MAX_CLIENT_CONNECTIONS (512 per
+    client address). A bad value stops the server, naming the variable."""
+    options: dict[str, Any] = {}
+    for env, key, whole, least, what in GATEWAY_SETTINGS:
+        value = os.environ.get(env, "").strip()
+        if not value:
+            continue
+        try:
+            number: float = int(value) if whole else float(value)
+        except ValueError:
+            number = -1
+        above = not whole and what.endswith("above 0")
+        if number < least or (above and number <= least) or number != number or number == float("inf"):
+            raise SystemExit(f"wisp server: {env}={value!r} must be a number of {what}; unset it for the default.")
+        options[key] = number
     return options
+
+
+def bundle_limits_from_env() -> BundleLimits:
+    """WISP_MAX_BUNDLE_MB and WISP_MAX_UNPACKED_MB: how large a deploy's files may be."""
+    try:
+        return BundleLimits.from_env(os.environ)
+    except ValueError as exc:
+        raise SystemExit(f"wisp server: {exc}") from None
 
 
 def _isolation(home: Path) -> tuple[int, int] | None:
@@ -122,6 +149,20 @@ def _isolation(home: Path) -> tuple[int, int] | None:
         print(f"wisp server: {problem}", flush=True)
     secure_home(home, uid_range is not None)
     return uid_range
+
+
+def _limits(runtime: Runtime) -> Slots | None:
+    """The cgroups that enforce containers' limits on this machine (`Slots.start` says what it
+    runs without); None on a cluster (the nodes' limits are not enforced yet) or when
+    WISP_LIMITS=0 asks for none (said too). An earlier run's slots are removed either way."""
+    if isinstance(runtime, ClusterRuntime) or os.environ.get(LIMITS_ENV) == "0":
+        remove_now(groups.stale_cgroups())
+        groups.set_cgroups([])
+        if not isinstance(runtime, ClusterRuntime):
+            print(f"wisp server: limits: off ({LIMITS_ENV}=0): containers run without memory, pids and CPU limits",
+                  flush=True)
+        return None
+    return Slots.start(defaults_from_env(os.environ), groups.stale_cgroups())
 
 
 def shutdown_grace(value: str | None = None) -> float:
@@ -227,8 +268,12 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
         os.chmod(socket_dir, 0o711)  # apps pass through to their own folder in it, never list it
     groups.add_folder(socket_dir)
     builder = get_builder(os.environ.get("WISP_BUILDER") or "local", home)
-    builder.readable_by_others = uid_range is not None
-    config = ManagerConfig(home, gateway.port, socket_dir, pool_config_from_env(), uid_range)
+    builder.sandbox, notes = build_sandbox.configure(home, os.environ)
+    for note in notes:
+        print(f"wisp server: {note}", flush=True)
+    # Containers run as their app's uid, builds as the build uid: the image's Python must be readable by others.
+    builder.readable_by_others = uid_range is not None or (builder.sandbox is not None and not builder.sandbox.user_ns)
+    config = ManagerConfig(home, gateway.port, socket_dir, pool_config_from_env(), uid_range, bundle_limits_from_env())
     chosen = get_runtime(runtime)
     if isinstance(chosen, SandboxRuntime):  # nothing of the home, nor other apps' sockets, in a sandbox
         chosen.hide(str(home), socket_dir)
@@ -241,7 +286,10 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
             shutil.rmtree(socket_dir, ignore_errors=True)
             store.close()
             return 1
-    manager = AppManager(config, store, builder, chosen, routes)
+    slots = _limits(chosen)
+    manager = AppManager(config, store, builder, chosen, routes, slots=slots)
+    if manager.capacity.gpus.devices:  # what gpu= functions are matched against (docs/gpus.md)
+        print(f"wisp server: GPUs: {manager.capacity.gpus.describe()}, from {manager.capacity.gpus.source}", flush=True)
     stop = asyncio.Event()
     force = asyncio.Event()  # a second SIGTERM/SIGINT: stop now, cutting what is left
     loop = asyncio.get_running_loop()
@@ -255,7 +303,8 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
     admin_sock = _admin_socket()
     info = ServerInfo(os.getpid(), host, gateway.port, admin_sock.getsockname()[1], store=store.kind)
     manager.control_url = info.admin_url
-    admin = _AdminServer(uvicorn.Config(build_control_app(manager, token, request_stop, {"gateway_port": gateway.port}),
+    admin = _AdminServer(uvicorn.Config(build_control_app(manager, token, request_stop, {"gateway_port": gateway.port},
+                                                          max_body_size),
                                         log_level="warning", access_log=False, lifespan="off"))
     admin_task = asyncio.ensure_future(admin.serve(sockets=[admin_sock]))
     modal_api: ModalAPI | None = None
@@ -381,8 +430,10 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as exc:
         sys.exit(f"wisp server: --store/WISP_STORE: {exc}.")
     gateway_options_from_env()  # a bad setting stops the server here, with its name
+    bundle_limits_from_env()
     try:
         zygote_memory_bound()
+        defaults_from_env(os.environ)  # the containers' default limits
     except ValueError as exc:
         sys.exit(f"wisp server: {exc}")
     if (os.environ.get("WISP_BUILDER") or "local") not in BUILDERS:

@@ -41,6 +41,12 @@ _ids = itertools.count(1)
 STOP_GRACE = 10.0  # seconds a stopping container gets before SIGKILL
 NO_ROOM_RETRY = 1.0  # seconds before a start the runtime had no room for is tried again
 RECLAIM_AFTER = 0.5  # seconds a container must have been idle before another function may take its room
+# A function whose requests take less than this (a moving average) may be handed one request
+# beyond its inputs per container while it cannot start more containers: that request waits in
+# the container (wisp's agent runs no more than max_inputs at once) and starts the moment the one
+# before it ends, with no round trip through the gateway in between. Longer requests would only
+# trade that gap, small beside them, for waiting behind a slow neighbour.
+STANDBY_BELOW = 0.05
 LAST_OUTPUT = 8  # lines of a failed container's output a failed deploy shows
 
 
@@ -87,13 +93,24 @@ class Lease:
             self._released = True
             self._pool._release(self._container, status, broken, self._since)
 
+    def failure(self) -> str | None:
+        """Why its container failed the request, when known: killed for memory."""
+        process = self._container.process
+        why = process.out_of_memory() if process is not None else None
+        return None if why is None else (f"The container of `{self._pool.spec.name}` was killed: {why}. "
+                                         "Raise the function's memory= (or its limit, memory=(request, limit)).")
+
 
 class FunctionPool:
     def __init__(self, spec: FunctionSpec, launcher: Launcher, log: AppLog, socket_dir: str, *,
                  config: PoolConfig = PoolConfig(), metrics: Metrics | None = None, labels: Labels = (),
                  clock: Callable[[], float] = time.monotonic,
-                 admit: Callable[[list[tuple[bytes, bytes]]], TargetUnavailable | None] | None = None) -> None:
+                 admit: Callable[[list[tuple[bytes, bytes]]], TargetUnavailable | None] | None = None,
+                 unplaceable: str | None = None) -> None:
         self.spec = spec
+        # Why no container of it can ever start on this machine (a gpu= it does not have): its
+        # requests get 503 saying so at once, and it starts nothing. None: it can run here.
+        self.unplaceable = unplaceable
         # Who may reach the route (wisp.server.auth): a called function's app, a proxy token's
         # holder; None: public. The gateway runs it before anything starts or queues.
         self.admit = admit
@@ -121,6 +138,11 @@ class FunctionPool:
         self._desired = -1
         self._containers: list[Container] = []
         self._waiters: deque[tuple[asyncio.Future[Lease], float]] = deque()
+        self._expiry: asyncio.TimerHandle | None = None  # the oldest waiter's queue timeout (FIFO: it goes first)
+        # The standby slot (STANDBY_BELOW): only where the agent's own gate holds it (not a
+        # web_server's server, not Modal's entrypoint, which asks for its inputs itself).
+        self._standby_ok = spec.modal_args is None and (spec.web is None or spec.web.kind != "web_server")
+        self._duration = 1.0  # moving average of request durations, seconds: long until about 30 short ones
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self._retry_scheduled = False
@@ -133,6 +155,8 @@ class FunctionPool:
         self._no_room_until = 0.0  # loop time before which no start is tried again, unless room comes back
         self._yielded_until = 0.0  # until then (pool clock) it starts containers only for waiting requests
         self.last_output: list[str] = []  # the last lines of the container that failed last (a traceback's end)
+        self.oom_kills = 0  # containers the kernel killed for memory (their limit: the function's, `limits.py`)
+        self.last_oom: str | None = None
 
     # -- the gateway's side: the activator ------------------------------------------------------
     @property
@@ -153,6 +177,8 @@ class FunctionPool:
     def try_acquire(self) -> Lease | None:
         """A free slot at once, or None (then `acquire()` waits for one): the warm path, with
         no task and no future."""
+        if self._waiters:  # first come, first served
+            return None
         container = self._pick()
         return None if container is None else self._lease(container)
 
@@ -162,24 +188,40 @@ class FunctionPool:
             return lease
         if self._closed:
             raise self._unavailable(f"`{self.spec.name}` is stopping; retry the request.", retry_after=1)
+        if self.unplaceable is not None:
+            raise self._unavailable(f"`{self.spec.name}` cannot run on this machine: {self.unplaceable}.")
         if len(self._waiters) >= self.config.max_queue:
             raise self._unavailable(
                 f"`{self.spec.name}` already has {len(self._waiters)} requests waiting for a container "
                 f"(the queue holds {self.config.max_queue}); retry shortly.", retry_after=1)
-        future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
-        self._waiters.append((future, self._clock()))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Lease] = loop.create_future()
+        self._waiters.append((future, loop.time()))
+        if self._expiry is None:
+            self._expiry = loop.call_at(loop.time() + self.config.queue_timeout, self._expire)
         self.autoscale()
         try:
-            done, _ = await asyncio.wait({future}, timeout=self.config.queue_timeout)
+            return await future
         except asyncio.CancelledError:
             self._abandon(future)
             raise
-        if not done:
-            self._abandon(future)
-            raise self._unavailable(
-                f"No container for `{self.spec.name}` became free within {self.config.queue_timeout:.0f} s.",
-                retry_after=5)
-        return future.result()
+
+    def _expire(self) -> None:
+        """Waiters past the queue timeout get a 503; one timer for the oldest, not one per waiter."""
+        self._expiry = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while self._waiters:
+            future, since = self._waiters[0]
+            if not future.done() and since + self.config.queue_timeout > now:
+                self._expiry = loop.call_at(since + self.config.queue_timeout, self._expire)
+                return
+            self._waiters.popleft()
+            if not future.done():
+                future.set_exception(self._unavailable(
+                    f"No container for `{self.spec.name}` became free within {self.config.queue_timeout:.0f} s.",
+                    retry_after=5))
+        self._changed.set()
 
     def _unavailable(self, message: str, retry_after: int | None = None) -> TargetUnavailable:
         self._metrics.requests.inc((*self._labels, ("status", "503")))
@@ -201,6 +243,8 @@ class FunctionPool:
     def _pick(self) -> Container | None:
         """The least-loaded ready container with a free slot (an idle one ends the search)."""
         limit = self.spec.allow_concurrent_inputs
+        if self._duration < STANDBY_BELOW and self._standby_ok and not self._can_grow():
+            limit += 1  # the standby slot
         best = None
         for c in self._containers:
             if c.state is State.READY and c.in_flight < limit and (best is None or c.in_flight < best.in_flight):
@@ -208,6 +252,10 @@ class FunctionPool:
                     return c
                 best = c
         return best
+
+    def _can_grow(self) -> bool:
+        """Whether another container could start now (else waiting requests may take standby slots)."""
+        return not self.no_room and len(self._containers) < self.settings.max_containers
 
     def _lease(self, container: Container) -> Lease:
         container.in_flight += 1
@@ -223,6 +271,7 @@ class FunctionPool:
             self._metrics.requests.inc_with(self._labels, "status", status)
             window = self.window  # for the dashboard's charts
             window.durations.append(now - since)
+            self._duration += 0.1 * (now - since - self._duration)
             window.statuses[status] = window.statuses.get(status, 0) + 1
         if broken and container.state is State.READY:
             # Its connection broke mid-request: most likely it died, and its exit may not have
@@ -249,7 +298,7 @@ class FunctionPool:
             if container is None:
                 return
             self._waiters.popleft()
-            waited = self._clock() - since
+            waited = asyncio.get_running_loop().time() - since
             self._metrics.queue_wait.observe(self._labels, waited)
             self.window.waits.append(waited)
             future.set_result(self._lease(container))
@@ -287,6 +336,8 @@ class FunctionPool:
                 self._stop(c)
 
     def _start_some(self, count: int) -> None:
+        if self.unplaceable is not None:
+            return
         now = self._clock()
         if self.no_room and asyncio.get_running_loop().time() < self._no_room_until:
             return  # the runtime had no room a moment ago: wait for room to come back (or the retry)
@@ -403,6 +454,7 @@ class FunctionPool:
         self.no_room = True
         self._no_room_until = asyncio.get_running_loop().time() + NO_ROOM_RETRY
         self._containers.remove(c)
+        self._dispatch()  # the pool cannot grow: waiting requests may take standby slots
         self._changed.set()
         error = f"no room for another container of {self.spec.name}: {why}"
         if error != self.last_error:
@@ -447,7 +499,12 @@ class FunctionPool:
         c.state = State.STOPPED if was is State.DRAINING else State.FAILED
         self._containers.remove(c)
         self._changed.set()
-        if was is State.DRAINING:
+        oom = c.process.out_of_memory() if c.process is not None else None
+        if oom is not None:  # the kernel killed it (even one already draining after a broken request): say so
+            self.oom_kills += 1
+            self.last_oom = oom
+            c.recent.append(f"killed: {oom}")
+        elif was is State.DRAINING:
             self._log.write(f"[wisp] container {c.id} of {self.spec.name} stopped")
             return
         summary = next((line for line in reversed(c.recent) if line.strip()), f"exit code {code}")
@@ -547,7 +604,11 @@ class FunctionPool:
         idle = self._idle()
         return min(c.last_active for c in idle) if idle else None
 
-    def give_up_idle(self) -> bool:
+    @property
+    def launcher(self) -> Launcher:
+        return self._launcher
+
+    def give_up_idle(self, why: str = "the machine's cores are all reserved") -> bool:
         """Stop the idlest container beyond the warm pool, for another function's sake (the
         machine is full); the autoscaler starts one again when this function needs it."""
         idle = self._idle()
@@ -556,7 +617,7 @@ class FunctionPool:
         victim = min(idle, key=lambda c: c.last_active)
         self._yielded_until = self._clock() + self.settings.scaledown_window  # no warm-up taking it back
         self._log.write(f"[wisp] container {victim.id} of {self.spec.name} idle: stopped to make room for another "
-                        "function (the machine's cores are all reserved)")
+                        f"function ({why})")
         self._stop(victim)
         return True
 
@@ -588,8 +649,11 @@ class FunctionPool:
                                 "in_flight": c.in_flight} for c in self._containers],
             "in_flight": observed.in_flight,
             "queued": observed.queued,
-            "state": "failed" if self.failed else "ok",
-            "last_error": self.last_error,
+            "state": "unplaceable" if self.unplaceable else "failed" if self.failed else "ok",
+            "last_error": self.unplaceable or self.last_error,
+            "gpu": self.spec.gpu,
+            "oom_kills": self.oom_kills,
+            "last_oom": self.last_oom,
             "settings": {"min_containers": self.settings.min_containers, "max_containers": self.settings.max_containers,
                          "max_inputs": self.spec.allow_concurrent_inputs, "target_inputs": self.settings.target_per_container,
                          "buffer_containers": self.settings.buffer_containers,

@@ -93,9 +93,10 @@ class SpawnedCalls:
         try:
             answer = await asyncio.wait_for(invoke(lease.socket_path, data), pool.timeout)
         except InvokeBroken as exc:
+            why = lease.failure()  # killed for memory, if it was
             lease.release(broken=True)
-            return _failure(ExecutionError(f"The container running `{pool.spec.name}` went away mid-call: {exc}. "
-                                           "`wisp app logs` shows its last output."))
+            return _failure(ExecutionError(why or f"The container running `{pool.spec.name}` went away mid-call: {exc}. "
+                                                  "`wisp app logs` shows its last output."))
         except asyncio.TimeoutError:
             lease.release(broken=True)  # it is still busy with the input: replace it
             return _failure(FunctionTimeoutError(f"`{pool.spec.name}` ran past its timeout of {pool.timeout:g} s."))

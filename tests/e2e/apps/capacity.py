@@ -1,5 +1,6 @@
 """Reservations that fill a machine of WISP_CPU_LIMIT=1: two containers of `half` (or of `hold`,
 which keeps them for a minute), none of `huge`."""
+import asyncio
 import os
 import time
 
@@ -28,3 +29,25 @@ def other():
 @stub.webhook(cpu=4)
 def huge():
     return {"never": "served"}
+
+
+running = 0
+
+
+@stub.webhook(cpu=0.5, container_idle_timeout=2)
+async def quick():
+    """Short requests on a full machine: the pool hands a busy container one more, which waits."""
+    global running
+    running += 1
+    try:
+        seen = running
+        await asyncio.sleep(0.005)
+        return {"pid": os.getpid(), "running": seen}
+    finally:
+        running -= 1
+
+
+@stub.webhook
+def nested(x: int = 6):
+    """A plain `def` runs on the serving thread, yet sees no running event loop."""
+    return {"value": asyncio.run(asyncio.sleep(0, result=x * 7))}

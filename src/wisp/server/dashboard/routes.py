@@ -6,7 +6,7 @@ import json
 import os
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict
 from importlib import resources
 from typing import TYPE_CHECKING
@@ -69,8 +69,6 @@ class _Dashboard:
         return response
 
     async def page(self, request: Request) -> Response:
-        if not self.signed_in(request):
-            return self.refused()
         return Response(_asset("index.html"), media_type="text/html; charset=utf-8",
                         headers={"Cache-Control": "no-store", "Content-Security-Policy": "default-src 'self'"})
 
@@ -81,14 +79,10 @@ class _Dashboard:
         return Response(_asset("dashboard.css"), media_type="text/css; charset=utf-8")
 
     async def apps(self, request: Request) -> Response:
-        if not self.signed_in(request):
-            return self.refused()
         return JSONResponse({"apps": self.manager.list()})
 
     async def events(self, request: Request) -> Response:
         """A snapshot of every app each second, as server-sent events, while the page is open."""
-        if not self.signed_in(request):
-            return self.refused()
 
         async def stream() -> AsyncIterator[bytes]:
             while not await request.is_disconnected():
@@ -99,16 +93,12 @@ class _Dashboard:
 
     async def history(self, request: Request) -> Response:
         """The last 15 minutes of each function of the app, a point a second (the charts)."""
-        if not self.signed_in(request):
-            return self.refused()
         since = float(request.query_params.get("since", "0") or 0)
         points = self.manager.history.of(request.path_params["app_id"])
         return JSONResponse({fn: [asdict(p) for p in ring if p.at > since] for fn, ring in points.items()})
 
     async def history_stream(self, request: Request) -> Response:
         """The charts live (server-sent events): the kept points at once, then each second's new ones."""
-        if not self.signed_in(request):
-            return self.refused()
         app_id = request.path_params["app_id"]
 
         async def stream() -> AsyncIterator[bytes]:
@@ -124,8 +114,6 @@ class _Dashboard:
 
     async def cluster(self, request: Request) -> Response:
         """The nodes (this machine, on the local runtimes), their capacity and what runs there."""
-        if not self.signed_in(request):
-            return self.refused()
         if self.manager.runtime.name == "ray":  # a cluster's nodes, as `wisp node list` shows them
             return JSONResponse({"nodes": [asdict(Node(f"{n['name']} ({n['state']})", n["cpu"], n["memory_mb"],
                                                        n["reserved_cpu"], n["reserved_memory_mb"], n["containers"]))
@@ -136,8 +124,6 @@ class _Dashboard:
 
     async def calls(self, request: Request) -> Response:
         """The app's recent spawned calls: state, function, when, how long (no inputs or answers)."""
-        if not self.signed_in(request):
-            return self.refused()
         rows = self.manager.store.recent_calls(request.path_params["app_id"])
         now = time.time()
         return JSONResponse({"calls": [
@@ -154,15 +140,11 @@ class _Dashboard:
         return JSONResponse({"stopping": cid})
 
     async def versions(self, request: Request) -> Response:
-        if not self.signed_in(request):
-            return self.refused()
         history = self.manager.store.version_history(request.path_params["app_id"])
         return JSONResponse({"versions": [{"version": v, "deployed_at": t} for v, t in history]})
 
     async def logs(self, request: Request) -> Response:
         """The app's log as it is written (server-sent events): its last 64 KiB, then new lines."""
-        if not self.signed_in(request):
-            return self.refused()
         app_id = request.path_params["app_id"]
         if self.manager.store.app(app_id) is None and app_id not in self.manager.logs:
             return JSONResponse({"error": f"No app named {app_id!r}."}, status_code=404)
@@ -179,9 +161,7 @@ class _Dashboard:
         return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
     def action_refused(self, request: Request) -> JSONResponse | None:
-        """An action needs the session and must come from the dashboard's own page (Origin)."""
-        if not self.signed_in(request):
-            return self.refused()
+        """An action (its session checked by the route) must come from the dashboard's own page (Origin)."""
         if request.headers.get("origin", "") != f"{request.url.scheme}://{request.url.netloc}":
             return JSONResponse({"error": "Refused: an action must come from the dashboard's own page."},
                                 status_code=403)
@@ -208,8 +188,29 @@ class _Dashboard:
         return JSONResponse({"stopped": app_id})
 
 
+# The only dashboard paths answered without a session: the login link and the page's static assets.
+PUBLIC = frozenset({"/dashboard/login", "/dashboard/dashboard.js", "/dashboard/dashboard.css"})
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _session_only(d: _Dashboard, endpoint: Endpoint) -> Endpoint:
+    async def guarded(request: Request) -> Response:
+        if not d.signed_in(request):
+            return d.refused()
+        return await endpoint(request)
+
+    return guarded
+
+
 def dashboard_routes(manager: AppManager, auth: DashboardAuth) -> list[Route]:
+    """The dashboard's routes: every one but PUBLIC's needs the session, checked here once, so a
+    route added below cannot forget it."""
     d = _Dashboard(manager, auth)
+    return [route if route.path in PUBLIC else Route(route.path, _session_only(d, route.endpoint), methods=route.methods)
+            for route in _routes(d)]
+
+
+def _routes(d: _Dashboard) -> list[Route]:
     return [
         Route("/dashboard/login", d.login),
         Route("/dashboard/", d.page),

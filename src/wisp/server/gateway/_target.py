@@ -21,6 +21,10 @@ class Lease(Protocol):
         connection lost before the response ended). status: the HTTP status the client got,
         None if the client left before an answer."""
 
+    def failure(self) -> str | None:
+        """Why the container failed the request, when the server knows (it was killed for
+        memory): the gateway's 502 says it instead of a bare "bad gateway"."""
+
 
 class Target(Protocol):
     """One web function: hands out container slots, waiting for a cold start if needed. Every

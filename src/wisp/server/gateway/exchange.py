@@ -452,13 +452,14 @@ class Exchange:
     def _fail(self) -> None:
         self.flush()  # what the container did send reaches the client before the cut
         answered = self.head_sent
+        why = self.lease.failure() if self.lease is not None and not answered else None  # a rare path: read now
         self._end()
         self._update_hold()
         self._release(broken=True)
         if answered:
             self.client.break_response()
         else:
-            self.client.respond(502, {"error": responses.BAD_GATEWAY})
+            self.client.respond(502, {"error": why or responses.BAD_GATEWAY})
 
     def _release(self, *, broken: bool) -> None:
         lease, self.lease = self.lease, None

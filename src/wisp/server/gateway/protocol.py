@@ -55,6 +55,12 @@ class GatewayState:
     port: int = 0
     draining: bool = False  # the server is stopping: no redirects, every response is a last one
     connections: set[ClientConnection] = field(default_factory=set)
+    # Connections admitted at once, in all and from one client address; past them a new one is
+    # answered 503 and closed (counted per connection, never per request).
+    max_connections: int = 1 << 62
+    max_client_connections: int = 1 << 62
+    admitted: int = 0
+    by_client: dict[bytes, int] = field(default_factory=dict)
     _id_prefix: bytes = field(default_factory=lambda: os.urandom(4).hex().encode())
     _id_count: int = 0
 
@@ -92,6 +98,10 @@ class ClientConnection(asyncio.Protocol):
         # When a head still incomplete after a read began to arrive (None: none is): the sweep
         # answers 408 past the gateway's head_timeout, however slowly its bytes keep coming.
         self.head_started: float | None = None
+        # The body being read as the sweep last saw it: (request, bytes read, when that count
+        # was first seen). Only the sweep reads and writes it; see check_body.
+        self._body_seen: tuple[Request, int, float] | None = None
+        self._admitted = False  # counted in the gateway's connection caps
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -100,11 +110,37 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.client_ip = peer[0].encode()
-        self.state.connections.add(self)
+        state = self.state
+        state.connections.add(self)
+        from_client = state.by_client.get(self.client_ip, 0)
+        if state.admitted >= state.max_connections:
+            self._refuse_connection(responses.too_many_connections(state.max_connections))
+        elif from_client >= state.max_client_connections:
+            self._refuse_connection(responses.too_many_client_connections(state.max_client_connections))
+        else:
+            state.admitted += 1
+            state.by_client[self.client_ip] = from_client + 1
+            self._admitted = True
+
+    def _refuse_connection(self, message: str) -> None:
+        """Over a connection cap: 503 before any request is read, and close."""
+        self._unreadable = True
+        self.write(responses.json_response(503, {"error": message}, connection=b"close",
+                                           headers={"Retry-After": "1"}))
+        self._close(linger=True)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
-        self.state.connections.discard(self)
+        state = self.state
+        state.connections.discard(self)
+        if self._admitted:
+            self._admitted = False
+            state.admitted -= 1
+            left = state.by_client[self.client_ip] - 1
+            if left:
+                state.by_client[self.client_ip] = left
+            else:
+                del state.by_client[self.client_ip]
         if self._linger is not None:
             self._linger.cancel()
         self._abort_active()
@@ -124,8 +160,8 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserCallbackError as exc:
             logger.error("gateway error while reading a request", exc_info=exc.__context__ or exc)
             self._internal_error()
-        except httptools.HttpParserError:
-            self._bad_request(400, responses.BAD_REQUEST)
+        except httptools.HttpParserError as exc:  # llhttp's reason says what is wrong with the framing
+            self._bad_request(400, responses.malformed(str(exc)))
         else:
             if self._head_size is not None:  # a head is still arriving: the rare path
                 if self.head_started is None:
@@ -199,7 +235,7 @@ class ClientConnection(asyncio.Protocol):
         req.keep_alive = parser.should_keep_alive()
         refused = read_headers(req)
         if refused is not None:
-            self._bad_request(400, refused)
+            self._bad_request(*refused)
             return
         req.websocket = parser.should_upgrade() and is_websocket(req)
         self.idle_since = None
@@ -470,6 +506,26 @@ class ClientConnection(asyncio.Protocol):
         req = self._active
         if req is not None and req.exchange is not None:
             req.exchange.abort()
+
+    def check_body(self, now: float, timeout: float) -> None:
+        """Called by the gateway's sweep for a connection with a request in progress: a body that
+        has not grown for `timeout` seconds while the gateway was reading is answered 408 (or,
+        once its response has begun, cut). Not while reading is paused (the gateway's own choice)
+        or while a client that asked for 100 Continue has not got it. The request path itself
+        does nothing for this: the sweep compares the body's size with what it saw last."""
+        req = self._active
+        if req is None or req.complete or self._closing or self._unreadable:
+            self._body_seen = None
+            return
+        size = req.body_size
+        seen = self._body_seen
+        if seen is None or seen[0] is not req or seen[1] != size or self._pauses \
+                or (req.expect_continue and size == 0):
+            self._body_seen = (req, size, now)
+        elif now - seen[2] >= timeout:
+            self._body_seen = None
+            self._unreadable = True
+            self._cut_active(408, responses.body_timed_out(timeout))
 
     def head_timed_out(self, timeout: float) -> None:
         """A head that has not arrived whole within the gateway's head_timeout (slowloris)."""

@@ -103,14 +103,18 @@ class Request:
         return self.chunked or self.content_length > 0
 
 
-def read_headers(req: Request) -> str | None:
+Refusal = tuple[int, str]  # the status and the message of a request the gateway will not forward
+
+
+def read_headers(req: Request) -> Refusal | None:
     """Pick out what the gateway acts on and keep the rest for the upstream head.
 
-    Returns why the request must be refused with 400, or None.
+    Returns why the request must be refused (its status and message), or None.
     """
     parts = req.parts
     connection = b""
     hosts = 0
+    framing: Refusal | None = None
     for name, value in req.headers:
         kind = _SPECIAL.get(name.lower())
         if kind is None:
@@ -120,9 +124,21 @@ def read_headers(req: Request) -> str | None:
             req.host = value
             parts += (name, b": ", value, b"\r\n")
         elif kind == _LENGTH:
-            req.content_length = int(value)  # llhttp has validated the digits
+            # llhttp refuses these too (and validates the digits); checked here again, where it
+            # costs nothing but to requests that carry the header, so that no parser setting or
+            # version can ever let a body be framed two ways (request smuggling).
+            if req.content_length >= 0 or req.chunked:
+                framing = (400, TWO_LENGTHS if req.content_length >= 0 else LENGTH_AND_CHUNKED)
+            req.content_length = int(value)
         elif kind == _CHUNKED:
-            # llhttp rejects a request Transfer-Encoding that does not end in chunked.
+            # llhttp rejects a request Transfer-Encoding that does not end in chunked; one that
+            # has another coding before it (`gzip, chunked`) would reach the app undecoded.
+            if req.content_length >= 0 or req.chunked:
+                framing = (400, LENGTH_AND_CHUNKED if req.content_length >= 0 else TWO_CODINGS)
+            elif value.lower() != b"chunked":
+                framing = (501, ONLY_CHUNKED)
+            elif not req.http11:  # RFC 9112 6.1: faulty framing in an HTTP/1.0 message
+                framing = (400, CHUNKED_10)
             req.chunked = True
         elif kind == _EXPECT:
             req.expect_continue = value.lower() == b"100-continue"
@@ -135,15 +151,25 @@ def read_headers(req: Request) -> str | None:
     if hosts > 1:
         # Routing by one and the app reading the other would let a client reach one function
         # while the app believes it is another (RFC 9112 3.2: 400).
-        return TWO_HOSTS
+        return 400, TWO_HOSTS
+    if framing is not None:
+        return framing
     if connection and connection.lower() not in _COMMON_CONNECTION:
         _drop_listed(parts, connection)
     if not req.url.startswith(b"/"):
-        return _absolute_form(req)
+        refused = _absolute_form(req)
+        return None if refused is None else (400, refused)
     return None
 
 
 TWO_HOSTS = "The request has more than one Host header; send exactly one."
+TWO_LENGTHS = "The request has more than one Content-Length header; send exactly one."
+LENGTH_AND_CHUNKED = ("The request has both Content-Length and Transfer-Encoding, so its body could be read two "
+                      "ways; send one of them (Content-Length for a body of known size).")
+TWO_CODINGS = "The request has more than one Transfer-Encoding header; send one: `Transfer-Encoding: chunked`."
+ONLY_CHUNKED = ("The gateway takes no transfer coding but `Transfer-Encoding: chunked`; send the body with "
+                "Content-Length or plain chunked (a compressed body says so in Content-Encoding).")
+CHUNKED_10 = "An HTTP/1.0 request cannot be chunked; send it as HTTP/1.1, or with Content-Length."
 BAD_TARGET = ("The request target is neither a path (`/path`) nor an absolute http:// or https:// URL "
               "without user info; send `GET /path HTTP/1.1` with a Host header.")
 

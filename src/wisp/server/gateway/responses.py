@@ -23,6 +23,27 @@ def head_timed_out(timeout: float) -> str:
             "Send a request's head at once.")
 
 
+def body_timed_out(timeout: float) -> str:
+    return (f"The request body stopped arriving: no byte of it came for {timeout:g} s, so the connection is "
+            "closed. Send the whole body without pausing, then retry.")
+
+
+def malformed(reason: str) -> str:
+    """A request llhttp could not parse (its reason: bad framing, a bad header, ...)."""
+    return (f"The request is not valid HTTP/1.1 ({reason.rstrip('.')}), so the gateway cannot route it; "
+            "fix the request's framing and headers.")
+
+
+def too_many_connections(limit: int) -> str:
+    return (f"The gateway has {limit} client connections open, its limit (WISP_MAX_CONNECTIONS); "
+            "retry in a moment, or raise the limit.")
+
+
+def too_many_client_connections(limit: int) -> str:
+    return (f"This client address has {limit} connections open to the gateway, its limit per address "
+            "(WISP_MAX_CLIENT_CONNECTIONS); reuse connections (keep-alive) or close some, then retry.")
+
+
 HEAD_TOO_LARGE = "The request line and headers are larger than 64 KiB; send fewer or shorter headers."
 INTERNAL = "The gateway failed while handling this request. This is a bug in wisp; the server log has the traceback."
 

@@ -14,6 +14,9 @@ from .upstream import UpstreamPool
 
 IDLE_TIMEOUT = 75.0  # seconds a client connection may sit without a request in progress
 HEAD_TIMEOUT = 10.0  # seconds a request's line and headers may take to arrive, once begun
+BODY_TIMEOUT = 30.0  # seconds a request body may go without a byte arriving while the gateway reads
+MAX_CONNECTIONS = 8192  # client connections open at once (WISP_MAX_CONNECTIONS; 0: no cap)
+MAX_CLIENT_CONNECTIONS = 512  # of them from one client address (WISP_MAX_CLIENT_CONNECTIONS; 0: no cap)
 REDIRECT_AFTER = 150.0  # seconds without a response before a 303 to the call's result (S7)
 RESULT_TTL = 600.0  # seconds a detached call's result stays fetchable after it finished
 BACKLOG = 2048
@@ -36,15 +39,24 @@ class Gateway:
     """
 
     def __init__(self, routes: Mapping[str, Target], *, max_body_size: int = 100 * 1024 * 1024,
-                 redirect_after: float = REDIRECT_AFTER, result_ttl: float = RESULT_TTL) -> None:
+                 redirect_after: float = REDIRECT_AFTER, result_ttl: float = RESULT_TTL,
+                 max_connections: int = MAX_CONNECTIONS, max_client_connections: int = MAX_CLIENT_CONNECTIONS,
+                 body_timeout: float = BODY_TIMEOUT) -> None:
+        """`max_connections`, `max_client_connections`: 0 is no cap."""
         if redirect_after <= 0 or result_ttl < 0:
             raise ValueError(f"redirect_after must be > 0 and result_ttl >= 0, got {redirect_after} and {result_ttl}.")
+        if max_connections < 0 or max_client_connections < 0 or body_timeout <= 0:
+            raise ValueError(f"connection caps must be >= 0 (0: none) and body_timeout > 0, got {max_connections}, "
+                             f"{max_client_connections} and {body_timeout}.")
         self._calls = Calls(result_ttl)
         self._state = GatewayState(routes, UpstreamPool(), max_body_size, self._calls, redirect_after)
+        self._state.max_connections = max_connections or 1 << 62
+        self._state.max_client_connections = max_client_connections or 1 << 62
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.idle_timeout = IDLE_TIMEOUT
         self.head_timeout = HEAD_TIMEOUT
+        self.body_timeout = body_timeout
 
     async def start(self, host: str, port: int, sock: socket.socket | None = None, *, serve: bool = True) -> None:
         """Listen on host:port (port 0 picks a free one), or on `sock` when given.
@@ -143,7 +155,8 @@ class Gateway:
     def sweep_interval(self) -> float:
         # Idle closing is precise to a fifth of the idle timeout; redirects and timeouts to about
         # a second (a twentieth of the window when it is short, as in tests).
-        return max(0.01, min(self.idle_timeout / 5, self.head_timeout / 5, 1.0, self._state.redirect_after / 20))
+        return max(0.01, min(self.idle_timeout / 5, self.head_timeout / 5, self.body_timeout / 5, 1.0,
+                             self._state.redirect_after / 20))
 
     async def _sweep(self) -> None:
         # A sweep instead of timers per request keeps the per-request cost at one clock read.
@@ -157,6 +170,7 @@ class Gateway:
                 if conn.head_started is not None and conn.head_started < head_deadline:
                     conn.head_timed_out(self.head_timeout)
                 elif conn.idle_since is None:
+                    conn.check_body(now, self.body_timeout)
                     conn.check_wait(now)
                 elif conn.idle_since < deadline:
                     conn.close_idle()

@@ -54,6 +54,7 @@ class DraftApp:
     mode: str = "deploy"  # "serve" for `modal serve` / `modal run` (an ephemeral app)
     functions: dict[str, Any] = field(default_factory=dict)  # function id -> api_pb2.Function
     names: dict[str, str] = field(default_factory=dict)  # function name -> its id
+    ranked: dict[str, list[Any]] = field(default_factory=dict)  # function id -> its copies per GPU of a fallback list
     wisp_id: str | None = None  # the wisp app it became at its first AppPublish
     last_heartbeat: float = 0.0  # monotonic time of the client's last AppHeartbeat (ephemeral apps)
 

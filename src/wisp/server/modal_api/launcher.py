@@ -26,7 +26,9 @@ from modal_proto import api_pb2
 from ..._protocol import Ready, encode
 from ..isolation import AppUser
 from ..runtime.base import ContainerProcess, Log
+from ..runtime.gpus import NO_GPUS, Grant
 from ..runtime.local import spawn
+from ..runtime.slots import Slot, SlotSupply
 from ..runtime.zygote import ZygoteError, ZygoteRuntime, sandbox_fields
 from .bridge import Bridge, http_server_factory
 from .service import ModalService
@@ -101,6 +103,9 @@ class ModalProcess:
             with contextlib.suppress(OSError):
                 os.unlink(path)
 
+    def out_of_memory(self) -> str | None:
+        return self._process.out_of_memory()
+
     async def stop(self, grace: float) -> None:
         """The kill switch first (it drains and runs its exit hooks), then signals after `grace`."""
         self.task.kill()
@@ -117,10 +122,11 @@ class ModalLauncher:
     def __init__(self, python: str, arguments: Path, env: Mapping[str, str], cwd: Path, log: Log, *,
                  web: bool, method_name: str | None, app_id: str, user: AppUser | None = None,
                  zygotes: ZygoteRuntime | None = None, calls: Callable[[], ModalService | None] = lambda: None,
-                 version_dir: Path | None = None) -> None:
+                 version_dir: Path | None = None, slots: SlotSupply | None = None) -> None:
         """`version_dir`: the app version's folder, which a sandboxed container sees (the
         arguments' folder's parent by default)."""
         self.python = python
+        self.slots = slots  # its containers' limits (cgroup slots), as for wisp's own containers
         self.arguments = arguments
         self.env = dict(env)
         self.cwd = cwd
@@ -140,6 +146,8 @@ class ModalLauncher:
     def prepare(self) -> None:
         """Start the image's zygote ahead of the first container (its import of Modal's client
         would otherwise be part of a cold start)."""
+        if self.slots is not None:
+            self.slots.prepare()
         if self.zygotes is not None and self._preparing is None:
             self._preparing = asyncio.ensure_future(self.zygotes.image_zygote(self.python))
 
@@ -149,7 +157,7 @@ class ModalLauncher:
                 await asyncio.shield(self._preparing)
         return None
 
-    async def start(self, socket_path: str) -> ModalProcess:
+    async def start(self, socket_path: str, gpus: Grant = NO_GPUS) -> ModalProcess:
         if self._template is None:
             self._template = api_pb2.ContainerArguments.FromString(self.arguments.read_bytes())
         template = self._template
@@ -158,7 +166,7 @@ class ModalLauncher:
         args = api_pb2.ContainerArguments()
         args.CopyFrom(template)
         args.task_id = task.task_id
-        env = dict(self.env)
+        env = {**self.env, **gpus.env()}
         if args.function_def.webhook_config.type == api_pb2.WEBHOOK_TYPE_WEB_SERVER:
             # Two containers of it on one machine cannot share the declared port: each gets a free one.
             port = free_port()
@@ -190,15 +198,22 @@ class ModalLauncher:
             if self.zygotes.sandbox is not None:  # its own namespaces and root, with its socket's folder
                 request["sandbox"] = sandbox_fields(self.zygotes.sandbox, str(self.version_dir),
                                                     env["MODAL_SERVER_URL"].removeprefix("unix://"))
+            if self.slots is not None:
+                request["tmp_size_mb"] = self.slots.limits.tmp_size_mb
             try:
-                return await self.zygotes.fork_module(self.python, request)
+                return await self.zygotes.fork_module(self.python, request, self._slot())
             except (ZygoteError, OSError) as exc:
                 if self.zygotes.sandbox is not None:  # never outside the sandbox
                     raise ZygoteError(f"the image's zygote could not fork a sandboxed container: {exc}") from exc
                 note = f"started as a fresh process: the image's zygote could not fork it ({exc})"
-        return await spawn([self.python, "-m", ENTRYPOINT], env, self.cwd, self.user, note)
+        return await spawn([self.python, "-m", ENTRYPOINT], env, self.cwd, self.user, note, self._slot())
+
+    def _slot(self) -> Slot | None:
+        return self.slots.take() if self.slots is not None else None
 
     async def close(self) -> None:
+        if self.slots is not None:
+            self.slots.close()
         if self.zygotes is not None:
             self.zygotes.release(self.python)
             self.zygotes = None

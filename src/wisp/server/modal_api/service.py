@@ -8,6 +8,7 @@ the RPC, so the client's error says what is missing rather than failing in trans
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import os
 import tarfile
@@ -280,6 +281,14 @@ class ModalService(Servicer):
         request = await stream.recv_message()
         assert request is not None
         if request.HasField("data"):
+            limit = self.manager.bundle_limits.unpacked
+            if len(request.data) > limit:
+                raise GRPCError(Status.RESOURCE_EXHAUSTED, f"A mounted file is {len(request.data)} bytes, more than "
+                                                           f"an app's files may unpack to on this server ({limit >> 20} "
+                                                           "MiB, WISP_MAX_UNPACKED_MB); keep large data out of mounts.")
+            if hashlib.sha256(request.data).hexdigest() != request.sha256_hex:
+                raise GRPCError(Status.INVALID_ARGUMENT, "A mounted file's data does not match its SHA-256; run "
+                                                         "`modal deploy` again.")
             self.drafts.blobs[request.sha256_hex] = request.data
         elif request.data_blob_id:
             raise GRPCError(Status.UNIMPLEMENTED, "wisp takes a mounted file's data inline only; files over the "
@@ -313,6 +322,9 @@ class ModalService(Servicer):
         function_id = request.existing_function_id or draft.names.setdefault(
             fn.function_name, self._function_id(draft, fn.function_name))
         draft.functions[function_id] = fn
+        if not request.HasField("function") and len(request.function_data.ranked_functions) > 1:  # gpu=[...]
+            draft.ranked[function_id] = [r.function for r in sorted(request.function_data.ranked_functions,
+                                                                    key=lambda r: r.rank)]
         web_url = self._web_url(draft, fn.function_name, fn.webhook_config) if fn.HasField("webhook_config") else ""
         methods = {name: api_pb2.FunctionHandleMetadata(
             function_name=method.function_name, is_method=True, use_method_name=name,
@@ -512,8 +524,8 @@ class ModalService(Servicer):
         arguments = [(arguments_path(fn.function_name),
                       container_arguments(draft.app_id, fid, fn, layout).SerializeToString(), 0o644)
                      for fid, fn in draft.functions.items()]
-        for fn in draft.functions.values():
-            functions += function_specs(fn, image_spec(self._chain(fn.image_id)))
+        for fid, fn in draft.functions.items():
+            functions += function_specs(fn, image_spec(self._chain(fn.image_id)), draft.ranked.get(fid, ()))
             mount_ids += [m for m in fn.mount_ids if m not in mount_ids]
             module = module or fn.module_name
         mounted = []

@@ -6,12 +6,15 @@ files of an app version. Table-tested; a layer or option wisp cannot honour rais
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
 from modal_proto import api_pb2
 
+from ..._gpu import GpuValue
+from ..._gpu import canonical as canonical_gpu
 from ..._image_steps import (
     Env,
     ImageSpec,
@@ -154,26 +157,40 @@ def web_spec(config: api_pb2.WebhookConfig) -> dict[str, Any] | None:
     return web
 
 
-def function_specs(fn: api_pb2.Function, image: ImageSpec) -> list[dict[str, Any]]:
+def gpu_of(functions: Sequence[api_pb2.Function]) -> GpuValue:
+    """The `gpu=` of a Modal function definition, or of its ranked copies (Modal sends a fallback
+    list as one definition per GPU), in wisp's canonical form."""
+    options = [f"{c.gpu_type}:{c.count or 1}" for f in functions if (c := f.resources.gpu_config).gpu_type]
+    if not options:
+        return None
+    try:
+        return canonical_gpu(options[0] if len(options) == 1 else options)
+    except ValueError as exc:
+        raise Unsupported(f"`{functions[0].function_name}`'s gpu cannot be read: {exc}.") from None
+
+
+def function_specs(fn: api_pb2.Function, image: ImageSpec,
+                   ranked: Sequence[api_pb2.Function] = ()) -> list[dict[str, Any]]:
     """A Modal `Function` definition as wisp's FunctionSpec JSON: one for a function; for an
     @app.cls class (`Model.*`), one per web method (`Model.predict`), as wisp's own @stub.cls
     records them. Its other methods cannot be called through the modal client yet, so a class
     with no web method is refused rather than deployed as nothing."""
     if not fn.is_class:
-        return [function_spec(fn, image)]
+        return [function_spec(fn, image, ranked)]
     cls = fn.function_name.removesuffix(".*")
     webs = {name: m for name, m in fn.method_definitions.items() if m.webhook_config.type}
     if not webs:
         raise Unsupported(f"The class `{cls}` has no web methods; calling a class's methods through the modal "
                           "client is not supported by wisp yet. Serve them with @modal.fastapi_endpoint(), or "
                           "make them @app.function()s.")
-    base = function_spec(fn, image)
+    base = function_spec(fn, image, ranked)
     return [{**base, "name": f"{cls}.{name}", "cls": cls, "method_name": name, "web": web_spec(m.webhook_config)}
             for name, m in webs.items()]
 
 
-def function_spec(fn: api_pb2.Function, image: ImageSpec) -> dict[str, Any]:
-    """A Modal `Function` definition (not a class) as wisp's FunctionSpec JSON."""
+def function_spec(fn: api_pb2.Function, image: ImageSpec, ranked: Sequence[api_pb2.Function] = ()) -> dict[str, Any]:
+    """A Modal `Function` definition (not a class) as wisp's FunctionSpec JSON; `ranked`: its
+    copies per GPU of a fallback list, if it had one."""
     scaling = fn.autoscaler_settings
     # Modal's entrypoint waits for a web server on the container's eth0 address; without a network
     # namespace per container (issue 15) that is the machine's own, and wisp keeps apps on loopback.
@@ -200,7 +217,17 @@ def function_spec(fn: api_pb2.Function, image: ImageSpec) -> dict[str, Any]:
         "target_inputs": fn.target_concurrent_inputs or None,
         "startup_timeout": fn.startup_timeout_secs or 300,
         "secrets": secrets,
+        "gpu": gpu_of(ranked or [fn]),
+        **resources(fn.resources),
     }
+
+
+def resources(r: api_pb2.Resources) -> dict[str, Any]:
+    """`cpu=`, `memory=` (with the limits of Modal's tuples) and `ephemeral_disk=` as spec fields;
+    0 in the proto means unset."""
+    return {"cpu": r.milli_cpu / 1000 or None, "cpu_limit": r.milli_cpu_max / 1000 or None,
+            "memory": r.memory_mb or None, "memory_limit": r.memory_mb_max or None,
+            "ephemeral_disk": r.ephemeral_disk_mb or None}
 
 
 def arguments_path(function_name: str) -> str:

@@ -3,10 +3,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..._protocol import Start
 from ..isolation import AppUser
+from .gpus import NO_GPUS, Grant
+
+if TYPE_CHECKING:
+    from .slots import SlotSupply
 
 
 class ContainerProcess(Protocol):
@@ -23,6 +27,11 @@ class ContainerProcess(Protocol):
 
     async def stop(self, grace: float) -> None:
         """Ask the container to stop (it drains), and force it after `grace` seconds."""
+        ...
+
+    def out_of_memory(self) -> str | None:
+        """"out of memory (limit N MiB)" once the kernel has killed it (or a process of it) for
+        memory; None otherwise, or where its limits are not enforced (no cgroup slot)."""
         ...
 
 
@@ -62,8 +71,9 @@ class Launcher(Protocol):
         which now import it themselves), or None. A fallback that needs no proof (fresh processes)
         returns None; `start` says why in the container's note."""
 
-    async def start(self, socket_path: str) -> ContainerProcess:
-        """Start a container that serves on `socket_path`."""
+    async def start(self, socket_path: str, gpus: Grant = NO_GPUS) -> ContainerProcess:
+        """Start a container that serves on `socket_path`, holding the GPUs of `gpus` (its
+        CUDA_VISIBLE_DEVICES, and `Start.gpu_devices`: a sandbox binds only those nodes)."""
         ...
 
     async def close(self) -> None:
@@ -74,7 +84,8 @@ class Runtime(Protocol):
     name: str
 
     def launcher(self, python: str, start: Start, *, env: Mapping[str, str], cwd: Path, fork: bool, log: Log,
-                 startup_timeout: float = 300.0, user: AppUser | None = None) -> Launcher:
+                 startup_timeout: float = 300.0, user: AppUser | None = None,
+                 slots: SlotSupply | None = None) -> Launcher:
         """A launcher for containers of `start` (the container protocol's Start, its socket
         filled in per container), run by the image's `python` in `env` and `cwd`.
 
@@ -83,6 +94,8 @@ class Runtime(Protocol):
 
         `fork=False`: the function asked for fresh processes; runtimes that fork must not.
         `startup_timeout`: how long what is prepared for the function (its import) may take.
+        `slots`: its containers' limits and the cgroup slots that enforce them (`slots.py`); each
+        container (and a function zygote) joins one as its first step. None: no limits.
         """
         ...
 

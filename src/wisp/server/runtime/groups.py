@@ -10,7 +10,8 @@ signalled: a live leader must have the recorded start time, and while any member
 alive the kernel gives its number to no new process.
 
 `run/run.json` holds the epoch (one more each start), the server's pid and start time and the
-folders to remove (socket folders under /tmp); `run/groups-<epoch>` one `pid start` line per
+folders to remove (socket folders under /tmp) and its cgroup folders (`slots`: the next start
+removes them, killing what is left in them); `run/groups-<epoch>` one `pid start` line per
 group started. Writing is best effort: a full disk costs the record, never a container.
 """
 from __future__ import annotations
@@ -45,6 +46,8 @@ class RunRecord:
         self.folder = folder
         self.epoch = epoch
         self.folders = list(folders)
+        self.cgroups: list[str] = []  # this run's cgroup folders (slots.Slots)
+        self.stale_cgroups: list[str] = []  # an earlier run's, for Slots.start to remove
         self.path = folder / f"groups-{epoch}"
         self.live: dict[int, int] = {}  # leader pid -> start time
         self._written = 0
@@ -71,7 +74,8 @@ class RunRecord:
 
     def save(self) -> None:
         me = os.getpid()
-        info = {"epoch": self.epoch, "pid": me, "start_time": start_time(me), "folders": self.folders}
+        info = {"epoch": self.epoch, "pid": me, "start_time": start_time(me), "folders": self.folders,
+                "cgroups": [*self.stale_cgroups, *self.cgroups]}
         tmp = self.folder / (RUN_FILE + ".tmp")
         tmp.write_text(json.dumps(info))
         tmp.replace(self.folder / RUN_FILE)
@@ -93,9 +97,9 @@ class RunRecord:
             self._failed = False
 
 
-def reap(folder: Path) -> tuple[int, list[str]]:
+def reap(folder: Path) -> tuple[int, list[str], list[str]]:
     """End the groups recorded by earlier runs in `folder` and remove their record files; the
-    number of groups signalled and the folders those runs asked to have removed."""
+    number of groups signalled, the folders those runs asked to have removed and their cgroup folders."""
     ended = 0
     for path in folder.glob("groups-*"):
         with contextlib.suppress(OSError):
@@ -105,9 +109,12 @@ def reap(folder: Path) -> tuple[int, list[str]]:
                     ended += _end_group(pid, started)
             path.unlink()
     folders: list[str] = []
-    with contextlib.suppress(OSError, ValueError, TypeError):
-        folders = [str(f) for f in json.loads((folder / RUN_FILE).read_text()).get("folders", [])]
-    return ended, folders
+    cgroups: list[str] = []
+    with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+        info = json.loads((folder / RUN_FILE).read_text())
+        folders = [str(f) for f in info.get("folders", [])]
+        cgroups = [str(f) for f in info.get("cgroups", []) if str(f).startswith("/sys/fs/cgroup/")]
+    return ended, folders, cgroups
 
 
 def _end_group(pid: int, started: int) -> int:
@@ -126,7 +133,7 @@ def begin(home: Path, folders: list[str]) -> RunRecord:
     earlier run left, remove its folders, and start this run's record."""
     folder = home / RUN_DIR
     folder.mkdir(mode=0o700, exist_ok=True)
-    ended, old_folders = reap(folder)
+    ended, old_folders, old_cgroups = reap(folder)
     if ended:
         print(f"wisp server: ended {ended} process group(s) left running by an earlier server of {home}",
               file=sys.stderr, flush=True)
@@ -137,6 +144,7 @@ def begin(home: Path, folders: list[str]) -> RunRecord:
     with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
         epoch = int(json.loads((folder / RUN_FILE).read_text()).get("epoch", 0)) + 1
     record = RunRecord(folder, epoch, folders)
+    record.stale_cgroups = old_cgroups  # kept in the record until Slots.start has removed them
     record.save()
     return record
 
@@ -152,6 +160,19 @@ def launched(pid: int) -> None:
 def ended(pid: int) -> None:
     if current is not None:
         current.ended(pid)
+
+
+def set_cgroups(paths: list[str]) -> None:
+    """This run's cgroup folders (the earlier runs' are removed by now)."""
+    if current is not None:
+        current.stale_cgroups = []
+        current.cgroups = list(paths)
+        with contextlib.suppress(OSError):
+            current.save()
+
+
+def stale_cgroups() -> list[str]:
+    return list(current.stale_cgroups) if current is not None else []
 
 
 def add_folder(path: str) -> None:

@@ -25,6 +25,8 @@ from typing import Any
 from ..._protocol import Start
 from ..isolation import AppUser
 from .base import ContainerProcess, Launcher
+from .gpus import NO_GPUS, Grant
+from .slots import SlotSupply
 from .zygote import ZygoteRuntime, _request
 
 PROBE_TIMEOUT = 30.0
@@ -57,8 +59,9 @@ class ImageForkLauncher:
     stand-in for a fresh interpreter."""
 
     def __init__(self, runtime: SandboxRuntime, python: str, start: Start, env: Mapping[str, str], cwd: Path,
-                 user: AppUser | None, note: str | None) -> None:
+                 user: AppUser | None, note: str | None, slots: SlotSupply | None = None) -> None:
         self.runtime = runtime
+        self.slots = slots  # its containers' limits: the child joins its slot before entering the sandbox
         self.python = python
         self.start_params = start
         self.env = dict(env)
@@ -67,20 +70,24 @@ class ImageForkLauncher:
         self.note = note
 
     def prepare(self) -> None:
-        pass
+        if self.slots is not None:
+            self.slots.prepare()
 
     async def ready(self) -> str | None:
         return None
 
-    async def start(self, socket_path: str) -> ContainerProcess:
-        request = _request(self.start_params.for_container(socket_path), self.env, self.cwd, self.user,
-                           self.runtime.sandbox)
-        process = await self.runtime.fork_module(self.python, request)
+    async def start(self, socket_path: str, gpus: Grant = NO_GPUS) -> ContainerProcess:
+        request = _request(self.start_params.for_container(socket_path, gpus.device_nodes()),
+                           {**self.env, **gpus.env()}, self.cwd, self.user, self.runtime.sandbox,
+                           tmp_size_mb=self.slots.limits.tmp_size_mb if self.slots is not None else None)
+        process = await self.runtime.fork_module(self.python, request,
+                                                 self.slots.take() if self.slots is not None else None)
         process.note = self.note
         return process
 
     async def close(self) -> None:
-        pass
+        if self.slots is not None:
+            self.slots.close()
 
 
 class SandboxRuntime(ZygoteRuntime):
@@ -119,8 +126,9 @@ class SandboxRuntime(ZygoteRuntime):
             return pid
 
     def fresh_launcher(self, python: str, start: Start, env: Mapping[str, str], cwd: Path, user: AppUser | None,
-                       note: str | None = None) -> Launcher:
-        return ImageForkLauncher(self, python, start, env, cwd, user, None if note is None else self.fresh_note(note))
+                       note: str | None = None, slots: SlotSupply | None = None) -> Launcher:
+        return ImageForkLauncher(self, python, start, env, cwd, user, None if note is None else self.fresh_note(note),
+                                 slots)
 
     def fresh_note(self, note: str) -> str:
         return note.replace("started as a fresh process", "forked from the image's zygote, importing the script itself")

@@ -40,7 +40,9 @@ from ..._protocol import Log as LogLine
 from ..isolation import AppUser, zygote_env
 from . import groups, release
 from .base import ContainerProcess, Launcher, Log, NotReady
+from .gpus import NO_GPUS, Grant
 from .local import LocalLauncher, lines_until_exit, read_line
+from .slots import Slot, SlotSupply
 
 ZYGOTE_START_TIMEOUT = 60.0  # an image's zygote imports a fixed set of packages
 RETIRE_GRACE = 5.0  # at server shutdown, seconds a retired zygote gets before SIGKILL
@@ -82,10 +84,12 @@ def wisp_fingerprint() -> str:
 class ForkedProcess:
     """A process forked by a zygote: output and exit status arrive through pipes."""
 
-    def __init__(self, pid: int, output: asyncio.StreamReader, status: asyncio.StreamReader) -> None:
+    def __init__(self, pid: int, output: asyncio.StreamReader, status: asyncio.StreamReader,
+                 slot: Slot | None = None) -> None:
         self.pid = pid
         self._output = output
         self._status = status
+        self.slot = slot  # its cgroups (limits), removed once it has exited
         self._code: int | None = None
         self._exit: asyncio.Task[int] | None = None  # one reader of the status pipe, shared
         self.note: str | None = None
@@ -115,7 +119,12 @@ class ForkedProcess:
         self._signal(signal.SIGKILL)
         self._code = message.code if isinstance(message, Exited) else -1
         groups.ended(self.pid)
+        if self.slot is not None:
+            self.slot.done()
         return self._code
+
+    def out_of_memory(self) -> str | None:
+        return None if self.slot is None else self.slot.out_of_memory()
 
     def _signal(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -132,8 +141,21 @@ class ForkedProcess:
         await self.wait()
 
 
-async def fork_from(socket_path: str, request: dict[str, Any]) -> ForkedProcess:
-    """Ask the zygote listening on `socket_path` to fork a child; the child's pipes are ours."""
+async def fork_from(socket_path: str, request: dict[str, Any], slot: Slot | None = None) -> ForkedProcess:
+    """Ask the zygote listening on `socket_path` to fork a child; the child's pipes are ours.
+    `slot`: the cgroups the child joins first (its procs files are in the request), ours to
+    remove once the child has exited, or now if it never was."""
+    if slot is not None:
+        request = {**request, "cgroup": slot.procs}
+    try:
+        return await _fork_from(socket_path, request, slot)
+    except BaseException:
+        if slot is not None:
+            slot.done()
+        raise
+
+
+async def _fork_from(socket_path: str, request: dict[str, Any], slot: Slot | None) -> ForkedProcess:
     loop = asyncio.get_running_loop()
     out_r, out_w = os.pipe()
     status_r, status_w = os.pipe()
@@ -172,7 +194,7 @@ async def fork_from(socket_path: str, request: dict[str, Any]) -> ForkedProcess:
         raise ZygoteError(answer.get("error", "the zygote refused to fork"))
     pid = pid or int(answer["pid"])  # as the server sees it (a sandboxed zygote's own pids are not)
     groups.launched(pid)
-    return ForkedProcess(pid, await _reader(out_r), await _reader(status_r))
+    return ForkedProcess(pid, await _reader(out_r), await _reader(status_r), slot)
 
 
 async def _recv_with_fds(sock: socket.socket) -> tuple[bytes, list[int]]:
@@ -217,15 +239,19 @@ async def _reader(fd: int) -> asyncio.StreamReader:
 
 
 def _request(start: Start, env: Mapping[str, str], cwd: Path, user: AppUser | None = None,
-             sandbox: Mapping[str, Any] | None = None, socket_path: str | None = None) -> dict[str, Any]:
+             sandbox: Mapping[str, Any] | None = None, socket_path: str | None = None,
+             tmp_size_mb: int | None = None) -> dict[str, Any]:
     """A fork request; with `user`, the child drops to the app's uid/gid before any user code runs;
     with `sandbox` (the runtime's settings), it enters its sandbox (`wisp._runtime.sandbox`) with
-    the version's folder and the folder of its socket (`socket_path`, else the Start's)."""
+    the version's folder and the folder of its socket (`socket_path`, else the Start's).
+    `tmp_size_mb`: the size of the container's /tmp (`ephemeral_disk=`; the sandbox mounts it)."""
     request: dict[str, Any] = {"start": start.to_arg(), "env": dict(env), "cwd": str(cwd)}
     if user is not None:
         request.update(uid=user.uid, gid=user.gid)
     if sandbox is not None:
         request["sandbox"] = sandbox_fields(sandbox, start.directory, socket_path or start.socket or "")
+    if tmp_size_mb is not None:
+        request["tmp_size_mb"] = tmp_size_mb
     return request
 
 
@@ -242,9 +268,12 @@ class _Zygote:
     last_used: float = 0.0  # when it last forked (time.monotonic())
 
     async def fork(self, start: Start, env: Mapping[str, str], cwd: Path,
-                   user: AppUser | None = None, sandbox: Mapping[str, Any] | None = None) -> ForkedProcess:
+                   user: AppUser | None = None, sandbox: Mapping[str, Any] | None = None,
+                   slots: SlotSupply | None = None) -> ForkedProcess:
         self.last_used = time.monotonic()
-        return await fork_from(self.socket_path, _request(start, env, cwd, user, sandbox))
+        request = _request(start, env, cwd, user, sandbox,
+                           tmp_size_mb=slots.limits.tmp_size_mb if slots is not None else None)
+        return await fork_from(self.socket_path, request, slots.take() if slots is not None else None)
 
 
 class ImageZygote(_Zygote):
@@ -327,14 +356,15 @@ class FunctionZygote(_Zygote):
                     socket_path: str, log: Callable[[str], None], timeout: float,
                     user: AppUser | None = None,
                     forked: Callable[[FunctionZygote], None] = lambda _: None,
-                    functions: list[str] | None = None, sandbox: Mapping[str, Any] | None = None) -> FunctionZygote:
+                    functions: list[str] | None = None, sandbox: Mapping[str, Any] | None = None,
+                    slot: Slot | None = None) -> FunctionZygote:
         """Fork it and wait for its import, at most `timeout` seconds. `forked` is told of it
         first, so that whoever gives up on the import earlier can stop it. `functions`: those it
         forks containers for (it builds each one's app ahead), `start`'s own by default."""
         request = {**_request(start, env, cwd, user, sandbox, socket_path), "zygote": socket_path,
                    "functions": functions or [start.function]}
         image.last_used = time.monotonic()
-        process = await fork_from(image.socket_path, request)
+        process = await fork_from(image.socket_path, request, slot)
         zygote = cls(image, process, socket_path)
         forked(zygote)
         try:
@@ -364,7 +394,7 @@ class FunctionZygote(_Zygote):
                 return message
             printed.append(message.text if isinstance(message, LogLine) else line.decode(errors="replace").rstrip("\n"))
         code = await self.process.wait()
-        last = next((line for line in reversed(printed) if line.strip()), "no output")
+        last = self.process.out_of_memory() or next((line for line in reversed(printed) if line.strip()), "no output")
         raise PreloadFailed(f"importing the script failed (exit code {code}): {last}")
 
     def _timed_out(self, timeout: float, log: Callable[[str], None]) -> ImportTimedOut:
@@ -437,14 +467,17 @@ class SharedZygote:
         self._closed = False
         self.running = 0  # containers forked from it still running, and starts under way
         self.last_used = time.monotonic()
+        self.slots: SlotSupply | None = None  # the first function's limits: its zygote runs user code too
 
     @property
     def source(self) -> str:
         return f"{','.join(self.functions) or 'function'} zygote"
 
-    def join(self, function: str, startup_timeout: float) -> None:
+    def join(self, function: str, startup_timeout: float, slots: SlotSupply | None = None) -> None:
         self.functions[function] = max(startup_timeout, self.functions.get(function, 0.0))
         self.launchers += 1
+        if self.slots is None:
+            self.slots = slots
 
     def prepare(self) -> None:
         if self._renewing is None or self._renewing.done():
@@ -496,7 +529,8 @@ class SharedZygote:
             self._forker = await FunctionZygote.start(
                 image, self.start_params, self.env, self.cwd, socket_path, self._write,
                 max(self.functions.values(), default=300.0), self.user, forked=self._forked,
-                functions=list(self.functions), sandbox=self.runtime.sandbox)
+                functions=list(self.functions), sandbox=self.runtime.sandbox,
+                slot=self.slots.for_zygote() if self.slots is not None else None)
             self._import_error = None
         except Unforkable as exc:
             self._unforkable = str(exc)
@@ -534,12 +568,14 @@ class SharedZygote:
         assert self._renewing is not None
         return await asyncio.shield(self._renewing)
 
-    async def fork(self, start: Start, env: Mapping[str, str], cwd: Path, user: AppUser | None) -> ForkedProcess:
-        """A container of one of its functions, with that function's own environment, folder and uid."""
+    async def fork(self, start: Start, env: Mapping[str, str], cwd: Path, user: AppUser | None,
+                   slots: SlotSupply | None = None) -> ForkedProcess:
+        """A container of one of its functions, with that function's own environment, folder, uid
+        and limits (`slots`)."""
         self.running += 1  # busy from now on: the bound never releases a zygote a start waits for
         try:
             forker = await self._forker_for_start()
-            process = await forker.fork(start, env, cwd, user, self.runtime.sandbox)
+            process = await forker.fork(start, env, cwd, user, self.runtime.sandbox, slots)
         except BaseException:
             self._ended()
             raise
@@ -590,31 +626,36 @@ class ForkLauncher:
     the other functions of its version (`SharedZygote`)."""
 
     def __init__(self, runtime: ZygoteRuntime, shared: SharedZygote, python: str, start: Start,
-                 env: Mapping[str, str], cwd: Path, user: AppUser | None = None) -> None:
+                 env: Mapping[str, str], cwd: Path, user: AppUser | None = None,
+                 slots: SlotSupply | None = None) -> None:
         """`start`: what its containers serve (their sockets filled in per container). `user`: the
-        app's uid/gid, which the zygote and containers drop to."""
+        app's uid/gid, which the zygote and containers drop to. `slots`: their limits."""
         self.runtime = runtime
         self.shared = shared
         self.python = python
         self.start_params = start
         self.user = user
-        self._fresh_launcher = runtime.fresh_launcher(python, start, env, cwd, user)  # when forking is not to be had
+        self.slots = slots
+        # When forking is not to be had; the same slots.
+        self._fresh_launcher = runtime.fresh_launcher(python, start, env, cwd, user, slots=slots)
         self.env = dict(env)
         self.cwd = cwd
         self._fresh: str | None = None  # why containers start as fresh processes, once known
         self._closed = False
 
     def prepare(self) -> None:
+        if self.slots is not None:
+            self.slots.prepare()
         self.shared.prepare()
 
     async def ready(self) -> str | None:
         return await self.shared.ready()
 
-    async def start(self, socket_path: str) -> ContainerProcess:
+    async def start(self, socket_path: str, gpus: Grant = NO_GPUS) -> ContainerProcess:
         if self._fresh is None:
             try:
-                return await self.shared.fork(self.start_params.for_container(socket_path), self.env, self.cwd,
-                                              self.user)
+                return await self.shared.fork(self.start_params.for_container(socket_path, gpus.device_nodes()),
+                                              {**self.env, **gpus.env()}, self.cwd, self.user, self.slots)
             except Unforkable as exc:
                 self._fresh = f"started as a fresh process, not forked: {exc}"
                 note = self._fresh
@@ -622,7 +663,7 @@ class ForkLauncher:
                 note = f"started as a fresh process, not forked from a zygote: {exc}"
         else:
             note = self._fresh
-        process = await self._fresh_launcher.start(socket_path)
+        process = await self._fresh_launcher.start(socket_path, gpus)
         process.note = self.runtime.fresh_note(note)  # the pool writes it to the app's log
         return process
 
@@ -631,6 +672,8 @@ class ForkLauncher:
         if self._closed:
             return
         self._closed = True
+        if self.slots is not None:
+            self.slots.close()
         await self.runtime.leave(self.shared)
 
 
@@ -666,18 +709,20 @@ class ZygoteRuntime:
         self._watch: asyncio.Task[None] | None = None
 
     def fresh_launcher(self, python: str, start: Start, env: Mapping[str, str], cwd: Path, user: AppUser | None,
-                       note: str | None = None) -> Launcher:
-        """Where a container cannot be forked from its function zygote: a fresh interpreter."""
-        return LocalLauncher(python, start, env, cwd, user=user, note=note)
+                       note: str | None = None, slots: SlotSupply | None = None) -> Launcher:
+        """Where a container cannot be forked from its function zygote: a fresh interpreter, with
+        the same limits (`slots`)."""
+        return LocalLauncher(python, start, env, cwd, user=user, note=note, slots=slots)
 
     def fresh_note(self, note: str) -> str:
         """What the app's log says of a container `fresh_launcher` started."""
         return note
 
     def launcher(self, python: str, start: Start, *, env: Mapping[str, str], cwd: Path, fork: bool, log: Log,
-                 startup_timeout: float = 300.0, user: AppUser | None = None) -> Launcher:
+                 startup_timeout: float = 300.0, user: AppUser | None = None,
+                 slots: SlotSupply | None = None) -> Launcher:
         if not fork:
-            return self.fresh_launcher(python, start, env, cwd, user,
+            return self.fresh_launcher(python, start, env, cwd, user, slots=slots,
                                        note="started as a fresh process: the function asks for one (fork=False)")
         if self._watch is None:
             self._watch = asyncio.ensure_future(self._tend())
@@ -686,8 +731,8 @@ class ZygoteRuntime:
         shared = self._shared.get(key)
         if shared is None:
             shared = self._shared[key] = SharedZygote(self, key, python, start, env, cwd, log, user)
-        shared.join(start.function, startup_timeout)
-        return ForkLauncher(self, shared, python, start, env, cwd, user)
+        shared.join(start.function, startup_timeout, slots)
+        return ForkLauncher(self, shared, python, start, env, cwd, user, slots)
 
     async def leave(self, shared: SharedZygote) -> None:
         """A launcher closed: the shared zygote goes with its last one."""
@@ -803,12 +848,18 @@ class ZygoteRuntime:
                 stopped.append(f"image zygote {key}")
         return stopped
 
-    async def fork_module(self, python: str, request: dict[str, Any]) -> ForkedProcess:
+    async def fork_module(self, python: str, request: dict[str, Any], slot: Slot | None = None) -> ForkedProcess:
         """A child of the image's zygote that runs a module (`request["module"]`: Modal's
-        entrypoint) rather than wisp's agent. The image zygote counts as busy while it runs."""
-        image = await self.image_zygote(python)
+        entrypoint) rather than wisp's agent, in its cgroup `slot`. The image zygote counts as
+        busy while it runs."""
+        try:
+            image = await self.image_zygote(python)
+        except BaseException:
+            if slot is not None:
+                slot.done()
+            raise
         image.last_used = time.monotonic()
-        process = await fork_from(image.socket_path, request)
+        process = await fork_from(image.socket_path, request, slot)
         self._outside[python] += 1
 
         def ended(_: object) -> None:

@@ -39,7 +39,8 @@ function functionRow(fn) {
   if (fn.settings) {
     const s = fn.settings;
     name.append(text("div", `containers ${s.min_containers}–${s.max_containers}, ${s.max_inputs} input(s) each` +
-      (s.buffer_containers ? `, +${s.buffer_containers} buffer` : "") + `, idle ${s.scaledown_window} s, timeout ${s.timeout} s`,
+      (s.buffer_containers ? `, +${s.buffer_containers} buffer` : "") + `, idle ${s.scaledown_window} s, timeout ${s.timeout} s` +
+      (fn.gpu ? `, gpu ${[].concat(fn.gpu).join(" or ")}` : ""),
       "settings muted"));
   }
   if (fn.image) {

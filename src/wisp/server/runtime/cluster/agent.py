@@ -4,6 +4,10 @@ builder (cached by image hash), unpacks app versions from their content-addresse
 per node), and starts containers with wisp's own runtime (forked from zygotes that are ordinary
 child processes, never forks of the Ray worker), each serving on `tcp:ADDRESS:PORT`.
 
+Each container holds its own devices of the node's GPUs (discovered on the node, as a one-machine
+server does: `capacity.Capacity`), so its CUDA_VISIBLE_DEVICES names only those; the server's
+placement has already counted them against the node's GPUs.
+
 Nothing here is Ray's but the actor around it: its methods are plain async methods, called by
 `runtime.ClusterRuntime` on the server. Requests never pass through it; the server's gateway
 connects to the containers directly.
@@ -12,25 +16,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import os
 import shutil
 import signal
 import socket
-import tarfile
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...._gpu import parse as parse_gpu
 from ...._image_steps import ImageSpec
 from ...._protocol import Start, tcp
 from ...._runtime._parent import die_with_parent
+from ... import build_sandbox
+from ...bundles import extract_bundle
 from ...images import LocalImageBuilder
 from ...isolation import AppUser, app_user, base_env, own_tree
 from .. import get_runtime, groups
 from ..base import ContainerProcess, Launcher, NotReady, Runtime
+from ..capacity import Capacity, CappedLauncher
+from ..gpu_discovery import discover
 from ..placement import container_settings
+from .placement import NOTHING
 
 OUTPUT_BATCH = 256  # lines handed to the server per call, at most
 BEAT = 0.2  # seconds between two bytes on the server's lifeline
@@ -58,8 +67,11 @@ def unpack(data: bytes, digest: str, folder: Path) -> Path:
         return target
     folder.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{digest[:12]}-", dir=folder))
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        tar.extractall(partial, filter="data")
+    try:  # the server checked its size when it was deployed; every member is checked again here
+        extract_bundle(data, partial, None)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     try:
         partial.rename(target)
     except OSError:  # another call unpacked it first
@@ -107,6 +119,7 @@ class HostAgent:
         self._containers: dict[str, tuple[ContainerProcess, _Output]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._lifeline: asyncio.Server | None = None
+        self._gpus: Capacity | None = None  # the node's GPUs and which containers hold them
 
     async def hello(self) -> dict[str, Any]:
         """Start the node's runtime (ending what an earlier agent of this node left running) and
@@ -118,7 +131,12 @@ class HostAgent:
             groups.current = groups.begin(self.home, [])
             self.epoch = groups.current.epoch
             self._runtime = get_runtime(os.environ.get("WISP_NODE_RUNTIME", "auto"))
+            # Only devices are reserved here (the server counts cores and memory per node).
+            self._gpus = Capacity(float(os.cpu_count() or 1), 0, gpus=discover())
             self._builder = LocalImageBuilder(self.home)
+            self._builder.sandbox, notes = build_sandbox.configure(self.home, os.environ)
+            for note in notes:  # the node's Ray log: once per agent, as a server says it at start
+                print(f"wisp node agent: {note}", file=sys.stderr, flush=True)
             self._builder.readable_by_others = os.geteuid() == 0
             self._lifeline = await asyncio.start_server(self._beat, self.address, 0)
         assert self._lifeline is not None
@@ -140,11 +158,12 @@ class HostAgent:
         await asyncio.Event().wait()
 
     async def prepare(self, key: str, image: dict[str, Any], bundle: bytes, digest: str, start: dict[str, Any],
-                      app_env: dict[str, str], fork: bool, startup_timeout: float, uid: int | None) -> dict[str, Any]:
+                      app_env: dict[str, str], fork: bool, startup_timeout: float, uid: int | None,
+                      gpu: str | list[str] | None = None) -> dict[str, Any]:
         """Get a function version ready on this node: its image built, its code unpacked, its
         zygote importing. Returns why only a container can prove it (an import that failed), or
-        raises NotReady with the reason."""
-        assert self._runtime is not None and self._builder is not None, "hello() first"
+        raises NotReady with the reason. `gpu`: the function's gpu=, which its containers' devices meet."""
+        assert self._runtime is not None and self._builder is not None and self._gpus is not None, "hello() first"
         if key in self._launchers:
             launcher, log = self._launchers[key]
         else:
@@ -158,8 +177,10 @@ class HostAgent:
             image_env, cwd = container_settings(spec, python, code)
             env = {**base_env(code, os.environ.get("LANG")), **image_env, **app_env, "WISP_NODE": self.name}
             log = _Lines()
-            launcher = self._runtime.launcher(str(python), Start(directory=str(code), **start), env=env, cwd=cwd,
-                                              fork=fork, log=log, startup_timeout=startup_timeout, user=user)
+            launcher = CappedLauncher(
+                self._runtime.launcher(str(python), Start(directory=str(code), **start), env=env, cwd=cwd,
+                                       fork=fork, log=log, startup_timeout=startup_timeout, user=user),
+                self._gpus, NOTHING, parse_gpu(gpu))
             launcher.prepare()
             self._launchers[key] = (launcher, log)
         try:

@@ -2,11 +2,18 @@
 
 wisp keeps its own accounting per node (Ray only reports each node's totals): a container
 reserves its function's `cpu=`, `memory=` and `gpu=` (Modal's defaults when unset) for its life.
-Replicas of one function spread over the nodes; among equals, the least reserved node wins.
+Replicas of one function spread over the nodes; among equals, the least reserved node wins. A
+function with `gpu=` goes only to nodes whose GPU model (Ray's `accelerator_type:`) one of its
+options names, or whose model Ray did not report; its count is its first option's.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+from ...._gpu import GpuOption, GpuValue
+from ...._gpu import parse as parse_gpu
+from ..gpus import Gpu, rank
 
 DEFAULT_CPU = 0.125  # cores a function reserves when it sets no cpu= (Modal's default)
 DEFAULT_MEMORY_MB = 128  # MiB, likewise
@@ -27,13 +34,14 @@ class Need:
 NOTHING = Need(0.0, 0, 0)
 
 
-def need_of(cpu: float | None, memory: int | None, gpu: str | None) -> Need:
+def need_of(cpu: float | None, memory: int | None, gpu: GpuValue) -> Need:
     """A function's reservation from its decorator's `cpu=`, `memory=` (MiB) and `gpu=`
-    ("A10G", "any", "H100:2": the count after a colon, else one)."""
-    count = 0
-    if gpu:
-        _, sep, n = gpu.partition(":")
-        count = int(n) if sep and n.isdigit() else 1
+    ("A10G", "any", "H100:2": the count after a colon, else one; of fallbacks, the first's)."""
+    try:
+        options = parse_gpu(gpu)
+        count = options[0].count if options else 0
+    except ValueError:  # stored before the SDK checked gpu=: one GPU (its function cannot be placed anyway)
+        count = 1
     return Need(DEFAULT_CPU if cpu is None else cpu, DEFAULT_MEMORY_MB if memory is None else memory, count)
 
 
@@ -48,6 +56,19 @@ class NodeView:
     replicas: int = 0
     draining: bool = False
     lost: bool = False
+    gpu_model: str = ""  # Ray's accelerator type ("T4", "A100-80G"); "": none reported
+
+    def has_model(self, options: tuple[GpuOption, ...]) -> bool:
+        """Whether its GPUs are one of `options`' models (True when it asks for none; by count
+        only when Ray did not say which model the node's GPUs are)."""
+        if not options:
+            return True
+        if not self.total.gpu:
+            return False
+        if not self.gpu_model:
+            return True
+        device = Gpu(0, re.sub(r"(\d+)G$", r"\1GB", self.gpu_model))  # Ray's "A100-80G": wisp's "A100-80GB"
+        return any(rank(o, device) is not None for o in options)
 
     def room_for(self, need: Need) -> bool:
         after = self.reserved + need
@@ -65,10 +86,16 @@ class Placement:
     never: bool = False  # no node could take it even empty: waiting will not help
 
 
-def place(nodes: list[NodeView], need: Need) -> Placement:
+def place(nodes: list[NodeView], need: Need, gpu: tuple[GpuOption, ...] = ()) -> Placement:
     """The node for the next container: the fewest replicas of this function first (spread), then
-    the smallest share of CPU reserved, then the name (stable)."""
+    the smallest share of CPU reserved, then the name (stable). `gpu`: the function's options,
+    whose models a node's GPUs must be."""
     usable = [n for n in nodes if not n.lost and not n.draining]
+    if gpu and usable and not any(n.has_model(gpu) for n in usable):
+        models = ", ".join(sorted({n.gpu_model or "unreported" for n in usable if n.total.gpu})) or "none"
+        return Placement(None, f"it asks for {', '.join(map(str, gpu))}, and the nodes' GPUs are {models}; add a node "
+                               "with that GPU, or change the function's gpu=", never=True)
+    usable = [n for n in usable if n.has_model(gpu)]
     fits = [n for n in usable if n.room_for(need)]
     if fits:
         best = min(fits, key=lambda n: (n.replicas, n.reserved.cpu / n.total.cpu if n.total.cpu else 1.0, n.name))

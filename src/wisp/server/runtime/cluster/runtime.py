@@ -31,10 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...._gpu import GpuOption
+from ...._gpu import parse as parse_gpu
 from ...._protocol import Start
 from ...._spec import FunctionSpec
 from ...isolation import AppUser
 from ..base import Log, NoCapacity, NotReady
+from ..gpus import NO_GPUS, Grant
 from .placement import NOTHING, Need, NodeView, Placement, need_of, place
 
 logger = logging.getLogger("wisp.cluster")
@@ -63,8 +66,11 @@ class Node:
     replicas: Counter[str] = field(default_factory=Counter)  # launcher key -> its containers here
     containers: int = 0
 
+    gpu_model: str = ""  # Ray's accelerator type of its GPUs
+
     def view(self, key: str) -> NodeView:
-        return NodeView(self.name, self.total, self.reserved, self.replicas[key], self.draining, self.lost)
+        return NodeView(self.name, self.total, self.reserved, self.replicas[key], self.draining, self.lost,
+                        self.gpu_model)
 
     def state(self) -> str:
         return "lost" if self.lost else "draining" if self.draining else "up"
@@ -78,6 +84,11 @@ def node_name(node_id: str) -> str:
 def totals(resources: Mapping[str, float]) -> Need:
     return Need(float(resources.get("CPU", 0.0)), int(resources.get("memory", 0.0) // (1 << 20)),
                 int(resources.get("GPU", 0.0)))
+
+
+def gpu_model(resources: Mapping[str, float]) -> str:
+    """The model of a node's GPUs as Ray reports it (an `accelerator_type:T4` resource); "" if none."""
+    return next((key.partition(":")[2] for key in resources if key.startswith("accelerator_type:")), "")
 
 
 def pack(folder: Path) -> tuple[bytes, str]:
@@ -165,7 +176,9 @@ class ClusterRuntime:
             return
         finally:
             self._starting.discard(node_id)
-        node = Node(name, node_id, actor, int(hello["epoch"]), str(hello["address"]), totals(info.get("Resources", {})))
+        resources = info.get("Resources", {})
+        node = Node(name, node_id, actor, int(hello["epoch"]), str(hello["address"]), totals(resources),
+                    gpu_model=gpu_model(resources))
         self.nodes[name] = node
         print(f"wisp server: node {name} joined (agent epoch {node.epoch}, containers on {node.address}, "
               f"{node.total.cpu:g} CPU)", flush=True)
@@ -213,8 +226,8 @@ class ClusterRuntime:
               flush=True)
 
     # -- placement and the accounting -----------------------------------------------------------
-    def place(self, key: str, need: Need) -> tuple[Node, Placement]:
-        decision = place([n.view(key) for n in self.nodes.values()], need)
+    def place(self, key: str, need: Need, gpu: tuple[GpuOption, ...] = ()) -> tuple[Node, Placement]:
+        decision = place([n.view(key) for n in self.nodes.values()], need, gpu)
         if decision.node is None:
             raise NoRoom(decision.reason) if decision.never else NoCapacity(decision.reason)
         node = self.nodes[decision.node]
@@ -238,7 +251,7 @@ class ClusterRuntime:
 
     def describe(self) -> list[dict[str, Any]]:
         return [{"name": n.name, "state": n.state(), "address": n.address, "epoch": n.epoch,
-                 "cpu": n.total.cpu, "memory_mb": n.total.memory_mb, "gpu": n.total.gpu,
+                 "cpu": n.total.cpu, "memory_mb": n.total.memory_mb, "gpu": n.total.gpu, "gpus": n.gpu_model,
                  "reserved_cpu": round(n.reserved.cpu, 3), "reserved_memory_mb": n.reserved.memory_mb,
                  "reserved_gpu": n.reserved.gpu, "containers": n.containers}
                 for n in sorted(self.nodes.values(), key=lambda n: n.name)]
@@ -264,7 +277,8 @@ class ClusterRuntime:
 
     # -- the Runtime interface -------------------------------------------------------------------
     def launcher(self, python: str, start: Start, *, env: Mapping[str, str], cwd: Path, fork: bool, log: Log,
-                 startup_timeout: float = 300.0, user: AppUser | None = None) -> ClusterLauncher:
+                 startup_timeout: float = 300.0, user: AppUser | None = None,
+                 slots: object = None) -> ClusterLauncher:
         raise TypeError("the ray runtime starts containers through function_launcher(), which knows the "
                         "function's image and reservation")
 
@@ -300,6 +314,10 @@ class ClusterLauncher:
         self.uid = user.uid if user is not None else None
         self.key = uuid.uuid4().hex[:12]
         self.need = need_of(fn.cpu, fn.memory, fn.gpu)
+        try:
+            self.gpu = parse_gpu(fn.gpu)
+        except ValueError:  # stored before the SDK checked gpu=: placed by its count only
+            self.gpu = ()
         self._prepared: dict[str, asyncio.Future[str | None]] = {}  # node name -> its prepare
         self._first: asyncio.Future[str | None] | None = None
 
@@ -322,7 +340,7 @@ class ClusterLauncher:
                  "function": self.start_params.function}
         answer: dict[str, Any] = await _ref(node.agent.prepare.remote(
             self.key, self.fn.image.to_data(), ref, digest, start, self.app_env, self.fn.fork,
-            self.fn.startup_timeout, self.uid))
+            self.fn.startup_timeout, self.uid, gpu=[str(o) for o in self.gpu] or None))
         self._write(answer.get("log", []))
         if "not_ready" in answer:
             raise NotReady(f"on node {node.name}: {answer['not_ready']}")
@@ -351,8 +369,10 @@ class ClusterLauncher:
             raise failure
         raise NotReady(f"no node could prepare `{self.fn.name}`: {failure}")
 
-    async def start(self, socket_path: str) -> ClusterProcess:
-        node, _ = self.runtime.place(self.key, self.need)
+    async def start(self, socket_path: str, gpus: Grant = NO_GPUS) -> ClusterProcess:
+        # `gpus` is this machine's assignment, never made for a cluster: placement counts a node's
+        # GPUs (Need.gpu), and the node's agent gives the container its devices.
+        node, _ = self.runtime.place(self.key, self.need, self.gpu)
         try:
             await self._on(node)
             cid = f"{self.key}-{Path(socket_path).stem}"
@@ -410,6 +430,9 @@ class ClusterProcess:
     async def wait(self) -> int:
         await self._done.wait()
         return -9 if self._code is None else self._code
+
+    def out_of_memory(self) -> str | None:
+        return None  # limits on a node are its own runtime's (not enforced through Ray yet)
 
     async def stop(self, grace: float) -> None:
         if self.node.lost:

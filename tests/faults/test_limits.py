@@ -1,0 +1,219 @@
+"""Limits are enforced and reported (issue 15, point 2), with a real server and real containers.
+
+A hostile app (apps/hog.py) allocates past its memory limit: its request gets a 502 saying
+"out of memory (limit 160 MiB)", the kill is in its log and in `wisp app list`, and a new
+container serves the next request, while a neighbour function and another app (apps/victim.py)
+keep answering. It fork-bombs: the bomb stops at the pids limit and the server stays healthy. Its
+CPU quota is in its slot's files. Slots go when their containers do, and a start removes those a
+server killed with -9 left. Both runtimes: containers forked from a zygote, and fresh processes.
+
+Skipped, with the reason, where this process cannot create cgroups (not root, no controller).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from e2e.conftest import Wisp, admin, get, start_wisp, wait_until
+from wisp.server.runtime.limits import missing_lines
+from wisp.server.runtime.slots import detect
+
+from .conftest import leftovers
+
+APPS = Path(__file__).parent / "apps"
+PIDS_LIMIT = 100  # the test server's WISP_PIDS_LIMIT: the bomb goes off only under a limit this low
+LIMIT_MB = 160  # hog.py's memory=(64, 160)
+
+
+def _cgroups_problem() -> str | None:
+    """Why this process cannot run containers under limits here, or None."""
+    hierarchy = detect()
+    if not hierarchy.folders or hierarchy.missing:
+        return "; ".join(missing_lines(hierarchy)) or "no cgroups"
+    for folder in set(hierarchy.folders.values()):
+        probe = f"{folder}/wisp-probe-{os.getpid()}"
+        try:
+            os.mkdir(probe)
+            os.rmdir(probe)
+        except OSError as exc:
+            return f"cannot create cgroups in {folder}: {exc.strerror} (the server needs root, or a delegated cgroup)"
+    return None
+
+
+PROBLEM = _cgroups_problem()
+pytestmark = pytest.mark.skipif(PROBLEM is not None, reason=f"cgroups are not writable here: {PROBLEM}")
+
+
+def _deploy(wisp: Wisp, root: Path, name: str) -> None:
+    shutil.copy(APPS / name, root / name)
+    wisp.run("deploy", str(root / name))
+
+
+def _slot_folders(home: Path) -> list[str]:
+    """The server's cgroup folders for slots, from its run record."""
+    return list(json.loads((home / "run" / "run.json").read_text()).get("cgroups", []))
+
+
+def _slots_in(folders: list[str]) -> list[str]:
+    """The slots below the server's folders (v2: below each app's folder): c<N> and z<N>."""
+    found = []
+    for folder in folders:
+        for parent, names, _ in os.walk(folder):
+            found += [os.path.join(parent, n) for n in names if n[:1] in "cz" and n[1:].isdigit()]
+    return found
+
+
+@pytest.fixture(scope="module", params=["zygote", "local"])
+def hog(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wisp]:
+    root = tmp_path_factory.mktemp("limits")
+    wisp = start_wisp(root / "home", {"WISP_RUNTIME": request.param, "WISP_PIDS_LIMIT": str(PIDS_LIMIT)})
+    try:
+        _deploy(wisp, root, "hog.py")
+        _deploy(wisp, root, "victim.py")
+        yield wisp
+    finally:
+        wisp.run("server", "stop", check=False)
+
+
+class Neighbours:
+    """Requests to another function of the app and to another app, back to back, until stopped:
+    what they were answered."""
+
+    def __init__(self, wisp: Wisp) -> None:
+        self.urls = [wisp.url("limits-hog--alive"), wisp.url("iso-victim--alive")]
+        self.counts: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for url in self.urls:
+                try:
+                    self.counts[str(requests.get(url, timeout=30).status_code)] += 1
+                except requests.RequestException as exc:
+                    self.counts[type(exc).__name__] += 1
+            time.sleep(0.02)
+
+    def stop(self) -> Counter[str]:
+        self._stop.set()
+        self._thread.join(60)
+        return self.counts
+
+
+def test_the_limits_are_in_the_containers_own_slot(hog: Wisp) -> None:
+    found = get(hog.url("limits-hog--limits")).json()
+    print("the container's limits:", json.dumps(found, indent=1))
+    lines = found["cgroup"].splitlines()
+    v1 = [line for line in lines if {"memory", "pids", "cpu"} & set(line.split(":")[1].split(","))]
+    joined = v1 or [line for line in lines if line.startswith("0::")]  # v2: its one line
+    assert joined and all(f"/wisp-{hog.server_pid()}/" in line for line in joined), found["cgroup"]
+    assert int(found["memory_bytes"]) == LIMIT_MB << 20
+    assert found["pids_max"] == str(PIDS_LIMIT)
+    if found["cpu_max"] is not None:  # v2
+        assert found["cpu_max"] == "50000 100000"
+    else:  # v1: cpu=(0.25, 0.5) is half a core of quota per period
+        assert (found["cfs_quota_us"], found["cfs_period_us"]) == ("50000", "100000")
+
+
+def test_the_function_zygote_imports_the_script_under_limits_too(hog: Wisp) -> None:
+    """The zygote runtime: the function zygote runs user code (the import) in a slot of its own."""
+    if hog.env["WISP_RUNTIME"] != "zygote":
+        pytest.skip("fresh processes have no function zygote")
+    folders = _slot_folders(hog.home)
+    memory = next((f for f in folders if "/memory/" in f), folders[0])  # v1: the memory hierarchy's; v2: the one
+    zygotes = [f for f in _slots_in([memory]) if os.path.basename(f).startswith("z")]
+    held = {f: Path(f, "cgroup.procs").read_text().split() for f in zygotes}
+    assert any(held.values()), held
+    for folder, pids in held.items():
+        if pids:
+            limit = Path(folder, "memory.limit_in_bytes" if Path(folder, "memory.limit_in_bytes").exists()
+                         else "memory.max").read_text().strip()
+            assert limit.isdigit() and int(limit) <= 1024 << 20, (folder, limit)
+
+
+def test_a_container_past_its_memory_limit_gets_a_502_and_is_replaced_while_neighbours_answer(hog: Wisp) -> None:
+    first = get(hog.url("limits-hog--grow")).json()["pid"]
+    neighbours = Neighbours(hog)
+    try:
+        wait_until(lambda: neighbours.counts["200"] >= 4, 60, message="the neighbours to answer")
+        killed = get(hog.url("limits-hog--grow"), params={"mb": 1024})
+        time.sleep(0.5)  # the neighbours go on through the kill and the replacement
+    finally:
+        counts = neighbours.stop()
+    print(f"\nover the limit: {killed.status_code} {killed.text}; neighbours answered {dict(counts)}")
+    assert killed.status_code == 502
+    assert f"out of memory (limit {LIMIT_MB} MiB)" in killed.json()["error"]
+    assert set(counts) == {"200"}, counts  # siblings and other apps never noticed
+
+    after = get(hog.url("limits-hog--grow"))
+    assert after.status_code == 200 and after.json()["pid"] != first  # a new container
+
+    log = hog.run("app", "logs", "limits-hog").stdout
+    assert f"killed: out of memory (limit {LIMIT_MB} MiB)" in log, log[-2000:]
+    listed = hog.run("app", "list").stdout
+    assert f"killed for memory: 1 container(s), the last out of memory (limit {LIMIT_MB} MiB)" in listed, listed
+    status, body = admin(hog, "/v1/apps")
+    grow = next(ep for app in json.loads(body)["apps"] for ep in app["endpoints"] if ep["function"] == "grow")
+    assert status == 200 and grow["oom_kills"] == 1 and grow["last_oom"] == f"out of memory (limit {LIMIT_MB} MiB)"
+
+
+def test_a_fork_bomb_stops_at_the_pids_limit_and_the_server_stays_healthy(hog: Wisp) -> None:
+    neighbours = Neighbours(hog)
+    try:
+        started = time.monotonic()
+        bomb = get(hog.url("limits-hog--bomb"), params={"hold": 3, "bound": 2 * PIDS_LIMIT}, timeout=60)
+        took = time.monotonic() - started
+    finally:
+        counts = neighbours.stop()
+    found = bomb.json()
+    print(f"\nfork bomb: {found} in {took:.1f} s; neighbours answered {dict(counts)}")
+    assert bomb.status_code == 200 and found["went_off"], found
+    assert found["pids_max"] == str(PIDS_LIMIT) and int(found["pids_current"]) <= PIDS_LIMIT
+    assert found["refused"] >= 1  # the kernel said no: the limit, not the deadline, stopped it
+    assert set(counts) == {"200"}, counts
+    assert admin(hog, "/v1/apps")[0] == 200  # the control API too
+
+
+def test_slots_go_with_their_containers_and_a_start_removes_what_a_killed_server_left(tmp_path: Path) -> None:
+    wisp = start_wisp(tmp_path / "home")
+    left: list[str] = []
+    try:
+        _deploy(wisp, tmp_path, "hog.py")
+        assert get(wisp.url("limits-hog--grow")).status_code == 200
+        folders = _slot_folders(wisp.home)
+        assert folders and _slots_in(folders), "the server makes its slots below its folders"
+        wisp.run("app", "stop", "limits-hog")
+        wait_until(lambda: not _slots_in(folders), 30, message="the stopped app's slots to be removed")
+
+        _deploy(wisp, tmp_path, "hog.py")
+        assert get(wisp.url("limits-hog--grow")).status_code == 200
+        killed = _slot_folders(wisp.home)
+        os.kill(wisp.server_pid(), signal.SIGKILL)
+        wait_until(lambda: not leftovers(wisp.home), 30, message="the killed server's processes to be gone")
+        assert all(os.path.isdir(f) for f in killed)  # the kernel keeps cgroups nobody removes
+
+        wisp.run("server", "start")
+        assert not any(os.path.isdir(f) for f in killed), "the next start removes an earlier run's slots"
+        assert get(wisp.url("limits-hog--grow")).status_code == 200
+        running = _slot_folders(wisp.home)
+        wisp.run("server", "stop")
+        assert not any(os.path.isdir(f) for f in running), "a stopped server leaves no cgroup behind"
+    finally:
+        wisp.run("server", "stop", check=False)
+        left = leftovers(wisp.home)
+        for line in left:
+            with contextlib.suppress(OSError):
+                os.kill(int(line.split()[0]), signal.SIGKILL)
+    assert not left, "\n".join(left)
