@@ -17,14 +17,19 @@ from collections.abc import Sequence
 JOIN_FAILED = 125  # the exit code of a child that could not join its slot
 
 
-def join(procs: Sequence[str] | None, out_fd: int) -> None:
-    """Move this (single-threaded) process into its slot: 0 to each of `procs`. On failure the
-    reason goes to `out_fd` (the container's output) and the process exits with JOIN_FAILED."""
+def join(procs: Sequence[str] | None, out_fd: int, opened: Sequence[int] = ()) -> None:
+    """Move this (single-threaded) process into its slot: 0 to each of `procs`, through `opened`
+    (the same files, opened by the server and passed with the fork request: a sandboxed zygote's
+    children no longer see /sys/fs/cgroup; the kernel checks the opener's rights) where given.
+    On failure the reason goes to `out_fd` (the container's output) and the process exits with
+    JOIN_FAILED."""
     if not procs:
+        for fd in opened:
+            os.close(fd)
         return
-    for path in procs:
+    for index, path in enumerate(procs):
         try:
-            fd = os.open(path, os.O_WRONLY)
+            fd = opened[index] if index < len(opened) else os.open(path, os.O_WRONLY)
             try:
                 os.write(fd, b"0")
             finally:

@@ -68,6 +68,7 @@ PRELOAD = (
     "email.parser", "json", "asyncio", "concurrent.futures.thread",
 )
 MAX_REQUEST = 1 << 20
+MAX_CGROUP_FDS = 8  # a slot's files passed with a fork request (cgroup v1: one per controller)
 PARENT_CHECK = 1.0  # seconds between checks that the parent (server or image zygote) lives
 PR_SET_DUMPABLE = 4
 PR_GET_PDEATHSIG = 2
@@ -257,7 +258,9 @@ def drop_privileges(uid: int, gid: int) -> None:
 
 def _become(request: dict[str, Any], out_fd: int, inherited: list[int]) -> None:
     """In a forked child: a process of its own, with the request's output, uid, environment and folder."""
-    cgroup.join(request.get("cgroup"), out_fd)  # first: nothing of the child runs outside its limits
+    # First: nothing of the child runs outside its limits. Through the descriptors the server
+    # opened (a sandboxed zygote's root has no /sys/fs/cgroup), else the files' paths.
+    cgroup.join(request.get("cgroup"), out_fd, request.pop("cgroup_fds", ()))
     for fd in inherited:  # siblings' status pipes: holding them would hide their exits
         with contextlib.suppress(OSError):
             os.close(fd)
@@ -377,11 +380,11 @@ class Zygote:
         garbage (any process of the app's uid can reach this socket) must never end the zygote:
         its children would die with it."""
         try:
-            data, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, 2)
+            data, fds, _, _ = socket.recv_fds(conn, MAX_REQUEST, 2 + MAX_CGROUP_FDS)
         except OSError:
             return None
         problem = None
-        if len(fds) != 2:
+        if len(fds) < 2:
             problem = b'{"error": "expected two file descriptors"}\n'
         elif thread_count() > 1 + self.fork_safe_threads:  # fork with threads could deadlock the child
             problem = b'{"error": "the zygote has threads; start containers as fresh processes"}\n'
@@ -390,6 +393,7 @@ class Zygote:
                 request = json.loads(data)
                 if not isinstance(request, dict):
                     raise ValueError("not an object")
+                request["cgroup_fds"] = fds[2:]  # its cgroup slot's files, opened by the server
             except ValueError:
                 problem = b'{"error": "the request is not a JSON object"}\n'
         if problem is not None:
@@ -409,7 +413,7 @@ class Zygote:
         try:
             pid, adopted = self._fork(request)
         except OSError as exc:
-            for fd in (out_fd, status_fd):
+            for fd in (out_fd, status_fd, *request.get("cgroup_fds", ())):
                 os.close(fd)
             with contextlib.suppress(OSError):
                 conn.sendall(json.dumps({"error": f"could not fork: {exc}"}).encode() + b"\n")
@@ -425,6 +429,8 @@ class Zygote:
             os.close(status_fd)
             self.spawn(request, out_fd, [*self.children.values(), self.wake_r])
         os.close(out_fd)
+        for fd in request.get("cgroup_fds", ()):
+            os.close(fd)
         self.children[pid] = status_fd
         if request.get("zygote"):
             self.zygotes.add(pid)

@@ -33,12 +33,13 @@ def _read(folder: str | None, name: str) -> str | None:
 
 @app.function(memory=(64, 160), cpu=(0.25, 0.5))
 @wisp.fastapi_endpoint()
-def grow(mb: int = 0) -> dict[str, int]:
-    """Hold `mb` MiB (touched, so the kernel charges it); 0: only say which container this is."""
+def grow(mb: int = 0) -> dict[str, object]:
+    """Hold `mb` MiB (touched, so the kernel charges it); 0: only say which container this is
+    (its pid, and its pid namespace: a sandboxed container is pid 1 of its own)."""
     held = []
     for _ in range(mb // 16):
         held.append(b"\x01" * CHUNK)
-    return {"pid": os.getpid(), "held_mb": 16 * len(held)}
+    return {"pid": f"{os.getpid()} {os.readlink('/proc/self/ns/pid')}", "held_mb": 16 * len(held)}
 
 
 @app.function(memory=(64, 160), cpu=(0.25, 0.5))

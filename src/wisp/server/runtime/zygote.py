@@ -155,8 +155,24 @@ async def fork_from(socket_path: str, request: dict[str, Any], slot: Slot | None
         raise
 
 
+def _open_procs(paths: list[str]) -> list[int]:
+    """A slot's files, opened for the child to write to (`wisp._runtime.cgroup.join`): a
+    sandboxed zygote's children cannot reach /sys/fs/cgroup by name."""
+    opened: list[int] = []
+    try:
+        for path in paths:
+            opened.append(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
+    except OSError as exc:
+        for fd in opened:
+            os.close(fd)
+        raise ZygoteError(f"could not open the container's cgroup ({exc.filename}: {exc.strerror}); "
+                          "check that the server may manage cgroups") from exc
+    return opened
+
+
 async def _fork_from(socket_path: str, request: dict[str, Any], slot: Slot | None) -> ForkedProcess:
     loop = asyncio.get_running_loop()
+    procs = _open_procs(list(slot.procs)) if slot is not None else []
     out_r, out_w = os.pipe()
     status_r, status_w = os.pipe()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -164,7 +180,7 @@ async def _fork_from(socket_path: str, request: dict[str, Any], slot: Slot | Non
         sock.setblocking(False)
         await loop.sock_connect(sock, socket_path)
         sock.setblocking(True)  # a small message on a local socket: sending does not block
-        socket.send_fds(sock, [json.dumps(request).encode()], [out_w, status_w])
+        socket.send_fds(sock, [json.dumps(request).encode()], [out_w, status_w, *procs])
         sock.setblocking(False)
         reply = b""
         pidfds: list[int] = []
@@ -185,8 +201,8 @@ async def _fork_from(socket_path: str, request: dict[str, Any], slot: Slot | Non
         raise
     finally:
         sock.close()
-        os.close(out_w)
-        os.close(status_w)
+        for fd in (out_w, status_w, *procs):
+            os.close(fd)
     answer = json.loads(reply)
     if "pid" not in answer:
         os.close(out_r)
