@@ -24,7 +24,8 @@ from wisp._runtime import sandbox
 
 APPS = Path(__file__).parent / "apps"
 DOCUMENTED = {"PATH", "HOME", "LANG", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "VIRTUAL_ENV", "WISP_APP",
-              "WISP_FUNCTION", "WISP_WORKDIR", "WISP_CALL_URL", "WISP_CONTROL_URL", "WISP_CALL_TOKEN"}
+              "WISP_FUNCTION", "WISP_WORKDIR", "WISP_CALL_URL", "WISP_CONTROL_URL", "WISP_CALL_TOKEN",
+              "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER"}  # the container's GPUs: none without gpu= (docs/gpus.md)
 
 
 def _missing() -> str | None:
