@@ -23,7 +23,8 @@ APPS = Path(__file__).parent / "apps"
 SENTINEL = "sentinel-3f9c2a"  # in the server's environment only
 # What a container's environment may hold besides its image's env() and its secrets (README, Security).
 DOCUMENTED = {"PATH", "HOME", "LANG", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "VIRTUAL_ENV", "WISP_APP",
-              "WISP_FUNCTION", "WISP_WORKDIR", "WISP_CALL_URL", "WISP_CONTROL_URL", "WISP_CALL_TOKEN"}
+              "WISP_FUNCTION", "WISP_WORKDIR", "WISP_CALL_URL", "WISP_CONTROL_URL", "WISP_CALL_TOKEN",
+              "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER"}  # the GPUs it holds: none without gpu=
 
 
 @pytest.fixture(scope="module", params=["zygote", "local"])
