@@ -54,6 +54,9 @@ STEPS = (
     Step("reload", (), ("--edits", "2",)),
     Step("images", ("--cold-cache",), ("--runs", "1", "--imports", "2")),
     Step("http_gateway", (), ("--size-gib", "0.05", "--chunks", "20", "--round-trips", "200")),
+    Step("many_apps", (), ("--apps", "20", "--big", "20", "--rounds", "2", "--seconds", "2", "--deploys", "1", "--lists", "2")),
+    Step("heavy_imports", (), ("--cold-runs", "3",)),
+    Step("gateway_workers", (), ("--seconds", "2", "--rounds", "1")),
 )
 NAMES = tuple(step.name for step in STEPS)
 TIMEOUT = {False: 900.0, True: 300.0}  # seconds per script run, full / quick

@@ -259,3 +259,42 @@ def test_wait_ready_and_drain_wait_on_events(log: AppLog) -> None:
         assert loop.time() - released_at < 5  # woken by the release, not by the 20 s bound
         assert pool.container_states() == {}
     run(body)
+
+
+def test_a_pool_scaled_to_zero_with_nothing_to_do_is_resting_until_a_request_comes(log: AppLog) -> None:
+    async def body() -> None:
+        clock = Clock()
+        pool = make_pool(log, clock, FakeLauncher())
+        assert not pool.resting()  # no decision taken yet
+        await started(pool, 1)
+        assert not pool.resting()  # a container runs
+        clock.now += 11
+        pool.tick()  # the window has passed: it scales to zero
+        for _ in range(200):
+            if not pool.container_states():
+                break
+            await asyncio.sleep(0.005)
+        assert not pool.resting()  # the charts have not sampled its cold start yet
+        pool.take_window()
+        assert pool.resting()
+        waiting = asyncio.ensure_future(pool.acquire())
+        await asyncio.sleep(0)
+        assert not pool.resting()  # a request woke it: a container starts
+        lease = await waiting
+        assert not pool.resting()
+        lease.release(status=200)
+        await pool.stop()
+    run(body)
+
+
+def test_a_warm_pool_never_rests(log: AppLog) -> None:
+    async def body() -> None:
+        clock = Clock()
+        pool = make_pool(log, clock, FakeLauncher(), keep_warm=1)
+        await started(pool, 1)
+        clock.now += 60
+        pool.tick()
+        pool.take_window()
+        assert not pool.resting()
+        await pool.stop()
+    run(body)

@@ -753,15 +753,19 @@ class AppManager:
 
     async def tick(self) -> None:
         now = time.monotonic()
+        at = time.time()
+        self.history.tick(at)
         for app in list(self.apps.values()):
             if app.mode != "deploy" and now - app.heartbeat > HEARTBEAT_TIMEOUT:
                 self.log(app.id).write(f"[wisp] `wisp serve` for {app.name} stopped sending heartbeats; stopping the app")
                 await self.stop(app.id)
                 continue
             for pool in app.pools.values():
+                if pool.resting():  # scaled to zero, nothing happened: nothing to decide, a quiet second
+                    self.history.known(app.id, pool.spec.name)
+                    continue
                 pool.tick()
-                self.history.add(app.id, pool.spec.name, summarize(pool.take_window(), pool.container_states(),
-                                                                   time.time()))
+                self.history.add(app.id, pool.spec.name, summarize(pool.take_window(), pool.container_states(), at))
         rows = self.store.apps()  # the one store query of a tick, whatever the number of apps
         self.history.forget(set(self.apps) | {row.id for row in rows})
         self._follow(rows)

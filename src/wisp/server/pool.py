@@ -30,7 +30,7 @@ from .autoscaler import (
     start_failed,
     start_succeeded,
 )
-from .dashboard.history import Window
+from .dashboard.history import Window, is_empty
 from .gateway import TargetUnavailable
 from .gateway._target import CALL_PARAM, MODAL_CALL_PARAM
 from .logs import AppLog
@@ -310,6 +310,15 @@ class FunctionPool:
     def tick(self) -> None:
         """Called about once a second by the server."""
         self.autoscale()
+
+    def resting(self) -> bool:
+        """Scaled to zero with nothing to do: the last decision wanted no container, none runs, no
+        request is in flight or waiting, and nothing happened since the charts' last sample. Its
+        tick would decide 0 again (`decide` only forgets past peaks) and record an empty second,
+        so the server skips both: 2,000 functions scaled to zero cost a tick next to nothing. A
+        request wakes it on its own (`acquire` decides at once)."""
+        return (self._desired == 0 and not self._containers and not self._in_flight and not self._waiters
+                and is_empty(self.window))
 
     def prestart(self, count: int) -> None:
         """Start containers ahead of requests (a new version replacing a warm one, or proving
