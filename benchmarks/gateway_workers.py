@@ -54,6 +54,8 @@ def worker(port: int, sockets: list[str]) -> None:
     from wisp.server.gateway import Gateway, PlainTarget
 
     class RoundRobin(PlainTarget):
+        strip_path_prefix = True  # the containers serve at "/", as a web_server does
+
         def __init__(self) -> None:
             self._next = itertools.cycle([Lease(path) for path in sockets])
 
@@ -99,7 +101,11 @@ def start_containers(count: int, folder: Path) -> tuple[list[subprocess.Popen[by
 
 def start_workers(count: int, port: int, sockets: list[str]) -> list[subprocess.Popen[bytes]]:
     workers = [subprocess.Popen([sys.executable, "-P", __file__, "--worker", str(port), *sockets]) for _ in range(count)]
-    wait_ready(port, f"/{LABEL}/")
+    try:
+        wait_ready(port, f"/{LABEL}/")
+    except RuntimeError:
+        stop(workers)
+        raise
     time.sleep(0.5)  # the second worker binds a moment after the first answers
     return workers
 
@@ -154,12 +160,12 @@ def main() -> None:
         stop(containers)
     print(f"wisp gateway workers on one port (SO_REUSEPORT), {args.containers} uvicorn containers, {os.cpu_count()} "
           f"cores, load {os.getloadavg()[0]:.2f}; wrk -t2 -c{args.connections} {args.seconds} s, median of {args.rounds}")
-    print("| gateway workers | requests/s | p50 ms | p99 ms | gateway CPU µs/request | machine busy |")
-    print("|---|---|---|---|---|---|")
+    print("| gateway workers | requests/s | p50 ms | p99 ms | gateway CPU µs/request | cores the gateway used | machine busy |")
+    print("|---|---|---|---|---|---|---|")
     for workers, results in runs.items():
         med = {key: statistics.median(r[key] for r in results) for key in results[0]}
         print(f"| {workers} | {med['rps']:.0f} | {med['p50']:.2f} | {med['p99']:.2f} | {med['cpu_us']:.1f} | "
-              f"{med['busy'] * 100:.0f} % |")
+              f"{med['cpu_us'] * med['rps'] / 1e6:.2f} | {med['busy'] * 100:.0f} % |")
     ratio = [two["rps"] / one["rps"] * 100 for one, two in zip(runs[1], runs[2])]
     print(f"two workers / one, requests/s: {statistics.median(ratio):.0f} % (median of the rounds' ratios)")
     _results.write(args.json, "gateway_workers", {"ratio_pct": ("%", ratio), **{
