@@ -1,6 +1,6 @@
 """Run every benchmark in this folder and print one table: wisp and its baselines, side by side.
 
-    .venv/bin/python -P benchmarks/run_all.py             # the full run: about 8 minutes on 2 cores
+    .venv/bin/python -P benchmarks/run_all.py             # the full run: about 16 minutes on 2 cores
     .venv/bin/python -P benchmarks/run_all.py --write     # ... and put its table at the top of BENCHMARKS.md
     .venv/bin/python -P benchmarks/run_all.py --quick     # short runs, to check the machinery (~3 min)
     .venv/bin/python -P benchmarks/run_all.py --from DIR  # the table again, from a run's saved results
