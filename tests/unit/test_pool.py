@@ -298,3 +298,30 @@ def test_a_warm_pool_never_rests(log: AppLog) -> None:
         assert not pool.resting()
         await pool.stop()
     run(body)
+
+
+def test_a_resting_pool_says_when_a_request_wakes_it_once(log: AppLog) -> None:
+    async def body() -> None:
+        clock = Clock()
+        pool = make_pool(log, clock, FakeLauncher())
+        woken: list[FunctionPool] = []
+        pool.on_wake = woken.append
+        pool.autoscale()  # nothing wanted: it decides 0
+        assert pool.resting()
+        lease = await pool.acquire()  # not resting: no word (the server still looks at it)
+        assert woken == []
+        lease.release(status=200)
+        clock.now += 11
+        pool.tick()
+        for _ in range(200):
+            if not pool.container_states():
+                break
+            await asyncio.sleep(0.005)
+        pool.take_window()
+        assert pool.resting()
+        pool.rest()  # the server stops looking at it
+        lease = await pool.acquire()  # a request waits, a container starts: one word
+        assert woken == [pool]
+        lease.release(status=200)
+        await pool.stop()
+    run(body)

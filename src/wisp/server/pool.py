@@ -133,6 +133,8 @@ class FunctionPool:
         self._no_room_until = 0.0  # loop time before which no start is tried again, unless room comes back
         self._yielded_until = 0.0  # until then (pool clock) it starts containers only for waiting requests
         self.last_output: list[str] = []  # the last lines of the container that failed last (a traceback's end)
+        self.on_wake: Callable[[FunctionPool], None] | None = None  # told when it leaves rest (see `rest`)
+        self._rests = False
 
     # -- the gateway's side: the activator ------------------------------------------------------
     @property
@@ -167,6 +169,7 @@ class FunctionPool:
                 f"`{self.spec.name}` already has {len(self._waiters)} requests waiting for a container "
                 f"(the queue holds {self.config.max_queue}); retry shortly.", retry_after=1)
         future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
+        self._wake()
         self._waiters.append((future, self._clock()))
         self.autoscale()
         try:
@@ -320,6 +323,18 @@ class FunctionPool:
         return (self._desired == 0 and not self._containers and not self._in_flight and not self._waiters
                 and is_empty(self.window))
 
+    def rest(self) -> None:
+        """The server's tick found it `resting()` and stops looking at it: from now on the pool says
+        when it wakes (`on_wake`). It can only wake through a request that waits (it has no
+        container, so `try_acquire` finds nothing) or a container start; both call `_wake`."""
+        self._rests = True
+
+    def _wake(self) -> None:
+        if self._rests:
+            self._rests = False
+            if self.on_wake is not None:
+                self.on_wake(self)
+
     def prestart(self, count: int) -> None:
         """Start containers ahead of requests (a new version replacing a warm one, or proving
         it can start). They count as a demand peak of `count` now, so the first decision after
@@ -353,6 +368,7 @@ class FunctionPool:
 
     # -- one container's life ----------------------------------------------------------------
     def _start(self) -> None:
+        self._wake()
         cid = f"c{next(_ids)}"
         container = Container(id=cid, socket_path=f"{self._socket_dir}/{cid}.sock")
         self._containers.append(container)
