@@ -114,6 +114,17 @@ async def started(pool: FunctionPool, count: int) -> None:
     raise AssertionError(pool.container_states())
 
 
+async def scaled_to_zero(pool: FunctionPool, clock: Clock) -> None:
+    """Past the scale-down window, a tick stops every idle container; wait until they are gone."""
+    clock.now += 11
+    pool.tick()
+    for _ in range(200):
+        if not pool.container_states():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(pool.container_states())
+
+
 def ready(pool: FunctionPool) -> int:
     states = pool.container_states()
     return states.get("ready", 0) + states.get("busy", 0)
@@ -268,12 +279,7 @@ def test_a_pool_scaled_to_zero_with_nothing_to_do_is_resting_until_a_request_com
         assert not pool.resting()  # no decision taken yet
         await started(pool, 1)
         assert not pool.resting()  # a container runs
-        clock.now += 11
-        pool.tick()  # the window has passed: it scales to zero
-        for _ in range(200):
-            if not pool.container_states():
-                break
-            await asyncio.sleep(0.005)
+        await scaled_to_zero(pool, clock)
         assert not pool.resting()  # the charts have not sampled its cold start yet
         pool.take_window()
         assert pool.resting()
@@ -311,12 +317,7 @@ def test_a_resting_pool_says_when_a_request_wakes_it_once(log: AppLog) -> None:
         lease = await pool.acquire()  # not resting: no word (the server still looks at it)
         assert woken == []
         lease.release(status=200)
-        clock.now += 11
-        pool.tick()
-        for _ in range(200):
-            if not pool.container_states():
-                break
-            await asyncio.sleep(0.005)
+        await scaled_to_zero(pool, clock)
         pool.take_window()
         assert pool.resting()
         pool.rest()  # the server stops looking at it
