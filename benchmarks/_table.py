@@ -305,6 +305,18 @@ SPECS: tuple[RowSpec, ...] = (
     RowSpec("WebSocket round trip, 32 B text", "http_gateway", MS, "ws.wisp",
             (Baseline("direct uvicorn", "ws.direct"),),
             (Check("added p50", Diff("ws.wisp", "ws.direct"), "<=", 0.15),)),
+    RowSpec("server CPU per request with {routes} routes ({apps} apps), wrk -c8", "many_apps", "µs", "cpu_us.many",
+            (Baseline("one route", "cpu_us.one"),), (Check("more than one route", Stat("cpu_pct.many"), "<=", 5, "%"),)),
+    RowSpec("`wisp deploy` of an app with {big} functions, warm image", "many_apps", S, "deploy.big",
+            (Baseline("one function", "deploy.small"),), (Check("p50", Stat("deploy.big"), "<=", 2),)),
+    RowSpec("`wisp app list` with {apps} apps", "many_apps", MS, "list_ms.many",
+            (Baseline("one app", "list_ms.one"),), (Check("p50", Stat("list_ms.many"), "<=", 300),)),
+    RowSpec("cold start, numpy + pandas imported at the top: forked from the function zygote", "heavy_imports", MS,
+            "cold.zygote", (Baseline("fresh interpreter", "cold.fresh"), Baseline("bare import", "import.bare")),
+            (Check("p50", Stat("cold.zygote"), "<=", 30),)),
+    RowSpec("two gateway workers (SO_REUSEPORT) on {containers} containers, wrk -c{connections}, requests/s",
+            "gateway_workers", "req/s", "w2.rps", (Baseline("one worker", "w1.rps"),),
+            (Check("two / one", Stat("ratio_pct"), ">=", 100, "%"),)),
 )
 
 

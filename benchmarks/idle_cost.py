@@ -56,8 +56,9 @@ def app_script(app: str, functions: int) -> str:
 
 
 class Server:
-    def __init__(self, env: dict[str, str]) -> None:
-        self.home = tempfile.mkdtemp(prefix="wisp-idle-")
+    def __init__(self, env: dict[str, str], home: str | None = None) -> None:
+        """`home`: an existing WISP_HOME (its images, store and apps), else a new one."""
+        self.home = home or tempfile.mkdtemp(prefix="wisp-idle-")
         self.port = free_port()
         self.env = {**os.environ, "WISP_HOME": self.home, "WISP_PORT": str(self.port), "WISP_RUNTIME": "zygote", **env}
         self.src = Path(tempfile.mkdtemp(prefix="wisp-idle-src-"))

@@ -1,6 +1,6 @@
 """Run every benchmark in this folder and print one table: wisp and its baselines, side by side.
 
-    .venv/bin/python -P benchmarks/run_all.py             # the full run: about 8 minutes on 2 cores
+    .venv/bin/python -P benchmarks/run_all.py             # the full run: about 16 minutes on 2 cores
     .venv/bin/python -P benchmarks/run_all.py --write     # ... and put its table at the top of BENCHMARKS.md
     .venv/bin/python -P benchmarks/run_all.py --quick     # short runs, to check the machinery (~3 min)
     .venv/bin/python -P benchmarks/run_all.py --from DIR  # the table again, from a run's saved results
@@ -54,6 +54,9 @@ STEPS = (
     Step("reload", (), ("--edits", "2",)),
     Step("images", ("--cold-cache",), ("--runs", "1", "--imports", "2")),
     Step("http_gateway", (), ("--size-gib", "0.05", "--chunks", "20", "--round-trips", "200")),
+    Step("many_apps", (), ("--apps", "20", "--big", "20", "--rounds", "2", "--seconds", "2", "--deploys", "1", "--lists", "2")),
+    Step("heavy_imports", (), ("--cold-runs", "3",)),
+    Step("gateway_workers", (), ("--seconds", "2", "--rounds", "1")),
 )
 NAMES = tuple(step.name for step in STEPS)
 TIMEOUT = {False: 900.0, True: 300.0}  # seconds per script run, full / quick

@@ -15,6 +15,7 @@ Three roles, set by `role`:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import posixpath
@@ -401,9 +402,10 @@ class ImageSpec:
         steps = (*self.steps[:-1], merged) if merged is not None else (*self.steps, step)
         return dataclasses.replace(self, steps=steps)
 
-    @property
+    @functools.cached_property
     def hash(self) -> str:
-        """Covers the whole chain and the contents of local files, but not where they are locally."""
+        """Covers the whole chain and the contents of local files, but not where they are locally.
+        Worked out once per value (it is frozen): `wisp app list` shows it for every function."""
         canonical = json.dumps({"base": self.base, "python_version": self.python_version,
                                 "steps": [s.hash_data() for s in self.steps]}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]

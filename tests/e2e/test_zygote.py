@@ -148,7 +148,7 @@ def _state(pid: int) -> str:
         return "gone"
 
 
-def test_a_script_that_imports_numpy_still_forks(wisp: Wisp, tmp_path: Path) -> None:
+def test_a_script_that_imports_numpy_and_pandas_still_forks(wisp: Wisp, tmp_path: Path) -> None:
     """OpenBLAS's pool is native threads left by the import, known to survive a fork."""
     shutil.copy(REPO / "tests/e2e/apps/zygote_numpy.py", tmp_path / "zygote_numpy.py")
     wisp.run("deploy", str(tmp_path / "zygote_numpy.py"))
@@ -158,6 +158,7 @@ def test_a_script_that_imports_numpy_still_forks(wisp: Wisp, tmp_path: Path) -> 
     assert len({a["pid"] for a in answers}) == 2
     for answer in answers:
         assert answer["sum"] == 200.0**3  # BLAS works in every forked container
+        assert answer["frame_sum"] == 199 * 200 // 2  # and pandas
         assert "wisp._runtime.zygote" in answer["parent"]
     assert "fresh process" not in _log(wisp, "zygote-numpy")
     wisp.run("app", "stop", "zygote-numpy")

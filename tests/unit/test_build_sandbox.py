@@ -120,11 +120,38 @@ def test_the_script_stages_its_sources_before_covering_tmp_and_wisp_home() -> No
                    "-o ro /root/.config/pip/pip.conf /run/wisp/pip_config_file"):
         assert at(source) < at("wisp-tmp /tmp") < at("wisp-home /var/lib/wisp"), source
     assert at("wisp-home /var/lib/wisp") < at("--move /run/wisp/build /var/lib/wisp/images/abc")
-    assert at("-t proc") < at("remount,bind,ro /") < at("lo up") < at("exec /usr")
+    root_read_only = next(i for i, line in enumerate(lines) if line.endswith("remount,bind,ro /"))
+    assert at("-t proc") < root_read_only < at("lo up") < at("exec /usr")
     assert lines[-1] == ("exec /usr/bin/setpriv --reuid=4242 --regid=4242 --clear-groups --inh-caps=-all "
                          "--bounding-set=-all --no-new-privs -- /usr/bin/python3 -I "
                          f"{bs.EGRESS_SCRIPT} 3128 /run/wisp/egress.sock 4096 \"$@\"")
     assert "chown 4242:4242 /tmp/home" in lines
+
+
+@pytest.mark.parametrize(("needed", "hide", "expected"), [
+    (["/usr/lib/wisp/_runtime", "/usr/bin", "/usr"], "/var/lib/wisp", []),  # nothing covered
+    # a clone under /tmp (as CI's): its code and its venv's uv, not the pyenv Python
+    (["/tmp/ci/project/src/wisp/_runtime", "/tmp/ci/project/.venv/bin", "/root/.pyenv/versions/3.11.7"],
+     "/tmp/pytest/home", ["/tmp/ci/project/.venv/bin", "/tmp/ci/project/src/wisp/_runtime"]),
+    (["/srv/home/code/wisp/_runtime", "/srv/home/code"], "/srv/home", ["/srv/home/code"]),  # outermost only
+    (["/dev/shm/x", "/var/tmp/y"], "/h", ["/dev/shm/x", "/var/tmp/y"]),
+])
+def test_what_a_build_needs_below_a_cover_is_put_back(needed: list[str], hide: str, expected: list[str]) -> None:
+    assert bs.kept([Path(p) for p in needed], Path(hide)) == tuple(Path(p) for p in expected)
+
+
+def test_kept_folders_are_staged_before_the_covers_and_put_back_read_only_after() -> None:
+    keep = (Path("/tmp/ci/project/.venv/bin"),)
+    mounts = bs.Mounts(Path("/tmp/h/images/abc"), Path("/tmp/h/build-cache"), Path("/tmp/s.sock"), Path("/tmp/h"),
+                       keep=keep)
+    lines = bs.setup_script(mounts, SANDBOX.tools, SANDBOX.python, bs.privileges(SANDBOX)).splitlines()
+
+    def at(text: str) -> int:
+        return next(i for i, line in enumerate(lines) if line.endswith(text))
+
+    assert at("--bind /tmp/ci/project/.venv/bin /run/wisp/keep/0") < at("wisp-tmp /tmp") < at("wisp-home /tmp/h")
+    assert at("wisp-home /tmp/h") < at("--move /run/wisp/keep/0 /tmp/ci/project/.venv/bin") \
+        < at("-o remount,bind,ro /tmp/ci/project/.venv/bin")
 
 
 def test_without_ip_loopback_comes_up_by_ioctl() -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from wisp.server.dashboard.history import History, Point, Window, status_class, summarize
+from wisp.server.dashboard.history import History, Point, Window, is_empty, quiet_point, status_class, summarize
 
 
 @pytest.mark.parametrize(("status", "cls"), [(200, "2xx"), (204, "2xx"), (303, "3xx"), (404, "4xx"),
@@ -31,12 +31,42 @@ def test_a_quiet_second_has_no_latencies() -> None:
 def test_rings_are_bounded_and_forgotten_with_their_apps() -> None:
     history = History(keep=3)
     for t in range(10):
+        history.tick(float(t))
         history.add("a", "f", summarize(Window(), {}, float(t)))
         history.add("b", "g", summarize(Window(), {}, float(t)))
     assert [p.at for p in history.of("a")["f"]] == [7.0, 8.0, 9.0]
     history.forget({"a"})
     assert history.of("b") == {} and len(history.of("a")["f"]) == 3
     assert isinstance(history.of("a")["f"][0], Point)
+
+
+def test_a_quiet_second_is_the_summary_of_an_empty_window() -> None:
+    assert quiet_point(5.0) == summarize(Window(), {}, 5.0)
+    assert is_empty(Window()) and not is_empty(Window(statuses={200: 1})) and not is_empty(Window(waits=[0.1]))
+
+
+# Each step: "q" a second in which the function had nothing to say (the tick only knows it), "p"
+# one with requests. The ring reads back the last `keep` seconds since it was first known, in
+# order, quiet seconds as quiet points.
+@pytest.mark.parametrize(("steps", "keep"), [
+    ("qqqqq", 3), ("ppppp", 3), ("qqpqq", 3), ("pqqqp", 2), ("qpqpq", 4), ("qqqqqqqqqp", 1), ("pq", 5), ("q", 2),
+    ("-qqp", 5), ("--p-q", 5),
+])
+def test_quiet_seconds_read_back_as_quiet_points_within_the_bound(steps: str, keep: int) -> None:
+    history, expected = History(keep=keep), []
+    for t, step in enumerate(steps):  # "-": a second before the function existed
+        history.tick(float(t))
+        if step == "q":
+            history.known("a", "f")
+            expected.append(quiet_point(float(t)))
+        elif step == "p":
+            point = summarize(Window(statuses={200: t}), {"ready": 1}, float(t))
+            history.add("a", "f", point)
+            expected.append(point)
+        elif expected:
+            history.known("a", "f")  # a function once known stays known: its seconds are quiet
+            expected.append(quiet_point(float(t)))
+    assert history.of("a")["f"] == expected[-keep:]
 
 
 def test_a_node_adds_up_what_its_containers_reserve() -> None:

@@ -119,6 +119,17 @@ async def started(pool: FunctionPool, count: int) -> None:
     raise AssertionError(pool.container_states())
 
 
+async def scaled_to_zero(pool: FunctionPool, clock: Clock) -> None:
+    """Past the scale-down window, a tick stops every idle container; wait until they are gone."""
+    clock.now += 11
+    pool.tick()
+    for _ in range(200):
+        if not pool.container_states():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(pool.container_states())
+
+
 def ready(pool: FunctionPool) -> int:
     states = pool.container_states()
     return states.get("ready", 0) + states.get("busy", 0)
@@ -348,4 +359,60 @@ def test_a_container_killed_for_memory_is_named_in_its_502_its_log_and_its_statu
         assert len(launcher.started) == 2 and not pool.failed
         await pool.stop()
         assert "killed: out of memory (limit 160 MiB)" in log.path.read_text()
+    run(body)
+
+
+def test_a_pool_scaled_to_zero_with_nothing_to_do_is_resting_until_a_request_comes(log: AppLog) -> None:
+    async def body() -> None:
+        clock = Clock()
+        pool = make_pool(log, clock, FakeLauncher())
+        assert not pool.resting()  # no decision taken yet
+        await started(pool, 1)
+        assert not pool.resting()  # a container runs
+        await scaled_to_zero(pool, clock)
+        assert not pool.resting()  # the charts have not sampled its cold start yet
+        pool.take_window()
+        assert pool.resting()
+        waiting = asyncio.ensure_future(pool.acquire())
+        await asyncio.sleep(0)
+        assert not pool.resting()  # a request woke it: a container starts
+        lease = await waiting
+        assert not pool.resting()
+        lease.release(status=200)
+        await pool.stop()
+    run(body)
+
+
+def test_a_warm_pool_never_rests(log: AppLog) -> None:
+    async def body() -> None:
+        clock = Clock()
+        pool = make_pool(log, clock, FakeLauncher(), keep_warm=1)
+        await started(pool, 1)
+        clock.now += 60
+        pool.tick()
+        pool.take_window()
+        assert not pool.resting()
+        await pool.stop()
+    run(body)
+
+
+def test_a_resting_pool_says_when_a_request_wakes_it_once(log: AppLog) -> None:
+    async def body() -> None:
+        clock = Clock()
+        pool = make_pool(log, clock, FakeLauncher())
+        woken: list[FunctionPool] = []
+        pool.on_wake = woken.append
+        pool.autoscale()  # nothing wanted: it decides 0
+        assert pool.resting()
+        lease = await pool.acquire()  # not resting: no word (the server still looks at it)
+        assert woken == []
+        lease.release(status=200)
+        await scaled_to_zero(pool, clock)
+        pool.take_window()
+        assert pool.resting()
+        pool.rest()  # the server stops looking at it
+        lease = await pool.acquire()  # a request waits, a container starts: one word
+        assert woken == [pool]
+        lease.release(status=200)
+        await pool.stop()
     run(body)

@@ -122,6 +122,7 @@ class AppManager:
         ]
         self.apps: dict[str, RunningApp] = {}
         self.history = History()  # the dashboard's charts: a point a second per function, 15 min
+        self._awake: dict[FunctionPool, str] = {}  # the pools the tick looks at, and their app's id
         self.logs: dict[str, AppLog] = {}
         self._draining: set[asyncio.Task[None]] = set()
         self._retiring: dict[FunctionPool, str] = {}  # draining or stopping -> app id: their images stay
@@ -509,6 +510,8 @@ class AppManager:
         ready first (`_prove`); a restored one is routed at once, its zygotes still importing."""
         old = old or self.apps.get(new.id)
         for label, pool in new.pools.items():
+            pool.on_wake = functools.partial(self._woke, new.id)
+            self._awake[pool] = new.id  # ticked until it rests
             pool.autoscale()  # the warm pool, if any
             self.routes[label] = pool
         if old is not None:
@@ -519,6 +522,9 @@ class AppManager:
         # sending them only once its deploy has returned, which may be after a long zygote wait.
         new.heartbeat = time.monotonic()
         self.apps[new.id] = new
+
+    def _woke(self, app_id: str, pool: FunctionPool) -> None:
+        self._awake[pool] = app_id
 
     def _drain(self, app: RunningApp) -> None:
         for pool in app.pools.values():
@@ -785,15 +791,24 @@ class AppManager:
 
     async def tick(self) -> None:
         now = time.monotonic()
+        at = time.time()
+        self.history.tick(at)
         for app in list(self.apps.values()):
             if app.mode != "deploy" and now - app.heartbeat > HEARTBEAT_TIMEOUT:
                 self.log(app.id).write(f"[wisp] `wisp serve` for {app.name} stopped sending heartbeats; stopping the app")
                 await self.stop(app.id)
-                continue
-            for pool in app.pools.values():
+        # Only the pools that are awake: one scaled to zero with nothing to do rests (its decision could
+        # only be 0 again, its seconds are quiet) until a request or a container start wakes it.
+        for pool, app_id in list(self._awake.items()):
+            if pool.closed:  # its app stopped, or a new version replaced it
+                del self._awake[pool]
+            elif pool.resting():
+                del self._awake[pool]
+                pool.rest()
+                self.history.known(app_id, pool.spec.name)  # listed in the charts, its seconds quiet
+            else:
                 pool.tick()
-                self.history.add(app.id, pool.spec.name, summarize(pool.take_window(), pool.container_states(),
-                                                                   time.time()))
+                self.history.add(app_id, pool.spec.name, summarize(pool.take_window(), pool.container_states(), at))
         rows = self.store.apps()  # the one store query of a tick, whatever the number of apps
         self.history.forget(set(self.apps) | {row.id for row in rows})
         self._follow(rows)

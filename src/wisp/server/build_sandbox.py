@@ -196,6 +196,19 @@ class Mounts:
     socket: Path  # the server's egress proxy socket (host path)
     hide: Path  # covered by an empty tmpfs (WISP_HOME)
     files: tuple[tuple[str, Path], ...] = ()  # (name in /run/wisp, host file), read-only
+    # Folders the build needs that the covers would hide (wisp's own code, uv, the forwarder's
+    # Python, when they lie below /tmp or WISP_HOME's folder, as in a clone under /tmp): put back
+    # at their own paths, read-only.
+    keep: tuple[Path, ...] = ()
+
+
+COVERED = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"))
+
+
+def kept(needed: Sequence[Path], hide: Path) -> tuple[Path, ...]:
+    """Of the folders a build needs, those a cover would hide, outermost only."""
+    covered = [p for p in sorted(set(needed)) if any(p == c or c in p.parents for c in (*COVERED, hide))]
+    return tuple(p for p in covered if not any(q in p.parents for q in covered))
 
 
 def setup_script(mounts: Mounts, tools: Tools, python: str, privileges: Sequence[str], nproc: int = 0) -> str:
@@ -217,6 +230,8 @@ def setup_script(mounts: Mounts, tools: Tools, python: str, privileges: Sequence
     ]
     for name, source in mounts.files:
         lines += [f": > {RUN}/{q(name)}", f"{m} --bind -o ro {q(str(source))} {RUN}/{q(name)}"]
+    for n, folder in enumerate(mounts.keep):
+        lines += [f"mkdir -p {RUN}/keep/{n}", f"{m} --bind {q(str(folder))} {RUN}/keep/{n}"]
     lines += [
         f"{m} -t tmpfs -o mode=1777,nosuid,nodev wisp-tmp /tmp",
         f"if [ -d /var/tmp ]; then {m} -t tmpfs -o mode=1777,nosuid,nodev wisp-tmp /var/tmp; fi",
@@ -226,6 +241,11 @@ def setup_script(mounts: Mounts, tools: Tools, python: str, privileges: Sequence
         f"mkdir -p {q(str(mounts.build))} {q(str(mounts.cache))}",
         f"{m} --move {RUN}/build {q(str(mounts.build))}",
         f"{m} --move {RUN}/cache {q(str(mounts.cache))}",
+    ]
+    for n, folder in enumerate(mounts.keep):
+        lines += [f"mkdir -p {q(str(folder))}", f"{m} --move {RUN}/keep/{n} {q(str(folder))}",
+                  f"{m} -o remount,bind,ro {q(str(folder))}"]
+    lines += [
         f"{m} -t proc -o nosuid,nodev,noexec proc /proc",
         f"{m} -o remount,bind,ro /",
         (f"{q(tools.ip)} link set lo up" if tools.ip else f"{q(python)} -I -c {q(LO_UP)}"),
@@ -503,5 +523,8 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 def mounts(sandbox: Sandbox, build: Path, socket: Path) -> Mounts:
-    return Mounts(build.resolve(), sandbox.cache, socket, sandbox.hide or sandbox.home,
-                  tuple((variable.lower(), path) for variable, path in sandbox.config_files))
+    hide = sandbox.hide or sandbox.home
+    python = Path(sandbox.python)
+    needed = [EGRESS_SCRIPT.parent, Path(_uv()).resolve().parent, python.parent.parent]
+    return Mounts(build.resolve(), sandbox.cache, socket, hide,
+                  tuple((variable.lower(), path) for variable, path in sandbox.config_files), kept(needed, hide))

@@ -30,7 +30,7 @@ from .autoscaler import (
     start_failed,
     start_succeeded,
 )
-from .dashboard.history import Window
+from .dashboard.history import Window, is_empty
 from .gateway import TargetUnavailable
 from .gateway._target import CALL_PARAM, MODAL_CALL_PARAM
 from .logs import AppLog
@@ -157,6 +157,8 @@ class FunctionPool:
         self.last_output: list[str] = []  # the last lines of the container that failed last (a traceback's end)
         self.oom_kills = 0  # containers the kernel killed for memory (their limit: the function's, `limits.py`)
         self.last_oom: str | None = None
+        self.on_wake: Callable[[FunctionPool], None] | None = None  # told when it leaves rest (see `rest`)
+        self._rests = False
 
     # -- the gateway's side: the activator ------------------------------------------------------
     @property
@@ -196,6 +198,7 @@ class FunctionPool:
                 f"(the queue holds {self.config.max_queue}); retry shortly.", retry_after=1)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Lease] = loop.create_future()
+        self._wake()
         self._waiters.append((future, loop.time()))
         if self._expiry is None:
             self._expiry = loop.call_at(loop.time() + self.config.queue_timeout, self._expire)
@@ -362,6 +365,27 @@ class FunctionPool:
         """Called about once a second by the server."""
         self.autoscale()
 
+    def resting(self) -> bool:
+        """Scaled to zero with nothing to do: the last decision wanted no container, none runs, no
+        request is in flight or waiting, and nothing happened since the charts' last sample. Its
+        tick would decide 0 again (`decide` only forgets past peaks) and record an empty second,
+        so the server skips both: 2,000 functions scaled to zero cost a tick next to nothing. A
+        request wakes it on its own (`acquire` decides at once)."""
+        return (self._desired == 0 and not self._containers and not self._in_flight and not self._waiters
+                and is_empty(self.window))
+
+    def rest(self) -> None:
+        """The server's tick found it `resting()` and stops looking at it: from now on the pool says
+        when it wakes (`on_wake`). It can only wake through a request that waits (it has no
+        container, so `try_acquire` finds nothing) or a container start; both call `_wake`."""
+        self._rests = True
+
+    def _wake(self) -> None:
+        if self._rests:
+            self._rests = False
+            if self.on_wake is not None:
+                self.on_wake(self)
+
     def prestart(self, count: int) -> None:
         """Start containers ahead of requests (a new version replacing a warm one, or proving
         it can start). They count as a demand peak of `count` now, so the first decision after
@@ -395,6 +419,7 @@ class FunctionPool:
 
     # -- one container's life ----------------------------------------------------------------
     def _start(self) -> None:
+        self._wake()
         cid = f"c{next(_ids)}"
         container = Container(id=cid, socket_path=f"{self._socket_dir}/{cid}.sock")
         self._containers.append(container)

@@ -61,26 +61,71 @@ def summarize(window: Window, containers: dict[str, int], at: float) -> Point:
     )
 
 
+def is_empty(window: Window) -> bool:
+    """Nothing happened in the window: no request answered or waiting, no cold start."""
+    return not (window.durations or window.statuses or window.waits or window.cold_starts)
+
+
+def quiet_point(at: float) -> Point:
+    """The point of a second in which nothing happened and no container ran."""
+    return Point(at=at, by_status={}, p50_ms=None, p99_ms=None, wait_ms=None, cold_starts=0, cold_start_ms=None,
+                 containers={})
+
+
+class _Ring:
+    """One function's points: those of its seconds with something in them, by tick number."""
+
+    def __init__(self, since: int) -> None:
+        self.since = since  # the first tick it was there for
+        self.points: deque[tuple[int, Point]] = deque()
+
+
 class History:
-    """Points per (app id, function), each ring holding at most KEEP_SECONDS of them."""
+    """One point a second per (app id, function), for the last `keep` ticks (KEEP_SECONDS).
+
+    Only seconds in which something happened are stored as points: a second of a function with no
+    request, no cold start and no container reads back as `quiet_point`. Most of 2,000 deployed
+    functions are scaled to zero with no traffic; they cost the tick and memory nothing beyond
+    their ring's entry (`tick` is once per second, `add` once per function with something to say).
+    """
 
     def __init__(self, keep: int = KEEP_SECONDS) -> None:
         self.keep = keep
-        self._points: dict[tuple[str, str], deque[Point]] = {}
+        self._ticks: deque[float] = deque(maxlen=keep)  # the times of the last `keep` ticks
+        self._count = 0  # ticks so far; the current one is number _count - 1
+        self._rings: dict[tuple[str, str], _Ring] = {}
+
+    def tick(self, at: float) -> None:
+        """A new second begins: every function known has a point for it, quiet unless `add`ed."""
+        self._ticks.append(at)
+        self._count += 1
 
     def add(self, app_id: str, function: str, point: Point) -> None:
-        ring = self._points.get((app_id, function))
+        """The current second's point of a function in which something happened."""
+        ring = self.known(app_id, function)
+        ring.points.append((self._count - 1, point))
+        while ring.points[0][0] < self._count - self.keep:
+            ring.points.popleft()
+
+    def known(self, app_id: str, function: str) -> _Ring:
+        """Its ring, made at the current tick if it had none (its seconds read back quiet)."""
+        ring = self._rings.get((app_id, function))
         if ring is None:
-            ring = self._points[(app_id, function)] = deque(maxlen=self.keep)
-        ring.append(point)
+            ring = self._rings[(app_id, function)] = _Ring(max(self._count - 1, 0))
+        return ring
 
     def of(self, app_id: str) -> dict[str, list[Point]]:
-        return {fn: list(ring) for (app, fn), ring in self._points.items() if app == app_id}
+        return {fn: self._points(ring) for (app, fn), ring in self._rings.items() if app == app_id}
+
+    def _points(self, ring: _Ring) -> list[Point]:
+        first = self._count - len(self._ticks)  # the tick number of self._ticks[0]
+        recorded = dict(ring.points)
+        return [recorded.get(n) or quiet_point(self._ticks[n - first]) for n in range(max(ring.since, first), self._count)]
 
     def forget(self, keep_apps: set[str]) -> None:
         """Drop the rings of apps no longer known, so a server's memory stays bounded."""
-        for key in [k for k in self._points if k[0] not in keep_apps]:
-            del self._points[key]
+        for key in [k for k in self._rings if k[0] not in keep_apps]:
+            del self._rings[key]
 
 
 @dataclass(frozen=True)
