@@ -197,7 +197,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Wisp, List
     root = tmp_path_factory.mktemp("buildbox")
     index, listener = Index(root / "index"), Listener()
     # The loopback index is the only one named (UV_INDEX_URL): nothing of the build reaches the internet.
-    wisp = start_wisp(root / "home", {"UV_INDEX_URL": index.url, "PIP_INDEX_URL": index.url})
+    # Its own uv cache (WISP_HOME/build-cache), not the suite's shared one: the probe lists WISP_HOME.
+    wisp = start_wisp(root / "home", {"UV_INDEX_URL": index.url, "PIP_INDEX_URL": index.url, "WISP_BUILD_CACHE": ""})
     try:
         yield wisp, listener, root
     finally:

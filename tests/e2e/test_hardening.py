@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import http.client
 import io
 import json
@@ -24,6 +23,7 @@ from grpclib import GRPCError, Status
 from grpclib.client import Channel
 from grpclib.const import Cardinality
 
+from rawhttp import send_and_read
 from wisp._session.package import Target, inspect_app
 from wisp._urls import app_id_for
 from wisp.server.control import control_routes
@@ -230,14 +230,7 @@ def test_a_spawned_call_larger_than_the_body_limit_is_413_unread(wisp: Wisp) -> 
 
 # -- the gateway, over raw sockets ------------------------------------------------------------
 def exchange(wisp: Wisp, raw: bytes, source: str = "127.0.0.1") -> bytes:
-    with contextlib.closing(socket.create_connection(("127.0.0.1", wisp.port), timeout=60,
-                                                     source_address=(source, 0))) as sock:
-        sock.sendall(raw)
-        data = b""
-        with contextlib.suppress(OSError):
-            while chunk := sock.recv(65536):
-                data += chunk
-    return data
+    return send_and_read(wisp.port, raw, source=source)
 
 
 POST = f"POST {SHA} HTTP/1.1\r\nHost: x\r\n".encode()

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from rawhttp import send_and_read
 from wisp.server.gateway.request import (
     CHUNKED_10,
     LENGTH_AND_CHUNKED,
@@ -58,14 +59,7 @@ def test_a_body_is_framed_one_way_only(req: Request, expected: tuple[int, str] |
 
 def answer(h: Harness, raw: bytes, *, source: str = "127.0.0.1") -> bytes:
     """What the gateway sends back to `raw` before it closes the connection."""
-    with contextlib.closing(socket.create_connection(("127.0.0.1", h.port), timeout=10,
-                                                     source_address=(source, 0))) as sock:
-        sock.sendall(raw)
-        data = b""
-        with contextlib.suppress(OSError):
-            while chunk := sock.recv(65536):
-                data += chunk
-    return data
+    return send_and_read(h.port, raw, source=source, timeout=10)
 
 
 def payload(data: bytes) -> dict[str, object]:

@@ -356,7 +356,7 @@ def configure(home: Path, environ: Mapping[str, str], euid: int | None = None) -
     configs = _user_configs(environ)
     python = _forwarder_python(euid)
     sandbox = Sandbox(tools, uid, uid if euid == 0 else os.getegid(), euid != 0, home.resolve(),
-                      home.resolve() / "build-cache", python, dict(environ),
+                      build_cache(home, environ), python, dict(environ),
                       tuple(_read(path) for _, path in configs), tuple(configs),
                       hidden_folder(home.resolve(), euid == 0))
     problem = _trial(sandbox)
@@ -373,6 +373,14 @@ def configure(home: Path, environ: Mapping[str, str], euid: int | None = None) -
     if not tools.ip:
         notes.append("image builds: `ip` (iproute2) not found; loopback is brought up by an ioctl instead.")
     return sandbox, notes
+
+
+def build_cache(home: Path, environ: Mapping[str, str]) -> Path:
+    """uv's cache for sandboxed builds: `WISP_BUILD_CACHE`, else `WISP_HOME/build-cache`. Several
+    servers may share one (uv locks it), as the test suite's do: a fresh WISP_HOME then does not
+    fetch every package again."""
+    chosen = environ.get("WISP_BUILD_CACHE")
+    return Path(chosen).resolve() if chosen else home.resolve() / "build-cache"
 
 
 def _forwarder_python(euid: int) -> str:
@@ -408,7 +416,7 @@ def _trial(sandbox: Sandbox) -> str | None:
 
 def prepare(sandbox: Sandbox, build: Path) -> None:
     """The build's folder and the uv cache belong to the build uid."""
-    sandbox.cache.mkdir(exist_ok=True)
+    sandbox.cache.mkdir(parents=True, exist_ok=True)
     build.mkdir(exist_ok=True)
     for folder in (sandbox.cache, build):
         os.chown(folder, sandbox.uid if not sandbox.user_ns else -1, sandbox.gid if not sandbox.user_ns else -1)

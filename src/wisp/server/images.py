@@ -275,7 +275,9 @@ class _Job:
         self.readable = readable  # the interpreter must be readable by other users (per-app uids)
         self.key = key
         self.short = key[:12]
-        self.target = target
+        # Where it really lies: a sandboxed build sees its folder only at the resolved path (an
+        # `images/` that links elsewhere is below the hidden WISP_HOME).
+        self.target = target.resolve() if sandbox is not None else target
         self.emit = emit
         self.python = ""  # the interpreter's version, once found
         self._step = 0
