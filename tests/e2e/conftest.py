@@ -54,6 +54,10 @@ class Wisp:
     def server_pid(self) -> int:
         return json.loads((self.home / "server.json").read_text())["pid"]
 
+    def runtime(self) -> str:
+        """The runtime the server runs (what `auto` chose), as `wisp server status` names it."""
+        return self.run("server", "status").stdout.split(", runtime ", 1)[1].split(",")[0]
+
     def serve(self, script: Path | str, *extra: str) -> ServeProcess:
         return ServeProcess(self, [*WISP, "serve", str(script), *extra])
 
@@ -240,3 +244,25 @@ def processes_in_group(hint: str) -> list[str]:
         if (hint in argv or hint in cwd) and state != "Z":
             found.append(f"{entry.name} {cwd} {argv}")
     return found
+
+
+def host_pid(container: str) -> int | None:
+    """The pid here of the live process a test app named with its `container_id()`: its pid
+    namespace's inode, its pid there and its start time ("4026531836:1234:5678", unique under
+    every runtime, where each sandboxed container is pid 1 of a namespace of its own); None when
+    there is none, or only its zombie."""
+    namespace, pid, started = container.split(":")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.readlink(entry / "ns" / "pid")[5:-1] != namespace:
+                continue
+            status = (entry / "status").read_text()
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if fields.get("NSpid", "").split()[-1:] == [pid] and stat[19] == started and stat[0] != "Z":
+            return int(entry.name)
+    return None

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import REPO, Wisp, admin, get, server_with, wait_until
+from .conftest import REPO, Wisp, admin, get, host_pid, server_with, wait_until
 
 pytestmark = pytest.mark.e2e
 APP = "scaling"
@@ -64,7 +64,9 @@ def test_killed_warm_container_is_noticed_and_replaced(scaling: tuple[Wisp, Path
     wisp, _ = scaling
     wait_until(lambda: serving(wisp, "warm") == 2, timeout=60, message="2 warm containers")
     victim = get(wisp.url(f"{APP}--warm")).json()["pid"]
-    os.kill(victim, signal.SIGKILL)
+    pid = host_pid(victim)
+    assert pid is not None, victim
+    os.kill(pid, signal.SIGKILL)
     wait_until(lambda: "exited while serving (code -9)" in wisp.run("app", "logs", APP).stdout, timeout=5,
                interval=0.2, message="the death noticed")
     wait_until(lambda: serving(wisp, "warm") == 2, timeout=60, message="a replacement")

@@ -3,15 +3,34 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
 
-from .conftest import REPO, Wisp, get, processes_in_group, wait_until
+from .conftest import REPO, Wisp, get, processes_in_group, start_wisp, wait_until
 
 pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def wisp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wisp]:
+    """A server of the zygote runtime: these tests are about its own mechanics, seen from the host
+    (which process forked which, fresh interpreters as the server's children), which the sandbox
+    hides by design: its containers are pid 1 of namespaces of their own, their parent out of view."""
+    w = start_wisp(tmp_path_factory.mktemp("home"), {"WISP_RUNTIME": "zygote"})
+    yield w
+    w.run("server", "stop", check=False)
+
+
+@pytest.fixture
+def own_wisp(tmp_path: Path) -> Iterator[Wisp]:
+    """A zygote-runtime server of the test's own (see `wisp`)."""
+    w = start_wisp(tmp_path / "home", {"WISP_RUNTIME": "zygote"})
+    yield w
+    w.run("server", "stop", check=False)
 
 
 def test_forked_containers_are_separate_and_survive_a_sibling_crash(wisp: Wisp, tmp_path: Path) -> None:

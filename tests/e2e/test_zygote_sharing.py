@@ -3,15 +3,26 @@ released under the memory bound (WISP_ZYGOTE_MEMORY_MB), re-created on the next 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, Wisp, get, processes_in_group, server_with, wait_until
+from .conftest import REPO, Wisp, get, processes_in_group, server_with, start_wisp, wait_until
 from .test_zygote import _ppid, _zygotes
 
 pytestmark = pytest.mark.e2e
 APPS = REPO / "tests/e2e/apps"
+
+
+@pytest.fixture(scope="module")
+def wisp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wisp]:
+    """A server of the zygote runtime: these tests are about its own mechanics, seen from the host
+    (which process forked which, fresh interpreters as the server's children), which the sandbox
+    hides by design: its containers are pid 1 of namespaces of their own, their parent out of view."""
+    w = start_wisp(tmp_path_factory.mktemp("home"), {"WISP_RUNTIME": "zygote"})
+    yield w
+    w.run("server", "stop", check=False)
 
 
 def test_the_functions_of_an_app_version_are_forked_from_one_function_zygote(wisp: Wisp, tmp_path: Path) -> None:
@@ -51,7 +62,8 @@ def test_functions_with_different_secrets_each_see_only_their_own(wisp: Wisp, tm
 
 
 def test_an_idle_function_zygote_is_released_past_the_bound_and_recreated_from_the_image_zygote(tmp_path: Path) -> None:
-    with server_with(tmp_path, APPS / "zygote_keeper.py", WISP_ZYGOTE_MEMORY_MB="0") as wisp:
+    # The zygote runtime's process tree, as `wisp` says.
+    with server_with(tmp_path, APPS / "zygote_keeper.py", WISP_ZYGOTE_MEMORY_MB="0", WISP_RUNTIME="zygote") as wisp:
         keeper = get(wisp.url("zygote-keeper--where")).json()  # a warm container: its zygotes are busy
         image_zygote = _ppid(keeper["ppid"])
         shutil.copy(APPS / "zygote_release.py", tmp_path / "zygote_release.py")

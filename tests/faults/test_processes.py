@@ -15,7 +15,7 @@ from pathlib import Path
 
 import requests
 
-from e2e.conftest import Wisp, get, open_for_containers, start_wisp, wait_until
+from e2e.conftest import Wisp, get, host_pid, open_for_containers, start_wisp, wait_until
 
 from .conftest import descendants, leftovers, still_alive
 
@@ -92,7 +92,7 @@ def test_kill_9_of_the_server_under_load_leaves_no_process_and_a_restart_serves(
         load = Load(wisp.url("procs--hello", "/?hold=0.05"))
         wait_until(lambda: load.counts["answered"] >= 50, 60, message="the load to be served")
         before = descendants(wisp.server_pid())
-        assert spawned["pid"] in before and spawned["child"] in before, (spawned, before)
+        assert host_pid(spawned["pid"]) in before and host_pid(spawned["child"]) in before, (spawned, before)
         os.kill(wisp.server_pid(), signal.SIGKILL)
         counts = load.stop()  # what was in flight is lost with the server; nothing more is sent
         alive, other, took = _wait_gone(wisp.home, before)
@@ -123,7 +123,9 @@ def test_a_start_ends_what_an_earlier_run_left_and_spares_a_reused_pid(tmp_path:
         _deploy(wisp, tmp_path, "procs_app.py")
         spawned = get(wisp.url("procs--spawner")).json()
         before = descendants(wisp.server_pid())
-        container, child = {spawned["pid"]: before[spawned["pid"]]}, {spawned["child"]: before[spawned["child"]]}
+        container_pid, child_pid = host_pid(spawned["pid"]), host_pid(spawned["child"])
+        assert container_pid in before and child_pid in before, (spawned, before)
+        container, child = {container_pid: before[container_pid]}, {child_pid: before[child_pid]}
         records = list((wisp.home / "run").glob("groups-*"))
         assert records, "the server records the process groups it starts"
         with records[0].open("a") as f:
@@ -186,9 +188,8 @@ def test_socket_files_of_dead_containers_are_removed_as_they_die(tmp_path: Path)
                 continue
             counts["answered" if response.status_code == 200 else "lost"] += 1
             if response.status_code == 200:
-                pid = response.json()["pid"]
-                wait_until(lambda: not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text()  # noqa: B023 (called at once)
-                           .rsplit(")", 1)[1].split()[0] == "Z", 30, message="the container to exit")
+                container = response.json()["pid"]
+                wait_until(lambda: host_pid(container) is None, 30, message="the container to exit")  # noqa: B023 (called at once)
         time.sleep(0.5)
         sockets = list(tmp.rglob("*.sock"))
         print(f"\n40 container deaths: requests {dict(counts)}; {len(sockets)} socket files left")
@@ -225,7 +226,7 @@ def test_server_stop_finishes_when_a_detached_child_holds_a_containers_output(tm
     detached = None
     try:
         _deploy(wisp, tmp_path, "procs_app.py")
-        detached = get(wisp.url("procs--detacher")).json()["child"]
+        detached = host_pid(get(wisp.url("procs--detacher")).json()["child"])
         started = time.monotonic()
         stopped = wisp.run("server", "stop", check=False, timeout=120)
         took = time.monotonic() - started
@@ -239,14 +240,6 @@ def test_server_stop_finishes_when_a_detached_child_holds_a_containers_output(tm
         _kill_all(leftovers(wisp.home))
 
 
-def _gone(pid: int) -> bool:
-    """No such process, or only its zombie left."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
-
-
 def test_what_a_dead_container_started_dies_with_it_while_the_server_runs(tmp_path: Path) -> None:
     """A container that exits on its own (a crash, os._exit) takes the processes it started with
     it, now: not at the server's stop, not at the next start (issue 11, point 2)."""
@@ -256,8 +249,8 @@ def test_what_a_dead_container_started_dies_with_it_while_the_server_runs(tmp_pa
         answer = get(wisp.url("leaves-child--once"), timeout=60)
         assert answer.status_code == 200, answer.text
         pids = answer.json()
-        wait_until(lambda: _gone(pids["pid"]), 30, message="the container to exit")
-        wait_until(lambda: _gone(pids["child"]), 30, message="the dead container's child to be ended")
+        wait_until(lambda: host_pid(pids["pid"]) is None, 30, message="the container to exit")
+        wait_until(lambda: host_pid(pids["child"]) is None, 30, message="the dead container's child to be ended")
         assert get(wisp.url("leaves-child--once"), timeout=60).status_code == 200  # the app serves on
     finally:
         wisp.run("server", "stop", check=False)

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from e2e.conftest import Wisp, get, start_wisp, wait_until
+from e2e.conftest import Wisp, free_port, get, start_wisp, wait_until
 from wisp._runtime import sandbox
+from wisp.server.runtime import sandbox as sandbox_server
 
 APPS = Path(__file__).parent / "apps"
 DOCUMENTED = {"PATH", "HOME", "LANG", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "VIRTUAL_ENV", "WISP_APP",
@@ -158,3 +159,35 @@ def test_a_stop_drains_the_request_then_runs_the_exit_hook(attacked: tuple[Wisp,
     assert answers == [200]  # SIGTERM reached pid 1 of the container, which drained
     wait_until(lambda: "sandboxed exit hook ran" in wisp.run("app", "logs", "sbx-hooks").stdout, 30,
                message="the exit hook's line in the log")
+
+
+@pytest.mark.parametrize("without", [None, "namespaces"], ids=["kernel-allows", "forced-fallback"])
+def test_auto_runs_the_sandbox_where_the_kernel_allows_it_and_says_what_it_runs_without(tmp_path: Path,
+                                                                                         without: str | None) -> None:
+    env = {"WISP_RUNTIME": "auto"} if without is None else {"WISP_RUNTIME": "auto", sandbox_server.WITHOUT_ENV: without}
+    wisp = start_wisp(tmp_path / "home", env)
+    try:
+        log = (wisp.home / "server.log").read_text()
+        if without is None:
+            assert wisp.runtime() == "sandbox"
+            assert "runtime auto" not in log and "wisp server: sandbox:" not in log, log  # nothing is missing here
+        else:
+            assert wisp.runtime() == "zygote"
+            assert ("wisp server: runtime auto: no sandbox: containers share the server's namespaces and see its "
+                    f"whole filesystem (user, mount, pid, net, ipc and uts namespaces unavailable) (turned off by "
+                    f"{sandbox_server.WITHOUT_ENV})") in log, log
+            assert "wisp server: runtime auto: running the zygote runtime without the sandbox" in log, log
+        shutil.copy(APPS / "victim.py", tmp_path / "victim.py")
+        wisp.run("deploy", str(tmp_path / "victim.py"))
+        assert get(wisp.url("iso-victim--alive")).json() == {"alive": "victim-code-7731"}  # it serves either way
+    finally:
+        wisp.run("server", "stop", check=False)
+
+
+def test_a_piece_the_sandbox_lacks_stops_the_start_saying_which_there_are(tmp_path: Path) -> None:
+    wisp = Wisp(tmp_path / "home", free_port(), {"WISP_RUNTIME": "auto", sandbox_server.WITHOUT_ENV: "network"})
+    failed = wisp.run("server", "start", check=False)
+    assert failed.returncode != 0
+    log = (wisp.home / "server.log").read_text()
+    assert (f"{sandbox_server.WITHOUT_ENV} names network, which the sandbox does not have: name some of namespaces, "
+            "overlay, seccomp, comma-separated, or leave it unset.") in log + failed.stdout + failed.stderr

@@ -32,7 +32,6 @@ EXIT_MARGIN = 25.0  # beyond the grace: containers get 10 s for their exit hooks
 @dataclass
 class Drain:
     wisp: Wisp
-    events: Path
     grace: float
 
     @property
@@ -53,23 +52,25 @@ class Drain:
         finally:
             conn.close()
 
-    def started(self) -> list[str]:
-        path = self.events / "started.txt"
-        return path.read_text().split() if path.exists() else []
+    def _events(self) -> list[str]:
+        """What the app printed (drain_app's `note`), from its log file: also once the server is gone."""
+        path = self.wisp.home / "logs" / "drain.log"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [line.split("[drain] ", 1)[1] for line in lines if "[drain] " in line]
 
-    def exit_hooks(self) -> list[Path]:
-        return sorted(self.events.glob("exit-*.txt"))
+    def started(self) -> list[str]:
+        return [event.split()[1] for event in self._events() if event.startswith("started ")]
+
+    def exit_hooks(self) -> list[str]:
+        return [event for event in self._events() if event == "exit hook ran"]
 
 
 def start(tmp_path: Path, grace: float, port: int | None = None) -> Drain:
-    events = tmp_path / "events"
-    events.mkdir(exist_ok=True)
-    wisp = Wisp(tmp_path / "home", port or free_port(),
-                {"WISP_SHUTDOWN_GRACE": str(grace), "DRAIN_DIR": str(events)})
+    wisp = Wisp(tmp_path / "home", port or free_port(), {"WISP_SHUTDOWN_GRACE": str(grace)})
     wisp.run("server", "start")
     shutil.copy(APP, tmp_path / APP.name)
     wisp.run("deploy", str(tmp_path / APP.name))
-    drain = Drain(wisp, events, grace)
+    drain = Drain(wisp, grace)
     assert drain.get("/sleep?tag=warm") == 200  # the container is up before anything is counted
     return drain
 

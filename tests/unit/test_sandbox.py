@@ -1,5 +1,5 @@
 """The sandbox's pure parts (issue 15, point 1): the seccomp program, the mount plan, the rlimits,
-and the lines the server prints for what the kernel refuses."""
+the lines the server prints for what the kernel refuses, and what `--runtime auto` picks."""
 from __future__ import annotations
 
 import ctypes
@@ -10,7 +10,7 @@ import resource
 import pytest
 
 from wisp._runtime import sandbox as sb
-from wisp.server.runtime.sandbox import missing_lines
+from wisp.server.runtime.sandbox import WITHOUT_ENV, auto_choice, missing_lines, turned_off
 
 ALLOW = sb.SECCOMP_RET_ALLOW
 EPERM = sb.SECCOMP_RET_ERRNO | errno.EPERM
@@ -129,3 +129,48 @@ def test_each_missing_mechanism_is_one_line() -> None:
         "wisp server: sandbox: containers run without the seccomp deny-list (Invalid argument)",
     ]
     assert missing_lines({}) == []
+
+
+NO_NAMESPACES = "containers share the server's namespaces and see its whole filesystem (user, mount, pid, net, ipc " \
+                "and uts namespaces unavailable)"
+FALLBACK = "wisp server: runtime auto: running the zygote runtime without the sandbox (forks with the app's uid; " \
+           "docs/security.md says what that leaves open)"
+
+
+@pytest.mark.parametrize(("can_fork", "missing", "runtime", "lines"), [
+    (True, {}, "sandbox", []),
+    # The sandbox itself says what it runs without (missing_lines): auto adds nothing.
+    (True, {"seccomp": "Invalid argument"}, "sandbox", []),
+    (True, {"overlay": "mount: Operation not permitted"}, "sandbox", []),
+    (True, {"namespaces": "unshare: Operation not permitted", "overlay": "needs the namespaces"}, "zygote", [
+        f"wisp server: runtime auto: no sandbox: {NO_NAMESPACES} (unshare: Operation not permitted)",
+        "wisp server: runtime auto: no sandbox: a container's version folder is read-only to it (no overlay in a "
+        "user namespace) (needs the namespaces)",
+        FALLBACK]),
+    (True, {"namespaces": "turned off by WISP_SANDBOX_WITHOUT", "seccomp": "turned off by WISP_SANDBOX_WITHOUT"},
+     "zygote", [f"wisp server: runtime auto: no sandbox: {NO_NAMESPACES} (turned off by WISP_SANDBOX_WITHOUT)",
+                "wisp server: runtime auto: no sandbox: containers run without the seccomp deny-list (turned off by "
+                "WISP_SANDBOX_WITHOUT)",
+                FALLBACK]),
+    (False, {}, "local", ["wisp server: runtime auto: this platform cannot fork with descriptors: containers are "
+                          "fresh interpreters, without a sandbox"]),
+])
+def test_auto_picks_the_sandbox_where_its_namespaces_are(can_fork: bool, missing: dict[str, str], runtime: str,
+                                                         lines: list[str]) -> None:
+    assert auto_choice(can_fork, missing) == (runtime, lines)
+
+
+@pytest.mark.parametrize(("value", "off"), [
+    ("", {}),
+    ("seccomp", {"seccomp": f"turned off by {WITHOUT_ENV}"}),
+    (" namespaces , overlay,", {"namespaces": f"turned off by {WITHOUT_ENV}", "overlay": f"turned off by {WITHOUT_ENV}"}),
+])
+def test_pieces_turned_off_read_as_missing(value: str, off: dict[str, str]) -> None:
+    assert turned_off(value) == off
+
+
+def test_a_piece_the_sandbox_lacks_is_refused_with_the_ones_it_has() -> None:
+    with pytest.raises(ValueError) as caught:
+        turned_off("seccomp,network")
+    assert str(caught.value) == (f"{WITHOUT_ENV} names network, which the sandbox does not have: name some of "
+                                 "namespaces, overlay, seccomp, comma-separated, or leave it unset.")

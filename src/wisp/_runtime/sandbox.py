@@ -457,7 +457,7 @@ def fresh_tmp(plan: Sequence[Mount], tmp_mb: int, home: str | None) -> bool:
         for name in ("lower", "upper", "work"):
             os.makedirs(f"{HOME_LAYER}/{name}", mode=0o700, exist_ok=True)
         os.chmod(HOME_LAYER, 0o700)
-        mount(sources.get(home, home), lower, None, MS_BIND)
+        mount(sources.get(home, home), lower, None, MS_BIND | MS_REC)  # with what is bound below it (a workdir)
         try:
             mount("overlay", home, "overlay", MS_NOSUID,
                   f"lowerdir={lower},upperdir={HOME_LAYER}/upper,workdir={HOME_LAYER}/work")

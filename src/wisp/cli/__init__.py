@@ -99,8 +99,9 @@ def _parser() -> argparse.ArgumentParser:
                    "$WISP_HOME/state.db) or postgresql://USER:PASSWORD@HOST:PORT/DATABASE, which servers may share "
                    "($WISP_STORE)")
     p.add_argument("--runtime", choices=["auto", "zygote", "sandbox", "local", "ray"],
-                   help="where containers run: this machine (auto: forked from zygotes where fork works; zygote; "
-                        "sandbox: zygote's forks in namespaces of their own, with seccomp; local: a fresh process "
+                   help="where containers run: this machine (auto: sandbox where the kernel allows it, else zygote; "
+                        "zygote: forked from zygotes; sandbox: zygote's forks in namespaces of their own, with "
+                        "seccomp; local: a fresh process "
                         "each) or ray: the nodes of a Ray cluster ($WISP_RUNTIME)")
     p.add_argument("--ray-address", help="the Ray cluster's address, HOST:PORT as `ray start --head` printed it "
                                          "($WISP_RAY_ADDRESS)")

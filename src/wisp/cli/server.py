@@ -143,8 +143,9 @@ def status(args: argparse.Namespace) -> int:
         return 1
     apps = client.request("GET", "/v1/apps")["apps"]
     running = sum(1 for a in apps if a["state"] == "running")
+    runtime = client.request("GET", "/v1/health").get("runtime", "unknown")  # what `auto` chose, say
     _output.say(f"wisp server running: pid {client.info.pid}, gateway http://{client.info.host}:{client.info.gateway_port}, "
-                f"control API {client.info.admin_url}, home {home}, {running} app(s) running")
+                f"control API {client.info.admin_url}, home {home}, runtime {runtime}, {running} app(s) running")
     return 0
 
 

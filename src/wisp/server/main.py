@@ -274,7 +274,13 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
     # Containers run as their app's uid, builds as the build uid: the image's Python must be readable by others.
     builder.readable_by_others = uid_range is not None or (builder.sandbox is not None and not builder.sandbox.user_ns)
     config = ManagerConfig(home, gateway.port, socket_dir, pool_config_from_env(), uid_range, bundle_limits_from_env())
-    chosen = get_runtime(runtime)
+    try:
+        chosen = get_runtime(runtime)  # auto: probes the kernel for the sandbox, and says what is missing
+    except ValueError as exc:  # an unknown runtime, or WISP_SANDBOX_WITHOUT naming no piece
+        print(f"wisp server: {exc}", file=sys.stderr, flush=True)
+        shutil.rmtree(socket_dir, ignore_errors=True)
+        store.close()
+        return 1
     if isinstance(chosen, SandboxRuntime):  # nothing of the home, nor other apps' sockets, in a sandbox
         chosen.hide(str(home), socket_dir)
     if isinstance(chosen, ClusterRuntime):
@@ -307,7 +313,7 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
     admin_sock = _admin_socket()
     info = ServerInfo(os.getpid(), host, gateway.port, admin_sock.getsockname()[1], store=store.kind)
     manager.control_url = info.admin_url
-    admin = _AdminServer(uvicorn.Config(build_control_app(manager, token, request_stop, {"gateway_port": gateway.port},
+    admin = _AdminServer(uvicorn.Config(build_control_app(manager, token, request_stop, {"gateway_port": gateway.port, "runtime": chosen.name},
                                                           max_body_size),
                                         log_level="warning", access_log=False, lifespan="off"))
     admin_task = asyncio.ensure_future(admin.serve(sockets=[admin_sock]))
@@ -407,7 +413,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--runtime", default=os.environ.get("WISP_RUNTIME", "auto"),
-                        help="container runtime: auto (zygote where fork works), zygote, sandbox (zygote's forks in "
+                        help="container runtime: auto (sandbox where the kernel allows it, else zygote), zygote, sandbox (zygote's forks in "
                              "namespaces of their own, with seccomp; Linux), local, or ray (the nodes of the Ray cluster "
                              "at --ray-address)")
     parser.add_argument("--ray-address", default=os.environ.get("WISP_RAY_ADDRESS"),

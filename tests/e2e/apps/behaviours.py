@@ -9,15 +9,26 @@ import wisp
 stub = wisp.Stub("behaviours")
 
 
+def container_id(pid: int | None = None) -> str:
+    """A process of this container (itself, by default) named by its pid namespace's inode, its
+    pid there and its start time: unique under every runtime (each sandboxed container is pid 1
+    of a namespace of its own, whose inode is reused once it is gone); `host_pid` in the tests
+    finds it."""
+    pid = os.getpid() if pid is None else pid
+    with open(f"/proc/{pid}/stat") as stat:
+        started = stat.read().rsplit(")", 1)[1].split()[19]
+    return f"{os.readlink('/proc/self/ns/pid')[5:-1]}:{pid}:{started}"
+
+
 @stub.webhook
 def pid():
-    return {"pid": os.getpid(), "cwd": os.getcwd()}
+    return {"pid": container_id(), "cwd": os.getcwd()}
 
 
 @stub.webhook
 def slow(seconds: float = 1.0):
     time.sleep(seconds)
-    return {"pid": os.getpid(), "slept": seconds}
+    return {"pid": container_id(), "slept": seconds}
 
 
 @stub.webhook
@@ -28,9 +39,9 @@ def boom():
 @stub.webhook
 def die(exit: bool = True):
     if exit:
-        print(f"about to die: {os.getpid()}", flush=True)
+        print(f"about to die: {container_id()}", flush=True)
         os._exit(3)
-    return {"pid": os.getpid()}
+    return {"pid": container_id()}
 
 
 @stub.webhook(method="POST")
@@ -43,12 +54,12 @@ async def size(request: Request):
 
 @stub.webhook(container_idle_timeout=2)
 def short_lived():
-    return {"pid": os.getpid()}
+    return {"pid": container_id()}
 
 
 @stub.webhook(keep_warm=3)
 def warm():
-    return {"pid": os.getpid()}
+    return {"pid": container_id()}
 
 
 @stub.webhook

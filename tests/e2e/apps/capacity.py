@@ -9,21 +9,32 @@ import wisp
 stub = wisp.Stub("capacity")
 
 
+def container_id(pid: int | None = None) -> str:
+    """A process of this container (itself, by default) named by its pid namespace's inode, its
+    pid there and its start time: unique under every runtime (each sandboxed container is pid 1
+    of a namespace of its own, whose inode is reused once it is gone); `host_pid` in the tests
+    finds it."""
+    pid = os.getpid() if pid is None else pid
+    with open(f"/proc/{pid}/stat") as stat:
+        started = stat.read().rsplit(")", 1)[1].split()[19]
+    return f"{os.readlink('/proc/self/ns/pid')[5:-1]}:{pid}:{started}"
+
+
 @stub.webhook(cpu=0.5, container_idle_timeout=2)
 def half(seconds: float = 1.0):
     time.sleep(seconds)
-    return {"pid": os.getpid()}
+    return {"pid": container_id()}
 
 
 @stub.webhook(cpu=0.5, container_idle_timeout=60)
 def hold(seconds: float = 0.5):
     time.sleep(seconds)
-    return {"pid": os.getpid()}
+    return {"pid": container_id()}
 
 
 @stub.webhook(cpu=0.5, container_idle_timeout=60)
 def other():
-    return {"pid": os.getpid()}
+    return {"pid": container_id()}
 
 
 @stub.webhook(cpu=4)
@@ -42,7 +53,7 @@ async def quick():
     try:
         seen = running
         await asyncio.sleep(0.005)
-        return {"pid": os.getpid(), "running": seen}
+        return {"pid": container_id(), "running": seen}
     finally:
         running -= 1
 

@@ -8,7 +8,6 @@ from fastapi.responses import StreamingResponse
 import wisp
 
 stub = wisp.Stub("http-stream")
-EVENTS = "/tmp/wisp-http-stream-events.txt"
 GAP = 0.5  # seconds between chunks
 
 
@@ -65,8 +64,7 @@ def endless():
         try:
             while (await receive())["type"] != "http.disconnect":
                 pass
-            with open(EVENTS, "a") as f:
-                f.write("endless saw http.disconnect\n")
+            print("[event] endless saw http.disconnect", flush=True)
         finally:
             sender.cancel()
 

@@ -7,7 +7,6 @@ import wisp
 
 stub = wisp.Stub("http-ws")
 image = wisp.Image.debian_slim()
-EVENTS = "/tmp/wisp-http-ws-events.txt"
 
 
 def ws_app(greeting: str):
@@ -21,8 +20,7 @@ def ws_app(greeting: str):
         while True:
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":
-                with open(EVENTS, "a") as f:
-                    f.write(f"disconnect {message.get('code')}\n")
+                print(f"[event] disconnect {message.get('code')}", flush=True)
                 return
             text = message.get("text")
             if text == "close-me":

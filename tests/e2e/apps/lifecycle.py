@@ -1,17 +1,26 @@
-"""Classes with enter/exit hooks (issue 3, point 4). Each hook appends a line to EVENTS, which the
-test replaces with a path of its own when it copies this script."""
+"""Classes with enter/exit hooks (issue 3, point 4). Each hook prints an event line, which the test
+reads in the app's logs."""
 import os
 import time
 
 import wisp
 
 stub = wisp.Stub("lifecycle")
-EVENTS = "/tmp/wisp-lifecycle-events.txt"
+
+
+def container_id(pid: int | None = None) -> str:
+    """A process of this container (itself, by default) named by its pid namespace's inode, its
+    pid there and its start time: unique under every runtime (each sandboxed container is pid 1
+    of a namespace of its own, whose inode is reused once it is gone); `host_pid` in the tests
+    finds it."""
+    pid = os.getpid() if pid is None else pid
+    with open(f"/proc/{pid}/stat") as stat:
+        started = stat.read().rsplit(")", 1)[1].split()[19]
+    return f"{os.readlink('/proc/self/ns/pid')[5:-1]}:{pid}:{started}"
 
 
 def record(line: str) -> None:
-    with open(EVENTS, "a") as f:
-        f.write(f"{line}\n")
+    print(f"[event] {line}", flush=True)
 
 
 @stub.cls(container_idle_timeout=60)
@@ -20,7 +29,7 @@ class Model:
     def load(self):
         self.loaded_at = time.time()
         self.order = ["load"]
-        record(f"enter Model {os.getpid()}")
+        record(f"enter Model {container_id()}")
 
     @wisp.enter()
     async def connect(self):
@@ -28,11 +37,11 @@ class Model:
 
     @wisp.exit()
     def close(self):
-        record(f"exit Model {os.getpid()}")
+        record(f"exit Model {container_id()}")
 
     @wisp.fastapi_endpoint()
     def state(self, x: int = 1):
-        return {"loaded_at": self.loaded_at, "served_at": time.time(), "order": self.order, "pid": os.getpid(), "x": x}
+        return {"loaded_at": self.loaded_at, "served_at": time.time(), "order": self.order, "pid": container_id(), "x": x}
 
     @wisp.asgi_app()
     def api(self):
@@ -42,7 +51,7 @@ class Model:
 
         @app.get("/order")
         def order():
-            return {"order": self.order, "pid": os.getpid()}
+            return {"order": self.order, "pid": container_id()}
 
         return app
 
@@ -50,14 +59,14 @@ class Model:
 class Seed:
     def __enter__(self):
         self.weights = 3
-        record(f"enter Seed {os.getpid()}")
+        record(f"enter Seed {container_id()}")
 
     def __exit__(self, *exc):
-        record(f"exit Seed {os.getpid()} {exc}")
+        record(f"exit Seed {container_id()} {exc}")
 
     @stub.webhook
     def predict(self, x: int):
-        return {"y": self.weights * x, "pid": os.getpid()}
+        return {"y": self.weights * x, "pid": container_id()}
 
 
 @stub.cls()

@@ -1,28 +1,24 @@
 """A slow endpoint, a WebSocket echo and an exit hook, for the SIGTERM tests (issue 11, point 3).
 
-The test names a folder in DRAIN_DIR, passed as an inline secret from the environment of
-`wisp deploy`: every request appends a line to DRAIN_DIR/started.txt when it starts, and the
-exit hook writes DRAIN_DIR/exit-<pid>.txt.
+Every request prints `[drain] started TAG` when it starts, and the exit hook `[drain] exit hook
+ran`: the test reads them in the app's log, as its user would.
 """
 import asyncio
-import os
 
 import wisp
 
 stub = wisp.Stub("drain")
 
 
-def note(name: str, line: str) -> None:
-    with open(os.path.join(os.environ["DRAIN_DIR"], name), "a") as f:
-        f.write(line + "\n")
+def note(line: str) -> None:
+    print(f"[drain] {line}", flush=True)
 
 
-@stub.cls(secrets=[wisp.Secret.from_local_environ(["DRAIN_DIR"])], allow_concurrent_inputs=64,
-          container_idle_timeout=600)
+@stub.cls(allow_concurrent_inputs=64, container_idle_timeout=600)
 class Drain:
     @wisp.exit()
     def finish(self):
-        note(f"exit-{os.getpid()}.txt", "exit hook ran")
+        note("exit hook ran")
 
     @wisp.asgi_app()
     def api(self):
@@ -33,7 +29,7 @@ class Drain:
         async def sleep(request):
             seconds = float(request.query_params.get("seconds", "0"))
             tag = request.query_params.get("tag", "-")
-            note("started.txt", tag)
+            note(f"started {tag}")
             await asyncio.sleep(seconds)
             return PlainTextResponse(f"slept {seconds} {tag}")
 

@@ -30,6 +30,7 @@ from .slots import SlotSupply
 from .zygote import ZygoteRuntime, _request
 
 PROBE_TIMEOUT = 30.0
+WITHOUT_ENV = "WISP_SANDBOX_WITHOUT"  # pieces to run without, whatever the kernel gives (namespaces,overlay,seccomp)
 WHAT = {
     "namespaces": "containers share the server's namespaces and see its whole filesystem (user, mount, pid, net, "
                   "ipc and uts namespaces unavailable)",
@@ -38,15 +39,42 @@ WHAT = {
 }
 
 
-def probe() -> dict[str, str]:
-    """What the kernel refuses: mechanism -> why (`python -m wisp._runtime.sandbox --probe`)."""
+def probe(env: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """What the kernel refuses, and what `WISP_SANDBOX_WITHOUT` turns off: mechanism -> why
+    (`python -m wisp._runtime.sandbox --probe`)."""
     try:
         done = subprocess.run([sys.executable, "-m", "wisp._runtime.sandbox", "--probe"], capture_output=True,
                               timeout=PROBE_TIMEOUT, check=False)
         found = json.loads(done.stdout.decode().strip().splitlines()[-1])
     except (OSError, subprocess.TimeoutExpired, ValueError, IndexError) as exc:
-        return {"namespaces": f"the probe failed: {exc}", "seccomp": "the probe failed"}
-    return {str(k): str(v) for k, v in found.items()}
+        found = {"namespaces": f"the probe failed: {exc}", "seccomp": "the probe failed"}
+    return {**{str(k): str(v) for k, v in found.items()}, **turned_off(env.get(WITHOUT_ENV, ""))}
+
+
+def turned_off(value: str) -> dict[str, str]:
+    """The pieces `WISP_SANDBOX_WITHOUT` (comma-separated) names, as the probe reports them;
+    a name that is no piece of the sandbox is refused with the ones there are."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in WHAT]
+    if unknown:
+        raise ValueError(f"{WITHOUT_ENV} names {', '.join(unknown)}, which the sandbox does not have: name some "
+                         f"of {', '.join(WHAT)}, comma-separated, or leave it unset.")
+    return {name: f"turned off by {WITHOUT_ENV}" for name in names}
+
+
+def auto_choice(can_fork: bool, missing: Mapping[str, str]) -> tuple[str, list[str]]:
+    """What `--runtime auto` runs, and what the server says about it: the sandbox where the
+    kernel gives its namespaces (lacking only seccomp or overlay, it says so itself and runs
+    without them); else the zygote runtime, a line per missing piece; else fresh interpreters."""
+    if not can_fork:
+        return "local", ["wisp server: runtime auto: this platform cannot fork with descriptors: containers are "
+                         "fresh interpreters, without a sandbox"]
+    if "namespaces" not in missing:
+        return "sandbox", []
+    lines = [f"wisp server: runtime auto: no sandbox: {WHAT.get(piece, piece)} ({why})"
+             for piece, why in sorted(missing.items())]
+    return "zygote", [*lines, "wisp server: runtime auto: running the zygote runtime without the sandbox "
+                              "(forks with the app's uid; docs/security.md says what that leaves open)"]
 
 
 def missing_lines(missing: Mapping[str, str]) -> list[str]:
@@ -134,4 +162,4 @@ class SandboxRuntime(ZygoteRuntime):
         return note.replace("started as a fresh process", "forked from the image's zygote, importing the script itself")
 
 
-__all__ = ["ImageForkLauncher", "SandboxRuntime", "missing_lines", "probe"]
+__all__ = ["WITHOUT_ENV", "ImageForkLauncher", "SandboxRuntime", "auto_choice", "missing_lines", "probe", "turned_off"]

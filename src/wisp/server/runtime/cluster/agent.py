@@ -34,7 +34,7 @@ from ... import build_sandbox
 from ...bundles import extract_bundle
 from ...images import LocalImageBuilder
 from ...isolation import AppUser, app_user, base_env, own_tree
-from .. import get_runtime, groups
+from .. import get_runtime, groups, node_runtime
 from ..base import ContainerProcess, Launcher, NotReady, Runtime
 from ..capacity import Capacity, CappedLauncher
 from ..gpu_discovery import discover
@@ -130,7 +130,7 @@ class HostAgent:
             die_with_parent(signal.SIGKILL, os.getppid())
             groups.current = groups.begin(self.home, [])
             self.epoch = groups.current.epoch
-            self._runtime = get_runtime(os.environ.get("WISP_NODE_RUNTIME", "auto"))
+            self._runtime = get_runtime(node_runtime(os.environ.get("WISP_NODE_RUNTIME")))
             # Only devices are reserved here (the server counts cores and memory per node).
             self._gpus = Capacity(float(os.cpu_count() or 1), 0, gpus=discover())
             self._builder = LocalImageBuilder(self.home)
