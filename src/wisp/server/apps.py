@@ -45,6 +45,7 @@ from .runtime.base import Launcher
 from .runtime.capacity import Capacity, CappedLauncher, machine_memory_mb
 from .runtime.cluster.placement import need_of
 from .runtime.cluster.runtime import ClusterRuntime
+from .runtime.egress import with_network
 from .runtime.limits import limits_for, machine_cores
 from .runtime.placement import check_local_runtime, container_settings, local_path, place_files
 from .runtime.slots import Slots, unavailable
@@ -384,8 +385,9 @@ class AppManager:
         start = Start(directory=str(files_dir), module=spec.module, stub=spec.stub_attr, function=fn.name)
         image_env, cwd = container_settings(fn.image, python, files_dir)
         # Never the server's environment (WISP_HOME, WISP_TOKEN, ...): what the spec, the secrets and wisp give.
+        wrap_network, network_env = with_network(self.runtime, fn.name, fn.network, log)
         env = {**base_env(files_dir, os.environ.get("LANG")), **image_env, **(secret_env or {}), "WISP_APP": app_id,
-               "WISP_FUNCTION": fn.name, **self.call_env(app_id, user)}
+               "WISP_FUNCTION": fn.name, **self.call_env(app_id, user), **network_env}
         limits = limits_for(fn.cpu, fn.cpu_limit, fn.memory, fn.memory_limit, fn.ephemeral_disk,
                             self.slots.defaults, machine_cores(), machine_memory_mb())
         launcher: Launcher
@@ -404,6 +406,7 @@ class AppManager:
             launcher = self.runtime.launcher(str(python), start, env=env, cwd=cwd, fork=fn.fork, log=log,
                                              startup_timeout=fn.startup_timeout, user=user,
                                              slots=self.slots.supply(limits, user))
+        launcher = wrap_network(launcher)
         unplaceable = None
         if not isinstance(self.runtime, ClusterRuntime):  # on this machine: within its cores, on its GPUs
             unplaceable = gpus.unplaceable(fn.gpu, self.capacity.gpus)
