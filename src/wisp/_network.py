@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +80,14 @@ def _host_name(entry: str, host: str) -> str:
     return name
 
 
+def _bad_network(entry: str, host: str, exc: ValueError) -> str:
+    try:
+        meant = ipaddress.IPv4Network(host, strict=False)
+    except ValueError:
+        return f"{entry!r} is not an IPv4 address or network ({exc})"
+    return f"{entry!r} has bits set past its prefix /{meant.prefixlen}: write {meant}"
+
+
 def _where(entry: str, host: str) -> Allowed:
     if not host:
         return Allowed()
@@ -86,8 +95,8 @@ def _where(entry: str, host: str) -> Allowed:
         try:
             network = ipaddress.IPv4Network(host, strict=True)
         except ValueError as exc:
-            raise ValueError(f"{entry!r} is not an IPv4 address or network ({exc})") from None
-        if network.overlaps(LOOPBACK):
+            raise ValueError(_bad_network(entry, host, exc)) from None
+        if network.subnet_of(LOOPBACK):
             raise ValueError(f"{entry!r}: loopback is the container's own; the server's machine is never "
                              "reachable from a container. Drop this entry")
         return Allowed(network=network)
@@ -101,6 +110,11 @@ def parse_entry(entry: Any) -> Allowed:
     text = entry.strip()
     if not text:
         raise ValueError("an entry is empty")
+    if "://" in text:
+        url = urllib.parse.urlsplit(text)
+        port = url.port if url.port else {"https": 443, "http": 80}.get(url.scheme)
+        instead = f"{url.hostname}:{port}" if port else url.hostname
+        raise ValueError(f"{entry!r} is a URL; write its host and port, as in {instead!r}")
     if "[" in text or text.count(":") > 1:
         raise ValueError(f"{entry!r}: containers have IPv4 only; give an IPv4 address, a network or a host name")
     host, colon, port_text = text.rpartition(":") if ":" in text else (text, "", "")

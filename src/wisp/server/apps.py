@@ -19,6 +19,7 @@ from typing import Any
 from .._gpu import parse as parse_gpu
 from .._image import MOUNT_BLOBS
 from .._image_steps import ImageSpec
+from .._network import canonical as canonical_network
 from .._protocol import Start
 from .._spec import AppSpec, FunctionSpec
 from .._urls import app_id_for, call_label, endpoint_urls, make_label
@@ -249,6 +250,7 @@ class AppManager:
         spec = sent.without_secret_values()  # inline values never reach the stored spec
         app_id = app_id_for(spec.name, mode, owner)
         labels = _labels(spec, mode, app_id)
+        _check_network(spec)
         self._check_labels(app_id, labels)
         images = [f.image for f in labels.values()]
         try:
@@ -944,6 +946,15 @@ class AppManager:
                             "version": row.version, "endpoints": [], "functions": [],
                             **({"error": failed} if failed else {})})
         return out
+
+
+def _check_network(spec: AppSpec) -> None:
+    """Each function's `network=` as the SDK checks it (a spec may come from another client)."""
+    for f in spec.functions:
+        try:
+            canonical_network(f.network, f"function `{f.name}`")
+        except (TypeError, ValueError) as exc:
+            raise DeployError(400, str(exc)) from None
 
 
 def _labels(spec: AppSpec, mode: str, app_id: str) -> dict[str, FunctionSpec]:
