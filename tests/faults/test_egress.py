@@ -4,7 +4,8 @@ server under `--runtime sandbox`.
 The test makes its own outside world: a network namespace joined to the machine by a veth, with
 HTTP servers on OUTSIDE:8080 and OUTSIDE:8081, and a TCP listener on the machine's own end of
 that veth. apps/egress_app.py has three webhooks that connect where they are told: `opened`
-(network=True), `closed` (no network=) and `listed` (network=["OUTSIDE:8080"]). Skipped, with
+(network=True; `fresh` too, with fork=False), `closed` (no network=) and `listed`
+(network=["OUTSIDE:8080"]). Skipped, with
 the reason, where the sandbox or nftables are missing.
 """
 from __future__ import annotations
@@ -138,6 +139,7 @@ def _links() -> set[str]:
 def test_network_true_reaches_the_outside_world(egress: Wisp, world: Outside) -> None:
     assert _probe(egress, "opened", world.outside, 8080) == "HTTP/1.0 200 OK"
     assert _probe(egress, "opened", world.outside, 8081) == "HTTP/1.0 200 OK"
+    assert _probe(egress, "fresh", world.outside, 8080) == "HTTP/1.0 200 OK"  # fork=False: another path
 
 
 def test_without_network_nothing_leaves_the_container(egress: Wisp, world: Outside) -> None:

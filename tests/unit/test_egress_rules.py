@@ -231,6 +231,8 @@ class _Sandbox:
      "f asks for network=['pypi.org:443'], but this server cannot give sandboxed containers a network "
      "(nft not found); its containers have loopback only."),
     (_Sandbox(Egress(missing="nft not found")), False, False, None),
+    (_Sandbox(Egress(missing="no namespaces", isolated=False)), True, False,
+     "f asks for network=True, but containers of the 'sandbox' runtime are not network-isolated"),
     (_Sandbox(Egress()), True, True, None),
 ])
 def test_a_function_gets_a_network_where_the_runtime_gives_one_and_hears_why_not(

@@ -38,3 +38,10 @@ def closed(host: str, port: int) -> dict[str, str]:
 @wisp.fastapi_endpoint()
 def listed(host: str, port: int) -> dict[str, str]:
     return {"result": probe(host, port)}
+
+
+@app.function(network=True, fork=False, container_idle_timeout=2)
+@wisp.fastapi_endpoint()
+def fresh(host: str, port: int) -> dict[str, str]:
+    """Not forked from a function zygote: the image's zygote forks a container that imports the script."""
+    return {"result": probe(host, port)}

@@ -129,6 +129,7 @@ class Egress:
     """The server's egress: its nftables table, made at the first container that needs it."""
 
     missing: str | None = None  # why containers get no network here; None: they can
+    isolated: bool = True  # False: containers share the server's network anyway (no namespaces)
     pool: ipaddress.IPv4Network = field(default_factory=lambda: ipaddress.IPv4Network(plan.DEFAULT_POOL))
     table: str = field(default_factory=lambda: plan.table_name(os.getpid()))
     resolv_conf: str = "/etc/resolv.conf"
@@ -145,9 +146,8 @@ class Egress:
             pool = plan.parse_pool(environ.get(POOL_ENV) or plan.DEFAULT_POOL)
         except ValueError as exc:
             return cls._missing(str(exc))
-        if missing_namespaces:
-            return cls._missing("containers have no network namespace of their own here: they share the server's "
-                                "network, whatever `network=` says")
+        if missing_namespaces:  # the sandbox's own line says so; `with_network` tells each app
+            return cls(missing="containers share the server's network here (no network namespaces)", isolated=False)
         if os.geteuid() != 0:
             return cls._missing("the server is not root: it cannot make veths and nftables rules")
         absent = [tool for tool in ("ip", "nsenter", "nft") if shutil.which(tool) is None]
@@ -163,7 +163,12 @@ class Egress:
             done, why = None, str(exc)
         if done is None or done.returncode != 0:
             return cls._missing(f"the kernel refuses nftables ({why})")
-        return cls(pool=pool)
+        egress = cls(pool=pool)
+        if not egress.dns():
+            print(f"wisp server: sandbox: containers with network= cannot resolve host names: {egress.resolv_conf} "
+                  "names no name server outside loopback; give them addresses, or point it at a reachable server",
+                  file=sys.stderr, flush=True)
+        return egress
 
     @classmethod
     def _missing(cls, why: str) -> Egress:
@@ -201,7 +206,7 @@ class Egress:
                           "this container cannot reach it")
         return found
 
-    def _dns(self) -> list[str]:
+    def dns(self) -> list[str]:
         try:
             with open(self.resolv_conf) as conf:
                 return plan.nameservers(conf.read())
@@ -212,7 +217,7 @@ class Egress:
         """The function's chain, filled now (host names as they resolve at this moment)."""
         chain = plan.chain_name(value)
         resolved = await self._resolve(plan.needs_names(value), log)
-        rules = plan.policy_rules(value, resolved, self._dns())
+        rules = plan.policy_rules(value, resolved, self.dns())
         code, err = await _run(["nft", "-f", "-"], plan.policy_script(self.table, chain, rules))
         if code != 0:
             raise EgressError(f"nft refused the policy {describe(value)}: {err}")
@@ -369,7 +374,7 @@ def with_network(runtime: Any, function: str, value: NetworkValue,
         return _unchanged, {}
     egress: Egress | None = getattr(runtime, "egress", None)
     asked = describe(value)
-    if egress is None:
+    if egress is None or not egress.isolated:
         log.write(f"[wisp] {function} asks for {asked}, but containers of the '{runtime.name}' runtime are not "
                   "network-isolated: they reach every network the server does. Start the server with "
                   "--runtime sandbox to contain them.")
