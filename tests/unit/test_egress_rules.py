@@ -171,12 +171,22 @@ def test_the_servers_table_refuses_the_machine_and_inbound_and_masquerades_the_p
 
 def test_each_side_of_the_pair_is_configured_last_the_default_route() -> None:
     address = ipaddress.IPv4Address("10.239.3.4")
-    assert plan.machine_side("wsp00000001", POOL, address) == [
-        ["link", "set", "wsp00000001", "up"], ["addr", "add", "10.239.0.1/32", "dev", "wsp00000001"],
-        ["route", "add", "10.239.3.4/32", "dev", "wsp00000001"]]
+    machine = plan.machine_side("wsp00000001", 4321, POOL, address).splitlines()
+    assert machine == ["link add wsp00000001 type veth peer name eth0 netns 4321", "link set wsp00000001 up",
+                       "addr add 10.239.0.1/32 dev wsp00000001", "route add 10.239.3.4/32 dev wsp00000001"]
+    assert machine[plan.PAIR_LINE - 1].startswith("link add") and machine[plan.ROUTE_LINE - 1].startswith("route add")
     inside = plan.container_side(POOL, address).splitlines()
     assert inside[0] == "addr add 10.239.3.4/32 dev eth0"
     assert inside[-1] == "route add default via 10.239.0.1 dev eth0"
+
+
+@pytest.mark.parametrize(("stderr", "line"), [
+    ("RTNETLINK answers: File exists\nCommand failed -:4", 4),
+    ("Error: Device for nexthop is not up.\nCommand failed -:2", 2),
+    ("ip: command not found", None),
+])
+def test_the_failing_line_of_a_batch_is_found(stderr: str, line: int | None) -> None:
+    assert plan.failed_line(stderr) == line
 
 
 @pytest.mark.parametrize(("conf", "servers"), [

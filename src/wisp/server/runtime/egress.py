@@ -213,15 +213,15 @@ class Egress:
         except OSError:
             return []
 
-    async def _policy(self, value: NetworkValue, log: Log) -> str:
-        """The function's chain, filled now (host names as they resolve at this moment)."""
+    async def _policy(self, value: NetworkValue, log: Log) -> tuple[str, str]:
+        """The function's chain and the `nft` script that (re)fills it: made once, or at each
+        container's start for a list with host names (resolved now)."""
         chain = plan.chain_name(value)
-        resolved = await self._resolve(plan.needs_names(value), log)
-        rules = plan.policy_rules(value, resolved, self.dns())
-        code, err = await _run(["nft", "-f", "-"], plan.policy_script(self.table, chain, rules))
-        if code != 0:
-            raise EgressError(f"nft refused the policy {describe(value)}: {err}")
-        return chain
+        names = plan.needs_names(value)
+        if chain in self._chains and not names:
+            return chain, ""
+        rules = plan.policy_rules(value, await self._resolve(names, log), self.dns())
+        return chain, plan.policy_script(self.table, chain, rules)
 
     async def _pair(self, pid: int) -> tuple[str, ipaddress.IPv4Address]:
         """The veth pair, `eth0` inside the container's namespace, and an address no other
@@ -229,46 +229,34 @@ class Egress:
         problem = ""
         for _ in range(ATTEMPTS):
             veth = plan.veth_name(secrets.randbits(32))
-            code, err = await _run(["ip", "link", "add", veth, "type", "veth", "peer", "name", plan.CONTAINER_IF,
-                                    "netns", str(pid)])
-            if code != 0:
-                problem = err
-                if "exists" in err:
-                    continue
-                raise EgressError(f"could not make the container's veth: {err}")
-            for _ in range(ATTEMPTS):
-                address = plan.container_address(self.pool, secrets.randbits(32))
-                for command in plan.machine_side(veth, self.pool, address):
-                    code, err = await _run(["ip", *command])
-                    if code != 0:
-                        break
-                if code == 0:
-                    return veth, address
-                problem = err
-                if "exists" not in err or command[0] != "route":
-                    break
-            await _run(["ip", "link", "del", veth])
-            raise EgressError(f"could not set up the container's veth {veth}: {problem}")
+            address = plan.container_address(self.pool, secrets.randbits(32))
+            code, problem = await _run(["ip", "-b", "-"], plan.machine_side(veth, pid, self.pool, address))
+            if code == 0:
+                return veth, address
+            line = plan.failed_line(problem)
+            if line != plan.PAIR_LINE:
+                await _run(["ip", "link", "del", veth])
+            if "exists" not in problem or line not in (plan.PAIR_LINE, plan.ROUTE_LINE):
+                raise EgressError(f"could not make the container's veth: {problem}")
         raise EgressError(f"could not make the container's veth after {ATTEMPTS} tries: {problem}")
 
     async def attach(self, pid: int, value: NetworkValue, log: Log) -> Attachment:
         """Give the container `pid` its network as `value` allows."""
         await own_namespace(pid)
+        veth, address = await self._pair(pid)
         async with self._lock:
-            await self._setup()
-            chain = await self._policy(value, log)
+            try:
+                await self._setup()
+                chain, script = await self._policy(value, log)
+                code, err = await _run(["nft", "-f", "-"], script + plan.attach_script(self.table, veth, chain))
+                if code != 0:
+                    raise EgressError(f"nft refused the container's policy ({describe(value)}): {err}")
+            except BaseException:
+                await _run(["ip", "link", "del", veth])
+                raise
             self._chains[chain] = self._chains.get(chain, 0) + 1
+        attachment = self.attached[veth] = Attachment(veth, address, chain)
         try:
-            veth, address = await self._pair(pid)
-        except BaseException:
-            await self._release(chain)
-            raise
-        attachment = Attachment(veth, address, chain)
-        self.attached[veth] = attachment
-        try:
-            code, err = await _run(["nft", "-f", "-"], plan.attach_script(self.table, veth, chain))
-            if code != 0:
-                raise EgressError(f"nft refused the container's interface: {err}")
             code, err = await _run(["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "-b", "-"],
                                    plan.container_side(self.pool, address))
             if code != 0:
@@ -282,8 +270,9 @@ class Egress:
         """The container has exited: its interface leaves the policy and its pair goes."""
         if self.attached.pop(attachment.veth, None) is None:
             return
-        await _run(["nft", "-f", "-"], plan.detach_script(self.table, attachment.veth))
+        # The link first: a container still running (a failed attach) never sends outside its policy.
         await _run(["ip", "link", "del", attachment.veth])  # gone already when its namespace was
+        await _run(["nft", "-f", "-"], plan.detach_script(self.table, attachment.veth))
         await self._release(attachment.chain)
 
     async def _release(self, chain: str) -> None:

@@ -174,6 +174,7 @@ def policy_script(table: str, chain: str, rules: Sequence[str]) -> str:
 
 
 def attach_script(table: str, veth: str, chain: str) -> str:
+    """The veth into its function's policy (after `policy_script` in the same transaction)."""
     return f"add element inet {table} egress {{ {veth} : jump {chain} }}\n"
 
 
@@ -181,12 +182,21 @@ def detach_script(table: str, veth: str) -> str:
     return f"delete element inet {table} egress {{ {veth} }}\n"
 
 
-def machine_side(veth: str, pool: ipaddress.IPv4Network, address: ipaddress.IPv4Address) -> list[list[str]]:
-    """`ip` commands on the machine once the pair exists: its end up, the gateway address on it,
-    the container's address routed to it (an address another container has fails here: EEXIST)."""
-    return [["link", "set", veth, "up"],
-            ["addr", "add", f"{gateway(pool)}/32", "dev", veth],
-            ["route", "add", f"{address}/32", "dev", veth]]
+def machine_side(veth: str, pid: int, pool: ipaddress.IPv4Network, address: ipaddress.IPv4Address) -> str:
+    """`ip -b` commands on the machine: the pair (its other end `eth0` in the namespace of `pid`),
+    this end up with the gateway address, and the container's address routed to it. Line 1
+    fails with EEXIST for a name another veth has, line 4 for an address another container has."""
+    return "\n".join([f"link add {veth} type veth peer name {CONTAINER_IF} netns {pid}", f"link set {veth} up",
+                      f"addr add {gateway(pool)}/32 dev {veth}", f"route add {address}/32 dev {veth}", ""])
+
+
+PAIR_LINE, ROUTE_LINE = 1, 4  # machine_side's lines whose EEXIST means: try another name, address
+
+
+def failed_line(stderr: str) -> int | None:
+    """Which line of an `ip -b -` batch failed ("Command failed -:N"), or None."""
+    found = re.search(r"Command failed -:(\d+)", stderr)
+    return int(found.group(1)) if found else None
 
 
 def container_side(pool: ipaddress.IPv4Network, address: ipaddress.IPv4Address) -> str:
@@ -199,5 +209,5 @@ def container_side(pool: ipaddress.IPv4Network, address: ipaddress.IPv4Address) 
 
 
 __all__ = ["DEFAULT_POOL", "PREFIX", "attach_script", "base_ruleset", "chain_name", "container_address",
-           "container_side", "detach_script", "gateway", "machine_side", "nameservers", "needs_names", "parse_pool",
+           "container_side", "detach_script", "failed_line", "gateway", "machine_side", "nameservers", "needs_names", "parse_pool",
            "policy_rules", "policy_script", "stale_tables", "table_name", "veth_name"]
