@@ -183,7 +183,9 @@ def test_the_zygote_runtime_says_its_containers_are_not_isolated(tmp_path: Path)
     wisp = start_wisp(tmp_path / "home", {"WISP_RUNTIME": "zygote"})
     try:
         shutil.copy(APPS / "egress_app.py", tmp_path / "egress_app.py")
-        wisp.run("deploy", str(tmp_path / "egress_app.py"))
+        deployed = wisp.run("deploy", str(tmp_path / "egress_app.py")).stdout
+        assert deployed.count("not network-isolated") == 3  # opened, listed and fresh; not closed
+        assert "opened asks for network=True, but containers of the 'zygote' runtime are not" in deployed
         logs = wait_until(lambda: (out := wisp.run("app", "logs", "egress").stdout).count("not network-isolated") and out,
                           30, message="the app's logs to say it")
         assert "opened asks for network=True" in logs and "listed asks for network=[" in logs

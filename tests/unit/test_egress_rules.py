@@ -3,6 +3,7 @@ the nftables rules a policy becomes, and what the server does with a function th
 under a runtime that cannot give it. The rules at work: tests/faults/test_egress.py."""
 from __future__ import annotations
 
+import io
 import ipaddress
 import json
 import re
@@ -14,6 +15,7 @@ import wisp
 from wisp._image_steps import ImageSpec
 from wisp._network import Allowed, canonical, parse_entry
 from wisp._runtime.sandbox import has_default_route
+from wisp._session.progress import BuildProgress
 from wisp._spec import AppSpec, FunctionSpec
 from wisp.server.apps import DeployError, _check_network
 from wisp.server.runtime import egress_plan as plan
@@ -256,3 +258,9 @@ def test_a_function_gets_a_network_where_the_runtime_gives_one_and_hears_why_not
         assert log.lines == []
     else:
         assert len(log.lines) == 1 and says in log.lines[0]
+
+
+def test_the_deploy_shows_the_servers_notices_as_they_are() -> None:
+    out = io.StringIO()
+    BuildProgress(out)({"event": "notice", "line": "f asks for network=True, but ..."})
+    assert out.getvalue() == "f asks for network=True, but ...\n"

@@ -46,7 +46,7 @@ from .runtime.base import Launcher
 from .runtime.capacity import Capacity, CappedLauncher, machine_memory_mb
 from .runtime.cluster.placement import need_of
 from .runtime.cluster.runtime import ClusterRuntime
-from .runtime.egress import with_network
+from .runtime.egress import network_notice, with_network
 from .runtime.limits import limits_for, machine_cores
 from .runtime.placement import check_local_runtime, container_settings, local_path, place_files
 from .runtime.slots import Slots, unavailable
@@ -251,6 +251,10 @@ class AppManager:
         app_id = app_id_for(spec.name, mode, owner)
         labels = _labels(spec, mode, app_id)
         _check_network(spec)
+        for f in labels.values():  # said in the deploy's output too (the app's logs get it from `_pool`)
+            notice = network_notice(self.runtime, f.name, f.network)
+            if notice is not None and progress is not None:
+                progress({"event": "notice", "line": notice.removeprefix("[wisp] ")})
         self._check_labels(app_id, labels)
         images = [f.image for f in labels.values()]
         try:

@@ -354,23 +354,33 @@ def _unchanged(launcher: Launcher) -> Launcher:
     return launcher
 
 
+def network_notice(runtime: Any, function: str, value: NetworkValue) -> str | None:
+    """What the app's logs and the deploy's output say of a function's `network=` where the
+    runtime cannot honour it as asked; None where it can (or nothing was asked)."""
+    if value is False:
+        return None
+    egress: Egress | None = getattr(runtime, "egress", None)
+    asked = describe(value)
+    if egress is None or not egress.isolated:
+        return (f"[wisp] {function} asks for {asked}, but containers of the '{runtime.name}' runtime are not "
+                "network-isolated: they reach every network the server does. Start the server with "
+                "--runtime sandbox to contain them.")
+    if egress.missing is not None:
+        return (f"[wisp] {function} asks for {asked}, but this server cannot give sandboxed containers a "
+                f"network ({egress.missing}); its containers have loopback only.")
+    return None
+
+
 def with_network(runtime: Any, function: str, value: NetworkValue,
                  log: Log) -> tuple[Callable[[Launcher], Launcher], dict[str, str]]:
     """How a function's launcher is wrapped and what its containers' environment gains, as
     `network=` asks and the runtime can give. Where it cannot, the app's logs say so (once per
-    deploy)."""
-    if value is False:
-        return _unchanged, {}
+    deploy: `network_notice`)."""
+    notice = network_notice(runtime, function, value)
+    if notice is not None:
+        log.write(notice)
     egress: Egress | None = getattr(runtime, "egress", None)
-    asked = describe(value)
-    if egress is None or not egress.isolated:
-        log.write(f"[wisp] {function} asks for {asked}, but containers of the '{runtime.name}' runtime are not "
-                  "network-isolated: they reach every network the server does. Start the server with "
-                  "--runtime sandbox to contain them.")
-        return _unchanged, {}
-    if egress.missing is not None:
-        log.write(f"[wisp] {function} asks for {asked}, but this server cannot give sandboxed containers a "
-                  f"network ({egress.missing}); its containers have loopback only.")
+    if value is False or notice is not None or egress is None:
         return _unchanged, {}
     return (lambda launcher: EgressLauncher(launcher, egress, value, log)), {NETWORK_ENV: "1"}
 
@@ -382,6 +392,7 @@ __all__ = [
     "Egress",
     "EgressError",
     "EgressLauncher",
+    "network_notice",
     "own_namespace",
     "with_network",
 ]
