@@ -135,7 +135,7 @@ class Egress:
     resolv_conf: str = "/etc/resolv.conf"
     _ready: bool = False
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    _chains: dict[str, int] = field(default_factory=dict)  # policy chain -> containers using it
+    _chains: set[str] = field(default_factory=set)  # the policy chains made
     attached: dict[str, Attachment] = field(default_factory=dict)  # veth -> attachment
 
     @classmethod
@@ -213,52 +213,57 @@ class Egress:
         except OSError:
             return []
 
-    async def _policy(self, value: NetworkValue, log: Log) -> tuple[str, str]:
-        """The function's chain and the `nft` script that (re)fills it: made once, or at each
-        container's start for a list with host names (resolved now)."""
+    async def _enter_policy(self, veth: str, value: NetworkValue, rules: list[str]) -> str:
+        """The veth into its function's policy chain, which is made (or, with host names,
+        refilled) in the same transaction; the chain's name. A chain stays while the server runs
+        (one per distinct `network=` value): removing it would slow the next cold start."""
         chain = plan.chain_name(value)
-        names = plan.needs_names(value)
-        if chain in self._chains and not names:
-            return chain, ""
-        rules = plan.policy_rules(value, await self._resolve(names, log), self.dns())
-        return chain, plan.policy_script(self.table, chain, rules)
+        script = "" if chain in self._chains and not plan.needs_names(value) else \
+            plan.policy_script(self.table, chain, rules)
+        code, err = await _run(["nft", "-f", "-"], script + plan.attach_script(self.table, veth, chain))
+        if code != 0:
+            raise EgressError(f"nft refused the container's policy ({describe(value)}): {err}")
+        self._chains.add(chain)
+        return chain
 
-    async def _pair(self, pid: int) -> tuple[str, ipaddress.IPv4Address]:
+    async def _pair(self, pid: int, veth: str) -> ipaddress.IPv4Address:
         """The veth pair, `eth0` inside the container's namespace, and an address no other
         container of any server on this machine has (the kernel refuses a second route to it)."""
-        problem = ""
+        address = plan.container_address(self.pool, secrets.randbits(32))
+        code, problem = await _run(["ip", "-b", "-"], plan.machine_side(veth, pid, self.pool, address))
+        line = plan.failed_line(problem)
         for _ in range(ATTEMPTS):
-            veth = plan.veth_name(secrets.randbits(32))
-            address = plan.container_address(self.pool, secrets.randbits(32))
-            code, problem = await _run(["ip", "-b", "-"], plan.machine_side(veth, pid, self.pool, address))
             if code == 0:
-                return veth, address
-            line = plan.failed_line(problem)
-            if line != plan.PAIR_LINE:
-                await _run(["ip", "link", "del", veth])
-            if "exists" not in problem or line not in (plan.PAIR_LINE, plan.ROUTE_LINE):
-                raise EgressError(f"could not make the container's veth: {problem}")
-        raise EgressError(f"could not make the container's veth after {ATTEMPTS} tries: {problem}")
+                return address
+            if line != plan.ROUTE_LINE or "exists" not in problem:
+                break
+            address = plan.container_address(self.pool, secrets.randbits(32))
+            code, problem = await _run(["ip", "route", "add", f"{address}/32", "dev", veth])
+        if line != plan.PAIR_LINE:
+            await _run(["ip", "link", "del", veth])
+        raise EgressError(f"could not make the container's veth: {problem}")
 
     async def attach(self, pid: int, value: NetworkValue, log: Log) -> Attachment:
-        """Give the container `pid` its network as `value` allows."""
+        """Give the container `pid` its network as `value` allows: the pair and the policy entry
+        at once, then (only with both in place) the container's address and route."""
+        rules = plan.policy_rules(value, await self._resolve(plan.needs_names(value), log), self.dns())
         await own_namespace(pid)
-        veth, address = await self._pair(pid)
         async with self._lock:
-            try:
-                await self._setup()
-                chain, script = await self._policy(value, log)
-                code, err = await _run(["nft", "-f", "-"], script + plan.attach_script(self.table, veth, chain))
-                if code != 0:
-                    raise EgressError(f"nft refused the container's policy ({describe(value)}): {err}")
-            except BaseException:
-                await _run(["ip", "link", "del", veth])
-                raise
-            self._chains[chain] = self._chains.get(chain, 0) + 1
-        attachment = self.attached[veth] = Attachment(veth, address, chain)
+            await self._setup()
+        veth = plan.veth_name(secrets.randbits(32))
+        pair, policy = await asyncio.gather(self._pair(pid, veth), self._enter_policy(veth, value, rules),
+                                            return_exceptions=True)
+        if isinstance(pair, BaseException) or isinstance(policy, BaseException):
+            await _run(["ip", "link", "del", veth])
+            if not isinstance(policy, BaseException):
+                await _run(["nft", "-f", "-"], plan.detach_script(self.table, veth))
+            failure = pair if isinstance(pair, BaseException) else policy
+            assert isinstance(failure, BaseException)
+            raise failure
+        attachment = self.attached[veth] = Attachment(veth, pair, policy)
         try:
             code, err = await _run(["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "-b", "-"],
-                                   plan.container_side(self.pool, address))
+                                   plan.container_side(self.pool, pair))
             if code != 0:
                 raise EgressError(f"could not configure the container's eth0: {err}")
         except BaseException:
@@ -273,14 +278,6 @@ class Egress:
         # The link first: a container still running (a failed attach) never sends outside its policy.
         await _run(["ip", "link", "del", attachment.veth])  # gone already when its namespace was
         await _run(["nft", "-f", "-"], plan.detach_script(self.table, attachment.veth))
-        await self._release(attachment.chain)
-
-    async def _release(self, chain: str) -> None:
-        async with self._lock:
-            self._chains[chain] -= 1
-            if self._chains[chain] <= 0:
-                del self._chains[chain]
-                await _run(["nft", "delete", "chain", "inet", self.table, chain])
 
     async def close(self) -> None:
         """The server stops: its table goes (its containers have stopped)."""
