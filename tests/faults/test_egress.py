@@ -106,8 +106,25 @@ def host_listener(world: Outside) -> Iterator[socket.socket]:
         listener.close()
 
 
+def _dead_pid() -> int:
+    gone = subprocess.Popen(["true"])
+    gone.wait(timeout=30)
+    return gone.pid
+
+
 @pytest.fixture(scope="module")
-def egress(world: Outside, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wisp]:
+def stale() -> Iterator[str]:
+    """The table a server killed with its containers running would leave behind."""
+    name = f"wisp_{_dead_pid()}"
+    subprocess.run(["nft", "add", "table", "inet", name], check=True, capture_output=True, timeout=30)
+    try:
+        yield name
+    finally:
+        subprocess.run(["nft", "delete", "table", "inet", name], capture_output=True, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def egress(world: Outside, stale: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wisp]:
     root = tmp_path_factory.mktemp("egress")
     wisp = start_wisp(root / "home", {"WISP_RUNTIME": "sandbox"})
     try:
@@ -136,8 +153,14 @@ def _links() -> set[str]:
     return set(VETH.findall(listing))
 
 
-def test_network_true_reaches_the_outside_world(egress: Wisp, world: Outside) -> None:
+def _tables() -> str:
+    return subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, timeout=30).stdout
+
+
+def test_network_true_reaches_the_outside_world(egress: Wisp, world: Outside, stale: str) -> None:
+    assert f"table inet {stale}\n" in _tables()
     assert _probe(egress, "opened", world.outside, 8080) == "HTTP/1.0 200 OK"
+    assert f"table inet {stale}\n" not in _tables()  # a gone server's table, removed when the first was made
     assert _probe(egress, "opened", world.outside, 8081) == "HTTP/1.0 200 OK"
     assert _probe(egress, "fresh", world.outside, 8080) == "HTTP/1.0 200 OK"  # fork=False: another path
 
@@ -175,8 +198,7 @@ def test_a_stopped_containers_network_goes_with_it(egress: Wisp, world: Outside)
                message="the stopped containers' veths to go")
     table = f"wisp_{egress.server_pid()}"
     egress.run("server", "stop")
-    listing = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, timeout=30).stdout
-    assert table not in listing
+    assert f"table inet {table}\n" not in _tables()
 
 
 def test_the_zygote_runtime_says_its_containers_are_not_isolated(tmp_path: Path) -> None:
