@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from wisp._runtime import sandbox
 APPS = Path(__file__).parent / "apps"
 HOST_PORT = 8099  # the listener on the machine's own address, which no container may reach
 VETH = re.compile(r"wsp[0-9a-f]{8}")
+BURST = 4
 
 
 def _missing() -> str | None:
@@ -190,9 +192,13 @@ def test_the_machine_itself_stays_out_of_reach(egress: Wisp, world: Outside, hos
 
 
 def test_a_stopped_containers_network_goes_with_it(egress: Wisp, world: Outside) -> None:
-    assert _probe(egress, "opened", world.outside, 8080) == "HTTP/1.0 200 OK"
+    # Overlapping requests: a container each, their networks made at once.
+    with ThreadPoolExecutor(BURST) as pool:
+        answers = list(pool.map(lambda _: get(egress.url("egress--opened"), params={
+            "host": world.outside, "port": 8080, "hold": 1.5}), range(BURST)))
+    assert [a.json()["result"] for a in answers] == ["HTTP/1.0 200 OK"] * BURST
     ours = set(VETH.findall(_table(egress)))
-    assert ours and ours <= _links()  # the running container's veth, in the server's policy
+    assert len(ours) >= 2 and ours <= _links()  # the running containers' veths, in the server's policy
     # Idle for 2 s, the containers stop: their veths leave the links and the policy.
     wait_until(lambda: not VETH.findall(_table(egress)) and not ours & _links(), 60,
                message="the stopped containers' veths to go")

@@ -3,6 +3,7 @@ to `host:port`, sends an HTTP request and answers with the status line, or the e
 import errno
 import os
 import socket
+import time
 
 import wisp
 
@@ -24,7 +25,8 @@ def probe(host: str, port: int) -> str:
 
 @app.function(network=True, container_idle_timeout=2)
 @wisp.fastapi_endpoint()
-def opened(host: str, port: int) -> dict[str, str]:
+def opened(host: str, port: int, hold: float = 0) -> dict[str, str]:
+    time.sleep(hold)  # requests that overlap: one container each
     return {"result": probe(host, port), "network": os.environ.get("WISP_NETWORK", "")}
 
 

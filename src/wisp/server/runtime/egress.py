@@ -23,6 +23,7 @@ import os
 import secrets
 import shutil
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -155,8 +156,6 @@ class Egress:
             return cls._missing(f"{', '.join(absent)} not found (install iproute2, util-linux and nftables: "
                                 "apt-get install nftables)")
         try:
-            import subprocess
-
             done = subprocess.run(["nft", "list", "tables"], capture_output=True, timeout=COMMAND_TIMEOUT, check=False)
             why = done.stderr.decode(errors="replace").strip()
         except (OSError, subprocess.TimeoutExpired) as exc:
