@@ -14,7 +14,8 @@ user code, when the fork request carries a `sandbox` field (`--runtime sandbox`)
   reports the container's exit as before (`Exited`). It ignores SIGTERM/SIGINT: the server
   signals the whole process group, which reaches pid 1 itself;
 - no network but loopback (brought up) and the Unix socket it serves on, bound to a file path
-  (which works across a network namespace);
+  (which works across a network namespace); a container of a function with `network=` waits
+  until the server has given it an `eth0` and a default route (`await_network`);
 - no capabilities, `no_new_privs`, a seccomp deny-list (`program`) and lowered rlimits.
 
 A function zygote is sandboxed this way once, then takes one more user namespace of its own,
@@ -82,9 +83,9 @@ DEFAULT_TMP_MB = 512
 SYSTEM_PATHS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 MASKED = ("/etc/shadow", "/etc/gshadow")  # never shown, whatever uid a container has
-HOME_LAYER = "/tmp/.wisp-home"
+HOME_LAYER = "/tmp/.wisp-home"  # a container's writes to its version folder (overlay upper/work)
 NETWORK_ENV = "WISP_NETWORK"  # in a container's environment: the server gives it a network (egress.py)
-NETWORK_TIMEOUT = 10.0  # a container's writes to its version folder (overlay upper/work)
+NETWORK_TIMEOUT = 10.0  # seconds a container waits for that network's default route
 
 # -- seccomp: a deny-list as a classic BPF program (pure) ----------------------------------------
 
