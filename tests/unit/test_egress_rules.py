@@ -3,6 +3,7 @@ the nftables rules a policy becomes, and what the server does with a function th
 under a runtime that cannot give it. The rules at work: tests/faults/test_egress.py."""
 from __future__ import annotations
 
+import ctypes
 import io
 import ipaddress
 import json
@@ -20,6 +21,7 @@ from wisp._spec import AppSpec, FunctionSpec
 from wisp.server.apps import DeployError, _check_network
 from wisp.server.runtime import egress_plan as plan
 from wisp.server.runtime.egress import NETWORK_ENV, Egress, EgressLauncher, with_network
+from wisp.server.runtime.netns import RTF_GATEWAY, RTF_HOST, RTF_UP, RtEntry, ifreq_address, route
 
 POOL = ipaddress.IPv4Network("10.239.0.0/16")
 
@@ -177,9 +179,19 @@ def test_each_side_of_the_pair_is_configured_last_the_default_route() -> None:
     assert machine == ["link add wsp00000001 type veth peer name eth0 netns 4321", "link set wsp00000001 up",
                        "addr add 10.239.0.1/32 dev wsp00000001", "route add 10.239.3.4/32 dev wsp00000001"]
     assert machine[plan.PAIR_LINE - 1].startswith("link add") and machine[plan.ROUTE_LINE - 1].startswith("route add")
-    inside = plan.container_side(POOL, address).splitlines()
-    assert inside[0] == "addr add 10.239.3.4/32 dev eth0"
-    assert inside[-1] == "route add default via 10.239.0.1 dev eth0"
+
+
+def test_the_containers_side_is_the_kernels_structures() -> None:
+    if ctypes.sizeof(ctypes.c_void_p) == 8:  # struct rtentry on x86_64 and aarch64, as gcc lays it out
+        assert ctypes.sizeof(RtEntry) == 120
+    request = ifreq_address("eth0", "10.239.3.4")
+    assert len(request) == 40 and request[:16] == b"eth0" + b"\0" * 12
+    assert request[16:24] == b"\x02\x00\x00\x00\x0a\xef\x03\x04"  # AF_INET, port 0, the address
+    host = route("eth0", "10.239.0.1", None)
+    assert bytes(host.dst.addr) == bytes([10, 239, 0, 1]) and host.flags == RTF_UP | RTF_HOST and host.dev == b"eth0"
+    default = route("eth0", None, "10.239.0.1")
+    assert bytes(default.dst.addr) == bytes(4) and bytes(default.genmask.addr) == bytes(4)
+    assert bytes(default.gateway.addr) == bytes([10, 239, 0, 1]) and default.flags == RTF_UP | RTF_GATEWAY
 
 
 @pytest.mark.parametrize(("stderr", "line"), [

@@ -6,11 +6,12 @@ A container of a function with `network=` is told so (`NETWORK_ENV` in its fork 
 environment): once its sandbox is made it waits for a default route (`wisp._runtime.sandbox.
 await_network`) before any user code runs. Meanwhile the server sees its network namespace
 appear (it differs from its parent's), makes the pair with the container's end inside it, and
-adds the container's interface to its function's policy. When the container has exited, its
+adds the container's interface to its function's policy, then gives `eth0` its address and
+routes from a thread of its own in the container's namespace (`netns.py`). When the container has exited, its
 interface leaves the policy and the pair is deleted (the kernel would delete it with the
 namespace anyway).
 
-`Egress.probe` says at server start, in one line, what is missing (root, `ip`, `nsenter`, `nft`,
+`Egress.probe` says at server start, in one line, what is missing (root, `ip`, `nft`,
 the kernel's nftables); such a server starts containers of `network=` functions without network,
 and says so in the app's logs when one is deployed.
 """
@@ -32,6 +33,7 @@ from typing import Any
 
 from ..._network import NetworkValue, describe
 from . import egress_plan as plan
+from . import netns
 from .base import ContainerProcess, Launcher, Log
 from .gpus import NO_GPUS, Grant
 
@@ -151,10 +153,10 @@ class Egress:
             return cls(missing="containers share the server's network here (no network namespaces)", isolated=False)
         if os.geteuid() != 0:
             return cls._missing("the server is not root: it cannot make veths and nftables rules")
-        absent = [tool for tool in ("ip", "nsenter", "nft") if shutil.which(tool) is None]
+        absent = [tool for tool in ("ip", "nft") if shutil.which(tool) is None]
         if absent:
-            return cls._missing(f"{', '.join(absent)} not found (install iproute2, util-linux and nftables: "
-                                "apt-get install nftables)")
+            return cls._missing(f"{', '.join(absent)} not found (install iproute2 and nftables: "
+                                "apt-get install iproute2 nftables)")
         try:
             done = subprocess.run(["nft", "list", "tables"], capture_output=True, timeout=COMMAND_TIMEOUT, check=False)
             why = done.stderr.decode(errors="replace").strip()
@@ -261,10 +263,11 @@ class Egress:
             raise failure
         attachment = self.attached[veth] = Attachment(veth, pair, policy)
         try:
-            code, err = await _run(["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "-b", "-"],
-                                   plan.container_side(self.pool, pair))
-            if code != 0:
-                raise EgressError(f"could not configure the container's eth0: {err}")
+            try:
+                await asyncio.to_thread(netns.configure_inside, pid, plan.CONTAINER_IF, str(pair),
+                                        str(plan.gateway(self.pool)))
+            except OSError as exc:
+                raise EgressError(f"could not configure the container's {plan.CONTAINER_IF}: {exc}") from exc
         except BaseException:
             await self.detach(attachment)
             raise

@@ -183,7 +183,7 @@ def detach_script(table: str, veth: str) -> str:
 
 
 def machine_side(veth: str, pid: int, pool: ipaddress.IPv4Network, address: ipaddress.IPv4Address) -> str:
-    """`ip -b` commands on the machine: the pair (its other end `eth0` in the namespace of `pid`),
+    """`ip -b` commands on the machine (the container's side is `netns.configure_inside`): the pair (its other end `eth0` in the namespace of `pid`),
     this end up with the gateway address, and the container's address routed to it. Line 1
     fails with EEXIST for a name another veth has, line 4 for an address another container has."""
     return "\n".join([f"link add {veth} type veth peer name {CONTAINER_IF} netns {pid}", f"link set {veth} up",
@@ -199,15 +199,6 @@ def failed_line(stderr: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def container_side(pool: ipaddress.IPv4Network, address: ipaddress.IPv4Address) -> str:
-    """`ip -b` commands inside the container's namespace: its address, the gateway on its link,
-    and last the default route (which the container waits for before user code runs)."""
-    gw = gateway(pool)
-    return "\n".join([f"addr add {address}/32 dev {CONTAINER_IF}", f"link set {CONTAINER_IF} up",
-                      f"route add {gw} dev {CONTAINER_IF} scope link", f"route add default via {gw} dev {CONTAINER_IF}",
-                      ""])
-
-
 __all__ = ["DEFAULT_POOL", "PREFIX", "attach_script", "base_ruleset", "chain_name", "container_address",
-           "container_side", "detach_script", "failed_line", "gateway", "machine_side", "nameservers", "needs_names", "parse_pool",
+           "detach_script", "failed_line", "gateway", "machine_side", "nameservers", "needs_names", "parse_pool",
            "policy_rules", "policy_script", "stale_tables", "table_name", "veth_name"]
