@@ -139,6 +139,7 @@ class Egress:
     _ready: bool = False
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _chains: set[str] = field(default_factory=set)  # the policy chains made
+    _turn: int = field(default_factory=lambda: secrets.randbits(32))  # the last address given (`_next_address`)
     attached: dict[str, Attachment] = field(default_factory=dict)  # veth -> attachment
 
     @classmethod
@@ -227,10 +228,16 @@ class Egress:
         self._chains.add(chain)
         return chain
 
+    def _next_address(self) -> ipaddress.IPv4Address:
+        """The pool's addresses in turn, from a random start: one comes back only after all the
+        others (the kernel still keeps replies of a stopped container's connections for a while)."""
+        self._turn += 1
+        return plan.container_address(self.pool, self._turn)
+
     async def _pair(self, pid: int, veth: str) -> ipaddress.IPv4Address:
         """The veth pair, `eth0` inside the container's namespace, and an address no other
         container of any server on this machine has (the kernel refuses a second route to it)."""
-        address = plan.container_address(self.pool, secrets.randbits(32))
+        address = self._next_address()
         code, problem = await _run(["ip", "-b", "-"], plan.machine_side(veth, pid, self.pool, address))
         line = plan.failed_line(problem)
         for _ in range(ATTEMPTS):
@@ -238,7 +245,7 @@ class Egress:
                 return address
             if line != plan.ROUTE_LINE or "exists" not in problem:
                 break
-            address = plan.container_address(self.pool, secrets.randbits(32))
+            address = self._next_address()
             code, problem = await _run(["ip", "route", "add", f"{address}/32", "dev", veth])
         if line != plan.PAIR_LINE:
             await _run(["ip", "link", "del", veth])
