@@ -214,6 +214,21 @@ def test_containers_ask_the_machines_name_servers_that_are_not_loopback(conf: st
     assert plan.nameservers(conf) == servers
 
 
+ROUTES = ("Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n"
+          "eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"  # default via 192.0.2.1
+          "eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"  # 192.0.2.0/24
+          "wsp0000abcd\t0500EF0A\t00000000\t0005\t0\t0\t0\tFFFFFFFF\t0\t0\t0\n")  # a container: 10.239.0.5
+
+
+@pytest.mark.parametrize(("extra", "pool", "taken"), [
+    ("", "10.239.0.0/16", []),  # the default route and the containers' own routes do not count
+    ("br0\t0000EF0A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n", "10.239.0.0/16", ["10.239.0.0/16 on br0"]),
+    ("", "192.0.2.0/29", ["192.0.2.0/24 on eth0"]),
+])
+def test_a_pool_the_machine_routes_elsewhere_is_found(extra: str, pool: str, taken: list[str]) -> None:
+    assert plan.overlapping_routes(ROUTES + extra, ipaddress.IPv4Network(pool)) == taken
+
+
 def test_tables_of_servers_that_are_gone_are_found() -> None:
     listing = "table inet wisp_10\ntable inet wisp_11\ntable ip nat\ntable inet wisp_x\ntable inet other_12\n"
     assert plan.stale_tables(listing, lambda pid: pid == 11) == ["wisp_10"]

@@ -150,6 +150,11 @@ class Egress:
             pool = plan.parse_pool(environ.get(POOL_ENV) or plan.DEFAULT_POOL)
         except ValueError as exc:
             return cls._missing(str(exc))
+        with contextlib.suppress(OSError), open("/proc/net/route") as routes:
+            taken = plan.overlapping_routes(routes.read(), pool)
+            if taken:
+                return cls._missing(f"{POOL_ENV}={pool} overlaps the machine's own networks ({', '.join(taken)}); "
+                                    f"set {POOL_ENV} to a private network the machine does not use")
         if missing_namespaces:  # the sandbox's own line says so; `with_network` tells each app
             return cls(missing="containers share the server's network here (no network namespaces)", isolated=False)
         if os.geteuid() != 0:

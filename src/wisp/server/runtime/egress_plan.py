@@ -66,6 +66,25 @@ def parse_pool(text: str) -> ipaddress.IPv4Network:
     return pool
 
 
+def overlapping_routes(routes: str, pool: ipaddress.IPv4Network) -> list[str]:
+    """The machine's routes (/proc/net/route's text) into the pool, but the containers' own
+    (`wsp*`) and the default route: a pool there would hide those networks from the machine."""
+    found = []
+    for line in routes.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 8 or fields[0].startswith(PREFIX):
+            continue
+        try:
+            destination = ipaddress.IPv4Address(int(fields[1], 16).to_bytes(4, "little"))
+            mask = ipaddress.IPv4Address(int(fields[7], 16).to_bytes(4, "little"))
+            network = ipaddress.IPv4Network(f"{destination}/{mask}", strict=False)
+        except ValueError:
+            continue
+        if network.prefixlen and network.overlaps(pool):
+            found.append(f"{network} on {fields[0]}")
+    return found
+
+
 def table_name(server_pid: int) -> str:
     return f"wisp_{server_pid}"
 
@@ -200,5 +219,5 @@ def failed_line(stderr: str) -> int | None:
 
 
 __all__ = ["DEFAULT_POOL", "PREFIX", "attach_script", "base_ruleset", "chain_name", "container_address",
-           "detach_script", "failed_line", "gateway", "machine_side", "nameservers", "needs_names", "parse_pool",
+           "detach_script", "failed_line", "gateway", "machine_side", "nameservers", "needs_names", "overlapping_routes", "parse_pool",
            "policy_rules", "policy_script", "stale_tables", "table_name", "veth_name"]
