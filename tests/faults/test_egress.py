@@ -3,10 +3,9 @@ server under `--runtime sandbox`.
 
 The test makes its own outside world: a network namespace joined to the machine by a veth, with
 HTTP servers on OUTSIDE:8080 and OUTSIDE:8081, and a TCP listener on the machine's own end of
-that veth. apps/egress_app.py has three webhooks that connect where they are told: `opened`
-(network=True; `fresh` too, with fork=False), `closed` (no network=) and `listed`
-(network=["OUTSIDE:8080"]). Skipped, with
-the reason, where the sandbox or nftables are missing.
+that veth. apps/egress_app.py has four webhooks that connect where they are told: `opened`
+(network=True), `fresh` (the same with fork=False), `closed` (no network=) and `listed`
+(network=["OUTSIDE:8080"]). Skipped, with the reason, where the sandbox or nftables are missing.
 """
 from __future__ import annotations
 
