@@ -197,7 +197,7 @@ def test_a_stopped_containers_network_goes_with_it(egress: Wisp, world: Outside)
             "host": world.outside, "port": 8080, "hold": 1.5}), range(BURST)))
     assert [a.json()["result"] for a in answers] == ["HTTP/1.0 200 OK"] * BURST
     ours = set(VETH.findall(_table(egress)))
-    assert len(ours) >= 2 and ours <= _links()  # the running containers' veths, in the server's policy
+    assert ours and ours <= _links()  # the running containers' veths (as many as the pool started), in its policy
     # Idle for 2 s, the containers stop: their veths leave the links and the policy.
     wait_until(lambda: not VETH.findall(_table(egress)) and not ours & _links(), 60,
                message="the stopped containers' veths to go")
