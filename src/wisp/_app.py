@@ -14,6 +14,7 @@ from ._functions import FunctionHandle
 from ._gpu import canonical as canonical_gpu
 from ._image import Image
 from ._modal_keywords import NO_OPS, REFUSED, refusal
+from ._network import canonical as canonical_network
 from ._retries import policy
 from ._secret import Secret
 from ._spec import HTTP_METHODS, AppSpec, FunctionSpec, SecretRef, WebKind, WebSpec
@@ -43,6 +44,7 @@ _FUNCTION_KEYWORDS = {
     "startup_timeout": "startup_timeout",
     "fork": "fork",
     "ephemeral_disk": "ephemeral_disk",
+    "network": "network",
 }
 KEEP_WARM_TRUE = 2  # Modal's fixed warm pool size for keep_warm=True
 
@@ -130,6 +132,8 @@ def _function_fields(where: str, kwargs: dict[str, Any], default_image: Image) -
                 fields[target], fields[f"{target}_limit"] = _resource(where, key, value)
         elif target == "ephemeral_disk":
             fields[target] = None if value is None else _int_in(where, key, value, 1, 3 * 1024 * 1024)
+        elif target == "network":
+            fields[target] = canonical_network(value, where)
         elif target == "fork":
             if not isinstance(value, bool):
                 raise TypeError(f"{where}: `fork` must be True or False, got {value!r}.")

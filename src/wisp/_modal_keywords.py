@@ -33,8 +33,10 @@ REFUSED: dict[str, tuple[str, str]] = {
                "use `image.add_local_dir(...)` / `.add_local_python_source(...)`"),
     "proxy": ("wisp has no outbound proxies", "drop `proxy=`"),
     "i6pn": ("wisp has no private container network", "call the other function with `.remote()`"),
-    "block_network": ("this wisp cannot cut a container's network off yet (sandboxed containers will)",
-                      "drop `block_network=`, or run untrusted code elsewhere"),
+    "block_network": ("wisp has the opposite default: a sandboxed container has no network unless its "
+                      "function asks with `network=`",
+                      "drop `block_network=` and run the server with `--runtime sandbox` (containers of the zygote "
+                      "runtime share the server's network)"),
     "restrict_modal_access": ("this wisp's containers are not yet isolated from the server's environment",
                               "drop `restrict_modal_access=` until sandboxed containers land"),
     "interactive": ("containers have no terminal", "use `wisp app logs -f`"),

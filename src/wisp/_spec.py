@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from ._gpu import GpuValue
 from ._image_steps import ImageSpec
+from ._network import NetworkValue
 
 WebKind = Literal["webhook", "asgi", "wsgi", "web_server"]
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
@@ -68,6 +69,8 @@ class FunctionSpec:
     cpu_limit: float | None = None  # a CFS quota in cores: `cpu=(request, limit)`
     memory_limit: int | None = None  # a hard limit in MiB: `memory=(request, limit)`
     ephemeral_disk: int | None = None  # MiB of /tmp
+    # Egress of a sandboxed container (wisp._network): False (loopback only), True, or an allow-list.
+    network: NetworkValue = False
     retries: dict[str, Any] | None = None  # wisp._retries.policy(): max_retries, backoff, delays
     secrets: tuple[SecretRef, ...] = ()
     # A method of a class (S12): the container makes one instance of `cls` (the class's dotted
@@ -92,6 +95,8 @@ class FunctionSpec:
         values["secrets"] = tuple(SecretRef.from_data(s) for s in values.get("secrets", ()))
         if isinstance(values.get("gpu"), list):  # fallbacks: a list in JSON
             values["gpu"] = tuple(values["gpu"])
+        if isinstance(values.get("network"), list):  # an allow-list: a list in JSON
+            values["network"] = tuple(values["network"])
         return cls(**values)
 
 

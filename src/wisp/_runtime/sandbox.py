@@ -14,7 +14,8 @@ user code, when the fork request carries a `sandbox` field (`--runtime sandbox`)
   reports the container's exit as before (`Exited`). It ignores SIGTERM/SIGINT: the server
   signals the whole process group, which reaches pid 1 itself;
 - no network but loopback (brought up) and the Unix socket it serves on, bound to a file path
-  (which works across a network namespace);
+  (which works across a network namespace); a container of a function with `network=` waits
+  until the server has given it an `eth0` and a default route (`await_network`);
 - no capabilities, `no_new_privs`, a seccomp deny-list (`program`) and lowered rlimits.
 
 A function zygote is sandboxed this way once, then takes one more user namespace of its own,
@@ -43,6 +44,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -82,6 +84,8 @@ SYSTEM_PATHS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/l
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 MASKED = ("/etc/shadow", "/etc/gshadow")  # never shown, whatever uid a container has
 HOME_LAYER = "/tmp/.wisp-home"  # a container's writes to its version folder (overlay upper/work)
+NETWORK_ENV = "WISP_NETWORK"  # in a container's environment: the server gives it a network (egress.py)
+NETWORK_TIMEOUT = 10.0  # seconds a container waits for that network's default route
 
 # -- seccomp: a deny-list as a classic BPF program (pure) ----------------------------------------
 
@@ -537,6 +541,8 @@ def enter(request: Mapping[str, Any]) -> None:
         else:
             _enter_from_image(request, settings, zygote, tmp_mb, without)
     _restrict(zygote, without)
+    if not zygote and "namespaces" not in without and (request.get("env") or {}).get(NETWORK_ENV):
+        await_network()
 
 
 def _enter_from_image(request: Mapping[str, Any], settings: Mapping[str, Any], zygote: bool, tmp_mb: int,
@@ -595,6 +601,25 @@ def _enter_from_zygote(tmp_mb: int, home: str | None) -> None:
     unshare(CLONE_NEWUSER)
     map_ids(uid, gid)
     drop_capabilities()
+
+
+def has_default_route(routes: str) -> bool:
+    """Whether /proc/net/route's text has a default route (destination 00000000)."""
+    return any(line.split()[1:2] == ["00000000"] for line in routes.splitlines()[1:])
+
+
+def await_network(timeout: float = NETWORK_TIMEOUT) -> None:
+    """A container of a function with `network=`: the server gives its namespace a veth and a
+    default route from outside (`wisp.server.runtime.egress`); no user code runs before it is
+    there. Past `timeout`, it goes on with loopback only and says so (the server's log says why)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), open("/proc/net/route") as routes:
+            if has_default_route(routes.read()):
+                return
+        time.sleep(0.002)
+    print(f"[wisp] sandbox: no network after {timeout:.0f} s; this container has loopback only",
+          file=sys.stderr, flush=True)
 
 
 def forks_pid_namespaces(request: Mapping[str, Any]) -> bool:

@@ -14,7 +14,7 @@ TAIL = 5  # output lines shown after each build step
 
 class BuildProgress:
     """Prints the server's build events: a line per step with its time, the tail of its output,
-    and one line for an image that is cached. Lines carry the image's short key, because the
+    and one line for an image that is cached; and its notices, as they are. Lines carry the image's short key, because the
     images of one app build in parallel."""
 
     def __init__(self, out: IO[str] | None = None) -> None:
@@ -42,6 +42,8 @@ class BuildProgress:
             self._say(f"{where} {verdict} in {event['seconds']:.2f} s")
         elif kind == "built":
             self._say(f"Image {image}{who}: built in {event['seconds']:.2f} s")
+        elif kind == "notice":  # something the server wants the deployer to know (e.g. `network=` not honoured)
+            self._say(str(event.get("line", "")))
 
     def _tail(self, image: str) -> None:
         lines = [line for line in self._tails.pop(image, ()) if line.strip()]

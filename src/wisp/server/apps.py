@@ -19,6 +19,7 @@ from typing import Any
 from .._gpu import parse as parse_gpu
 from .._image import MOUNT_BLOBS
 from .._image_steps import ImageSpec
+from .._network import canonical as canonical_network
 from .._protocol import Start
 from .._spec import AppSpec, FunctionSpec
 from .._urls import app_id_for, call_label, endpoint_urls, make_label
@@ -45,6 +46,7 @@ from .runtime.base import Launcher
 from .runtime.capacity import Capacity, CappedLauncher, machine_memory_mb
 from .runtime.cluster.placement import need_of
 from .runtime.cluster.runtime import ClusterRuntime
+from .runtime.egress import network_notice, with_network
 from .runtime.limits import limits_for, machine_cores
 from .runtime.placement import check_local_runtime, container_settings, local_path, place_files
 from .runtime.slots import Slots, unavailable
@@ -248,6 +250,11 @@ class AppManager:
         spec = sent.without_secret_values()  # inline values never reach the stored spec
         app_id = app_id_for(spec.name, mode, owner)
         labels = _labels(spec, mode, app_id)
+        _check_network(spec)
+        for f in labels.values():  # said in the deploy's output too (the app's logs get it from `_pool`)
+            notice = network_notice(self.runtime, f.name, f.network)
+            if notice is not None and progress is not None:
+                progress({"event": "notice", "line": notice.removeprefix("[wisp] ")})
         self._check_labels(app_id, labels)
         images = [f.image for f in labels.values()]
         try:
@@ -384,8 +391,9 @@ class AppManager:
         start = Start(directory=str(files_dir), module=spec.module, stub=spec.stub_attr, function=fn.name)
         image_env, cwd = container_settings(fn.image, python, files_dir)
         # Never the server's environment (WISP_HOME, WISP_TOKEN, ...): what the spec, the secrets and wisp give.
+        wrap_network, network_env = with_network(self.runtime, fn.name, fn.network, log)
         env = {**base_env(files_dir, os.environ.get("LANG")), **image_env, **(secret_env or {}), "WISP_APP": app_id,
-               "WISP_FUNCTION": fn.name, **self.call_env(app_id, user)}
+               "WISP_FUNCTION": fn.name, **self.call_env(app_id, user), **network_env}
         limits = limits_for(fn.cpu, fn.cpu_limit, fn.memory, fn.memory_limit, fn.ephemeral_disk,
                             self.slots.defaults, machine_cores(), machine_memory_mb())
         launcher: Launcher
@@ -404,6 +412,7 @@ class AppManager:
             launcher = self.runtime.launcher(str(python), start, env=env, cwd=cwd, fork=fn.fork, log=log,
                                              startup_timeout=fn.startup_timeout, user=user,
                                              slots=self.slots.supply(limits, user))
+        launcher = wrap_network(launcher)
         unplaceable = None
         if not isinstance(self.runtime, ClusterRuntime):  # on this machine: within its cores, on its GPUs
             unplaceable = gpus.unplaceable(fn.gpu, self.capacity.gpus)
@@ -941,6 +950,15 @@ class AppManager:
                             "version": row.version, "endpoints": [], "functions": [],
                             **({"error": failed} if failed else {})})
         return out
+
+
+def _check_network(spec: AppSpec) -> None:
+    """Each function's `network=` as the SDK checks it (a spec may come from another client)."""
+    for f in spec.functions:
+        try:
+            canonical_network(f.network, f"function `{f.name}`")
+        except (TypeError, ValueError) as exc:
+            raise DeployError(400, str(exc)) from None
 
 
 def _labels(spec: AppSpec, mode: str, app_id: str) -> dict[str, FunctionSpec]:

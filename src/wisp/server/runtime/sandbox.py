@@ -25,6 +25,7 @@ from typing import Any
 from ..._protocol import Start
 from ..isolation import AppUser
 from .base import ContainerProcess, Launcher
+from .egress import Egress
 from .gpus import NO_GPUS, Grant
 from .slots import SlotSupply
 from .zygote import ZygoteRuntime, _request
@@ -131,6 +132,7 @@ class SandboxRuntime(ZygoteRuntime):
             print(line, file=sys.stderr, flush=True)
         self.sandbox = {"without": sorted(self.missing), "hidden": []}
         self._socket_dir: str | None = None
+        self.egress = Egress.probe("namespaces" in self.missing)  # network= (egress.py); one line if missing
 
     def hide(self, home: str, socket_dir: str) -> None:
         """The server's home and its socket folder: no sandbox shows them, even through a
@@ -160,6 +162,10 @@ class SandboxRuntime(ZygoteRuntime):
 
     def fresh_note(self, note: str) -> str:
         return note.replace("started as a fresh process", "forked from the image's zygote, importing the script itself")
+
+    async def close(self) -> None:
+        await super().close()
+        await self.egress.close()
 
 
 __all__ = ["WITHOUT_ENV", "ImageForkLauncher", "SandboxRuntime", "auto_choice", "missing_lines", "probe", "turned_off"]
