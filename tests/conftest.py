@@ -48,6 +48,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(pytest.mark.xdist_group(group))
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A pytest that drops xdist's group suffix (pytest-xdist issue 1386, pytest 9.2) would spread a
+    file's tests over both workers, each starting the file's servers and breaking its order: say
+    so instead of running."""
+    grouping = hasattr(session.config, "workerinput") and getattr(session.config.option, "loadgroup", False)
+    if grouping and session.items and not any("@" in item.nodeid for item in session.items):
+        raise pytest.UsageError(f"pytest {pytest.__version__} ignores pytest-xdist's xdist_group marks: install "
+                                "the pytest pyproject.toml pins (scripts/install), or run with -n 0")
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
     """One throwaway Postgres server for the session; each test takes a database of its own."""
