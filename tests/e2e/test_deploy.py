@@ -89,7 +89,7 @@ def test_app_list_logs_and_stop(wisp: Wisp, tmp_path: Path) -> None:
     assert "Stopped app behaviours" in wisp.run("app", "stop", "behaviours").stdout
     assert get(wisp.url("behaviours--pid")).status_code == 404
     assert "behaviours  stopped" in wisp.run("app", "list").stdout
-    assert not processes_in_group("/apps/behaviours/")
+    assert not processes_in_group(f"{wisp.home}/apps/behaviours/")
     missing = wisp.run("app", "stop", "no-such-app", check=False)
     assert missing.returncode == 1 and "No app named" in missing.stderr
 

@@ -92,10 +92,10 @@ def test_stop_signal_removes_app_and_containers(wisp: Wisp, tmp_path: Path, sig:
     serve = wisp.serve(script)
     serve.wait_for("Watching")
     assert current(wisp, label)["version"] == 1  # type: ignore[index]
-    assert processes_in_group(f"/apps/{name}-dev/"), "a container should be running"
+    assert processes_in_group(f"{wisp.home}/apps/{name}-dev/"), "a container should be running"
     assert serve.stop(sig) == 0
     assert "Stopped the app" in serve.output
-    assert processes_in_group(f"/apps/{name}-dev/") == []
+    assert processes_in_group(f"{wisp.home}/apps/{name}-dev/") == []
     assert get(wisp.url(label)).status_code == 404
 
 
@@ -107,7 +107,7 @@ def test_killed_serve_is_stopped_by_missing_heartbeats(wisp: Wisp, tmp_path: Pat
     assert current(wisp, label)["version"] == 1  # type: ignore[index]
     serve.stop(signal.SIGKILL)
     wait_until(lambda: get(wisp.url(label)).status_code == 404, timeout=40, message="orphaned app stopped")
-    wait_until(lambda: not processes_in_group("/apps/orphan-dev/"), timeout=20, message="containers gone")
+    wait_until(lambda: not processes_in_group(f"{wisp.home}/apps/orphan-dev/"), timeout=20, message="containers gone")
 
 
 def test_stub_serve_from_python(wisp: Wisp, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,14 +22,6 @@ def wisp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wisp]:
     (which process forked which, fresh interpreters as the server's children), which the sandbox
     hides by design: its containers are pid 1 of namespaces of their own, their parent out of view."""
     w = start_wisp(tmp_path_factory.mktemp("home"), {"WISP_RUNTIME": "zygote"})
-    yield w
-    w.run("server", "stop", check=False)
-
-
-@pytest.fixture
-def own_wisp(tmp_path: Path) -> Iterator[Wisp]:
-    """A zygote-runtime server of the test's own (see `wisp`)."""
-    w = start_wisp(tmp_path / "home", {"WISP_RUNTIME": "zygote"})
     yield w
     w.run("server", "stop", check=False)
 
@@ -79,7 +72,7 @@ def _log(wisp: Wisp, app: str) -> str:
 def test_a_deploy_returns_with_the_function_zygote_ready_and_fork_false_opts_out(wisp: Wisp, tmp_path: Path) -> None:
     shutil.copy(REPO / "tests/e2e/apps/zygote_more.py", tmp_path / "zygote_more.py")
     wisp.run("deploy", str(tmp_path / "zygote_more.py"))
-    folder = "/apps/zygote-more/v1/"
+    folder = f"{wisp.home}/apps/zygote-more/v1/"
     ready = _zygotes(folder)  # before any request: prepared at deploy
     assert len(ready) == 1, ready  # `forked` has one; `fresh` asked for none
     (function_zygote, image_zygote), = ready.items()
@@ -108,7 +101,7 @@ def test_a_script_that_starts_threads_at_import_gets_fresh_processes_with_the_re
     assert first["pid"] == second["pid"]  # and it serves as any container does
     log = _log(wisp, "zygote-threads")
     assert "started as a fresh process, not forked: importing the script left 1 thread(s) running (metrics-poller)" in log
-    assert not _zygotes("/apps/zygote-threads/v1/")
+    assert not _zygotes(f"{wisp.home}/apps/zygote-threads/v1/")
     wisp.run("app", "stop", "zygote-threads")
 
 
@@ -122,13 +115,32 @@ def test_a_script_that_fails_to_import_in_its_container_fails_its_deploy_with_th
     log = _log(wisp, "zygote-broken")
     assert "could not import the script ahead of its containers" in log  # the fallback was tried
     assert "[answer c" in log and "RuntimeError: DATABASE_URL is not set" in log  # by a container of its own
-    assert not processes_in_group("/apps/zygote-broken/v1")
+    assert not processes_in_group(f"{wisp.home}/apps/zygote-broken/v1")
 
 
-def test_zygotes_are_replaced_when_wisps_code_changes(own_wisp: Wisp, tmp_path: Path) -> None:
+@pytest.fixture
+def wisp_of_a_copy(tmp_path: Path) -> Iterator[Wisp]:
+    """A zygote-runtime server of the test's own (see `wisp`), its CLI, zygotes and containers
+    running a copy of wisp's code, so that editing it leaves alone every other server on the
+    machine (another pytest-xdist worker's)."""
+    code = Path(tempfile.mkdtemp(prefix="wisp-code-copy-"))
+    os.chmod(code, 0o755)  # containers run as their app's uid
+    try:
+        shutil.copytree(REPO / "src" / "wisp", code / "wisp", ignore=shutil.ignore_patterns("__pycache__"))
+        server = start_wisp(tmp_path / "home", {"PYTHONPATH": str(code), "WISP_RUNTIME": "zygote"})
+        try:
+            yield server
+        finally:
+            server.run("server", "stop", check=False)
+    finally:
+        shutil.rmtree(code, ignore_errors=True)
+
+
+def test_zygotes_are_replaced_when_wisps_code_changes(wisp_of_a_copy: Wisp, tmp_path: Path) -> None:
+    own_wisp = wisp_of_a_copy
     shutil.copy(REPO / "tests/e2e/apps/zygote_app.py", tmp_path / "zygote_app.py")
     own_wisp.run("deploy", str(tmp_path / "zygote_app.py"))
-    folder = "/apps/zygote/v1/"
+    folder = f"{own_wisp.home}/apps/zygote/v1/"
     old = get(own_wisp.url("zygote--inside")).json()
     old_function_zygote = old["ppid"]
     old_image_zygote = _ppid(old_function_zygote)
@@ -136,7 +148,7 @@ def test_zygotes_are_replaced_when_wisps_code_changes(own_wisp: Wisp, tmp_path: 
     earlier = _zygotes(folder)  # the one function zygote of `inside` and `crash`
     assert list(earlier) == [old_function_zygote]
 
-    changed = REPO / "src/wisp/_runtime/_pipe.py"  # as after `git pull` or an edit
+    changed = Path(own_wisp.env["PYTHONPATH"]) / "wisp/_runtime/_pipe.py"  # as after `git pull` or an edit
     before = changed.stat()
     try:
         os.utime(changed, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
