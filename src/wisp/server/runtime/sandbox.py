@@ -161,5 +161,8 @@ class SandboxRuntime(ZygoteRuntime):
     def fresh_note(self, note: str) -> str:
         return note.replace("started as a fresh process", "forked from the image's zygote, importing the script itself")
 
+    def binds_devices(self) -> bool:
+        return "namespaces" not in self.missing  # without them, a container sees the machine's /dev
+
 
 __all__ = ["WITHOUT_ENV", "ImageForkLauncher", "SandboxRuntime", "auto_choice", "missing_lines", "probe", "turned_off"]
