@@ -57,6 +57,8 @@ def test_each_container_holds_its_own_gpu_and_a_third_waits(two_t4: Deployed) ->
     assert {a.json()["order"] for a in answers} == {"PCI_BUS_ID"}
     logs = wisp.run("app", "logs", "gpus").stdout
     assert "every GPU that fits T4 is held by another container" in logs, logs  # the third start waited
+    if wisp.runtime() == "sandbox":  # each GPU container in a root of its own, with its own device nodes
+        assert "its GPUs' device nodes are bound into a root of its own" in logs, logs
     assert local_node(wisp)["gpu"] == 2
     # the devices come back when the containers exit (container_idle_timeout=2)
     wait_until(lambda: local_node(wisp)["reserved_gpu"] == 0, timeout=60, message="the T4s given back")

@@ -106,6 +106,39 @@ def test_the_plan_mounts_parents_before_what_lies_below_them() -> None:
                                               by_target["/tmp/home/apps/a/v1"]]
 
 
+
+HERE = {"/dev/nvidia0", "/dev/nvidia1", "/dev/nvidiactl", "/dev/nvidia-uvm"}  # a machine's nodes, faked
+
+
+@pytest.mark.parametrize(("devices", "nodes"), [
+    ((), []),  # no GPU: not even the driver's shared nodes
+    (("/dev/nvidia1",), ["/dev/nvidia1", "/dev/nvidiactl", "/dev/nvidia-uvm"]),  # only its own, never nvidia0
+    (("/dev/nvidia0", "/dev/nvidia1"), ["/dev/nvidia0", "/dev/nvidia1", "/dev/nvidiactl", "/dev/nvidia-uvm"]),
+    (("/dev/nvidia7",), ["/dev/nvidiactl", "/dev/nvidia-uvm"]),  # a node the machine lacks is not made up
+])
+def test_a_container_gets_the_nodes_of_its_own_gpus_and_the_drivers(devices: tuple[str, ...], nodes: list[str]) -> None:
+    assert sb.gpu_nodes(devices, HERE.__contains__) == nodes
+
+
+@pytest.mark.parametrize("wrong", ["/dev/sda", "/dev/nvidiactl", "/dev/nvidia0/../sda", "/etc/shadow"])
+def test_only_a_gpus_node_is_bound(wrong: str) -> None:
+    with pytest.raises(ValueError, match=f"not a GPU's device node: {wrong}"):
+        sb.gpu_nodes(("/dev/nvidia0", wrong), HERE.__contains__)
+
+
+def test_the_gpu_nodes_are_bound_below_the_sandboxs_own_dev() -> None:
+    nodes = sb.gpu_nodes(("/dev/nvidia1",), HERE.__contains__)
+    plan = sb.root_plan(system=SYSTEM, read_only=["/usr"], version_dir="/tmp/home/apps/a/v1",
+                        socket_dir="/tmp/wisp-1/u5", tmp_mb=64, devices=nodes)
+    targets = [m.target for m in plan]
+    for node in nodes:
+        assert sb.Mount("dev", node, node) in plan
+        assert targets.index("/dev") < targets.index(node)  # on the tmpfs, not under it
+    assert not any(m.target == "/dev/nvidia0" for m in plan)
+    assert not any("nvidia" in m.target for m in sb.root_plan(system=SYSTEM, read_only=["/usr"], version_dir="/v",
+                                                              socket_dir="/s", tmp_mb=64))
+
+
 INF = resource.RLIM_INFINITY
 
 

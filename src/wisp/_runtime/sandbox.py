@@ -39,13 +39,14 @@ import fcntl
 import json
 import os
 import platform
+import re
 import resource
 import signal
 import socket
 import struct
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -86,6 +87,8 @@ MASKED = ("/etc/shadow", "/etc/gshadow")  # never shown, whatever uid a containe
 HOME_LAYER = "/tmp/.wisp-home"  # a container's writes to its version folder (overlay upper/work)
 NETWORK_ENV = "WISP_NETWORK"  # in a container's environment: the server gives it a network (egress.py)
 NETWORK_TIMEOUT = 10.0  # seconds a container waits for that network's default route
+GPU_NODE = re.compile(r"/dev/nvidia\d+")
+GPU_SHARED_NODES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")  # the driver's
 
 # -- seccomp: a deny-list as a classic BPF program (pure) ----------------------------------------
 
@@ -236,13 +239,25 @@ def read_only_paths(system: Mapping[str, str | None], python_paths: Iterable[str
     return chosen
 
 
+def gpu_nodes(devices: Iterable[str], present: Callable[[str], bool]) -> list[str]:
+    """The device nodes a container holding GPUs `devices` (their `/dev/nvidiaN`, from the
+    server's grant) gets in its /dev: those, and the driver's shared nodes that exist here
+    (`/dev/nvidiactl`, `/dev/nvidia-uvm`, ...); none without a GPU. Anything but a
+    `/dev/nvidiaN` in `devices` is refused."""
+    wanted = list(devices)
+    wrong = [path for path in wanted if not GPU_NODE.fullmatch(path)]
+    if wrong:
+        raise ValueError(f"not a GPU's device node: {', '.join(wrong)}")
+    return [path for path in (*wanted, *GPU_SHARED_NODES) if wanted and present(path)]
+
+
 def root_plan(*, system: Mapping[str, str | None], read_only: Sequence[str], version_dir: str, socket_dir: str,
-              tmp_mb: int) -> list[Mount]:
+              tmp_mb: int, devices: Sequence[str] = ()) -> list[Mount]:
     """Every step of a sandbox's root, outermost targets first (a tmpfs /tmp before what is
-    bound below it): system links, read-only binds, a small /dev, /proc (mounted by pid 1 of the
-    new pid namespace), a tmpfs /tmp, the socket folder (writable: the container binds its
-    socket there) and the version's folder (read-only here; a container forked from this root
-    gets a write layer over it)."""
+    bound below it): system links, read-only binds, a small /dev (with the GPU nodes in
+    `devices`), /proc (mounted by pid 1 of the new pid namespace), a tmpfs /tmp, the socket
+    folder (writable: the container binds its socket there) and the version's folder (read-only
+    here; a container forked from this root gets a write layer over it)."""
     steps = [Mount("symlink", path, link) for path, link in system.items() if link is not None]
     steps += [Mount("bind", path, path) for path in read_only]
     steps += [Mount("dev", path, "/dev/null") for path in MASKED]  # unreadable as it is, unless the app runs as root
@@ -250,7 +265,8 @@ def root_plan(*, system: Mapping[str, str | None], read_only: Sequence[str], ver
               Mount("symlink", "/dev/fd", "/proc/self/fd"), Mount("symlink", "/dev/stdin", "/proc/self/fd/0"),
               Mount("symlink", "/dev/stdout", "/proc/self/fd/1"), Mount("symlink", "/dev/stderr", "/proc/self/fd/2"),
               Mount("tmpfs", "/dev/shm", size_mb=64), Mount("bind", "/proc", "/proc", writable=True), Mount("tmpfs", "/tmp", size_mb=tmp_mb),
-              Mount("bind", socket_dir, socket_dir, writable=True), Mount("bind", version_dir, version_dir)]
+              Mount("bind", socket_dir, socket_dir, writable=True), Mount("bind", version_dir, version_dir),
+              *(Mount("dev", path, path) for path in devices)]
     return sorted(steps, key=lambda m: m.target.rstrip("/").count("/"))
 
 
@@ -566,8 +582,9 @@ def _enter_from_image(request: Mapping[str, Any], settings: Mapping[str, Any], z
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     read_only = read_only_paths(_system(), [*_python_paths(), str(request.get("cwd") or "/")],
                                 settings.get("hidden") or ())
+    devices = gpu_nodes(json.loads(str(request.get("start") or "{}")).get("gpu_devices") or (), os.path.exists)
     plan = root_plan(system=_system(), read_only=read_only, version_dir=str(settings["version_dir"]),
-                     socket_dir=str(settings["socket_dir"]), tmp_mb=tmp_mb)
+                     socket_dir=str(settings["socket_dir"]), tmp_mb=tmp_mb, devices=devices)
     build_root(plan)
     _plan = plan
     if not zygote:

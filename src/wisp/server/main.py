@@ -296,10 +296,6 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
     manager = AppManager(config, store, builder, chosen, routes, slots=slots)
     if manager.capacity.gpus.devices:  # what gpu= functions are matched against (docs/gpus.md)
         print(f"wisp server: GPUs: {manager.capacity.gpus.describe()}, from {manager.capacity.gpus.source}", flush=True)
-        if isinstance(chosen, SandboxRuntime):  # its root's /dev has no GPU nodes yet
-            print("wisp server: sandbox: containers see no GPU device nodes (their /dev is the sandbox's own); "
-                  "gpu= functions are placed on GPUs but cannot use them: run them with --runtime zygote",
-                  flush=True)
     stop = asyncio.Event()
     force = asyncio.Event()  # a second SIGTERM/SIGINT: stop now, cutting what is left
     loop = asyncio.get_running_loop()

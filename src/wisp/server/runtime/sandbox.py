@@ -167,5 +167,8 @@ class SandboxRuntime(ZygoteRuntime):
         await super().close()
         await self.egress.close()
 
+    def binds_devices(self) -> bool:
+        return "namespaces" not in self.missing  # without them, a container sees the machine's /dev
+
 
 __all__ = ["WITHOUT_ENV", "ImageForkLauncher", "SandboxRuntime", "auto_choice", "missing_lines", "probe", "turned_off"]

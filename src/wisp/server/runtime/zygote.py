@@ -668,6 +668,11 @@ class ForkLauncher:
         return await self.shared.ready()
 
     async def start(self, socket_path: str, gpus: Grant = NO_GPUS) -> ContainerProcess:
+        if gpus.device_nodes() and self.runtime.binds_devices():
+            process = await self._fresh_launcher.start(socket_path, gpus)
+            process.note = ("forked from the image's zygote, importing the script itself: its GPUs' device nodes are "
+                            "bound into a root of its own, which a function zygote's containers share")
+            return process
         if self._fresh is None:
             try:
                 return await self.shared.fork(self.start_params.for_container(socket_path, gpus.device_nodes()),
@@ -733,6 +738,11 @@ class ZygoteRuntime:
     def fresh_note(self, note: str) -> str:
         """What the app's log says of a container `fresh_launcher` started."""
         return note
+
+    def binds_devices(self) -> bool:
+        """Whether a container's GPU nodes are bound into a root of its own (the sandbox), which a
+        container forked from a function zygote cannot have: `fresh_launcher` starts those."""
+        return False
 
     def launcher(self, python: str, start: Start, *, env: Mapping[str, str], cwd: Path, fork: bool, log: Log,
                  startup_timeout: float = 300.0, user: AppUser | None = None,
