@@ -10,6 +10,7 @@ mechanism is missing; CI runs as root on a machine like ours, where none is.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -44,17 +45,24 @@ def _status(pid: int) -> dict[str, str]:
         return {k: v.strip() for k, _, v in (line.partition(":") for line in status)}
 
 
-def _app_processes(uid: int) -> dict[int, dict[str, str]]:
-    found = {}
+def _app_processes(uid: int, server: int) -> dict[int, dict[str, str]]:
+    """The processes of `server` running as `uid`: every server gives its first app the same uid,
+    and other tests' servers run beside this one (pytest-xdist)."""
+    statuses = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            try:
-                status = _status(int(entry.name))
-            except OSError:
-                continue
-            if status.get("Uid", "").split()[:1] == [str(uid)]:
-                found[int(entry.name)] = status
-    return found
+            with contextlib.suppress(OSError):
+                statuses[int(entry.name)] = _status(int(entry.name))
+
+    def descends(pid: int) -> bool:
+        while pid > 1 and pid in statuses:
+            pid = int(statuses[pid]["PPid"])
+            if pid == server:
+                return True
+        return False
+
+    return {pid: status for pid, status in statuses.items()
+            if status.get("Uid", "").split()[:1] == [str(uid)] and descends(pid)}
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +76,7 @@ def attacked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Wisp, d
         home = os.path.realpath(wisp.home)
         uid = (Path(home) / "apps" / "sbx-hostile").stat().st_uid
         # The function zygote: pid 1 of its own pid namespace, running as the app.
-        zygote = next(pid for pid, status in _app_processes(uid).items()
+        zygote = next(pid for pid, status in _app_processes(uid, wisp.server_pid()).items()
                       if status["NSpid"].split()[-1] == "1" and len(status["NSpid"].split()) == 2)
         info = json.loads((wisp.home / "server.json").read_text())
         answer = get(wisp.url("sbx-hostile--attack"), params={"home": home, "other": "iso-victim",
@@ -121,7 +129,7 @@ def test_writes_to_its_home_stay_in_its_container(attacked: tuple[Wisp, dict[str
 
 def test_the_zygote_is_sandboxed_too_and_the_neighbour_answers(attacked: tuple[Wisp, dict[str, object], int]) -> None:
     wisp, _, uid = attacked
-    processes = _app_processes(uid)
+    processes = _app_processes(uid, wisp.server_pid())
     nested = {pid: status for pid, status in processes.items() if len(status["NSpid"].split()) >= 2}
     zygotes = {pid for pid, status in nested.items() if len(status["NSpid"].split()) == 2}
     containers = {pid for pid, status in nested.items() if len(status["NSpid"].split()) == 3}
