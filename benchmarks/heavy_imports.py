@@ -8,7 +8,8 @@ builder into the WISP_HOME (--home keeps it between runs; a new one otherwise). 
 request sent once the function's container has scaled down (scaledown_window=2) -> full response,
 the function building a pandas DataFrame and multiplying two numpy matrices:
 
-- zygote: the default runtime; the function zygote imported numpy and pandas once, each cold
+- forked: the default runtime (auto: the sandbox where the kernel allows it), or WISP_RUNTIME;
+  the function zygote imported numpy and pandas once, each cold
   start forks it (OpenBLAS's pool stops its threads for the fork and starts them in the child);
 - fresh interpreter: the same server with WISP_RUNTIME=local, a new Python per container that
   imports numpy, pandas and the script each time;
@@ -81,7 +82,7 @@ def main() -> None:
     args = parser.parse_args()
     home = args.home or tempfile.mkdtemp(prefix="wisp-heavy-")
     built = time.perf_counter()
-    zygote = cold_starts(home, "zygote", args.cold_runs)
+    zygote = cold_starts(home, os.environ.get("WISP_RUNTIME", "auto"), args.cold_runs)
     took = time.perf_counter() - built
     fresh = cold_starts(home, "local", args.cold_runs)
     bare = bare_imports(home, args.cold_runs)

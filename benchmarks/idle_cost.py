@@ -2,7 +2,7 @@
 
     .venv/bin/python -P benchmarks/idle_cost.py [--apps 20] [--functions 10] [--cold-runs 10] [--json PATH]
 
-Idle cost: starts a wisp server (zygote runtime), deploys --apps apps of --functions plain
+Idle cost: starts a wisp server (the default runtime, or WISP_RUNTIME), deploys --apps apps of --functions plain
 webhooks each (scaledown_window=2), sends one request to every function, waits until every
 container has scaled down and the zygotes have settled, and sums the PSS of every process below
 the server (image and function zygotes, anything left), per deployed function. Side by side, in
@@ -60,7 +60,9 @@ class Server:
         """`home`: an existing WISP_HOME (its images, store and apps), else a new one."""
         self.home = home or tempfile.mkdtemp(prefix="wisp-idle-")
         self.port = free_port()
-        self.env = {**os.environ, "WISP_HOME": self.home, "WISP_PORT": str(self.port), "WISP_RUNTIME": "zygote", **env}
+        # The runtime is the server's default (auto: the sandbox where the kernel allows it), or
+        # WISP_RUNTIME from this script's environment.
+        self.env = {**os.environ, "WISP_HOME": self.home, "WISP_PORT": str(self.port), **env}
         self.src = Path(tempfile.mkdtemp(prefix="wisp-idle-src-"))
 
     def cli(self, *args: str) -> None:

@@ -3,7 +3,7 @@ and `wisp app list`, each beside its one-app baseline in the same run.
 
     .venv/bin/python -P benchmarks/many_apps.py [--apps 500] [--functions 4] [--big 200] [--rounds 5] [--json PATH]
 
-Two wisp servers (zygote runtime) run side by side: "one" serves a single app with one web
+Two wisp servers (the default runtime, or WISP_RUNTIME) run side by side: "one" serves a single app with one web
 function; "many" serves the same app plus --apps apps of --functions webhooks each (500 x 4 =
 2,000 routes besides it). Both serve the measured function, `@wisp.concurrent` so that one warm
 container takes the whole load and the figure is the gateway's, not container starts.

@@ -2,7 +2,8 @@
 
     .venv/bin/python -P benchmarks/memory.py [--containers 4] [--json PATH]
 
-Deploys the square webhook with keep_warm=N on a server with WISP_RUNTIME=zygote and again
+Deploys the square webhook with keep_warm=N on a server with the default runtime (auto: the
+sandbox where the kernel allows it; WISP_RUNTIME chooses another) and again
 with WISP_RUNTIME=local, waits until the N containers are ready, sends 10*N requests N at a
 time (each container serves about 10), lets them idle 2 s, and reads each container's /proc/PID/smaps_rollup: PSS (its fair share of shared pages) and private memory
 (Private_Clean + Private_Dirty). The baseline is `python -m uvicorn` serving the same endpoint.
@@ -110,7 +111,7 @@ def main() -> None:
     parser.add_argument("--containers", type=int, default=4)
     parser.add_argument("--json", metavar="PATH", help="write the figures here (benchmarks/_results.py)")
     args = parser.parse_args()
-    forked, zygotes = measure_wisp("zygote", args.containers)
+    forked, zygotes = measure_wisp(os.environ.get("WISP_RUNTIME", "auto"), args.containers)
     fresh, _ = measure_wisp("local", args.containers)
     direct = measure_direct()
     print(f"idle FastAPI webhook container memory, {args.containers} warm containers, {os.cpu_count()} cores, "

@@ -45,6 +45,7 @@ class Step:
 
 
 STEPS = (
+    Step("sandbox", ("--cold-runs", "20"), ("--cold-runs", "3", "--warm-requests", "50")),
     Step("cold_warm", ("--also-fresh", "--cold-runs", "20"), ("--also-fresh", "--cold-runs", "3", "--warm-requests", "100")),
     Step("autoscale", (), ("--burst", "8", "--idle-timeouts", "2", "--idle-runs", "1", "--warm-requests", "50")),
     Step("memory", (), ("--containers", "2",)),
