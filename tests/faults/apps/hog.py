@@ -60,14 +60,17 @@ def limits() -> dict[str, object]:
 
 @app.function()
 @wisp.fastapi_endpoint()
-def bomb(hold: float = 5.0, bound: int = 200) -> dict[str, object]:
+def bomb(hold: float = 5.0, bound: int = 200, checked: int = 0) -> dict[str, object]:
     """A fork bomb: every process forks again and again until the kernel refuses. It only goes off
     under a pids limit of at most `bound` (so a broken limit cannot take the machine down), and
-    every process it made exits after `hold` seconds."""
+    every process it made exits after `hold` seconds. A sandboxed container cannot read its own
+    pids.max: `checked` is the limit the caller read for it on the host (its slot, from the
+    `cgroup` this answers with)."""
     pids = _own("pids")
-    limit = _read(pids, "pids.max")
+    limit = _read(pids, "pids.max") or (str(checked) if checked else None)
+    cgroup = Path("/proc/self/cgroup").read_text()
     if limit is None or not limit.isdigit() or int(limit) > bound:
-        return {"went_off": False, "pids_max": limit}
+        return {"went_off": False, "pids_max": limit, "cgroup": cgroup}
     refused = 0
     deadline = time.monotonic() + hold
     me = os.getpid()
@@ -86,7 +89,8 @@ def bomb(hold: float = 5.0, bound: int = 200) -> dict[str, object]:
     if os.getpid() != me:
         time.sleep(max(0.0, deadline - time.monotonic()))
         os._exit(0)
-    return {"went_off": True, "pids_max": limit, "pids_current": _read(pids, "pids.current"), "refused": refused}
+    return {"went_off": True, "pids_max": limit, "pids_current": _read(pids, "pids.current"), "refused": refused,
+            "cgroup": cgroup}
 
 
 @app.function()
