@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, Wisp, get
+from .conftest import REPO, Wisp, get, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -92,10 +92,18 @@ def test_deployed_local_files_stay_as_deployed_and_images_are_listed_and_pruned(
     assert "Removed 0 images" in kept and "kept 2" in kept
 
     own_wisp.run("app", "stop", "images")
-    pruned = own_wisp.run("image", "prune").stdout
-    assert "Removed 2 images" in pruned, pruned
-    assert all(key in pruned for key in keys.values())
-    assert "No images built yet" in own_wisp.run("image", "list").stdout
+    # A stopped app's containers drain before its images stop being in use (a busy machine: seconds),
+    # so a prune may find one of them still kept.
+    outputs: list[str] = []
+
+    def prune_all() -> bool:
+        outputs.append(own_wisp.run("image", "prune").stdout)
+        return "No images built yet" in own_wisp.run("image", "list").stdout
+
+    wait_until(prune_all, timeout=60, interval=0.5, message="the stopped app's images to be pruned")
+    pruned = "".join(outputs)
+    assert all(key in pruned for key in keys.values()), pruned
+    assert "Removed 2 images" in pruned or pruned.count("Removed 1 image (") == 2, pruned
 
 
 FAILING = """

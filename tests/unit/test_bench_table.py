@@ -176,12 +176,12 @@ def test_row_without_checks_shows_its_anchor() -> None:
 def test_every_design_measure_has_a_row() -> None:
     benchmarks = {spec.benchmark for spec in t.SPECS}
     assert benchmarks == {"cold_warm", "autoscale", "memory", "idle_cost", "throughput", "redeploy", "reload", "images",
-                          "http_gateway", "many_apps", "heavy_imports", "gateway_workers"}
+                          "http_gateway", "many_apps", "heavy_imports", "gateway_workers", "sandbox"}
     measures = " | ".join(spec.measure for spec in t.SPECS)
     for words in ("cold start", "warm request", "burst", "idle scale-down", "PSS", "private", "throughput",
                   "1 connection", "CPU per request", "redeploy", "idle cost", "image zygote released", "live reload",
                   "cold build", "cached resolve", "streaming",
-                  "WebSocket", "routes", "functions, warm image", "app list", "numpy + pandas", "gateway workers"):
+                  "WebSocket", "routes", "functions, warm image", "app list", "numpy + pandas", "gateway workers", "in the sandbox"):
         assert words in measures
     for spec in t.SPECS:  # every row has a target to judge
         assert spec.checks, f"{spec.measure}: no target"
