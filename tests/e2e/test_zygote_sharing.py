@@ -3,26 +3,17 @@ released under the memory bound (WISP_ZYGOTE_MEMORY_MB), re-created on the next 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, Wisp, get, processes_in_group, server_with, start_wisp, wait_until
+from . import test_zygote
+from .conftest import REPO, Wisp, get, processes_in_group, server_with, wait_until
 from .test_zygote import _ppid, _zygotes
 
 pytestmark = pytest.mark.e2e
 APPS = REPO / "tests/e2e/apps"
-
-
-@pytest.fixture(scope="module")
-def wisp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wisp]:
-    """A server of the zygote runtime: these tests are about its own mechanics, seen from the host
-    (which process forked which, fresh interpreters as the server's children), which the sandbox
-    hides by design: its containers are pid 1 of namespaces of their own, their parent out of view."""
-    w = start_wisp(tmp_path_factory.mktemp("home"), {"WISP_RUNTIME": "zygote"})
-    yield w
-    w.run("server", "stop", check=False)
+wisp = test_zygote.wisp  # the fixture: a zygote-runtime server for this module too (why: its docstring)
 
 
 def test_the_functions_of_an_app_version_are_forked_from_one_function_zygote(wisp: Wisp, tmp_path: Path) -> None:
