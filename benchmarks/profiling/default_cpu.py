@@ -1,5 +1,8 @@
 """Where the CPU of a default-settings webhook goes under load: the server process and everything
 it started (containers, zygotes), in µs per request, at 64 keep-alive clients (wrk -t2 -c64).
+Beside them: wrk's own CPU, how busy the machine's cores were, all their busy time per request,
+and the machine's context switches and rescheduling / function-call IPIs per request (from
+/proc/stat and /proc/interrupts: an IPI is a cross-core wakeup, dear in a virtual machine).
 
     .venv/bin/python -P benchmarks/profiling/default_cpu.py {def,async,concurrent} [--duration 5]
 
@@ -33,6 +36,17 @@ def tree_cpu(pid: int) -> tuple[float, float]:
     return t.cpu_seconds([pid]), t.cpu_seconds(alive)
 
 
+def counters() -> dict[str, int]:
+    """The machine's context switches and its rescheduling (RES) and function-call (CAL) IPIs so far."""
+    found = {"cs": int(next(line for line in Path("/proc/stat").read_text().splitlines()
+                            if line.startswith("ctxt ")).split()[1])}
+    for line in Path("/proc/interrupts").read_text().splitlines():
+        fields = line.split()
+        if fields and fields[0] in ("RES:", "CAL:"):
+            found[fields[0][:3]] = sum(int(f) for f in fields[1:] if f.isdigit())
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("kind", choices=sorted(SCRIPTS))
@@ -50,13 +64,17 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}/{t.LABEL}/"
         t.wait_ready(port, f"/{t.LABEL}/")
         t.wrk(url, 64, 2)  # warm up: the containers the load wants are running
-        server, others = tree_cpu(pid)
+        server, others, before = *tree_cpu(pid), counters()
         run = t.wrk(url, 64, args.duration)
-        server_after, others_after = tree_cpu(pid)
+        server_after, others_after, after = *tree_cpu(pid), counters()
         n = run["requests"]
+        cores = os.cpu_count() or 1
         print(f"{args.kind}: {run['rps']:.0f} req/s, server {1e6 * (server_after - server) / n:.1f} µs/request, "
               f"containers and zygotes {1e6 * (others_after - others) / n:.1f} µs/request, "
-              f"{len(_machine.descendants(pid))} processes, load {os.getloadavg()[0]:.2f}")
+              f"wrk {1e6 * run['wrk_cpu_s'] / n:.1f} µs/request; cores {100 * run['machine_busy']:.0f} % busy, "
+              f"{1e6 * run['machine_busy'] * cores * run['wall_s'] / n:.1f} µs of them per request; per request "
+              + ", ".join(f"{name} {(after[name] - before[name]) / n:.2f}" for name in before)
+              + f"; {len(_machine.descendants(pid))} processes, load {os.getloadavg()[0]:.2f}")
     finally:
         t.wisp_cli(env, "server", "stop")
 

@@ -29,7 +29,7 @@ import requests
 
 from e2e.conftest import Wisp, admin, get, start_wisp, wait_until
 from wisp._runtime import sandbox
-from wisp.server.runtime.limits import missing_lines
+from wisp.server.runtime.limits import base_weight, missing_lines
 from wisp.server.runtime.slots import detect
 
 from .conftest import leftovers
@@ -158,6 +158,19 @@ def test_the_limits_are_in_the_containers_own_slot(hog: Wisp) -> None:
         assert found["cpu_max"] == "50000 100000"
     else:  # v1: cpu=(0.25, 0.5) is half a core of quota per period
         assert (found["cfs_quota_us"], found["cfs_period_us"]) == ("50000", "100000")
+
+
+def test_containers_are_batch_class_and_weigh_together_as_the_containers_the_machine_fits(hog: Wisp) -> None:
+    """A woken container does not preempt the server (SCHED_BATCH), and the folder of all slots
+    weighs, against the server beside it, what that many plain processes would (docs/profiling.md,
+    "The limits' CPU weight")."""
+    assert get(hog.url("limits-hog--limits")).json()["policy"] == os.SCHED_BATCH
+    folders = _slot_folders(hog.home)
+    cpu = next((f for f in folders if "/cpu/" in f or "/cpu," in f), None)
+    if cpu is not None:  # v1: the cpu hierarchy's folder
+        assert Path(cpu, "cpu.shares").read_text().strip() == str(base_weight(1, os.cpu_count() or 1))
+    else:  # v2: the one folder
+        assert Path(folders[0], "cpu.weight").read_text().strip() == str(base_weight(2, os.cpu_count() or 1))
 
 
 def test_the_function_zygote_imports_the_script_under_limits_too(hog: Wisp) -> None:

@@ -17,6 +17,7 @@ from wisp.server.runtime.limits import (
     Write,
     app_plan,
     base_of,
+    base_weight,
     defaults_from_env,
     find_hierarchy,
     limits_for,
@@ -191,23 +192,40 @@ def test_a_slot_has_only_the_controllers_there_are() -> None:
 def test_setup_v1_makes_a_folder_per_controller() -> None:
     hierarchy = find_hierarchy(HYBRID_MOUNTS, HYBRID_OWN)
     base = base_of(hierarchy, "wisp-7")
-    assert setup_plan(hierarchy, base, 7) == [Mkdir("/sys/fs/cgroup/memory/process_api/c4d5/wisp-7"),
-                                              Mkdir("/sys/fs/cgroup/pids/wisp-7"), Mkdir("/sys/fs/cgroup/cpu/wisp-7")]
+    assert setup_plan(hierarchy, base, 7, 2) == [Mkdir("/sys/fs/cgroup/memory/process_api/c4d5/wisp-7"),
+                                                 Mkdir("/sys/fs/cgroup/pids/wisp-7"), Mkdir("/sys/fs/cgroup/cpu/wisp-7"),
+                                                 Write("/sys/fs/cgroup/cpu/wisp-7/cpu.shares", "16384")]
+    no_cpu = Base(1, {"memory": "/sys/fs/cgroup/memory/wisp-7"})
+    assert setup_plan(hierarchy, no_cpu, 7, 2) == [Mkdir("/sys/fs/cgroup/memory/wisp-7")]
+
+
+@pytest.mark.parametrize(("version", "cores", "weight"), [
+    (1, 2, 16_384),  # the 16 default containers (cpu=0.125) 2 cores fit, as 16 plain processes
+    (1, 1, 8_192),
+    (1, 0.1, 1_024),  # never less than one plain process
+    (1, 64, 262_144),  # the kernel's most
+    (2, 2, 1_600),
+    (2, 4, 3_200),
+    (2, 64, 10_000),
+])
+def test_the_slots_folder_weighs_as_the_default_containers_the_machine_fits(version: int, cores: float,
+                                                                            weight: int) -> None:
+    assert base_weight(version, cores) == weight
 
 
 def test_setup_v2_moves_the_server_into_a_leaf_first() -> None:
     """v2: only a cgroup without processes hands its controllers to children (the root excepted)."""
     hierarchy = find_hierarchy(V2_MOUNTS, V2_OWN, "memory pids cpu")
     own = "/sys/fs/cgroup/system.slice/wisp.service"
-    assert setup_plan(hierarchy, base_of(hierarchy, "wisp-7"), 7) == [
+    assert setup_plan(hierarchy, base_of(hierarchy, "wisp-7"), 7, 4) == [
         Mkdir(f"{own}/wisp-server"), Write(f"{own}/wisp-server/cgroup.procs", "7"),
         Write(f"{own}/cgroup.subtree_control", "+memory +pids +cpu"), Mkdir(f"{own}/wisp-7"),
-        Write(f"{own}/wisp-7/cgroup.subtree_control", "+memory +pids +cpu")]
+        Write(f"{own}/wisp-7/cgroup.subtree_control", "+memory +pids +cpu"), Write(f"{own}/wisp-7/cpu.weight", "3200")]
     root = find_hierarchy(V2_MOUNTS, "0::/\n", "memory pids")
-    assert setup_plan(root, base_of(root, "wisp-7"), 7) == [
+    assert setup_plan(root, base_of(root, "wisp-7"), 7, 4) == [
         Write("/sys/fs/cgroup/cgroup.subtree_control", "+memory +pids"), Mkdir("/sys/fs/cgroup/wisp-7"),
         Write("/sys/fs/cgroup/wisp-7/cgroup.subtree_control", "+memory +pids")]
-    assert setup_plan(Hierarchy(0, {}, {}), Base(0, {}), 7) == []
+    assert setup_plan(Hierarchy(0, {}, {}), Base(0, {}), 7, 4) == []
 
 
 @pytest.mark.parametrize(("text", "kills"), [

@@ -1,4 +1,5 @@
-"""A container's (or function zygote's) first step: join the cgroup slot the server made for it.
+"""A container's (or function zygote's) first step: join the cgroup slot the server made for it,
+and take the batch scheduling class.
 
 The server makes the slot ahead (`wisp.server.runtime.slots`) with the function's memory, pids
 and CPU limits, writable by the app's uid; the child writes 0 ("this task") to each file of the
@@ -11,18 +12,31 @@ and exits: it never runs without the limits the server promised.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 
 JOIN_FAILED = 125  # the exit code of a child that could not join its slot
 
 
+def batch() -> None:
+    """SCHED_BATCH: the process is never woken ahead of the one running (the kernel still shares
+    the CPU between them fairly, at its ticks). A container is woken by the server handing it a
+    request, and would otherwise preempt the server on the other core, by an IPI, before the
+    server had handed out the rest of its batch (docs/profiling.md, "The limits' CPU weight").
+    Children inherit it. Any process may take this class; a kernel without it changes nothing."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+
+
 def join(procs: Sequence[str] | None, out_fd: int, opened: Sequence[int] = ()) -> None:
-    """Move this (single-threaded) process into its slot: 0 to each of `procs`, through `opened`
-    (the same files, opened by the server and passed with the fork request: a sandboxed zygote's
-    children no longer see /sys/fs/cgroup; the kernel checks the opener's rights) where given.
+    """Take the batch class (`batch`), then move this (single-threaded) process into its slot: 0
+    to each of `procs`, through `opened` (the same files, opened by the server and passed with
+    the fork request: a sandboxed zygote's children no longer see /sys/fs/cgroup; the kernel
+    checks the opener's rights) where given.
     On failure the reason goes to `out_fd` (the container's output) and the process exits with
     JOIN_FAILED."""
+    batch()
     if not procs:
         for fd in opened:
             os.close(fd)

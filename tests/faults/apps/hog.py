@@ -55,6 +55,7 @@ def limits() -> dict[str, object]:
         "cfs_period_us": _read(cpu, "cpu.cfs_period_us"),
         "cpu_max": _read(cpu, "cpu.max"),
         "uid": os.getuid(),
+        "policy": os.sched_getscheduler(0),
     }
 
 

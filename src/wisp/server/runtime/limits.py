@@ -202,22 +202,44 @@ def _v2_enable(controllers: list[str]) -> str:
     return " ".join(f"+{name}" for name in controllers)
 
 
-def setup_plan(hierarchy: Hierarchy, base: Base, pid: int, leaf: str = "wisp-server") -> list[Step]:
-    """What makes the server's slot folders. v2 only lets a cgroup without processes hand its
-    controllers to children, so the server first moves itself into a leaf beside its slots
-    (unless it is in the root cgroup, which is exempt)."""
+# The kernel's bounds and its weight of one plain process (nice 0): v1 cpu.shares, v2 cpu.weight.
+SHARES = {1: (2, 262_144, 1024), 2: (1, 10_000, 100)}
+
+
+def base_weight(version: int, cores: float) -> int:
+    """The CPU weight of the folder that holds every container, against the processes beside it
+    (the server itself above all): as much as the default containers the machine fits (`cores`
+    over Modal's `cpu=0.125`) would weigh as plain processes. With the folder at the kernel's
+    default (one process's weight) the server outweighed 16 busy containers on 2 cores, ran at
+    every single event and preempted them by IPI: a third more CPU per request
+    (docs/profiling.md, "The limits' CPU weight")."""
+    low, high, one = SHARES[version]
+    return max(low, min(high, round(one * max(cores, DEFAULT_CPU) / DEFAULT_CPU)))
+
+
+def setup_plan(hierarchy: Hierarchy, base: Base, pid: int, cores: float, leaf: str = "wisp-server") -> list[Step]:
+    """What makes the server's slot folders, the CPU weight of them all (`base_weight`). v2 only
+    lets a cgroup without processes hand its controllers to children, so the server first moves
+    itself into a leaf beside its slots (unless it is in the root cgroup, which is exempt)."""
+    weight = str(base_weight(hierarchy.version, cores)) if hierarchy.version in SHARES else ""
     if hierarchy.version == 1:
-        return [Mkdir(folder) for folder in base.folders.values()]
+        steps: list[Step] = [Mkdir(folder) for folder in base.folders.values()]
+        if "cpu" in base.folders:
+            steps.append(Write(f"{base.folders['cpu']}/cpu.shares", weight))
+        return steps
     if hierarchy.version != 2 or not base.folders:
         return []
     own = next(iter(hierarchy.folders.values()))
     folder = next(iter(base.folders.values()))
     controllers = [c for c in CONTROLLERS if c in base.folders]
-    steps: list[Step] = []
+    steps = []
     if not hierarchy.at_root:
         steps += [Mkdir(posixpath.join(own, leaf)), Write(posixpath.join(own, leaf, "cgroup.procs"), str(pid))]
-    return [*steps, Write(posixpath.join(own, "cgroup.subtree_control"), _v2_enable(controllers)), Mkdir(folder),
-            Write(posixpath.join(folder, "cgroup.subtree_control"), _v2_enable(controllers))]
+    steps += [Write(posixpath.join(own, "cgroup.subtree_control"), _v2_enable(controllers)), Mkdir(folder),
+              Write(posixpath.join(folder, "cgroup.subtree_control"), _v2_enable(controllers))]
+    if "cpu" in base.folders:
+        steps.append(Write(f"{folder}/cpu.weight", weight))
+    return steps
 
 
 @dataclass(frozen=True)
@@ -333,5 +355,5 @@ def machine_cores() -> float:
 
 
 __all__ = ["CONTROLLERS", "Base", "Chown", "Defaults", "Hierarchy", "Limits", "Mkdir", "SlotPlan", "Step", "Write",
-           "app_folder", "app_plan", "base_of", "defaults_from_env", "find_hierarchy", "limits_for", "missing_lines",
+           "app_folder", "app_plan", "base_of", "base_weight", "defaults_from_env", "find_hierarchy", "limits_for", "missing_lines",
            "oom_kills", "out_of_memory", "setup_plan", "slot_plan"]

@@ -33,6 +33,7 @@ from .limits import (
     app_plan,
     base_of,
     find_hierarchy,
+    machine_cores,
     missing_lines,
     oom_kills,
     out_of_memory,
@@ -175,7 +176,7 @@ class Slots:
         if hierarchy.folders:
             base = base_of(hierarchy, f"wisp-{os.getpid()}")
             try:
-                run_steps(setup_plan(hierarchy, base, os.getpid()))
+                run_steps(setup_plan(hierarchy, base, os.getpid(), machine_cores()))
             except OSError as exc:
                 advice = ("its cgroup holds other processes, so it cannot hand its controllers on: run the server "
                           "in a cgroup of its own (a systemd service, or systemd-run --scope -p Delegate=yes)"
