@@ -1,7 +1,7 @@
-"""Autoscaling: a 32-request burst from zero vs. onto warm containers, idle scale-down precision,
-and cold vs. warm request latency.
+"""Autoscaling: a burst from zero vs. onto warm containers, idle scale-down precision, and cold
+vs. warm request latency.
 
-    .venv/bin/python -P benchmarks/autoscale.py [--burst 32] [--idle-timeouts 5,10] [--idle-runs 3] [--warm-requests 300]
+    .venv/bin/python -P benchmarks/autoscale.py [--burst N] [--idle-timeouts 5,10] [--idle-runs 3] [--warm-requests 300]
                                                 [--json PATH]
 
 Starts its own wisp server (temporary WISP_HOME, free port) and deploys a small app it writes to a
@@ -9,7 +9,9 @@ temporary folder. The container counts come from the control API (GET /v1/apps, 
 $WISP_HOME/token, the admin port in $WISP_HOME/server.json); all requests use the path URL
 http://127.0.0.1:<port>/<label>/.
 
-- Burst: `slow` sleeps 1 s (one request per container, the default). `--burst` threads send one
+- Burst: `slow` sleeps 1 s (one request per container, the default). `--burst` threads (default:
+  as many default containers as the machine fits, its cores over `cpu=0.125`, at most 32; the
+  capacity rule queues any beyond them, so a larger burst can never be all running) send one
   request each at the same moment, with the function at 0 containers (cold burst); the control
   API is polled every 20 ms for the first time all of them are ready or busy. Then the same burst
   again while those containers are still up (warm burst, the baseline).
@@ -40,6 +42,7 @@ from pathlib import Path
 sys.path.append(str(Path(__file__).resolve().parent))
 import _results
 from _machine import free_port
+from wisp.server.runtime.cluster.placement import DEFAULT_CPU  # Modal's default cpu= (0.125 cores)
 
 APP = "autoscalebench"
 APP_HEAD = '''
@@ -278,7 +281,8 @@ def save(path: str | None, args: argparse.Namespace, timeouts: list[int], cold_b
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--burst", type=int, default=32)
+    parser.add_argument("--burst", type=int, default=min(32, int((os.cpu_count() or 1) / DEFAULT_CPU)),
+                        help="requests at once (default: the default containers the machine fits, at most 32)")
     parser.add_argument("--idle-timeouts", default="5,10", help="container_idle_timeout values, comma-separated (min 2)")
     parser.add_argument("--idle-runs", type=int, default=3)
     parser.add_argument("--warm-requests", type=int, default=300)
