@@ -211,7 +211,7 @@ def base_weight(version: int, cores: float) -> int:
     (the server itself above all): as much as the default containers the machine fits (`cores`
     over Modal's `cpu=0.125`) would weigh as plain processes. With the folder at the kernel's
     default (one process's weight) the server outweighed 16 busy containers on 2 cores, ran at
-    every single event and preempted them by IPI: a third more CPU per request
+    every single event and preempted them by IPI: a quarter more CPU per request
     (docs/profiling.md, "The limits' CPU weight")."""
     low, high, one = SHARES[version]
     return max(low, min(high, round(one * max(cores, DEFAULT_CPU) / DEFAULT_CPU)))
@@ -221,11 +221,10 @@ def setup_plan(hierarchy: Hierarchy, base: Base, pid: int, cores: float, leaf: s
     """What makes the server's slot folders, the CPU weight of them all (`base_weight`). v2 only
     lets a cgroup without processes hand its controllers to children, so the server first moves
     itself into a leaf beside its slots (unless it is in the root cgroup, which is exempt)."""
-    weight = str(base_weight(hierarchy.version, cores)) if hierarchy.version in SHARES else ""
     if hierarchy.version == 1:
         steps: list[Step] = [Mkdir(folder) for folder in base.folders.values()]
         if "cpu" in base.folders:
-            steps.append(Write(f"{base.folders['cpu']}/cpu.shares", weight))
+            steps.append(Write(f"{base.folders['cpu']}/cpu.shares", str(base_weight(1, cores))))
         return steps
     if hierarchy.version != 2 or not base.folders:
         return []
@@ -238,7 +237,7 @@ def setup_plan(hierarchy: Hierarchy, base: Base, pid: int, cores: float, leaf: s
     steps += [Write(posixpath.join(own, "cgroup.subtree_control"), _v2_enable(controllers)), Mkdir(folder),
               Write(posixpath.join(folder, "cgroup.subtree_control"), _v2_enable(controllers))]
     if "cpu" in base.folders:
-        steps.append(Write(f"{folder}/cpu.weight", weight))
+        steps.append(Write(f"{folder}/cpu.weight", str(base_weight(2, cores))))
     return steps
 
 
