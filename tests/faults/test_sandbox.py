@@ -149,6 +149,20 @@ def test_the_zygote_is_sandboxed_too_and_the_neighbour_answers(attacked: tuple[W
     assert get(wisp.url("iso-victim--alive")).json() == {"alive": "victim-code-7731"}
 
 
+def test_the_helpers_that_made_pid_namespaces_are_reaped(attacked: tuple[Wisp, dict[str, object], int]) -> None:
+    """The zygote answers a fork without waiting for the helper that made the container's pid
+    namespace to exit, and reaps the helper afterwards: none stays behind as a zombie."""
+    wisp, _, uid = attacked
+    victim = (Path(os.path.realpath(wisp.home)) / "apps" / "iso-victim").stat().st_uid
+    assert get(wisp.url("iso-victim--alive")).status_code == 200
+
+    def zombies() -> list[int]:
+        return [pid for app in (uid, victim) for pid, status in _app_processes(app, wisp.server_pid()).items()
+                if status["State"].startswith("Z")]
+
+    wait_until(lambda: not zombies(), 10, message="no zombie below the function zygotes")
+
+
 def test_a_stop_drains_the_request_then_runs_the_exit_hook(attacked: tuple[Wisp, dict[str, object], int],
                                                            tmp_path: Path) -> None:
     wisp, _, _ = attacked

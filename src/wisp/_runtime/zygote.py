@@ -318,6 +318,7 @@ class Zygote:
         os.set_blocking(wake_w, False)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # wake select(); reaping happens below
         self.zygotes: set[int] = set()  # children that are zygotes: they end their own children
+        self.helpers: set[int] = set()  # `_fork`'s helpers, reaped once they have exited
         self.retiring = False
         self.orphaned = False
         signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -465,18 +466,19 @@ class Zygote:
             os.write(write, str(child).encode())
             os._exit(0)
         os.close(write)
+        # Not waited for: tearing down the helper's copy of this zygote's memory takes 1-2 ms
+        # (more with numpy and pandas imported), which the cold start need not wait for. `reap`.
+        self.helpers.add(helper)
         try:
             answer = os.read(read, 32)
         finally:
             os.close(read)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(helper, 0)
         if not answer:
             raise OSError(errno.EAGAIN, "the helper could not make a pid namespace")
         return int(answer), False
 
     def reap(self) -> None:
-        while self.children:
+        while self.children or self.helpers:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
@@ -485,6 +487,7 @@ class Zygote:
                 return
             fd = self.children.pop(pid, None)
             self.zygotes.discard(pid)
+            self.helpers.discard(pid)
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.write(fd, encode(Exited(os.waitstatus_to_exitcode(status))))
