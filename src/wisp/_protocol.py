@@ -23,6 +23,9 @@ from typing import Any, ClassVar, Union
 
 VERSION = 1
 PREFIX = b"\x00wisp "  # a NUL cannot start a line an app prints by accident
+# The name (/proc/PID/comm) of a container a function's zygote forked ahead, until it has its
+# request: the server's memory bound counts it with its zygote.
+STANDBY_NAME = "wisp-standby"
 
 
 class ProtocolError(ValueError):
@@ -158,5 +161,5 @@ def _message(data: Any, raw: object) -> Message:
     return message
 
 
-__all__ = ["PREFIX", "TCP", "VERSION", "Exited", "Log", "Message", "ProtocolError", "Ready", "Start", "Stopping",
+__all__ = ["PREFIX", "STANDBY_NAME", "TCP", "VERSION", "Exited", "Log", "Message", "ProtocolError", "Ready", "Start", "Stopping",
            "Unforkable", "ZygoteReady", "decode", "encode", "encode_line", "tcp", "tcp_address"]

@@ -48,6 +48,44 @@ def test_forked_containers_are_separate_and_survive_a_sibling_crash(wisp: Wisp, 
     wisp.run("app", "stop", "zygote")
 
 
+def _standby_of(zygote: int) -> int | None:
+    """The container the function zygote `zygote` forked ahead, parked (named wisp-standby)."""
+    try:
+        children = Path(f"/proc/{zygote}/task/{zygote}/children").read_text().split()
+    except OSError:
+        return None
+    for child in children:
+        try:
+            if Path(f"/proc/{child}/comm").read_text().strip() == "wisp-standby":
+                return int(child)
+        except OSError:
+            continue
+    return None
+
+
+def test_the_next_container_is_forked_ahead_and_takes_the_next_cold_start(wisp: Wisp, tmp_path: Path) -> None:
+    """After a start, a function zygote forks its next container ahead and parks it, outside the
+    app's folder; the next container to start is that process. It goes with its zygote."""
+    shutil.copy(REPO / "tests/e2e/apps/zygote_app.py", tmp_path / "zygote_app.py")
+    wisp.run("deploy", str(tmp_path / "zygote_app.py"))
+    url = wisp.url("zygote--inside", "/?hold=1")
+    zygote = requests.get(url, timeout=120).json()["ppid"]
+    wait_until(lambda: _standby_of(zygote) is not None, 30, message="a container forked ahead")
+    standby = _standby_of(zygote)
+    assert standby is not None
+    assert os.readlink(f"/proc/{standby}/cwd") == "/"  # not counted among the app's containers
+    with ThreadPoolExecutor(2) as pool:  # the first container takes one; the other needs a new one
+        answers = [r.json() for r in pool.map(lambda _: requests.get(url, timeout=120), range(2))]
+    assert standby in {a["pid"] for a in answers}
+    taken = next(a for a in answers if a["pid"] == standby)
+    assert taken["seen"] == [standby] and "/apps/zygote/v" in taken["cwd"]  # a container like any
+    assert taken["app"] == "zygote" and taken["function"] == "inside"
+    wait_until(lambda: _standby_of(zygote) not in (None, standby), 30, message="the next one forked ahead")
+    wisp.run("app", "stop", "zygote")
+    wait_until(lambda: _standby_of(zygote) is None and _state(zygote) in ("gone", "Z"), 30,
+               message="the zygote and its parked container to exit")
+
+
 def _zygotes(folder: str) -> dict[int, int]:
     """pid -> parent pid of the function zygotes of the app version in `folder`.
 

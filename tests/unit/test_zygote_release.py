@@ -2,13 +2,19 @@
 functions share a function zygote."""
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from wisp._protocol import Start
+from wisp._protocol import STANDBY_NAME, Start
 from wisp.server.isolation import AppUser
-from wisp.server.runtime.release import MB, Held, bound_from_env, to_release
+from wisp.server.runtime.release import MB, Held, bound_from_env, held_pss, pss, to_release
 from wisp.server.runtime.zygote import sharing_key
 
 
@@ -86,3 +92,33 @@ def test_the_private_switch_gives_each_function_its_own_zygote_as_before() -> No
     """WISP_ZYGOTE_PER_FUNCTION=1, for the benchmark's baseline."""
     assert key("one", BASE, per_function=True) != key("two", BASE, per_function=True)
     assert key("one", BASE, per_function=True) == key("one", BASE, per_function=True)
+
+
+def test_a_zygote_holds_its_pss_and_its_parked_containers() -> None:
+    """An idle function zygote's container forked ahead shares its pages: the bound counts it with
+    the zygote (`held_pss`), or it would see half of what the zygote costs. Other children (a
+    container that runs) are not counted."""
+    parked = f"open('/proc/self/comm', 'w').write({STANDBY_NAME!r}); import time; time.sleep(30)"
+    parent = subprocess.Popen(["sh", "-c", f"{sys.executable} -c \"{parked}\" & sleep 30 & wait"])
+    children: list[int] = []
+    try:
+        listed = Path(f"/proc/{parent.pid}/task/{parent.pid}/children")
+        names: dict[int, str] = {}
+        for _ in range(1000):  # up to 10 s for both children, the one named
+            children = [int(pid) for pid in listed.read_text().split()]
+            names = {pid: Path(f"/proc/{pid}/comm").read_text().strip() for pid in children}
+            if STANDBY_NAME in names.values() and len(names) == 2:
+                break
+            time.sleep(0.01)
+        standby = next(pid for pid, name in names.items() if name == STANDBY_NAME)
+        other = next(pid for pid in names if pid != standby)
+        own, theirs, running = pss(parent.pid), pss(standby), pss(other)
+        assert own and theirs and running
+        assert abs(held_pss(parent.pid) - (own + theirs)) < min(theirs, running) / 2  # type: ignore[operator]
+    finally:
+        for child in children:
+            with contextlib.suppress(OSError):
+                os.kill(child, signal.SIGKILL)
+        parent.kill()
+        parent.wait()
+    assert held_pss(parent.pid) is None  # gone

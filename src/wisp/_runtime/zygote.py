@@ -47,11 +47,11 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any, NoReturn
 
-from .._protocol import Exited, Start, Unforkable, ZygoteReady, encode, encode_line
+from .._protocol import STANDBY_NAME, Exited, Start, Unforkable, ZygoteReady, encode, encode_line
 from . import cgroup, sandbox
 from ._parent import die_with_parent
 
@@ -70,6 +70,7 @@ PRELOAD = (
 MAX_REQUEST = 1 << 20
 MAX_CGROUP_FDS = 8  # a slot's files passed with a fork request (cgroup v1: one per controller)
 PARENT_CHECK = 1.0  # seconds between checks that the parent (server or image zygote) lives
+STANDBY_AFTER = 0.05  # seconds of quiet before a function zygote forks its next container ahead
 PR_SET_DUMPABLE = 4
 PR_GET_PDEATHSIG = 2
 ORPHANED = signal.SIGHUP  # a zygote's parent-death signal (handled); a container's is SIGKILL
@@ -300,13 +301,39 @@ def _run_child(request: dict[str, Any], out_fd: int, inherited: list[int], body:
         os._exit(code)
 
 
+def _comm() -> bytes:
+    with open("/proc/self/comm", "rb") as comm:
+        return comm.read().rstrip(b"\n")
+
+
+def _set_comm(name: bytes) -> None:
+    with contextlib.suppress(OSError), open("/proc/self/comm", "wb") as comm:
+        comm.write(name[:15])
+
+
+@dataclass
+class Standby:
+    """A container forked ahead and parked (`Zygote.park`): the next request goes to it over
+    `sock` with its descriptors, so the forks (two in a sandbox, with the pid namespace's helper)
+    are off the cold path."""
+
+    pid: int
+    sock: socket.socket
+    pid_namespace: bool  # made as `sandbox.forks_pid_namespaces` said for the request before it
+
+
 class Zygote:
     """Fork a child per request on a Unix socket; reap children; retire on SIGTERM."""
 
-    def __init__(self, path: str, spawn: Spawn, fork_safe_threads: int = 0, parent: int | None = None) -> None:
-        """`parent`: the pid our parent had when it started us, if known (a changed one orphans us)."""
+    def __init__(self, path: str, spawn: Spawn, fork_safe_threads: int = 0, parent: int | None = None,
+                 standby: bool = False) -> None:
+        """`parent`: the pid our parent had when it started us, if known (a changed one orphans us).
+        `standby`: keep a container forked ahead once a request has come (a function's zygote)."""
         self.path = path
         self.spawn = spawn
+        self.keeps_standby = standby
+        self.standby: Standby | None = None
+        self.pid_namespace: bool | None = None  # what the last request's child got: the next standby's
         self.fork_safe_threads = fork_safe_threads  # e.g. OpenBLAS's pool: it stops itself for a fork
         self.listener: socket.socket | None = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(path)
@@ -341,8 +368,16 @@ class Zygote:
             if pid not in self.zygotes:
                 with contextlib.suppress(OSError):
                     os.killpg(pid, signal.SIGKILL)
+        self.drop_standby()
+
+    def drop_standby(self) -> None:
+        """The parked container ends at the end of its socket (`_parked`)."""
+        standby, self.standby = self.standby, None
+        if standby is not None:
+            standby.sock.close()
 
     def retire(self) -> None:
+        self.drop_standby()
         if self.listener is not None:
             self.listener.close()
             self.listener = None
@@ -358,10 +393,13 @@ class Zygote:
             if self.retiring:
                 self.retire()
             watched: list[socket.socket | int] = [self.wake_r] if self.listener is None else [self.listener, self.wake_r]
+            park = self.wants_standby()
             try:
-                ready, _, _ = select.select(watched, [], [], PARENT_CHECK)
+                ready, _, _ = select.select(watched, [], [], STANDBY_AFTER if park else PARENT_CHECK)
             except InterruptedError:
                 continue
+            if park and not ready and self.wants_standby():
+                self.park()
             if os.getppid() != self.parent:  # whoever asked for containers is gone
                 self.orphaned = True
                 continue
@@ -411,8 +449,13 @@ class Zygote:
             return
         request, out_fd, status_fd = received
         parent = os.getpid()
+        pid_namespace = sandbox.forks_pid_namespaces(request)
+        self.pid_namespace = pid_namespace
         try:
-            pid, adopted = self._fork(request)
+            pid = self.hand_over(request, out_fd, pid_namespace)
+            adopted = False
+            if pid is None:
+                pid, adopted = self._fork(pid_namespace)
         except OSError as exc:
             for fd in (out_fd, status_fd, *request.get("cgroup_fds", ())):
                 os.close(fd)
@@ -443,13 +486,82 @@ class Zygote:
             os.close(pidfd)
         self.reap()
 
-    def _fork(self, request: dict[str, Any]) -> tuple[int, bool]:
+    def wants_standby(self) -> bool:
+        return (self.keeps_standby and self.standby is None and self.pid_namespace is not None
+                and self.listener is not None and not self.retiring and not self.orphaned)
+
+    def park(self) -> None:
+        """Fork the next container ahead, while nothing else happens: it waits in `_parked` for
+        the next request (`hand_over`)."""
+        assert self.pid_namespace is not None
+        if thread_count() > 1 + self.fork_safe_threads:  # as `receive`: such a child could deadlock
+            self.pid_namespace = None
+            return
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        zygote = os.getpid()
+        try:
+            pid, adopted = self._fork(self.pid_namespace)
+        except OSError:
+            ours.close()
+            theirs.close()
+            self.pid_namespace = None  # not again until the next request: forks fail for now
+            return
+        if pid == 0:
+            try:  # nothing of the zygote's own loop ever runs in the child
+                ours.close()
+                self._parked(theirs, adopted, zygote)
+            finally:
+                os._exit(1)
+        theirs.close()
+        self.standby = Standby(pid, ours, self.pid_namespace)
+
+    def _parked(self, sock: socket.socket, adopted: bool, zygote: int) -> NoReturn:
+        """In a standby: hold nothing of the zygote's that others wait on, wait for a request, then
+        be its container; exit when the zygote drops it (the socket's end) instead."""
+        signal.signal(ORPHANED, signal.SIG_DFL)
+        if not adopted and not die_with_parent(signal.SIGKILL, zygote):
+            os._exit(1)
+        assert self.listener is not None
+        self.listener.close()
+        for fd in self.children.values():  # siblings' status pipes: holding them would hide their exits
+            os.close(fd)
+        os.chdir("/")  # not in the app's folder, where it would look like one of its containers
+        name = _comm()
+        _set_comm(STANDBY_NAME.encode())
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, MAX_REQUEST, 1 + MAX_CGROUP_FDS)
+        except OSError:
+            os._exit(1)
+        if not data or not fds:
+            os._exit(0)
+        sock.close()
+        _set_comm(name)
+        request = json.loads(data)
+        request["cgroup_fds"] = fds[1:]
+        self.spawn(request, fds[0], [self.wake_r])
+
+    def hand_over(self, request: dict[str, Any], out_fd: int, pid_namespace: bool) -> int | None:
+        """Give the request to the standby: its pid, or None when there is none to take it."""
+        standby, self.standby = self.standby, None
+        if standby is None:
+            return None
+        with standby.sock:  # whatever happens, this one is done
+            if standby.pid_namespace != pid_namespace:
+                return None
+            message = json.dumps({k: v for k, v in request.items() if k != "cgroup_fds"}).encode()
+            try:
+                socket.send_fds(standby.sock, [message], [out_fd, *request.get("cgroup_fds", ())])
+            except OSError:  # it died parked, or the request is too large for one message
+                return None
+        return standby.pid
+
+    def _fork(self, pid_namespace: bool) -> tuple[int, bool]:
         """`os.fork()`, and whether the child was adopted: in a sandboxed function zygote, a
         container is pid 1 of a pid namespace of its own. A helper forked here makes the
         namespace (a process may make one only while its children still go to its own), forks
         the container into it and exits; this zygote, pid 1 of the namespace around both,
         adopts the container, so it reaps it and reports its exit as any other child's."""
-        if not sandbox.forks_pid_namespaces(request):
+        if not pid_namespace:
             return os.fork(), False
         read, write = os.pipe()
         helper = os.fork()
@@ -488,6 +600,8 @@ class Zygote:
             fd = self.children.pop(pid, None)
             self.zygotes.discard(pid)
             self.helpers.discard(pid)
+            if self.standby is not None and self.standby.pid == pid:  # it died parked
+                self.drop_standby()
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.write(fd, encode(Exited(os.waitstatus_to_exitcode(status))))
@@ -551,7 +665,7 @@ def _function_zygote(request: dict[str, Any]) -> None:
         ready = loaded.get(args.function)
         serve(ready if ready is not None else load(args, first.module), args)
 
-    zygote = Zygote(str(request["zygote"]), spawn, fork_safe)
+    zygote = Zygote(str(request["zygote"]), spawn, fork_safe, standby=True)
     gc.freeze()  # what exists now stays shared: the children's collections skip it
     print(encode_line(ZygoteReady()), flush=True)
     zygote.serve()

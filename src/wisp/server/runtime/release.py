@@ -13,6 +13,8 @@ import os
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
+from ..._protocol import STANDBY_NAME
+
 MB = 1 << 20
 DEFAULT_BOUND_MB = 128
 BOUND_VARIABLE = "WISP_ZYGOTE_MEMORY_MB"
@@ -72,4 +74,28 @@ def pss(pid: int) -> int | None:
         return None
 
 
-__all__ = ["BOUND_VARIABLE", "DEFAULT_BOUND_MB", "MB", "Held", "bound_from_env", "pss", "to_release"]
+def held_pss(pid: int) -> int | None:
+    """What a zygote holds: its PSS and that of the container it forked ahead, if any (a child
+    named `STANDBY_NAME`). That one shares its pages and so halves the zygote's PSS; counted apart
+    from it, the bound would see half of what keeping the zygote costs. Containers it forked and
+    that run are not counted: they are the app's, and while they run the zygote is busy anyway."""
+    own = pss(pid)
+    if own is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as listed:
+            children = listed.read().split()
+    except OSError:
+        children = []
+    for child in children:
+        try:
+            with open(f"/proc/{child}/comm") as comm:
+                parked = comm.read().strip() == STANDBY_NAME
+        except OSError:
+            continue
+        if parked:
+            own += pss(int(child)) or 0
+    return own
+
+
+__all__ = ["BOUND_VARIABLE", "DEFAULT_BOUND_MB", "MB", "Held", "bound_from_env", "held_pss", "pss", "to_release"]

@@ -834,10 +834,10 @@ class ZygoteRuntime:
         return pid
 
     def _size(self, pid: int, now: float) -> int:
-        """A zygote's PSS, measured again at most every SIZE_EVERY seconds."""
+        """What a zygote holds (`release.held_pss`), measured again at most every SIZE_EVERY seconds."""
         measured = self._sizes.get(pid)
         if measured is None or now - measured[0] >= SIZE_EVERY:
-            measured = self._sizes[pid] = (now, release.pss(pid) or 0)
+            measured = self._sizes[pid] = (now, release.held_pss(pid) or 0)
         return measured[1]
 
     def held(self, now: float) -> list[release.Held]:
