@@ -5,6 +5,7 @@ function zygote and every container of it (a 502 for the request in flight)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 from pathlib import Path
@@ -27,18 +28,26 @@ def zygote_sockets(home: Path, server_pid: int) -> list[str]:
 
 
 def poke(path: str, payload: bytes | None) -> None:
+    """Send `payload`; one that names a sandbox goes with the two descriptors a request carries."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(5)
+    pipe = os.pipe()
     try:
         sock.connect(path)
-        if payload is not None:
+        if payload is not None and b'"sandbox"' in payload:
+            socket.send_fds(sock, [payload], list(pipe))
+        elif payload is not None:
             sock.sendall(payload)
     finally:
         sock.close()
+        for fd in pipe:
+            os.close(fd)
 
 
-@pytest.mark.parametrize("payload", [None, b"\x00garbage", b'["a list"]', b'{"not": "fds"}'],
-                         ids=["hang-up", "garbage", "not-an-object", "no-fds"])
+@pytest.mark.parametrize("payload", [None, b"\x00garbage", b'["a list"]', b'{"not": "fds"}',
+                                     b'{"sandbox": 5}', b'{"sandbox": {"without": 5}}'],
+                         ids=["hang-up", "garbage", "not-an-object", "no-fds", "sandbox-not-an-object",
+                              "sandbox-without-not-a-list"])
 def test_a_bad_peer_on_a_zygote_socket_ends_no_zygote_and_no_container(tmp_path: Path, payload: bytes | None) -> None:
     wisp = start_wisp(tmp_path / "home")
     try:

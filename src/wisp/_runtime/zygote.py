@@ -433,8 +433,11 @@ class Zygote:
                 if not isinstance(request, dict):
                     raise ValueError("not an object")
                 request["cgroup_fds"] = fds[2:]  # its cgroup slot's files, opened by the server
+                sandbox.forks_pid_namespaces(request)  # its sandbox settings read as `handle` will
             except ValueError:
                 problem = b'{"error": "the request is not a JSON object"}\n'
+            except (AttributeError, TypeError):
+                problem = b'{"error": "the request\'s sandbox settings are malformed"}\n'
         if problem is not None:
             for fd in fds:
                 os.close(fd)
@@ -497,8 +500,12 @@ class Zygote:
         if thread_count() > 1 + self.fork_safe_threads:  # as `receive`: such a child could deadlock
             self.pid_namespace = None
             return
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         zygote = os.getpid()
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except OSError:  # out of descriptors, say: a standby is a nicety, never a reason to fail
+            self.pid_namespace = None
+            return
         try:
             pid, adopted = self._fork(self.pid_namespace)
         except OSError:
@@ -545,15 +552,19 @@ class Zygote:
         standby, self.standby = self.standby, None
         if standby is None:
             return None
-        with standby.sock:  # whatever happens, this one is done
-            if standby.pid_namespace != pid_namespace:
-                return None
-            message = json.dumps({k: v for k, v in request.items() if k != "cgroup_fds"}).encode()
+        message = json.dumps({k: v for k, v in request.items() if k != "cgroup_fds"}).encode()
+        if standby.pid_namespace == pid_namespace:
             try:
                 socket.send_fds(standby.sock, [message], [out_fd, *request.get("cgroup_fds", ())])
-            except OSError:  # it died parked, or the request is too large for one message
-                return None
-        return standby.pid
+            except OSError as exc:
+                if exc.errno == errno.EMSGSIZE:  # a request larger than one message: kept for the next
+                    self.standby = standby
+                    return None
+            else:
+                standby.sock.close()
+                return standby.pid
+        standby.sock.close()  # it ends at the socket's end (or died parked already)
+        return None
 
     def _fork(self, pid_namespace: bool) -> tuple[int, bool]:
         """`os.fork()`, and whether the child was adopted: in a sandboxed function zygote, a
@@ -575,8 +586,10 @@ class Zygote:
             if child == 0:
                 os.close(write)
                 return 0, True
-            os.write(write, str(child).encode())
-            os._exit(0)
+            try:
+                os.write(write, str(child).encode())
+            finally:
+                os._exit(0)
         os.close(write)
         # Not waited for: tearing down the helper's copy of this zygote's memory takes 1-2 ms
         # (more with numpy and pandas imported), which the cold start need not wait for. `reap`.
@@ -590,7 +603,7 @@ class Zygote:
         return int(answer), False
 
     def reap(self) -> None:
-        while self.children or self.helpers:
+        while self.children or self.helpers or self.standby is not None:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
@@ -602,6 +615,7 @@ class Zygote:
             self.helpers.discard(pid)
             if self.standby is not None and self.standby.pid == pid:  # it died parked
                 self.drop_standby()
+                self.pid_namespace = None  # no other until the next request, in case it dies again
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.write(fd, encode(Exited(os.waitstatus_to_exitcode(status))))
