@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from wisp._image_steps import PipInstall, PipInstallFromRequirements, RunCommands, Step
 from wisp.server import build_sandbox as bs
@@ -286,3 +287,26 @@ def test_without_a_sandbox_the_server_says_why(tmp_path: Path, environ: dict[str
 def test_a_wrong_build_setting_stops_the_server_saying_which(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="WISP_BUILD_UID='x' must be a uid above 0"):
         bs.configure(tmp_path, {"PATH": "/usr/bin:/bin", "WISP_BUILD_UID": "x"}, euid=0)
+
+
+@pytest.mark.parametrize("loop_factory", ["asyncio", "uvloop"])
+def test_the_proxy_stops_piping_quietly_once_the_other_side_is_closed(loop_factory: str) -> None:
+    """A client that hung up while its upstream still sent: the pipe ends without an error
+    (uvloop raised RuntimeError on the write, which ended up as a traceback in the server's log)."""
+
+    async def run() -> None:
+        left, right = socket.socketpair()
+        source_reader = asyncio.StreamReader()
+        source_reader.feed_data(b"x" * 10_000)
+        source_reader.feed_eof()
+        _, writer = await asyncio.open_connection(sock=left)
+        writer.close()  # the client is gone
+        await writer.wait_closed()
+        await bs._pipe(source_reader, writer)
+        right.close()
+
+    loop = uvloop.new_event_loop() if loop_factory == "uvloop" else asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(run())
+    finally:
+        loop.close()

@@ -522,11 +522,13 @@ def _response(status: int, text: str) -> bytes:
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError, OSError):
-        while data := await reader.read(1 << 16):
+    """Copy until the reader's end, or until the writer's side is gone: then quietly (uvloop raises
+    RuntimeError on a write to a closed transport, where asyncio's own loop only logs)."""
+    with contextlib.suppress(ConnectionError, OSError, RuntimeError):
+        while (data := await reader.read(1 << 16)) and not writer.is_closing():
             writer.write(data)
             await writer.drain()
-        if writer.can_write_eof():
+        if not writer.is_closing() and writer.can_write_eof():
             writer.write_eof()
 
 
