@@ -413,8 +413,9 @@ class Zygote:
                 with conn:
                     self.handle(conn)
 
-    def receive(self, conn: socket.socket) -> tuple[dict[str, Any], int, int] | None:
-        """A fork request: its JSON and the child's output and status fds; None, after saying why
+    def receive(self, conn: socket.socket) -> tuple[dict[str, Any], bool, int, int] | None:
+        """A fork request: its JSON, whether its child gets a pid namespace of its own
+        (`sandbox.forks_pid_namespaces`), and the child's output and status fds; None, after saying why
         when the peer is still there, for anything else. A peer that hangs up at once or sends
         garbage (any process of the app's uid can reach this socket) must never end the zygote:
         its children would die with it."""
@@ -433,7 +434,7 @@ class Zygote:
                 if not isinstance(request, dict):
                     raise ValueError("not an object")
                 request["cgroup_fds"] = fds[2:]  # its cgroup slot's files, opened by the server
-                sandbox.forks_pid_namespaces(request)  # its sandbox settings read as `handle` will
+                pid_namespace = sandbox.forks_pid_namespaces(request)
             except ValueError:
                 problem = b'{"error": "the request is not a JSON object"}\n'
             except (AttributeError, TypeError):
@@ -444,15 +445,14 @@ class Zygote:
             with contextlib.suppress(OSError):
                 conn.sendall(problem)
             return None
-        return request, fds[0], fds[1]
+        return request, pid_namespace, fds[0], fds[1]
 
     def handle(self, conn: socket.socket) -> None:
         received = self.receive(conn)
         if received is None:
             return
-        request, out_fd, status_fd = received
+        request, pid_namespace, out_fd, status_fd = received
         parent = os.getpid()
-        pid_namespace = sandbox.forks_pid_namespaces(request)
         self.pid_namespace = pid_namespace
         try:
             pid = self.hand_over(request, out_fd, pid_namespace)
@@ -552,8 +552,8 @@ class Zygote:
         standby, self.standby = self.standby, None
         if standby is None:
             return None
-        message = json.dumps({k: v for k, v in request.items() if k != "cgroup_fds"}).encode()
         if standby.pid_namespace == pid_namespace:
+            message = json.dumps({k: v for k, v in request.items() if k != "cgroup_fds"}).encode()
             try:
                 socket.send_fds(standby.sock, [message], [out_fd, *request.get("cgroup_fds", ())])
             except OSError as exc:

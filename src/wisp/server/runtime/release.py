@@ -82,20 +82,24 @@ def held_pss(pid: int) -> int | None:
     own = pss(pid)
     if own is None:
         return None
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as listed:
-            children = listed.read().split()
-    except OSError:
-        children = []
-    for child in children:
+    for child in children(pid):
         try:
             with open(f"/proc/{child}/comm") as comm:
                 parked = comm.read().strip() == STANDBY_NAME
         except OSError:
             continue
         if parked:
-            own += pss(int(child)) or 0
+            own += pss(child) or 0
     return own
 
 
-__all__ = ["BOUND_VARIABLE", "DEFAULT_BOUND_MB", "MB", "Held", "bound_from_env", "held_pss", "pss", "to_release"]
+def children(pid: int) -> list[int]:
+    """A process's children (/proc/PID/task/PID/children); none once it is gone."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as listed:
+            return [int(child) for child in listed.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+__all__ = ["BOUND_VARIABLE", "DEFAULT_BOUND_MB", "MB", "Held", "bound_from_env", "children", "held_pss", "pss", "to_release"]

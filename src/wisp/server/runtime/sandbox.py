@@ -24,6 +24,7 @@ from typing import Any
 
 from ..._protocol import Start
 from ..isolation import AppUser
+from . import release
 from .base import ContainerProcess, Launcher
 from .egress import Egress
 from .gpus import NO_GPUS, Grant
@@ -149,11 +150,7 @@ class SandboxRuntime(ZygoteRuntime):
     def zygote_pid(self, pid: int) -> int:
         """A sandboxed function zygote is the one child of the process its image zygote forked
         (which waits for it outside its pid namespace): its memory is what the bound counts."""
-        try:
-            with open(f"/proc/{pid}/task/{pid}/children") as children:
-                return int(children.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            return pid
+        return next(iter(release.children(pid)), pid)
 
     def fresh_launcher(self, python: str, start: Start, env: Mapping[str, str], cwd: Path, user: AppUser | None,
                        note: str | None = None, slots: SlotSupply | None = None) -> Launcher:
