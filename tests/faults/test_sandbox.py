@@ -16,6 +16,7 @@ import os
 import shutil
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -129,28 +130,31 @@ def test_writes_to_its_home_stay_in_its_container(attacked: tuple[Wisp, dict[str
 
 def test_the_zygote_is_sandboxed_too_and_the_neighbour_answers(attacked: tuple[Wisp, dict[str, object], int]) -> None:
     wisp, _, uid = attacked
+    wait_until(lambda: any(status["Name"] == "wisp-standby" for status in _app_processes(uid, wisp.server_pid()).values()),
+               30, message="the container the zygote forks ahead")
     processes = _app_processes(uid, wisp.server_pid())
-    # The container its zygote forked ahead is parked with the zygote's own capabilities until it
-    # has a request: it is no container yet (wisp._runtime.zygote.Standby).
+    # The container its zygote forked ahead (wisp._runtime.zygote.Standby) is sandboxed already,
+    # but no container yet: it waits for a request.
     standbys = {pid for pid, status in processes.items() if status["Name"] == "wisp-standby"}
     nested = {pid: status for pid, status in processes.items()
               if len(status["NSpid"].split()) >= 2 and pid not in standbys}
     zygotes = {pid for pid, status in nested.items() if len(status["NSpid"].split()) == 2}
     containers = {pid for pid, status in nested.items() if len(status["NSpid"].split()) == 3}
-    assert len(zygotes) == 1 and containers  # each pid 1 of its own namespace, the containers' inside the zygote's
+    assert len(zygotes) == 1 and containers and standbys  # each pid 1 of its own namespace, the containers' inside the zygote's
     for pid in containers:  # forked from the function zygote, which imported the script: its children
         assert int(processes[pid]["PPid"]) in zygotes
         assert processes[pid]["CapEff"] == "0000000000000000"
     for pid in standbys:
         assert int(processes[pid]["PPid"]) in zygotes
+        assert processes[pid]["CapEff"] == "0000000000000000"
     for status in [*nested.values(), *(processes[pid] for pid in standbys)]:
         assert (status["Seccomp"], status["NoNewPrivs"]) == ("2", "1")
     # The zygote's capabilities are over a user namespace of its own, which holds only the
     # namespaces it makes for its containers; not the host's, not its containers'.
     (zygote,) = zygotes
-    user_ns = {pid: os.readlink(f"/proc/{pid}/ns/user") for pid in (zygote, *containers)}
+    user_ns = {pid: os.readlink(f"/proc/{pid}/ns/user") for pid in (zygote, *containers, *standbys)}
     assert user_ns[zygote] != os.readlink("/proc/self/ns/user")
-    assert all(user_ns[pid] != user_ns[zygote] for pid in containers)
+    assert all(user_ns[pid] != user_ns[zygote] for pid in (*containers, *standbys))
     assert "could not import the script ahead" not in wisp.run("app", "logs", "sbx-hostile").stdout
     assert get(wisp.url("iso-victim--alive")).json() == {"alive": "victim-code-7731"}
 
@@ -167,6 +171,42 @@ def test_the_helpers_that_made_pid_namespaces_are_reaped(attacked: tuple[Wisp, d
                 if status["State"].startswith("Z")]
 
     wait_until(lambda: not zombies(), 10, message="no zombie below the function zygotes")
+
+
+def test_a_container_forked_ahead_enters_its_sandbox_while_parked_and_takes_only_a_request_alike(
+        attacked: tuple[Wisp, dict[str, object], int], tmp_path: Path) -> None:
+    """A function zygote's next container enters the sandbox of the last request's function while it
+    waits (`wisp._runtime.sandbox.enter_ahead`), off the cold path. A request whose sandbox differs
+    (here the size of /tmp) is never handed to it: a container is forked for that request."""
+    wisp, _, _ = attacked
+    shutil.copy(APPS / "sbx_disks.py", tmp_path / "sbx_disks.py")
+    wisp.run("deploy", str(tmp_path / "sbx_disks.py"))
+    uid = (Path(os.path.realpath(wisp.home)) / "apps" / "sbx-disks").stat().st_uid
+
+    def parked() -> int | None:
+        found = [pid for pid, status in _app_processes(uid, wisp.server_pid()).items()
+                 if status["Name"] == "wisp-standby"]
+        return found[0] if len(found) == 1 else None
+
+    small = get(wisp.url("sbx-disks--small")).json()
+    wait_until(lambda: parked() is not None, 30, message="a container forked ahead")
+    standby = parked()
+    assert standby is not None
+    zygote = int(_status(standby)["PPid"])
+    net = os.readlink(f"/proc/{standby}/ns/net")
+    assert net not in (os.readlink(f"/proc/{zygote}/ns/net"), small["net"])  # its own, made while parked
+    assert _status(standby)["CapEff"] == "0000000000000000"
+
+    big = get(wisp.url("sbx-disks--big")).json()
+    assert big["tmp_mb"] == 64 and big["net"] != net  # forked for it: the parked one has small's /tmp
+    wait_until(lambda: parked() not in (None, standby), 30, message="a container forked ahead for big")
+    standby = parked()
+    assert standby is not None
+    net = os.readlink(f"/proc/{standby}/ns/net")
+    with ThreadPoolExecutor(2) as pool:  # big's first container takes one; the other needs a new one
+        answers = list(pool.map(lambda _: get(wisp.url("sbx-disks--big"), params={"hold": 1}).json(), range(2)))
+    assert {"tmp_mb": 64, "net": net} in answers  # the parked one, made for big
+    wisp.run("app", "stop", "sbx-disks")
 
 
 def test_a_stop_drains_the_request_then_runs_the_exit_hook(attacked: tuple[Wisp, dict[str, object], int],

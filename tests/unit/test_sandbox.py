@@ -154,6 +154,43 @@ def test_limits_are_only_ever_lowered(current: dict[int, tuple[int, int]], expec
     assert {k: lowered[k] for k in expected} == expected
 
 
+SETTINGS = {"without": [], "hidden": ["/srv/wisp"], "version_dir": "/srv/wisp/apps/a/v1", "socket_dir": "/run/a"}
+
+
+@pytest.mark.parametrize(("request_", "in_zygote", "keyed"), [
+    ({"sandbox": SETTINGS, "tmp_size_mb": 512}, True, True),
+    ({"sandbox": SETTINGS}, True, True),
+    ({"sandbox": SETTINGS, "tmp_size_mb": 512}, False, False),  # not a sandboxed function zygote's child
+    ({"sandbox": SETTINGS, "zygote": "/run/a/z.sock"}, True, False),  # a zygote is never forked ahead
+    ({"sandbox": None, "tmp_size_mb": 512}, True, False),
+    ({}, True, False),
+])
+def test_what_a_container_forked_ahead_may_enter(monkeypatch: pytest.MonkeyPatch, request_: dict[str, object],
+                                                 in_zygote: bool, keyed: bool) -> None:
+    monkeypatch.setattr(sb, "_plan", [] if in_zygote else None)
+    monkeypatch.setattr(sb, "_pid_namespaces", in_zygote)
+    assert (sb.ahead_key(request_) is not None) == keyed
+
+
+def test_the_key_tells_the_settings_and_the_size_of_tmp_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sb, "_plan", [])
+    monkeypatch.setattr(sb, "_pid_namespaces", True)
+    keys = {sb.ahead_key({"sandbox": SETTINGS, "tmp_size_mb": 512}), sb.ahead_key({"sandbox": SETTINGS, "tmp_size_mb": 64}),
+            sb.ahead_key({"sandbox": {**SETTINGS, "version_dir": "/srv/wisp/apps/a/v2"}, "tmp_size_mb": 512}),
+            sb.ahead_key({"sandbox": {**SETTINGS, "without": ["overlay"]}, "tmp_size_mb": 512})}
+    assert len(keys) == 4
+    assert sb.ahead_key({"tmp_size_mb": 64, "sandbox": dict(reversed(SETTINGS.items()))}) in keys
+
+
+def test_a_container_entered_ahead_refuses_a_request_with_other_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sb, "_plan", [])
+    monkeypatch.setattr(sb, "_pid_namespaces", True)
+    monkeypatch.setattr(sb, "_ahead", sb.ahead_key({"sandbox": SETTINGS, "tmp_size_mb": 512}))
+    sb.enter({"sandbox": SETTINGS, "tmp_size_mb": 512, "env": {}})  # alike: nothing more to do
+    with pytest.raises(RuntimeError, match="entered ahead with other settings"):
+        sb.enter({"sandbox": SETTINGS, "tmp_size_mb": 64, "env": {}})
+
+
 def test_each_missing_mechanism_is_one_line() -> None:
     lines = missing_lines({"seccomp": "Invalid argument", "namespaces": "unshare: Operation not permitted"})
     assert lines == [

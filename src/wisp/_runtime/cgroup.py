@@ -4,7 +4,8 @@ and take the batch scheduling class.
 The server makes the slot ahead (`wisp.server.runtime.slots`) with the function's memory, pids
 and CPU limits, writable by the app's uid; the child writes 0 ("this task") to each file of the
 request (cgroup v1: each controller's `tasks`, v2: `cgroup.procs`) before anything else (before
-namespaces, the environment or any user code), so nothing it runs is ever outside its limits.
+namespaces, the environment or any user code; a container forked ahead entered its sandbox while
+parked, in its zygote's slot), so nothing it runs is ever outside its limits.
 It is one thread then (just forked), so moving the thread moves the process; in v1 a thread's
 move takes no global lock, where a process's waits for an RCU grace period after an idle spell
 (5-14 ms measured here, on every cold start). A child that cannot join says why on its output

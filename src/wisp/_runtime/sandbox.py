@@ -494,6 +494,7 @@ def fresh_tmp(plan: Sequence[Mount], tmp_mb: int, home: str | None) -> bool:
 
 _plan: list[Mount] | None = None  # set in a sandboxed function zygote: its containers build on it
 _pid_namespaces = False  # a sandboxed function zygote: it makes each container's pid namespace
+_ahead: str | None = None  # in a container forked ahead: the `ahead_key` of the sandbox it entered
 
 
 def _python_paths() -> list[str]:
@@ -544,12 +545,22 @@ def _stay_behind(child: int) -> NoReturn:
 def enter(request: Mapping[str, Any]) -> None:
     """Sandbox this freshly forked, single-threaded child as the request's `sandbox` asks, or
     return at once when it asks for none. Raises when a step fails: the child then exits (its
-    output says why) rather than run less contained than the server said."""
+    output says why) rather than run less contained than the server said. A container whose
+    sandbox was entered ahead (`enter_ahead`) only waits for its network, if it has one."""
     settings = request.get("sandbox")
     if not settings:
         return
     without = set(settings.get("without") or ())
     zygote = bool(request.get("zygote"))
+    if _ahead is None:
+        _enter(request, settings, zygote, without)
+    elif _ahead != ahead_key(request):  # `Zygote.hand_over` never gives a standby such a request
+        raise RuntimeError("this container's sandbox was entered ahead with other settings than its request's")
+    if not zygote and "namespaces" not in without and (request.get("env") or {}).get(NETWORK_ENV):
+        await_network()
+
+
+def _enter(request: Mapping[str, Any], settings: Mapping[str, Any], zygote: bool, without: set[str]) -> None:
     tmp_mb = int(request.get("tmp_size_mb") or DEFAULT_TMP_MB)
     if "namespaces" not in without:
         if _plan is not None and os.getpid() == 1:
@@ -557,8 +568,30 @@ def enter(request: Mapping[str, Any]) -> None:
         else:
             _enter_from_image(request, settings, zygote, tmp_mb, without)
     _restrict(zygote, without)
-    if not zygote and "namespaces" not in without and (request.get("env") or {}).get(NETWORK_ENV):
-        await_network()
+
+
+def ahead_key(request: Mapping[str, Any]) -> str | None:
+    """What a container's sandbox is made of, beyond its zygote's (the settings and its /tmp's
+    size), as a key; None when a container forked ahead cannot enter it before its request comes:
+    no sandbox, or a sandbox made of more than a sandboxed function zygote's container's steps."""
+    settings = request.get("sandbox")
+    if not settings or request.get("zygote") or _plan is None or not _pid_namespaces:
+        return None
+    return json.dumps([settings, request.get("tmp_size_mb")], sort_keys=True)
+
+
+def enter_ahead(request: Mapping[str, Any]) -> None:
+    """In a container forked ahead of its request (`zygote.Zygote.park`, pid 1 of its own pid
+    namespace): the sandbox a request like `request` asks for, so that the request, when it
+    comes, finds the container ready but for its cgroup slot, output and environment. `enter`
+    then checks that its request is alike (`ahead_key`) and only waits for the network."""
+    global _ahead
+    key = ahead_key(request)
+    if key is None or os.getpid() != 1:
+        return
+    settings = request["sandbox"]
+    _enter(request, settings, False, set(settings.get("without") or ()))
+    _ahead = key
 
 
 def _enter_from_image(request: Mapping[str, Any], settings: Mapping[str, Any], zygote: bool, tmp_mb: int,
