@@ -183,30 +183,38 @@ def test_a_container_forked_ahead_enters_its_sandbox_while_parked_and_takes_only
     wisp.run("deploy", str(tmp_path / "sbx_disks.py"))
     uid = (Path(os.path.realpath(wisp.home)) / "apps" / "sbx-disks").stat().st_uid
 
-    def parked() -> int | None:
+    def parked() -> int | None:  # named so once its sandbox is entered (`zygote.READY`)
         found = [pid for pid, status in _app_processes(uid, wisp.server_pid()).items()
                  if status["Name"] == "wisp-standby"]
         return found[0] if len(found) == 1 else None
 
-    small = get(wisp.url("sbx-disks--small")).json()
-    wait_until(lambda: parked() is not None, 30, message="a container forked ahead")
-    standby = parked()
-    assert standby is not None
-    zygote = int(_status(standby)["PPid"])
-    net = os.readlink(f"/proc/{standby}/ns/net")
-    assert net not in (os.readlink(f"/proc/{zygote}/ns/net"), small["net"])  # its own, made while parked
-    assert _status(standby)["CapEff"] == "0000000000000000"
+    try:
+        small = get(wisp.url("sbx-disks--small")).json()
+        wait_until(lambda: parked() is not None, 30, message="a container forked ahead")
+        standby = parked()
+        assert standby is not None
+        zygote = next(pid for pid, status in _app_processes(uid, wisp.server_pid()).items()
+                      if status["NSpid"].split()[1:] == ["1"])  # pid 1 of its own pid namespace
+        net = os.readlink(f"/proc/{standby}/ns/net")
+        assert net not in (os.readlink(f"/proc/{zygote}/ns/net"), small["net"])  # its own, made while parked
+        assert _status(standby)["CapEff"] == "0000000000000000"
 
-    big = get(wisp.url("sbx-disks--big")).json()
-    assert big["tmp_mb"] == 64 and big["net"] != net  # forked for it: the parked one has small's /tmp
-    wait_until(lambda: parked() not in (None, standby), 30, message="a container forked ahead for big")
-    standby = parked()
-    assert standby is not None
-    net = os.readlink(f"/proc/{standby}/ns/net")
-    with ThreadPoolExecutor(2) as pool:  # big's first container takes one; the other needs a new one
-        answers = list(pool.map(lambda _: get(wisp.url("sbx-disks--big"), params={"hold": 1}).json(), range(2)))
-    assert {"tmp_mb": 64, "net": net} in answers  # the parked one, made for big
-    wisp.run("app", "stop", "sbx-disks")
+        def at_once(count: int) -> list[dict[str, object]]:  # big's idle containers take one each, the last a new one
+            with ThreadPoolExecutor(count) as pool:
+                return list(pool.map(lambda _: get(wisp.url("sbx-disks--big"), params={"hold": 1}).json(),
+                                     range(count)))
+
+        big = get(wisp.url("sbx-disks--big")).json()
+        assert big["tmp_mb"] == 64 and big["net"] != net  # forked for it: the parked one has small's /tmp
+        assert parked() == standby  # kept through one request of other settings
+        assert all(answer["tmp_mb"] == 64 and answer["net"] != net for answer in at_once(2))
+        wait_until(lambda: parked() not in (None, standby), 30, message="a container forked ahead for big")
+        standby = parked()  # the one for small went at the second request for big in a row (no
+        # container forked while it was kept holds its socket, which would keep it parked)
+        assert standby is not None
+        assert {"tmp_mb": 64, "net": os.readlink(f"/proc/{standby}/ns/net")} in at_once(3)  # the parked one, made for big
+    finally:
+        wisp.run("app", "stop", "sbx-disks", check=False)
 
 
 def test_a_stop_drains_the_request_then_runs_the_exit_hook(attacked: tuple[Wisp, dict[str, object], int],

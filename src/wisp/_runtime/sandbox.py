@@ -1,7 +1,9 @@
 """The sandbox a forked child enters (issue 15, point 1): stdlib and ctypes only.
 
 Called from `zygote._become` after the uid drop and before the environment, the folder or any
-user code, when the fork request carries a `sandbox` field (`--runtime sandbox`):
+user code, when the fork request carries a `sandbox` field (`--runtime sandbox`); a container
+that a sandboxed function zygote forks ahead enters it while it waits for its request
+(`enter_ahead`, from `zygote.Zygote._parked`):
 
 - its own user, mount, pid, net, ipc and uts namespaces (one `unshare` while the child still has
   one thread), the app's uid mapped to itself, so files keep their owners;

@@ -71,6 +71,7 @@ MAX_REQUEST = 1 << 20
 MAX_CGROUP_FDS = 8  # a slot's files passed with a fork request (cgroup v1: one per controller)
 PARENT_CHECK = 1.0  # seconds between checks that the parent (server or image zygote) lives
 STANDBY_AFTER = 0.05  # seconds of quiet before a function zygote forks its next container ahead
+READY = b"r"  # what a container forked ahead says once it waits for its request, its sandbox entered
 PR_SET_DUMPABLE = 4
 PR_GET_PDEATHSIG = 2
 ORPHANED = signal.SIGHUP  # a zygote's parent-death signal (handled); a container's is SIGKILL
@@ -320,7 +321,9 @@ class Standby:
     pid: int
     sock: socket.socket
     pid_namespace: bool  # made as `sandbox.forks_pid_namespaces` said for the request before it
-    sandbox: str | None  # the sandbox it entered while parked (`sandbox.ahead_key`), if any
+    sandbox: str | None  # the sandbox it enters while parked (`sandbox.ahead_key`), if any
+    ready: bool = False  # it said so (`READY`): its sandbox is entered and it waits for a request
+    missed: int = 0  # requests of other sandbox settings since it was parked
 
 
 class Zygote:
@@ -476,6 +479,8 @@ class Zygote:
             conn.close()
             assert self.listener is not None
             self.listener.close()
+            if self.standby is not None:  # kept for a later request: its socket is the zygote's alone
+                self.standby.sock.close()
             os.close(status_fd)
             self.spawn(request, out_fd, [*self.children.values(), self.wake_r])
         os.close(out_fd)
@@ -537,14 +542,15 @@ class Zygote:
             os.close(fd)
         os.chdir("/")  # not in the app's folder, where it would look like one of its containers
         name = _comm()
-        _set_comm(STANDBY_NAME.encode())
         try:  # the container's sandbox now, while nothing waits for it (2.5-3 ms of a cold start)
             sandbox.enter_ahead(self.sandbox)
-        except Exception as exc:  # the next request gets a container forked for it, which says why
+        except Exception as exc:  # it takes no request: the next gets a container forked for it, which says why
             print(f"[wisp] a container forked ahead could not enter its sandbox ({exc}); "
                   "the next one is forked when its request comes", file=sys.stderr, flush=True)
             os._exit(1)
+        _set_comm(STANDBY_NAME.encode())
         try:
+            sock.send(READY)
             data, fds, _, _ = socket.recv_fds(sock, MAX_REQUEST, 1 + MAX_CGROUP_FDS)
         except OSError:
             os._exit(1)
@@ -557,23 +563,42 @@ class Zygote:
         self.spawn(request, fds[0], [self.wake_r])
 
     def hand_over(self, request: dict[str, Any], out_fd: int, pid_namespace: bool) -> int | None:
-        """Give the request to the standby: its pid, or None when there is none to take it."""
-        standby, self.standby = self.standby, None
+        """Give the request to the standby: its pid, or None when there is none to take it. One
+        still entering its sandbox, or entering another than the request's, is kept for the next
+        request; a second request of other settings in a row drops it, so the next standby is
+        made for those."""
+        standby = self.standby
         if standby is None:
             return None
-        if standby.pid_namespace == pid_namespace and standby.sandbox == sandbox.ahead_key(request):
-            message = json.dumps({k: v for k, v in request.items() if k != "cgroup_fds"}).encode()
+        if standby.pid_namespace != pid_namespace:
+            self.drop_standby()
+            return None
+        if not standby.ready:
             try:
-                socket.send_fds(standby.sock, [message], [out_fd, *request.get("cgroup_fds", ())])
-            except OSError as exc:
-                if exc.errno == errno.EMSGSIZE:  # a request larger than one message: kept for the next
-                    self.standby = standby
-                    return None
-            else:
-                standby.sock.close()
-                return standby.pid
-        standby.sock.close()  # it ends at the socket's end (or died parked already)
-        return None
+                said = standby.sock.recv(len(READY), socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return None
+            except OSError:
+                said = b""
+            if said != READY:  # it died parked (b"": the socket's end)
+                self.drop_standby()
+                return None
+            standby.ready = True
+        if standby.sandbox != sandbox.ahead_key(request):
+            standby.missed += 1
+            if standby.missed > 1:
+                self.drop_standby()
+            return None
+        message = json.dumps({k: v for k, v in request.items() if k != "cgroup_fds"}).encode()
+        try:
+            socket.send_fds(standby.sock, [message], [out_fd, *request.get("cgroup_fds", ())])
+        except OSError as exc:
+            if exc.errno != errno.EMSGSIZE:  # a request larger than one message: kept for the next one
+                self.drop_standby()
+            return None
+        self.standby = None
+        standby.sock.close()
+        return standby.pid
 
     def _fork(self, pid_namespace: bool) -> tuple[int, bool]:
         """`os.fork()`, and whether the child was adopted: in a sandboxed function zygote, a
