@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from wisp.server.runtime import release
+
 from .conftest import REPO, Wisp, get, processes_in_group, start_wisp, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -50,17 +52,7 @@ def test_forked_containers_are_separate_and_survive_a_sibling_crash(wisp: Wisp, 
 
 def _standby_of(zygote: int) -> int | None:
     """The container the function zygote `zygote` forked ahead, parked (named wisp-standby)."""
-    try:
-        children = Path(f"/proc/{zygote}/task/{zygote}/children").read_text().split()
-    except OSError:
-        return None
-    for child in children:
-        try:
-            if Path(f"/proc/{child}/comm").read_text().strip() == "wisp-standby":
-                return int(child)
-        except OSError:
-            continue
-    return None
+    return next(iter(release.parked(zygote)), None)
 
 
 def test_the_next_container_is_forked_ahead_and_takes_the_next_cold_start(wisp: Wisp, tmp_path: Path) -> None:

@@ -35,10 +35,10 @@ def parked() -> Iterator[tuple[Zygote, socket.socket]]:
         zygote.standby.sock.close()
 
 
-def _give(zygote: Zygote, request: dict[str, object]) -> int | None:
+def _give(zygote: Zygote, request: dict[str, object], pid_namespace: bool = True) -> int | None:
     read, write = os.pipe()
     try:
-        return zygote.hand_over(dict(request), write, True)
+        return zygote.hand_over(dict(request), write, pid_namespace)
     finally:
         os.close(read)
         os.close(write)
@@ -97,8 +97,5 @@ def test_one_made_for_other_settings_survives_one_such_request(
 def test_one_made_for_the_other_kind_of_fork_is_dropped(parked: tuple[Zygote, socket.socket]) -> None:
     zygote, theirs = parked
     theirs.send(READY)
-    read, write = os.pipe()
-    assert zygote.hand_over(dict(SMALL), write, False) is None  # no pid namespace asked: not this one
-    os.close(read)
-    os.close(write)
+    assert _give(zygote, SMALL, pid_namespace=False) is None  # no pid namespace asked: not this one
     assert zygote.standby is None

@@ -576,10 +576,9 @@ def ahead_key(request: Mapping[str, Any]) -> str | None:
     """What a container's sandbox is made of, beyond its zygote's (the settings and its /tmp's
     size), as a key; None when a container forked ahead cannot enter it before its request comes:
     no sandbox, or a sandbox made of more than a sandboxed function zygote's container's steps."""
-    settings = request.get("sandbox")
-    if not settings or request.get("zygote") or _plan is None or not _pid_namespaces:
+    if request.get("zygote") or _plan is None or not forks_pid_namespaces(request):
         return None
-    return json.dumps([settings, request.get("tmp_size_mb")], sort_keys=True)
+    return json.dumps([request["sandbox"], request.get("tmp_size_mb")], sort_keys=True)
 
 
 def enter_ahead(request: Mapping[str, Any]) -> None:

@@ -82,15 +82,21 @@ def held_pss(pid: int) -> int | None:
     own = pss(pid)
     if own is None:
         return None
+    return own + sum(pss(child) or 0 for child in parked(pid))
+
+
+def parked(pid: int) -> list[int]:
+    """A zygote's children that are containers forked ahead, waiting for a request (named
+    `STANDBY_NAME`)."""
+    found = []
     for child in children(pid):
         try:
             with open(f"/proc/{child}/comm") as comm:
-                parked = comm.read().strip() == STANDBY_NAME
+                if comm.read().strip() == STANDBY_NAME:
+                    found.append(child)
         except OSError:
             continue
-        if parked:
-            own += pss(child) or 0
-    return own
+    return found
 
 
 def children(pid: int) -> list[int]:
@@ -102,4 +108,5 @@ def children(pid: int) -> list[int]:
         return []
 
 
-__all__ = ["BOUND_VARIABLE", "DEFAULT_BOUND_MB", "MB", "Held", "bound_from_env", "children", "held_pss", "pss", "to_release"]
+__all__ = ["BOUND_VARIABLE", "DEFAULT_BOUND_MB", "MB", "Held", "bound_from_env", "children", "held_pss", "parked", "pss",
+           "to_release"]
