@@ -103,7 +103,7 @@ class ServeProcess:
             self.proc.wait()
             raise
         self._reader.join(5)
-        if self.proc.stdout is not None:
+        if self.proc.stdout is not None and not self._reader.is_alive():  # never close it under the reader
             self.proc.stdout.close()
         return code
 

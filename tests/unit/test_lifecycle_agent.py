@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -108,6 +109,13 @@ class UnixConnection(http.client.HTTPConnection):
         self.sock.connect(self.path)
 
 
+def _drain(pipe: IO[str] | None, lines: list[str]) -> None:
+    assert pipe is not None
+    with pipe:
+        for line in pipe:
+            lines.append(line)
+
+
 def _is_ready(line: str) -> bool:
     return line.startswith(PREFIX.decode()) and isinstance(decode(line.encode()), Ready)
 
@@ -121,14 +129,13 @@ class Agent:
         argv = [sys.executable, "-m", "wisp._runtime", "--start", start.to_arg()]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+        # One reader per pipe, and only they read: communicate() would close a pipe under a reader.
         self.stdout: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.stdout.append(line)
+        self.stderr: list[str] = []
+        self._readers = [threading.Thread(target=_drain, args=(pipe, lines), daemon=True)
+                         for pipe, lines in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr))]
+        for reader in self._readers:
+            reader.start()
 
     def wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -149,13 +156,14 @@ class Agent:
 
     def finish(self, timeout: float = 15) -> tuple[int, str]:
         try:
-            _, err = self.proc.communicate(timeout=timeout)
+            self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)  # leave nothing running, but fail the test
-            self.proc.communicate()
+            self.proc.wait()
             raise
-        self._reader.join(5)
-        return self.proc.returncode, err
+        for reader in self._readers:
+            reader.join(5)
+        return self.proc.returncode, "".join(self.stderr)
 
 
 @pytest.fixture
@@ -171,7 +179,7 @@ def agents() -> Iterator[list[Agent]]:
     for agent in started:
         if agent.proc.poll() is None:
             os.killpg(agent.proc.pid, signal.SIGKILL)
-            agent.proc.communicate()
+            agent.proc.wait()
 
 
 def start(agents: list[Agent], folder: Path, function: str) -> Agent:
