@@ -57,7 +57,7 @@ def test_a_function_that_could_never_fit_gets_a_503_saying_why(full: Wisp) -> No
 
 def test_a_container_handed_a_request_ahead_still_runs_one_at_a_time(full: Wisp) -> None:
     # Two containers of `quick` fill the core; short requests beyond them are handed to a busy
-    # container one ahead (pool.STANDBY_BELOW), where they wait on the agent's gate.
+    # container ahead (autoscaler.standby_slots), where they wait on the agent's gate.
     with ThreadPoolExecutor(16) as pool:
         answers = list(pool.map(lambda _: requests.get(full.url("capacity--quick"), timeout=120), range(300)))
     assert [a.status_code for a in answers] == [200] * 300, {a.text for a in answers if a.status_code != 200}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from wisp.server import autoscaler
-from wisp.server.autoscaler import Observed, ScaleState, Settings, decide
+from wisp.server.autoscaler import STANDBY_BUDGET, STANDBY_MAX, Observed, ScaleState, Settings, decide, standby_slots
 
 DEFAULT = Settings()
 
@@ -124,3 +124,12 @@ def test_prestarted_containers_are_a_peak_now() -> None:
     assert autoscaler.decide(settings, autoscaler.Observed(0, 0), 159.0, state)[0] == 3
     assert autoscaler.decide(settings, autoscaler.Observed(0, 0), 160.5, state)[0] == 0
     assert autoscaler.prestarted(0, 100.0, state) is state
+
+
+@pytest.mark.parametrize(("mean_duration", "slots"), [
+    (0.0, STANDBY_MAX), (0.0001, STANDBY_MAX), (0.0125, STANDBY_MAX), (0.02, 2), (0.025, 2), (0.03, 1),
+    (0.0499, 1), (0.05, 0), (1.0, 0),
+])
+def test_standby_slots_fit_the_budget(mean_duration: float, slots: int) -> None:
+    assert standby_slots(mean_duration) == slots
+    assert slots * mean_duration <= STANDBY_BUDGET

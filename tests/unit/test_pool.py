@@ -15,11 +15,11 @@ import pytest
 from wisp._image import Image
 from wisp._protocol import Ready, encode
 from wisp._spec import FunctionSpec, WebSpec
-from wisp.server.autoscaler import FAILED_AFTER
+from wisp.server.autoscaler import FAILED_AFTER, STANDBY_MAX
 from wisp.server.gateway import TargetUnavailable
 from wisp.server.logs import AppLog
 from wisp.server.metrics import Metrics
-from wisp.server.pool import FunctionPool, PoolConfig
+from wisp.server.pool import FunctionPool, Lease, PoolConfig
 from wisp.server.runtime import NoCapacity
 
 T = TypeVar("T")
@@ -279,38 +279,64 @@ def test_wait_ready_and_drain_wait_on_events(log: AppLog) -> None:
 
 async def one_container_and_no_room(pool: FunctionPool, launcher: FakeLauncher, clock: Clock,
                                     seconds: float) -> None:
-    """One ready container, every further start refused; 40 requests of `seconds` each so far."""
+    """One ready container, every further start refused; 100 requests of `seconds` each so far
+    (the moving average of their durations has forgotten where it started)."""
     await started(pool, 1)
     launcher.full = 10**6
-    for _ in range(40):
+    for _ in range(100):
         lease = pool.try_acquire()
         assert lease is not None
         clock.now += seconds
         lease.release(status=200)
 
 
-@pytest.mark.parametrize(("seconds", "handed_ahead"), [(0.001, True), (1.0, False)])
-def test_a_request_goes_one_ahead_to_a_busy_container_only_when_requests_are_short_and_none_can_start(
-        log: AppLog, seconds: float, handed_ahead: bool) -> None:
+@pytest.mark.parametrize(("seconds", "ahead"), [(0.001, STANDBY_MAX), (0.02, 2), (0.03, 1), (1.0, 0)])
+def test_requests_go_ahead_to_a_busy_container_as_many_as_fit_the_budget_and_only_when_none_can_start(
+        log: AppLog, seconds: float, ahead: int) -> None:
     async def body() -> None:
         clock, launcher = Clock(), FakeLauncher()
         pool = make_pool(log, clock, launcher)
         await one_container_and_no_room(pool, launcher, clock, seconds)
         busy = pool.try_acquire()
         assert busy is not None
-        second = asyncio.ensure_future(pool.acquire())
-        third = asyncio.ensure_future(pool.acquire())
-        for _ in range(20):  # the start it asks for is refused: no room
+        waiting = [asyncio.ensure_future(pool.acquire()) for _ in range(STANDBY_MAX + 1)]
+        for _ in range(20):  # the start they ask for is refused: no room
             await asyncio.sleep(0)
         assert pool.no_room
-        assert second.done() is handed_ahead and not third.done()  # never more than one ahead
-        assert pool.try_acquire() is None  # a newcomer queues behind the waiting one
-        if handed_ahead:
-            assert second.result().socket_path == busy.socket_path
-            second.result().release(status=200)
+        assert [w.done() for w in waiting] == [True] * ahead + [False] * (len(waiting) - ahead)
+        assert pool.try_acquire() is None  # a newcomer queues behind the waiting ones
+        for handed in waiting[:ahead]:
+            assert handed.result().socket_path == busy.socket_path
+            handed.result().release(status=200)
         busy.release(status=200)
-        await asyncio.wait_for(third if handed_ahead else second, 5)
-        third.cancel()
+        await asyncio.wait_for(waiting[ahead], 5)
+        for w in waiting[ahead + 1:]:
+            w.cancel()
+        await pool.stop()
+    run(body)
+
+
+def test_a_waiting_request_gets_its_slot_inside_the_release_that_frees_it_and_a_withdrawn_one_never(
+        log: AppLog) -> None:
+    """No task, no future, no turn of the loop between a response and the next request's slot."""
+    async def body() -> None:
+        clock, launcher = Clock(), FakeLauncher()
+        pool = make_pool(log, clock, launcher)
+        await one_container_and_no_room(pool, launcher, clock, 1.0)  # long requests: none goes ahead
+        busy = pool.try_acquire()
+        assert busy is not None
+        got: list[Lease | TargetUnavailable] = []
+        gone, stays = pool.wait(got.append), pool.wait(got.append)
+        await asyncio.sleep(0)
+        assert got == []
+        gone.cancel()  # its client left
+        assert pool.observed().queued == 1
+        busy.release(status=200)
+        assert len(got) == 1 and isinstance(got[0], Lease)  # no await in between
+        assert got[0].socket_path == busy.socket_path and pool.observed().queued == 0
+        got[0].release(status=200)
+        assert len(got) == 1
+        stays.cancel()  # delivered already: nothing happens
         await pool.stop()
     run(body)
 

@@ -72,7 +72,7 @@ def test_a_decorated_object_keeps_its_type(revealed: list[str], index: int, expe
 
 TARGETS = '''
 from wisp.server.gateway import Gateway, Lease, TargetUnavailable
-from wisp.server.gateway._target import Admit
+from wisp.server.gateway._target import Admit, Deliver, Waiting
 
 
 class Renamed:
@@ -86,7 +86,7 @@ class Renamed:
     def try_acquire_now(self) -> Lease | None:
         return None
 
-    async def acquire(self) -> Lease:
+    def wait(self, deliver: Deliver) -> Waiting:
         raise TargetUnavailable(503, "none")
 
 

@@ -131,7 +131,7 @@ def server_config(app: Any, spec: FunctionSpec) -> Any:
     from ._asgi import with_inputs
 
     config = uvicorn.Config(
-        with_inputs(app, spec.allow_concurrent_inputs),  # one request ahead waits here (pool.STANDBY_BELOW)
+        with_inputs(app, spec.allow_concurrent_inputs),  # requests handed ahead wait here (autoscaler.standby_slots)
         lifespan=lifespan(spec),
         log_level="warning",
         access_log=False,

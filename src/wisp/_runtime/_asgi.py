@@ -64,10 +64,10 @@ def on_serving_thread(fn: Callable[..., Any]) -> Callable[..., Any]:
 def with_inputs(app: ASGIApp, limit: int) -> ASGIApp:
     """At most `limit` requests (a function's max_inputs) run in the app at once; more wait here.
 
-    The pool hands a container of a function with short requests one request beyond its inputs
-    while it cannot start more containers (pool.STANDBY_BELOW): that one waits on this gate, so the
-    container goes from one input to the next with no round trip through the gateway in between,
-    and still never runs more than max_inputs at once.
+    The pool hands a container of a function with short requests a few requests beyond its inputs
+    while it cannot start more containers (autoscaler.standby_slots): they wait on this gate, so
+    the container goes from one input to the next with no round trip through the gateway in
+    between, and still never runs more than max_inputs at once.
     """
     gate = asyncio.Semaphore(limit)
 

@@ -27,6 +27,13 @@ class Observed:
     queued: int  # requests waiting for a slot
 
 
+# Requests a busy container may be handed beyond its inputs, to wait on its agent's gate, while
+# its function cannot start more containers (`standby_slots`): so it goes from one input to the
+# next with no turn through the gateway between them. A request waiting in one container cannot
+# go to another that frees up first, so what waits there is bounded by its expected work.
+STANDBY_BUDGET = 0.05  # seconds of expected work queued in one container, at most
+STANDBY_MAX = 3  # requests beyond the inputs, at most
+
 FAILURE_BACKOFF = (0.5, 1, 2, 4, 8, 16, 30)  # seconds before the next start after 1, 2, ... failures
 FAILED_AFTER = 3  # consecutive failed starts before the function shows as failed
 
@@ -59,6 +66,17 @@ def decide(settings: Settings, observed: Observed, now: float, state: ScaleState
     if state.failures:  # after failed starts, retry for real demand only, not a past peak
         desired = min(desired, max(current, settings.min_containers))
     return min(desired, settings.max_containers), dataclasses.replace(state, peaks=tuple(peaks))
+
+
+def standby_slots(mean_duration: float) -> int:
+    """Requests beyond its inputs a busy container may hold when its function's requests take
+    `mean_duration` seconds on average: as many as fit in STANDBY_BUDGET, up to STANDBY_MAX; none
+    for requests that long (they would only trade a small gap for waiting behind a slow one)."""
+    if mean_duration >= STANDBY_BUDGET:
+        return 0
+    if mean_duration <= 0:
+        return STANDBY_MAX
+    return min(STANDBY_MAX, int(STANDBY_BUDGET / mean_duration))
 
 
 def prestarted(count: int, now: float, state: ScaleState) -> ScaleState:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import os
 import time
 from collections import deque
@@ -27,6 +28,7 @@ from .autoscaler import (
     is_failed,
     may_start,
     prestarted,
+    standby_slots,
     start_failed,
     start_succeeded,
 )
@@ -37,16 +39,11 @@ from .logs import AppLog
 from .metrics import Labels, Metrics
 from .runtime import ContainerProcess, Launcher, NoCapacity
 
+logger = logging.getLogger("wisp.pool")
 _ids = itertools.count(1)
 STOP_GRACE = 10.0  # seconds a stopping container gets before SIGKILL
 NO_ROOM_RETRY = 1.0  # seconds before a start the runtime had no room for is tried again
 RECLAIM_AFTER = 0.5  # seconds a container must have been idle before another function may take its room
-# A function whose requests take less than this (a moving average) may be handed one request
-# beyond its inputs per container while it cannot start more containers: that request waits in
-# the container (wisp's agent runs no more than max_inputs at once) and starts the moment the one
-# before it ends, with no round trip through the gateway in between. Longer requests would only
-# trade that gap, small beside them, for waiting behind a slow neighbour.
-STANDBY_BELOW = 0.05
 LAST_OUTPUT = 8  # lines of a failed container's output a failed deploy shows
 
 
@@ -76,6 +73,27 @@ class Container:
     last_active: float = 0.0
     process: ContainerProcess | None = None
     recent: deque[str] = field(default_factory=lambda: deque(maxlen=20))
+
+
+class Waiter:
+    """A request queued for a slot (`FunctionPool.wait`). `deliver` is called once, from inside
+    the pool's own step that frees or starts a slot, with the lease or the TargetUnavailable that
+    ends the wait: no task, no future, and no turn of the loop between a container's response and
+    its next request."""
+
+    __slots__ = ("_pool", "deliver", "done", "since")
+
+    def __init__(self, pool: FunctionPool, deliver: Callable[[Lease | TargetUnavailable], None], since: float) -> None:
+        self._pool = pool
+        self.deliver = deliver
+        self.since = since  # loop time when it queued
+        self.done = False  # delivered, or withdrawn
+
+    def cancel(self) -> None:
+        """Leave the queue (the client left). A slot delivered before is the receiver's to release."""
+        if not self.done:
+            self.done = True
+            self._pool._withdrawn(self)
 
 
 class Lease:
@@ -137,9 +155,9 @@ class FunctionPool:
         self._in_flight = 0
         self._desired = -1
         self._containers: list[Container] = []
-        self._waiters: deque[tuple[asyncio.Future[Lease], float]] = deque()
+        self._waiters: deque[Waiter] = deque()  # first come, first served; withdrawn ones are skipped
         self._expiry: asyncio.TimerHandle | None = None  # the oldest waiter's queue timeout (FIFO: it goes first)
-        # The standby slot (STANDBY_BELOW): only where the agent's own gate holds it (not a
+        # Standby slots (autoscaler.standby_slots): only where the agent's own gate holds them (not a
         # web_server's server, not Modal's entrypoint, which asks for its inputs itself).
         self._standby_ok = spec.modal_args is None and (spec.web is None or spec.web.kind != "web_server")
         self._duration = 1.0  # moving average of request durations, seconds: long until about 30 short ones
@@ -185,9 +203,35 @@ class FunctionPool:
         return None if container is None else self._lease(container)
 
     async def acquire(self) -> Lease:
+        """`wait` for callers that can await (spawned calls): a future around the waiter."""
         lease = self.try_acquire()
         if lease is not None:
             return lease
+        future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
+
+        def deliver(outcome: Lease | TargetUnavailable) -> None:
+            if future.cancelled():  # the caller left in the meantime: the slot goes back
+                if isinstance(outcome, Lease):
+                    outcome.release()
+            elif isinstance(outcome, Lease):
+                future.set_result(outcome)
+            else:
+                future.set_exception(outcome)
+
+        waiter = self.wait(deliver)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            waiter.cancel()
+            if future.done() and not future.cancelled():  # handed a slot as it was cancelled
+                future.result().release()
+            raise
+
+    def wait(self, deliver: Callable[[Lease | TargetUnavailable], None]) -> Waiter:
+        """Queue for the next free slot; `deliver` gets it, or the TargetUnavailable that ends the
+        wait (the queue timeout, a container that cannot start, the function stopped). Raises
+        TargetUnavailable at once when waiting could not help. The gateway's path when
+        `try_acquire` finds nothing."""
         if self._closed:
             raise self._unavailable(f"`{self.spec.name}` is stopping; retry the request.", retry_after=1)
         if self.unplaceable is not None:
@@ -197,17 +241,26 @@ class FunctionPool:
                 f"`{self.spec.name}` already has {len(self._waiters)} requests waiting for a container "
                 f"(the queue holds {self.config.max_queue}); retry shortly.", retry_after=1)
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Lease] = loop.create_future()
+        waiter = Waiter(self, deliver, loop.time())
         self._wake()
-        self._waiters.append((future, loop.time()))
+        self._waiters.append(waiter)
         if self._expiry is None:
-            self._expiry = loop.call_at(loop.time() + self.config.queue_timeout, self._expire)
+            self._expiry = loop.call_at(waiter.since + self.config.queue_timeout, self._expire)
         self.autoscale()
+        return waiter
+
+    def _withdrawn(self, waiter: Waiter) -> None:
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(waiter)
+        self._changed.set()
+
+    def _hand(self, waiter: Waiter, outcome: Lease | TargetUnavailable) -> None:
+        """Deliver to a waiter already taken off the queue."""
+        waiter.done = True
         try:
-            return await future
-        except asyncio.CancelledError:
-            self._abandon(future)
-            raise
+            waiter.deliver(outcome)
+        except Exception:  # the receiver's bug must not stop the pool's step that handed it out
+            logger.exception("a waiter of %s failed to take %r", self.spec.name, outcome)
 
     def _expire(self) -> None:
         """Waiters past the queue timeout get a 503; one timer for the oldest, not one per waiter."""
@@ -215,13 +268,13 @@ class FunctionPool:
         loop = asyncio.get_running_loop()
         now = loop.time()
         while self._waiters:
-            future, since = self._waiters[0]
-            if not future.done() and since + self.config.queue_timeout > now:
-                self._expiry = loop.call_at(since + self.config.queue_timeout, self._expire)
+            waiter = self._waiters[0]
+            if not waiter.done and waiter.since + self.config.queue_timeout > now:
+                self._expiry = loop.call_at(waiter.since + self.config.queue_timeout, self._expire)
                 return
             self._waiters.popleft()
-            if not future.done():
-                future.set_exception(self._unavailable(
+            if not waiter.done:
+                self._hand(waiter, self._unavailable(
                     f"No container for `{self.spec.name}` became free within {self.config.queue_timeout:.0f} s.",
                     retry_after=5))
         self._changed.set()
@@ -231,23 +284,11 @@ class FunctionPool:
         headers = {"Retry-After": str(retry_after)} if retry_after else {}
         return TargetUnavailable(503, message, headers)
 
-    def _abandon(self, future: asyncio.Future[Lease]) -> None:
-        """A waiter that gave up must not hold a slot it was handed meanwhile."""
-        if future.done() and not future.cancelled() and future.exception() is None:
-            future.result().release()
-            return
-        future.cancel()
-        for entry in self._waiters:
-            if entry[0] is future:
-                self._waiters.remove(entry)
-                break
-        self._changed.set()
-
     def _pick(self) -> Container | None:
         """The least-loaded ready container with a free slot (an idle one ends the search)."""
         limit = self.spec.allow_concurrent_inputs
-        if self._duration < STANDBY_BELOW and self._standby_ok and not self._can_grow():
-            limit += 1  # the standby slot
+        if self._standby_ok and not self._can_grow():
+            limit += standby_slots(self._duration)  # they wait on the agent's gate
         best = None
         for c in self._containers:
             if c.state is State.READY and c.in_flight < limit and (best is None or c.in_flight < best.in_flight):
@@ -293,18 +334,18 @@ class FunctionPool:
 
     def _dispatch(self) -> None:
         while self._waiters:
-            future, since = self._waiters[0]
-            if future.done():
+            waiter = self._waiters[0]
+            if waiter.done:
                 self._waiters.popleft()
                 continue
             container = self._pick()
             if container is None:
                 return
             self._waiters.popleft()
-            waited = asyncio.get_running_loop().time() - since
+            waited = asyncio.get_running_loop().time() - waiter.since
             self._metrics.queue_wait.observe(self._labels, waited)
             self.window.waits.append(waited)
-            future.set_result(self._lease(container))
+            self._hand(waiter, self._lease(container))
 
     # -- carrying out decide() -------------------------------------------------------------
     def _live(self) -> list[Container]:
@@ -314,7 +355,7 @@ class FunctionPool:
         return len(self._live())
 
     def observed(self, finished: int = 0) -> Observed:
-        queued = sum(1 for f, _ in self._waiters if not f.done()) if self._waiters else 0
+        queued = sum(1 for w in self._waiters if not w.done) if self._waiters else 0
         return Observed(in_flight=self._in_flight + finished, queued=queued)
 
     def autoscale(self, finished: int = 0, *, only_if_changed: bool = False) -> None:
@@ -549,10 +590,10 @@ class FunctionPool:
         message = (f"The container for `{self.spec.name}` failed to start: {summary}. "
                    "See `wisp app logs` for the whole output.")
         while self._waiters:
-            waiter, _ = self._waiters.popleft()
-            if not waiter.done():
+            waiter = self._waiters.popleft()
+            if not waiter.done:
                 self._metrics.requests.inc((*self._labels, ("status", "503")))
-                waiter.set_exception(TargetUnavailable(503, message))
+                self._hand(waiter, TargetUnavailable(503, message))
 
     def _stop(self, c: Container, grace: float | None = None) -> None:
         if c.state in (State.DRAINING, State.STOPPED, State.FAILED):
@@ -578,9 +619,9 @@ class FunctionPool:
         seconds (default: the function's timeout for a busy container, STOP_GRACE for an idle one)."""
         self._closed = True
         while self._waiters:
-            waiter, _ = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(TargetUnavailable(503, f"`{self.spec.name}` was stopped.", {"Retry-After": "1"}))
+            waiter = self._waiters.popleft()
+            if not waiter.done:
+                self._hand(waiter, TargetUnavailable(503, f"`{self.spec.name}` was stopped.", {"Retry-After": "1"}))
         for c in list(self._containers):
             self._stop(c, grace)
         while self._containers or self._tasks:

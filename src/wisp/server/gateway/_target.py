@@ -5,6 +5,7 @@ label -> Target and the gateway asks the target for a container slot per request
 """
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Protocol
 
@@ -55,13 +56,21 @@ class Target(Protocol):
         ...
 
     def try_acquire(self) -> Lease | None:
-        """A free slot at once, or None when `acquire()` would have to wait: the warm path then
-        needs no task."""
+        """A free slot at once, or None when the request would have to `wait`."""
         ...
 
-    async def acquire(self) -> Lease:
-        """Wait for a free slot. Raises TargetUnavailable when no container can be had."""
+    def wait(self, deliver: Deliver) -> Waiting:
+        """Queue for a slot: `deliver` is called once with the lease, or with the exception
+        (TargetUnavailable: no container can be had) that ends the wait. Raises
+        TargetUnavailable at once when waiting could not help."""
         ...
+
+
+class Waiting(Protocol):
+    """A queued request's place (`Target.wait`)."""
+
+    def cancel(self) -> object:
+        """Leave the queue (the client left). A lease delivered even so must be released."""
 
 
 class TargetUnavailable(Exception):
@@ -76,13 +85,15 @@ class TargetUnavailable(Exception):
 
 
 Admit = Callable[[Headers], "TargetUnavailable | None"]
+Deliver = Callable[[Lease | BaseException], None]
 CALL_PARAM = b"__wisp_call_id"  # names a detached call in the redirect chain's URLs
 MODAL_CALL_PARAM = b"__modal_function_call_id"  # the same, as Modal names it
 
 
 class PlainTarget:
     """Target's members that a target with nothing to add to them can share: the default
-    timeout, no prefix stripping, no admission check, no fast path."""
+    timeout, no prefix stripping, no admission check, no fast path, and `wait` as a task around
+    the subclass's `async acquire()`."""
 
     timeout: float = 300.0
     strip_path_prefix: bool = False
@@ -91,3 +102,18 @@ class PlainTarget:
 
     def try_acquire(self) -> Lease | None:
         return None
+
+    async def acquire(self) -> Lease:
+        """Wait for a free slot; raise TargetUnavailable when none can be had. Subclasses define it."""
+        raise NotImplementedError
+
+    def wait(self, deliver: Deliver) -> Waiting:
+        async def waiting() -> None:
+            try:
+                lease = await self.acquire()
+            except Exception as exc:  # not CancelledError: a cancelled wait just ends
+                deliver(exc)
+                return
+            deliver(lease)
+
+        return asyncio.get_running_loop().create_task(waiting())

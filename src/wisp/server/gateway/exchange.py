@@ -1,7 +1,8 @@
 """One proxied request: a lease on a container, a connection to it, and the bytes between.
 
-Driven by callbacks from both sides. A task runs `Target.acquire()` only when the target has
-no free slot at once (and one more only when no idle connection to the container exists).
+Driven by callbacks from both sides. A request the target has no free slot for at once waits
+in its queue (`Target.wait`) and gets the slot by a callback; a task runs only to open a
+connection when no idle one to the container exists.
 Every way out releases the lease exactly once: normally, broken (the container failed this
 request), or plainly when the client went away.
 """
@@ -10,25 +11,16 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import sys
-from collections.abc import Coroutine, Mapping
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import Protocol
 
 from . import responses
-from ._target import CALL_PARAM, Lease, Target, TargetUnavailable
+from ._target import CALL_PARAM, Lease, Target, TargetUnavailable, Waiting
 from .request import Request
 from .response_head import CHUNKED, NO_BODY, client_head, switching_head
 from .upstream import UpstreamConnection, UpstreamPool
 
 logger = logging.getLogger("wisp.gateway")
-
-if sys.version_info >= (3, 12):
-    def _spawn(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        # Run the first step at once: a warm container is handed out without waiting.
-        return asyncio.Task(coro, loop=asyncio.get_running_loop(), eager_start=True)
-else:
-    def _spawn(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        return asyncio.get_running_loop().create_task(coro)
 
 # Request body held while no container connection exists yet; past this, stop reading.
 PENDING_LIMIT = 256 * 1024
@@ -128,7 +120,7 @@ class Exchange:
         self.lease: Lease | None = None
         self.conn: UpstreamConnection | None = None
         self._head = head  # what to send first on a new connection
-        self._acquiring: asyncio.Task[None] | None = None
+        self._acquiring: Waiting | asyncio.Handle | None = None  # queued for a slot, or about to ask
         self._connecting: asyncio.Task[UpstreamConnection] | None = None
         self._pending: list[bytes] = []
         self._pending_size = 0
@@ -165,30 +157,30 @@ class Exchange:
         self.timeout = target.timeout
         self.call_param = target.call_param
         req = self.request
-        # A free slot: no task, no turn of the loop. Not while the body is still being parsed:
-        # through the task, the body read with the head goes out in the head's write.
         if req.complete or not req.has_body:
-            lease = target.try_acquire()
-            if lease is not None:
-                self._acquired(lease)
-                return
-        task = _spawn(self._acquire(target))
-        if not task.done():
-            self._acquiring = task
+            self._acquire(target)
+        else:  # the body is still being parsed: a turn later, the part read with the head goes out in the head's write
+            self._acquiring = asyncio.get_running_loop().call_soon(self._acquire, target)
 
-    async def _acquire(self, target: Target) -> None:
-        # The continuation runs inside the task, not in a done callback: one turn of the loop
-        # less per request. If the client leaves meanwhile, the cancellation lands in
-        # Target.acquire(), which must then keep no slot (a lease that still arrives is
-        # released by _acquired).
-        try:
-            lease = await target.acquire()
-        except Exception as exc:  # not CancelledError: a cancelled acquire just ends here
-            self._acquiring = None
-            self._acquire_failed(exc)
-            return
+    def _acquire(self, target: Target) -> None:
+        """A free slot at once, or a place in the target's queue: no task and no future either
+        way, and a queued request gets its slot inside the step that freed it."""
         self._acquiring = None
-        self._acquired(lease)
+        lease = target.try_acquire()
+        if lease is not None:
+            self._acquired(lease)
+            return
+        try:
+            self._acquiring = target.wait(self._delivered)
+        except Exception as exc:
+            self._acquire_failed(exc)
+
+    def _delivered(self, outcome: Lease | BaseException) -> None:
+        self._acquiring = None
+        if isinstance(outcome, BaseException):
+            self._acquire_failed(outcome)
+        else:
+            self._acquired(outcome)
 
     def feed_body(self, data: bytes) -> None:
         if not self.done:
@@ -219,6 +211,7 @@ class Exchange:
             self._status = status
         if self._acquiring is not None:
             self._acquiring.cancel()  # a lease that still arrives is released by _acquired
+            self._acquiring = None
         if self._connecting is not None:
             self._connecting.cancel()  # a connection that still arrives goes to the pool
         if self.conn is not None:
@@ -261,7 +254,7 @@ class Exchange:
         if isinstance(exc, TargetUnavailable):
             self.client.respond(exc.status, {"error": exc.message}, exc.headers)
         else:
-            logger.error("Target.acquire() failed", exc_info=exc)
+            logger.error("Target.wait() failed", exc_info=exc)
             self.client.respond(500, {"error": responses.INTERNAL})
 
     def _connect(self) -> None:
