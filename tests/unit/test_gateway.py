@@ -13,7 +13,9 @@ import json
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -25,6 +27,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from wisp.server.gateway import Gateway, PlainTarget, TargetUnavailable
+from wisp.server.gateway._target import Deliver
 
 T = TypeVar("T")
 SMALL_LIMIT = 64 * 1024
@@ -835,3 +838,131 @@ def test_client_leaving_mid_response_frees_the_lease_and_upstream(harness: Harne
     assert_releases(target, [False])
     assert record.forever_ended.wait(5)
     assert harness.gateway.pool.idle_count(target.socket_path) == 0
+
+
+# -- a target that hands a waiting request its slot inside the release, as FunctionPool does --
+class QueueLease:
+    def __init__(self, target: QueueTarget) -> None:
+        self.target = target
+        self.socket_path = target.socket_path
+        self._released = False
+
+    def release(self, *, broken: bool = False, status: int | None = None) -> None:
+        if not self._released:
+            self._released = True
+            self.target.freed()
+
+    def failure(self) -> str | None:
+        return None
+
+
+class QueuePlace:
+    def __init__(self, queue: deque[Deliver], deliver: Deliver) -> None:
+        self.queue = queue
+        self.deliver = deliver
+
+    def cancel(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.queue.remove(self.deliver)
+
+
+class QueueTarget(PlainTarget):
+    def __init__(self, socket_path: str, slots: int) -> None:
+        self.socket_path = socket_path
+        self.slots = slots
+        self.queue: deque[Deliver] = deque()
+
+    def try_acquire(self) -> QueueLease | None:
+        if self.slots and not self.queue:
+            self.slots -= 1
+            return QueueLease(self)
+        return None
+
+    def wait(self, deliver: Deliver) -> QueuePlace:
+        self.queue.append(deliver)
+        return QueuePlace(self.queue, deliver)
+
+    def freed(self) -> None:
+        if self.queue:
+            self.queue.popleft()(QueueLease(self))
+        else:
+            self.slots += 1
+
+
+def request_line(head: bytes) -> bytes:
+    return head.partition(b"\r\n")[0]
+
+
+async def give_up_holder_first(gateway: Gateway) -> None:
+    """What `Gateway.drain` does once its grace is over, in one pass, starting with the client
+    whose request holds the slot (the order that once handed the freed slot to the next one)."""
+    def waits(conn: Any) -> bool:
+        exchange = conn._active.exchange if conn._active is not None else None
+        return exchange is None or exchange.lease is None
+    for conn in sorted(gateway._state.connections, key=waits):
+        conn.give_up(0.0)
+
+
+def test_aborting_several_requests_in_one_pass_sends_none_of_the_waiting_ones(harness: Harness) -> None:
+    holds: list[bytes] = []
+
+    async def quick_or_hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            if b"/hold " in request_line(head):
+                holds.append(head)
+                await reader.read()
+                return
+            await asyncio.sleep(0.2)  # two at once need two connections
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    path = harness.raw("q", quick_or_hold).socket_path
+    target = harness.routes["q"] = QueueTarget(path, slots=2)  # type: ignore[assignment]  # the routes' type is the harness's fake
+    with ThreadPoolExecutor(2) as pool:
+        assert [answer[0] for answer in pool.map(lambda _: get(harness, "/q/quick"), range(2))] == [200, 200]
+    wait_until(lambda: harness.gateway.pool.idle_count(path) == 2)
+    target.slots = 1  # one request runs, the next ones wait with an idle connection at hand
+    with contextlib.ExitStack() as stack:
+        clients = [stack.enter_context(harness.raw_client()) for _ in range(4)]
+        clients[0].sendall(b"GET /q/hold HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_until(lambda: len(holds) == 1)
+        for client in clients[1:]:
+            client.sendall(b"GET /q/hold HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_until(lambda: len(target.queue) == 3)
+        harness.call(give_up_holder_first(harness.gateway))
+        answers = [recv_until_closed(client) for client in clients]
+    assert [answer.partition(b"\r\n")[0] for answer in answers] == [b"HTTP/1.1 503 Service Unavailable"] * 4
+    time.sleep(0.2)  # a request sent anyway would have reached the upstream by now
+    assert len(holds) == 1
+
+
+def test_bytes_after_a_response_never_answer_the_request_sent_next_on_its_connection(harness: Harness) -> None:
+    seen: list[bytes] = []
+
+    async def extra_bytes(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                seen.append(await reader.readuntil(b"\r\n\r\n"))
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            if len(seen) == 1:
+                await asyncio.sleep(0.3)  # the second request queues meanwhile
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                             b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nbogus")
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+            await writer.drain()
+
+    path = harness.raw("x", extra_bytes).socket_path
+    target = harness.routes["x"] = QueueTarget(path, slots=1)  # type: ignore[assignment]  # the routes' type is the harness's fake
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(get, harness, "/x/first")
+        wait_until(lambda: len(seen) == 1)
+        second = pool.submit(get, harness, "/x/second")
+        wait_until(lambda: len(target.queue) == 1)
+        assert first.result()[::2] == (200, b"ok")
+        assert second.result()[::2] == (200, b"second")

@@ -15,7 +15,7 @@ import pytest
 from wisp._image import Image
 from wisp._protocol import Ready, encode
 from wisp._spec import FunctionSpec, WebSpec
-from wisp.server.autoscaler import FAILED_AFTER, STANDBY_MAX
+from wisp.server.autoscaler import FAILED_AFTER, STANDBY_BUDGET, STANDBY_MAX
 from wisp.server.gateway import TargetUnavailable
 from wisp.server.logs import AppLog
 from wisp.server.metrics import Metrics
@@ -72,6 +72,7 @@ class FakeLauncher:
         self.started: list[FakeProcess] = []
         self.full = 0  # starts refused for want of room (a full cluster) before one is let through
         self.refused = 0
+        self.asked_for_room: list[object] = []  # pools that asked another function for room (NoCapacity.make_room)
 
     def prepare(self) -> None:
         pass
@@ -82,13 +83,17 @@ class FakeLauncher:
     async def start(self, socket_path: str) -> FakeProcess:
         if self.refused < self.full:
             self.refused += 1
-            raise NoCapacity("every node that could take 0.5 CPU is full")
+            raise NoCapacity("every node that could take 0.5 CPU is full", make_room=self._make_room)
         process = FakeProcess(self.ready_)
         self.started.append(process)
         return process
 
     async def close(self) -> None:
         pass
+
+    def _make_room(self, asking: object) -> bool:
+        self.asked_for_room.append(asking)
+        return False
 
 
 @pytest.fixture
@@ -290,6 +295,18 @@ async def one_container_and_no_room(pool: FunctionPool, launcher: FakeLauncher, 
         lease.release(status=200)
 
 
+async def refused_once(pool: FunctionPool) -> None:
+    """A request beyond the container asks for a start, which the runtime refuses: no room now."""
+    held = pool.try_acquire()
+    assert held is not None
+    waiting = asyncio.ensure_future(pool.acquire())
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert pool.no_room
+    held.release(status=200)
+    (await asyncio.wait_for(waiting, 5)).release(status=200)
+
+
 @pytest.mark.parametrize(("seconds", "ahead"), [(0.001, STANDBY_MAX), (0.02, 2), (0.03, 1), (1.0, 0)])
 def test_requests_go_ahead_to_a_busy_container_as_many_as_fit_the_budget_and_only_when_none_can_start(
         log: AppLog, seconds: float, ahead: int) -> None:
@@ -337,6 +354,67 @@ def test_a_waiting_request_gets_its_slot_inside_the_release_that_frees_it_and_a_
         got[0].release(status=200)
         assert len(got) == 1
         stays.cancel()  # delivered already: nothing happens
+        await pool.stop()
+    run(body)
+
+
+def test_no_request_goes_ahead_to_a_container_whose_input_runs_long(log: AppLog) -> None:
+    """A WebSocket, a stream or one slow call among short requests: nothing waits behind it."""
+    async def body() -> None:
+        clock, launcher = Clock(), FakeLauncher()
+        pool = make_pool(log, clock, launcher)
+        await one_container_and_no_room(pool, launcher, clock, 0.001)
+        long = pool.try_acquire()
+        assert long is not None
+        clock.now += STANDBY_BUDGET * 1.2
+        assert pool.try_acquire() is None
+        waiting = asyncio.ensure_future(pool.acquire())
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert pool.no_room and not waiting.done()
+        long.release(status=200)
+        lease = await asyncio.wait_for(waiting, 5)
+        assert lease.socket_path == long.socket_path
+        lease.release(status=200)
+        await pool.stop()
+    run(body)
+
+
+def test_requests_handed_ahead_count_their_running_time_not_their_wait(log: AppLog) -> None:
+    """Requests of 15 ms: 3 fit the budget. Timed from when they were handed, the ones ahead
+    would average 37.5 ms, and the slots would shrink to 1."""
+    async def body() -> None:
+        clock, launcher = Clock(), FakeLauncher()
+        pool = make_pool(log, clock, launcher)
+        await one_container_and_no_room(pool, launcher, clock, 0.015)
+        await refused_once(pool)
+        for _ in range(50):
+            leases = [pool.try_acquire() for _ in range(STANDBY_MAX + 2)]
+            assert [lease is not None for lease in leases] == [True] * (1 + STANDBY_MAX) + [False]
+            for lease in leases[:-1]:
+                assert lease is not None
+                clock.now += 0.015  # each runs once the one before it has ended
+                lease.release(status=200)
+        await pool.stop()
+    run(body)
+
+
+def test_requests_ahead_in_busy_containers_ask_another_function_for_room(log: AppLog) -> None:
+    async def body() -> None:
+        clock, launcher = Clock(), FakeLauncher()
+        pool = make_pool(log, clock, launcher)
+        await one_container_and_no_room(pool, launcher, clock, 0.001)
+        await refused_once(pool)
+        busy, ahead = pool.try_acquire(), pool.try_acquire()  # the queue stays empty
+        assert busy is not None and ahead is not None
+        launcher.asked_for_room.clear()
+        for _ in range(300):  # the retry after the last refusal (NO_ROOM_RETRY) asks for a second container
+            if launcher.asked_for_room:
+                break
+            await asyncio.sleep(0.01)
+        assert launcher.asked_for_room[:1] == [pool]
+        busy.release(status=200)
+        ahead.release(status=200)
         await pool.stop()
     run(body)
 

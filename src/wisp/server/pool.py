@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import os
 import time
 from collections import deque
@@ -21,6 +22,7 @@ from enum import Enum
 from .._protocol import Log, ProtocolError, Ready, Stopping, decode
 from .._spec import FunctionSpec
 from .autoscaler import (
+    STANDBY_BUDGET,
     Observed,
     ScaleState,
     Settings,
@@ -71,6 +73,9 @@ class Container:
     state: State = State.STARTING
     in_flight: int = 0
     last_active: float = 0.0
+    # When it last ended a request, or became busy: when it runs one input at a time, when the
+    # one running now began (a request handed ahead starts as the one before it ends).
+    progressed: float = 0.0
     process: ContainerProcess | None = None
     recent: deque[str] = field(default_factory=lambda: deque(maxlen=20))
 
@@ -261,6 +266,8 @@ class FunctionPool:
             waiter.deliver(outcome)
         except Exception:  # the receiver's bug must not stop the pool's step that handed it out
             logger.exception("a waiter of %s failed to take %r", self.spec.name, outcome)
+            if isinstance(outcome, Lease):
+                outcome.release()  # at most once: a receiver that kept it and released it changes nothing
 
     def _expire(self) -> None:
         """Waiters past the queue timeout get a 503; one timer for the oldest, not one per waiter."""
@@ -285,26 +292,42 @@ class FunctionPool:
         return TargetUnavailable(503, message, headers)
 
     def _pick(self) -> Container | None:
-        """The least-loaded ready container with a free slot (an idle one ends the search)."""
-        limit = self.spec.allow_concurrent_inputs
+        """The least-loaded ready container with a free slot (an idle one ends the search).
+
+        Standby slots (requests handed ahead, to wait on the agent's gate) only while the function
+        cannot grow, and only on a container that ended a request (or began its input) within
+        STANDBY_BUDGET: never behind one input that runs long (a WebSocket, a stream, a slow call)."""
+        inputs = limit = self.spec.allow_concurrent_inputs
+        stuck_before = -math.inf
         if self._standby_ok and not self._can_grow():
-            limit += standby_slots(self._duration)  # they wait on the agent's gate
+            limit += standby_slots(self._duration)
+            stuck_before = self._clock() - STANDBY_BUDGET
         best = None
         for c in self._containers:
-            if c.state is State.READY and c.in_flight < limit and (best is None or c.in_flight < best.in_flight):
-                if not c.in_flight:
+            n = c.in_flight
+            if c.state is State.READY and n < limit and (best is None or n < best.in_flight):
+                if not n:
                     return c
+                if n >= inputs and c.progressed < stuck_before:
+                    continue
                 best = c
         return best
+
+    def _wants_room(self) -> bool:
+        """Requests wait for an input: in the queue, or handed ahead to a busy container."""
+        ready = sum(1 for c in self._containers if c.state is State.READY)
+        return bool(self._waiters) or self._in_flight > ready * self.spec.allow_concurrent_inputs
 
     def _can_grow(self) -> bool:
         """Whether another container could start now (else waiting requests may take standby slots)."""
         return not self.no_room and len(self._containers) < self.settings.max_containers
 
     def _lease(self, container: Container) -> Lease:
+        container.last_active = now = self._clock()
+        if not container.in_flight:
+            container.progressed = now
         container.in_flight += 1
         self._in_flight += 1
-        container.last_active = now = self._clock()
         return Lease(self, container, now)
 
     def _release(self, container: Container, status: int | None, broken: bool = False, since: float = 0.0) -> None:
@@ -315,8 +338,12 @@ class FunctionPool:
             self._metrics.requests.inc_with(self._labels, "status", status)
             window = self.window  # for the dashboard's charts
             window.durations.append(now - since)
-            self._duration += 0.1 * (now - since - self._duration)
+            # The average that sizes the standby slots is of running time: a request handed ahead
+            # to a one-input container began when the one before it ended, not when it was handed.
+            began = max(since, container.progressed) if self.spec.allow_concurrent_inputs == 1 else since
+            self._duration += 0.1 * (now - began - self._duration)
             window.statuses[status] = window.statuses.get(status, 0) + 1
+        container.progressed = now
         if broken and container.state is State.READY:
             # Its connection broke mid-request: most likely it died, and its exit may not have
             # reached us yet. Never hand it another request; a fresh container replaces it.
@@ -483,7 +510,7 @@ class FunctionPool:
             self._no_room(c, str(exc))
             if exc.when_free is not None:
                 exc.when_free(self._room_came_back)
-            if self._waiters and exc.make_room is not None:  # requests wait (not a warm-up): ask another function
+            if self._wants_room() and exc.make_room is not None:  # requests wait (not a warm-up): ask another function
                 exc.make_room(self)
             return
         except Exception as exc:  # could not even exec the interpreter

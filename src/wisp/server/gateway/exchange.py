@@ -218,7 +218,10 @@ class Exchange:
             self.conn.close()
             self.conn = None
         self._update_hold()
-        self._release(broken=False)
+        # The slot is freed a turn later: a loop that aborts several exchanges at once (a drain's
+        # 503s, close, the sweep's 504s, clients gone together) must not hand it to a waiting
+        # one it aborts next, which would have sent its request to the container first.
+        self._release(broken=False, later=True)
 
     def detach(self, client: Client) -> None:
         """Answer `client` from now on (a Call, once the request has been redirected)."""
@@ -454,11 +457,18 @@ class Exchange:
         else:
             self.client.respond(502, {"error": why or responses.BAD_GATEWAY})
 
-    def _release(self, *, broken: bool) -> None:
+    def _release(self, *, broken: bool, later: bool = False) -> None:
         lease, self.lease = self.lease, None
         if lease is None:
             return
-        try:
-            lease.release(broken=broken, status=self._status)
-        except Exception:
-            logger.exception("Lease.release() failed")
+        if later:
+            asyncio.get_running_loop().call_soon(_release, lease, broken, self._status)
+        else:
+            _release(lease, broken, self._status)
+
+
+def _release(lease: Lease, broken: bool, status: int | None) -> None:
+    try:
+        lease.release(broken=broken, status=status)
+    except Exception:
+        logger.exception("Lease.release() failed")

@@ -53,6 +53,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.received = False  # bytes arrived for the current request
         self._reading = True
         self._informational = False
+        self._ended = False  # a response ended in the read being parsed
         self._switching = False  # a 101 was read: what follows is not HTTP
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -107,6 +108,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()  # bytes nobody asked for: the next response could not be trusted
             return
         self.received = True
+        self._ended = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -127,7 +129,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- httptools callbacks ---------------------------------------------------------------
     def on_message_begin(self) -> None:
-        if self.handler is None:
+        if self._ended:  # bytes after a response, read with it: never the response of a request sent since
+            self._out_of_step()
+        elif self.handler is None:
             self.close()  # a second response to one request: the stream is out of step
         self._reason = b""
         self._headers = []
@@ -161,7 +165,16 @@ class UpstreamConnection(asyncio.Protocol):
         if self._informational:
             self._informational = False
         elif self.handler is not None:
+            self._ended = True  # its handler may hand this connection to the next request right away
             self.handler.response_complete()
+
+    def _out_of_step(self) -> None:
+        """The container sent more than the response: close. A request written on the
+        connection meanwhile was not read by it (as far as anyone can tell): it is replayed."""
+        handler = self.handler
+        self.close()
+        if handler is not None:
+            handler.upstream_lost(BrokenPipeError("the container sent bytes after its response"))
 
     def _upgraded(self, rest: bytes) -> None:
         handler = self.handler
