@@ -46,6 +46,9 @@ class FakeLease:
     def failure(self) -> str | None:
         return None
 
+    def long_lived(self) -> None:
+        self.target.long_lived += 1
+
 
 class FakeTarget(PlainTarget):
     def __init__(self, socket_path: str) -> None:
@@ -55,6 +58,7 @@ class FakeTarget(PlainTarget):
         self.statuses: list[int | None] = []  # the status passed with each release
         self.acquired = 0
         self.granted = 0
+        self.long_lived = 0  # leases told they may last (WebSocket handshakes)
         self.cancelled = 0
         self.delay = 0.0
         self.stubborn = False  # finishes acquiring even when cancelled (a racing pool)
@@ -854,6 +858,9 @@ class QueueLease:
 
     def failure(self) -> str | None:
         return None
+
+    def long_lived(self) -> None:
+        pass
 
 
 class QueuePlace:

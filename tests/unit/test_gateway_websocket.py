@@ -155,11 +155,12 @@ def test_frames_sent_right_behind_the_handshake_arrive(h: Harness) -> None:
 
 
 def test_plain_requests_still_work_beside_websockets(h: Harness) -> None:
-    served(h)
+    target, _ = served(h)
     with WebSocket(h.port, "/app/ws") as ws:
         assert get(h, "/app/page")[2] == b"plain page"
         ws.send("x")
         assert ws.recv() == "echo:x"
+    assert target.long_lived == 1  # the handshake's lease was told; the plain request's was not
 
 
 def test_the_gateway_closing_cuts_open_websockets(h: Harness) -> None:

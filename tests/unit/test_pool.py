@@ -380,6 +380,26 @@ def test_no_request_goes_ahead_to_a_container_whose_input_runs_long(log: AppLog)
     run(body)
 
 
+def test_no_request_goes_ahead_to_a_container_holding_a_websocket(log: AppLog) -> None:
+    async def body() -> None:
+        clock, launcher = Clock(), FakeLauncher()
+        pool = make_pool(log, clock, launcher)
+        await one_container_and_no_room(pool, launcher, clock, 0.001)
+        await refused_once(pool)
+        socket = pool.try_acquire()
+        assert socket is not None
+        socket.long_lived()  # the gateway says so as the lease arrives
+        assert pool.try_acquire() is None  # within the budget, and still none ahead
+        socket.release(status=101)
+        ahead = [pool.try_acquire() for _ in range(2)]
+        assert all(ahead)  # once it closed, requests go ahead again
+        for lease in ahead:
+            assert lease is not None
+            lease.release(status=200)
+        await pool.stop()
+    run(body)
+
+
 def test_requests_handed_ahead_count_their_running_time_not_their_wait(log: AppLog) -> None:
     """Requests of 15 ms: 3 fit the budget. Timed from when they were handed, the ones ahead
     would average 37.5 ms, and the slots would shrink to 1."""

@@ -76,6 +76,7 @@ class Container:
     # When it last ended a request, or became busy: when it runs one input at a time, when the
     # one running now began (a request handed ahead starts as the one before it ends).
     progressed: float = 0.0
+    long_lived: int = 0  # requests it holds that may last (WebSockets): none is handed ahead to it
     process: ContainerProcess | None = None
     recent: deque[str] = field(default_factory=lambda: deque(maxlen=20))
 
@@ -102,7 +103,7 @@ class Waiter:
 
 
 class Lease:
-    __slots__ = ("_container", "_pool", "_released", "_since", "socket_path")
+    __slots__ = ("_container", "_long", "_pool", "_released", "_since", "socket_path")
 
     def __init__(self, pool: FunctionPool, container: Container, since: float) -> None:
         self._pool = pool
@@ -110,10 +111,18 @@ class Lease:
         self._since = since  # the pool's clock when the slot was handed out
         self.socket_path = container.socket_path
         self._released = False
+        self._long = False
+
+    def long_lived(self) -> None:
+        if not self._long and not self._released:
+            self._long = True
+            self._container.long_lived += 1
 
     def release(self, *, broken: bool = False, status: int | None = None) -> None:
         if not self._released:
             self._released = True
+            if self._long:
+                self._container.long_lived -= 1
             self._pool._release(self._container, status, broken, self._since)
 
     def failure(self) -> str | None:
@@ -295,8 +304,9 @@ class FunctionPool:
         """The least-loaded ready container with a free slot (an idle one ends the search).
 
         Standby slots (requests handed ahead, to wait on the agent's gate) only while the function
-        cannot grow, and only on a container that ended a request (or began its input) within
-        STANDBY_BUDGET: never behind one input that runs long (a WebSocket, a stream, a slow call)."""
+        cannot grow, and only on a container that holds no WebSocket and ended a request (or
+        began its input) within STANDBY_BUDGET: never behind one input that runs long (a
+        WebSocket, a stream, a slow call)."""
         inputs = limit = self.spec.allow_concurrent_inputs
         stuck_before = -math.inf
         if self._standby_ok and not self._can_grow():
@@ -308,7 +318,7 @@ class FunctionPool:
             if c.state is State.READY and n < limit and (best is None or n < best.in_flight):
                 if not n:
                     return c
-                if n >= inputs and c.progressed < stuck_before:
+                if n >= inputs and (c.progressed < stuck_before or c.long_lived):
                     continue
                 best = c
         return best

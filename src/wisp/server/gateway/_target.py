@@ -26,6 +26,10 @@ class Lease(Protocol):
         """Why the container failed the request, when the server knows (it was killed for
         memory): the gateway's 502 says it instead of a bare "bad gateway"."""
 
+    def long_lived(self) -> None:
+        """The request may hold its slot for long (a WebSocket handshake, told as the lease
+        arrives): no request should be handed to its container to wait behind it."""
+
 
 class Target(Protocol):
     """One web function: hands out container slots, waiting for a cold start if needed. Every

@@ -241,6 +241,8 @@ class Exchange:
             return
         self.lease = lease
         req = self.request
+        if req.websocket:
+            lease.long_lived()
         if req.expect_continue and req.has_body and not req.complete and req.body_size == 0:
             self.client.send_continue()
         conn = self.pool.take(lease.socket_path)
