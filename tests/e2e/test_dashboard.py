@@ -203,7 +203,12 @@ def test_in_a_browser_an_exception_appears_in_the_log_tail(server: Wisp, browser
     wait_until(lambda: "RuntimeError: dashboard-boom" in tail(), timeout=20, message="the traceback in the tail")
     print(f"\nthe exception reached the page's log tail {time.monotonic() - sent:.2f} s after the request was sent")
     assert _read(driver, '[data-panel="dash"] .versions li', "innerText").startswith("version 1 · deployed")
-    driver.find_element(By.CSS_SELECTOR, '[data-panel="dash"] .filter').send_keys("no line has this")  # type: ignore[attr-defined]
+    box = '[data-panel="dash"] .filter'
+    driver.find_element(By.CSS_SELECTOR, box).send_keys("no line ")  # type: ignore[attr-defined]
+    time.sleep(2.5)  # the cards are drawn anew each second, and the open panel moves into the new one
+    assert driver.execute_script("return document.activeElement === document.querySelector(arguments[0])", box)  # type: ignore[attr-defined]
+    driver.switch_to.active_element.send_keys("has this")  # type: ignore[attr-defined]  # typing on, as a person would
+    assert _read(driver, box, "value") == "no line has this"
     wait_until(lambda: tail() == "", timeout=10, message="the filter to hide every line")
     _shot(driver, "logs")
 

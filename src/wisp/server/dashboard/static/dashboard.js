@@ -161,8 +161,16 @@ function togglePanel(id, current) {
 
 function render(snapshot) {
   const apps = snapshot.apps || [];
+  // The open panels move into the new cards, and a moved element loses the focus: a filter being
+  // typed into gets it back, with its caret, or every second would take the keys away.
+  const focused = document.activeElement;
+  const caret = focused instanceof HTMLInputElement ? [focused.selectionStart, focused.selectionEnd] : null;
   appsEl.replaceChildren(...(apps.length ? apps.map(appCard)
     : [text("p", "No apps yet: wisp deploy script.py or wisp serve script.py.", "muted")]));
+  if (focused instanceof HTMLElement && focused !== document.activeElement && focused.isConnected) {
+    focused.focus();
+    if (caret) focused.setSelectionRange(caret[0], caret[1]);
+  }
   statusEl.textContent = `live · ${new Date((snapshot.at || Date.now() / 1000) * 1000).toLocaleTimeString()}`;
 }
 
