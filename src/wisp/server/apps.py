@@ -53,6 +53,7 @@ from .runtime.slots import Slots, unavailable
 from .runtime.zygote import ZygoteRuntime
 from .spawned import SpawnedCalls
 from .store import AppRow, Store, StoreError, VersionRow
+from .uid_claims import UidClaims
 
 HEARTBEAT_TIMEOUT = 10.0  # an ephemeral app whose `wisp serve` went silent this long is stopped
 PROVE_SLACK = 15.0  # seconds past startup_timeout a deploy waits for a container to say it is ready or failed
@@ -92,6 +93,7 @@ class ManagerConfig:
     pools: PoolConfig = PoolConfig()  # the activator's queue bounds, the same for every function
     uid_range: tuple[int, int] | None = None  # (base, count) of per-app uids on a root server; None: the server's
     bundles: BundleLimits = BundleLimits()  # how large a deploy's files may be, compressed and unpacked
+    uid_claims: UidClaims | None = None  # the uids other stores on this machine hold (uid_claims.py); None: not known
 
 
 class AppManager:
@@ -102,6 +104,7 @@ class AppManager:
         (`Slots.start()`; None: none)."""
         self.home = config.home
         self.uid_range = config.uid_range
+        self.uid_claims = config.uid_claims
         self.bundle_limits = config.bundles
         self._users: dict[str, AppUser] = {}
         self.store = store
@@ -231,7 +234,14 @@ class AppManager:
             return None
         if app_id not in self._users:
             base, count = self.uid_range
-            uid = self.store.app_uid(app_id, lambda taken: allocate_uid(taken, base, count))
+            claims = self.uid_claims
+
+            def allocate(taken: list[int]) -> int:
+                if claims is None:
+                    return allocate_uid(taken, base, count)
+                return claims.pick(lambda skipped: allocate_uid(skipped, base, count), taken)
+
+            uid = self.store.app_uid(app_id, allocate)
             self._users[app_id] = app_user(uid, self.socket_dir)
         return self._users[app_id]
 

@@ -57,6 +57,7 @@ from .runtime.release import bound_from_env as zygote_memory_bound
 from .runtime.sandbox import SandboxRuntime
 from .runtime.slots import Slots, remove_now
 from .store import Store, StoreURL, parse_store_url
+from .uid_claims import UidClaims
 
 TICK = 1.0  # seconds between idle checks; idle scale-down is precise to about this
 DEFAULT_GRACE = 30.0  # seconds in-flight requests and WebSockets get when the server stops
@@ -207,6 +208,22 @@ async def _abandon_start(manager: AppManager, admin: uvicorn.Server, admin_task:
         store.close()
 
 
+def _claims(store: Store, where: StoreURL) -> UidClaims | None:
+    """This machine's claims on app uids (uid_claims.py), with this store's own claimed: what does
+    not hold is said in the server log, with what to do."""
+    claims, problem = UidClaims.open(os.environ, where)
+    if claims is None:
+        print(f"wisp server: {problem}", flush=True)
+        return None
+    for app_id, uid in store.app_uids():
+        holder = claims.claim(uid)
+        if holder is not None:
+            print(f"wisp server: the app {app_id} runs as uid {uid}, which the store {holder} on this machine holds "
+                  "too: their containers could read each other's code. Stop one of the two servers, or remove and "
+                  "deploy that app again on a store of its own.", flush=True)
+    return claims
+
+
 def _prepare(home: Path, where: StoreURL | None = None) -> tuple[str, tuple[int, int] | None, Store] | None:
     """Before anything starts: this home's alive lock, room on its disk, the admin token, the
     app uids and a usable store (`where`, else state.db). Says what is wrong and returns None otherwise."""
@@ -273,7 +290,9 @@ async def run(home: Path, host: str, port: int, runtime: str, max_body_size: int
         print(f"wisp server: {note}", flush=True)
     # Containers run as their app's uid, builds as the build uid: the image's Python must be readable by others.
     builder.readable_by_others = uid_range is not None or (builder.sandbox is not None and not builder.sandbox.user_ns)
-    config = ManagerConfig(home, gateway.port, socket_dir, pool_config_from_env(), uid_range, bundle_limits_from_env())
+    claims = None if uid_range is None else _claims(store, store_url or parse_store_url(None, home))
+    config = ManagerConfig(home, gateway.port, socket_dir, pool_config_from_env(), uid_range, bundle_limits_from_env(),
+                           claims)
     try:
         chosen = get_runtime(runtime)  # auto: probes the kernel for the sandbox, and says what is missing
     except ValueError as exc:  # an unknown runtime, or WISP_SANDBOX_WITHOUT naming no piece

@@ -556,6 +556,10 @@ class Store:
         return ProxyTokenRow(*row)
 
     # -- app uids and deploy tokens (issue 11) ----------------------------------------------------
+    def app_uids(self) -> list[tuple[str, int]]:
+        """Every app id's uid, as (app id, uid)."""
+        return [(str(r[0]), int(r[1])) for r in self._db.run("SELECT app_id, uid FROM app_uids ORDER BY uid").rows]
+
     def app_uid(self, app_id: str, allocate: Callable[[list[int]], int]) -> int:
         """The app id's uid: allocated (from the uids taken) on first use, then kept for good."""
         row = self._db.run("SELECT uid FROM app_uids WHERE app_id = ?", (app_id,)).one()
