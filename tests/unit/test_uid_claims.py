@@ -1,30 +1,42 @@
 """App uid claims on disk (uid_claims.py): which store on this machine holds each uid."""
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from wisp.server.isolation import allocate_uid
 from wisp.server.store import parse_store_url
-from wisp.server.uid_claims import UidClaims, owner_of, stale
+from wisp.server.uid_claims import UNREADABLE, UidClaims, owner_of, stale
 
 
-@pytest.mark.parametrize(("holder", "existing", "is_stale"), [
-    ("sqlite:/srv/a/state.db", {"/srv/a/state.db"}, False),
+@pytest.mark.parametrize(("holder", "folders", "is_stale"), [
+    ("sqlite:/srv/a/state.db", {"/srv/a"}, False),  # its state.db may be moved aside (a restore): still held
     ("sqlite:/srv/gone/state.db", set(), True),  # its WISP_HOME was removed
-    ("postgresql://wisp@db/wisp", set(), False),  # nothing here can tell whether it still holds it
-    ("", set(), False),  # unreadable: nothing is taken on a guess
+    ("postgresql://db:5432/wisp", set(), False),  # nothing here can tell whether it still holds it
+    (UNREADABLE, set(), False),  # nothing is taken on a guess
 ])
-def test_stale(holder: str, existing: set[str], is_stale: bool) -> None:
-    assert stale(holder, existing.__contains__) is is_stale
+def test_stale(holder: str, folders: set[str], is_stale: bool) -> None:
+    assert stale(holder, folders.__contains__) is is_stale
 
 
-def test_a_store_is_named_by_its_file_or_its_url_without_the_password(tmp_path: Path) -> None:
-    assert owner_of(parse_store_url(None, tmp_path)) == f"sqlite:{(tmp_path / 'state.db').resolve()}"
-    assert owner_of(parse_store_url("postgresql://wisp:secret@db:5432/wisp", tmp_path)) == \
-        parse_store_url("postgresql://wisp:secret@db:5432/wisp", tmp_path).shown
-    assert "secret" not in owner_of(parse_store_url("postgresql://wisp:secret@db:5432/wisp", tmp_path))
+@pytest.mark.parametrize(("url", "environ", "owner"), [
+    ("postgresql://wisp:secret@db:6543/apps", {}, "postgresql://db:6543/apps"),
+    ("postgres://other:pw@db:6543/apps?password=x&sslmode=require", {}, "postgresql://db:6543/apps"),  # one database, two spellings
+    ("postgresql:///apps", {"PGHOST": "pg.internal", "PGPORT": "6000"}, "postgresql://pg.internal:6000/apps"),
+    ("postgresql://wisp@/", {"PGDATABASE": "wispdb"}, "postgresql://localhost:5432/wispdb"),
+    ("postgresql://wisp@db", {}, "postgresql://db:5432/wisp"),  # libpq's default database: the user's name
+])
+def test_a_postgres_store_is_named_by_its_server_and_database_only(url: str, environ: dict[str, str], owner: str) -> None:
+    assert owner_of(parse_store_url(url, Path("/nowhere")), environ) == owner
+
+
+def test_a_sqlite_store_is_named_by_its_resolved_file(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert owner_of(parse_store_url(None, tmp_path / "link")) == f"sqlite:{(tmp_path / 'real' / 'state.db').resolve()}"
 
 
 def claims_of(folder: Path, home: Path) -> UidClaims:
@@ -42,6 +54,8 @@ def test_a_uid_held_by_another_store_is_skipped_and_one_of_a_removed_store_taken
     assert (folder / "5000").stat().st_mode & 0o777 == 0o600 and folder.stat().st_mode & 0o777 == 0o700
     assert mine.claim(5000) == theirs.owner  # held: it says by whom
     (tmp_path / "gone" / "state.db").unlink()
+    assert mine.others() == {5000, 5001}  # a state.db moved aside (a restore) still holds its uids
+    shutil.rmtree(tmp_path / "gone")  # its whole WISP_HOME removed
     assert mine.others() == {5000}
     pick = lambda taken: allocate_uid(taken, 5000, 10)  # noqa: E731
     assert mine.pick(pick, []) == 5001  # 5000 is theirs; 5001's store is gone
@@ -49,6 +63,22 @@ def test_a_uid_held_by_another_store_is_skipped_and_one_of_a_removed_store_taken
     assert (folder / "5001").read_text() == (folder / "5002").read_text() == mine.owner
     assert mine.claim(5001) is None  # its own again: still its own
     assert theirs.others() == {5001, 5002}
+
+
+def test_an_unreadable_claim_holds_its_uid(tmp_path: Path) -> None:
+    mine = claims_of(tmp_path / "claims", tmp_path / "mine")
+    (tmp_path / "claims" / "7000").write_bytes(b"\xff\xfe")
+    (tmp_path / "claims" / "7001").mkdir()
+    assert mine.claim(7000) == mine.claim(7001) == UNREADABLE
+    assert mine.others() == {7000, 7001}
+
+
+def test_a_claims_folder_others_may_write_is_not_used(tmp_path: Path) -> None:
+    folder = tmp_path / "claims"
+    folder.mkdir(mode=0o777)
+    os.chmod(folder, 0o777)
+    claims, problem = UidClaims.open({"WISP_UID_CLAIMS": str(folder)}, parse_store_url(None, tmp_path))
+    assert claims is None and problem is not None and "not root's alone" in problem
 
 
 def test_no_claims_folder_is_said_with_what_to_do(tmp_path: Path) -> None:

@@ -53,7 +53,7 @@ from .runtime.slots import Slots, unavailable
 from .runtime.zygote import ZygoteRuntime
 from .spawned import SpawnedCalls
 from .store import AppRow, Store, StoreError, VersionRow
-from .uid_claims import UidClaims
+from .uid_claims import UidClaims, claim_held
 
 HEARTBEAT_TIMEOUT = 10.0  # an ephemeral app whose `wisp serve` went silent this long is stopped
 PROVE_SLACK = 15.0  # seconds past startup_timeout a deploy waits for a container to say it is ready or failed
@@ -237,11 +237,17 @@ class AppManager:
             claims = self.uid_claims
 
             def allocate(taken: list[int]) -> int:
-                if claims is None:
-                    return allocate_uid(taken, base, count)
-                return claims.pick(lambda skipped: allocate_uid(skipped, base, count), taken)
+                if claims is not None:
+                    try:
+                        return claims.pick(lambda skipped: allocate_uid(skipped, base, count), taken)
+                    except OSError as exc:
+                        print(f"wisp server: cannot read or write the app uids' claims in {claims.folder} "
+                              f"({exc}): {app_id}'s uid is not checked against other servers'.", flush=True)
+                return allocate_uid(taken, base, count)
 
             uid = self.store.app_uid(app_id, allocate)
+            if claims is not None:  # kept in the store: another server of it may have picked it, or the claim be lost
+                claim_held(claims, app_id, uid)
             self._users[app_id] = app_user(uid, self.socket_dir)
         return self._users[app_id]
 

@@ -57,7 +57,7 @@ from .runtime.release import bound_from_env as zygote_memory_bound
 from .runtime.sandbox import SandboxRuntime
 from .runtime.slots import Slots, remove_now
 from .store import Store, StoreURL, parse_store_url
-from .uid_claims import UidClaims
+from .uid_claims import UidClaims, claim_held
 
 TICK = 1.0  # seconds between idle checks; idle scale-down is precise to about this
 DEFAULT_GRACE = 30.0  # seconds in-flight requests and WebSockets get when the server stops
@@ -216,11 +216,8 @@ def _claims(store: Store, where: StoreURL) -> UidClaims | None:
         print(f"wisp server: {problem}", flush=True)
         return None
     for app_id, uid in store.app_uids():
-        holder = claims.claim(uid)
-        if holder is not None:
-            print(f"wisp server: the app {app_id} runs as uid {uid}, which the store {holder} on this machine holds "
-                  "too: their containers could read each other's code. Stop one of the two servers, or remove and "
-                  "deploy that app again on a store of its own.", flush=True)
+        if not claim_held(claims, app_id, uid):
+            return None
     return claims
 
 

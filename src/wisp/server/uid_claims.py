@@ -4,39 +4,52 @@ their own (two WISP_HOMEs, or Postgres databases) never run two apps as one uid.
 Each server's store hands out app uids from the same range (`isolation.uid_settings`) and keeps
 them for good. Without a word between stores, the first app of one server and the first app of
 another would share a uid: each could read the other's code and signal its processes. So a root
-server claims every uid it holds in a folder of root's (`/var/lib/wisp/app-uids`,
-`WISP_UID_CLAIMS`): one file per uid, naming its store, made with O_EXCL under a lock. A new
-app's uid skips the ones other stores claimed. A claim by a SQLite store whose file is gone is
-stale and may be taken; a Postgres store's never is.
+server claims every uid it runs an app as in a folder of root's (`/var/lib/wisp-app-uids`,
+`WISP_UID_CLAIMS`; root's own, not writable by group or others, else it is not used): one file
+per uid, naming its store, written under a lock. A new app's uid skips the ones other stores
+claimed. A claim by a SQLite store whose WISP_HOME folder is gone is stale and may be taken; a
+Postgres store's never is.
 
-`stale` is pure (a table in tests/unit/test_uid_claims.py); `UidClaims` touches the disk.
+`owner_of` and `stale` are pure (tables in tests/unit/test_uid_claims.py); `UidClaims` touches the disk.
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import os
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from .store import StoreURL
 
 CLAIMS_ENV = "WISP_UID_CLAIMS"
-DEFAULT_FOLDER = Path("/var/lib/wisp/app-uids")
+DEFAULT_FOLDER = Path("/var/lib/wisp-app-uids")
 _SQLITE = "sqlite:"
+UNREADABLE = "(an unreadable claim)"
 
 
-def owner_of(where: StoreURL) -> str:
-    """How a claim names a store: its SQLite file (resolved), or its Postgres URL without the password."""
+def owner_of(where: StoreURL, environ: Mapping[str, str] | None = None) -> str:
+    """How a claim names a store: its SQLite file (resolved), or its Postgres server and database
+    (libpq's defaults from PGHOST, PGPORT, PGDATABASE, PGUSER where the URL leaves them out;
+    no user name, password or options)."""
     if where.path is not None:
         return _SQLITE + str(where.path.resolve())
-    return where.shown
+    env = os.environ if environ is None else environ
+    parts = urlsplit(where.url)
+    host = parts.hostname or env.get("PGHOST") or "localhost"
+    port = parts.port or int(env.get("PGPORT") or 5432)
+    database = unquote(parts.path.lstrip("/")) or env.get("PGDATABASE") or parts.username or env.get("PGUSER") or ""
+    return f"postgresql://{host}:{port}/{database}"
 
 
-def stale(holder: str, exists: Callable[[str], bool] = os.path.exists) -> bool:
-    """A claim nobody can hold any more: its SQLite store is gone (a removed WISP_HOME). An
-    unreadable claim is not stale (nothing is taken on a guess)."""
-    return holder.startswith(_SQLITE) and not exists(holder[len(_SQLITE):])
+def stale(holder: str, exists: Callable[[str], bool] = os.path.isdir) -> bool:
+    """A claim nobody can hold any more: the WISP_HOME folder of its SQLite store is gone (not
+    merely its state.db, which a restore moves aside). Nothing else is taken on a guess."""
+    if not holder.startswith(_SQLITE):
+        return False
+    return not exists(os.path.dirname(holder[len(_SQLITE):]))
 
 
 class UidClaims:
@@ -49,26 +62,40 @@ class UidClaims:
         """The claims folder (made 0700 if missing), or None and why: then uids are not
         coordinated with other servers on this machine, which the caller says."""
         folder = Path(environ.get(CLAIMS_ENV) or DEFAULT_FOLDER)
+        then = (f"another wisp server on this machine could give one of its apps the uid of one of ours. "
+                f"Give root a folder of its own there, or name another with {CLAIMS_ENV}.")
         try:
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            (folder / ".lock").touch(mode=0o600)
+            info = os.lstat(folder)
+            if info.st_uid != os.geteuid() or info.st_mode & 0o022 or not os.path.isdir(folder) or folder.is_symlink():
+                return None, f"the app uids' claims folder {folder} is not root's alone: {then}"
+            fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            os.close(fd)
         except OSError as exc:
-            return None, (f"cannot keep the app uids' claims in {folder} ({exc.strerror}): another wisp server on "
-                          f"this machine could give one of its apps the uid of one of ours. Make the folder "
-                          f"writable by root, or name another with {CLAIMS_ENV}.")
-        return cls(folder, owner_of(where)), None
+            return None, f"cannot keep the app uids' claims in {folder} ({exc.strerror}): {then}"
+        return cls(folder, owner_of(where, environ)), None
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        with open(self.folder / ".lock", "r+b") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        fd = os.open(self.folder / ".lock", os.O_RDWR | os.O_NOFOLLOW)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # held for a file read or two: other servers wait microseconds
             yield
+        finally:
+            os.close(fd)
 
     def _holder(self, uid: int) -> str | None:
         try:
-            return (self.folder / str(uid)).read_text()
+            fd = os.open(self.folder / str(uid), os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
             return None
+        except OSError:
+            return UNREADABLE
+        try:
+            with os.fdopen(fd, "rb") as claim:
+                return claim.read(4096).decode()
+        except (OSError, UnicodeDecodeError):
+            return UNREADABLE
 
     def others(self) -> set[int]:
         """Uids that other stores hold (stale claims left out)."""
@@ -82,17 +109,18 @@ class UidClaims:
         return taken
 
     def claim(self, uid: int) -> str | None:
-        """Claim `uid` for this store: None when it is ours now, else the store that holds it."""
-        path = self.folder / str(uid)
+        """Claim `uid` for this store: None when it is ours now, else what holds it."""
         with self._locked():
             holder = self._holder(uid)
             if holder is not None and holder != self.owner and not stale(holder):
                 return holder
             if holder != self.owner:
-                partial = path.with_name(f".{uid}.new")
-                partial.write_text(self.owner)
-                os.chmod(partial, 0o600)
-                os.replace(partial, path)
+                fd, partial = tempfile.mkstemp(dir=self.folder, prefix=".claim-")  # O_EXCL, 0600
+                with os.fdopen(fd, "wb") as out:
+                    out.write(self.owner.encode())
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(partial, self.folder / str(uid))
         return None
 
     def pick(self, allocate: Callable[[list[int]], int], taken: list[int]) -> int:
@@ -104,3 +132,19 @@ class UidClaims:
             if self.claim(uid) is None:
                 return uid
             elsewhere.add(uid)  # claimed by another server meanwhile
+
+
+def claim_held(claims: UidClaims, app_id: str, uid: int) -> bool:
+    """Claim the uid an app of this store runs as; what does not hold is said in the server log,
+    with what to do. False when the claims folder could not be used at all."""
+    try:
+        holder = claims.claim(uid)
+    except OSError as exc:
+        print(f"wisp server: cannot write the app uids' claims in {claims.folder} ({exc}): app uids are not "
+              "checked against other servers' on this machine.", flush=True)
+        return False
+    if holder is not None:
+        print(f"wisp server: the app {app_id} runs as uid {uid}, which {holder} on this machine holds too: their "
+              "containers could read each other's code. Stop one of the two servers, or remove that app and deploy "
+              "it again on a store of its own.", flush=True)
+    return True
