@@ -9,7 +9,7 @@ import pytest
 
 from wisp.server.isolation import allocate_uid
 from wisp.server.store import parse_store_url
-from wisp.server.uid_claims import UNREADABLE, UidClaims, owner_of, stale
+from wisp.server.uid_claims import UNREADABLE, UidClaims, claim_held, owner_of, stale
 
 
 @pytest.mark.parametrize(("holder", "folders", "is_stale"), [
@@ -86,3 +86,16 @@ def test_no_claims_folder_is_said_with_what_to_do(tmp_path: Path) -> None:
     claims, problem = UidClaims.open({"WISP_UID_CLAIMS": str(tmp_path / "file" / "claims")}, parse_store_url(None, tmp_path))
     assert claims is None and problem is not None
     assert "WISP_UID_CLAIMS" in problem and str(tmp_path / "file" / "claims") in problem
+
+
+def test_a_uid_another_store_holds_is_said_and_a_lost_folder_never_fails_the_caller(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "claims"
+    mine, theirs = claims_of(folder, tmp_path / "mine"), claims_of(folder, tmp_path / "theirs")
+    assert theirs.claim(6000) is None
+    assert claim_held(mine, "shop", 6000)  # the folder works: the caller keeps using it
+    said = capsys.readouterr().out
+    assert "the app shop runs as uid 6000" in said and theirs.owner in said and "deploy it again" in said
+    shutil.rmtree(folder)  # wiped under a running server
+    assert not claim_held(mine, "shop", 6001)
+    assert "cannot write the app uids' claims" in capsys.readouterr().out
