@@ -973,3 +973,12 @@ def test_bytes_after_a_response_never_answer_the_request_sent_next_on_its_connec
         wait_until(lambda: len(target.queue) == 1)
         assert first.result()[::2] == (200, b"ok")
         assert second.result()[::2] == (200, b"second")
+
+
+def test_a_streamed_response_tells_its_lease_it_may_last_and_a_sized_one_does_not(harness: Harness) -> None:
+    target, _ = harness.app("app")
+    assert get(harness, "/app/echo")[0] == 200
+    assert target.long_lived == 0
+    status, headers, body = get(harness, "/app/stream")
+    assert (status, headers.get("transfer-encoding"), body.count(b"chunk-")) == (200, "chunked", 5)
+    assert target.long_lived == 1

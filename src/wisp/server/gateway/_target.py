@@ -28,7 +28,8 @@ class Lease(Protocol):
 
     def long_lived(self) -> None:
         """The request may hold its slot for long (a WebSocket handshake, told as the lease
-        arrives): no request should be handed to its container to wait behind it."""
+        arrives; a response streamed without a length, told at its head): no request should be
+        handed to its container to wait behind it."""
 
 
 class Target(Protocol):

@@ -348,6 +348,8 @@ class Exchange:
         self._framing = out.framing
         self._keep_alive = out.keep_alive
         self._until_eof = out.until_eof
+        if (out.framing == CHUNKED or out.until_eof) and self.lease is not None:
+            self.lease.long_lived()  # a stream (server-sent events, say): nothing should wait behind it
         self._reusable = keep_alive
         self._sent = None
         self._to(Phase.RESPONDING)
