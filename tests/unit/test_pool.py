@@ -307,6 +307,15 @@ async def refused_once(pool: FunctionPool) -> None:
     (await asyncio.wait_for(waiting, 5)).release(status=200)
 
 
+async def no_room_yet(log: AppLog, seconds: float) -> tuple[FunctionPool, Clock, FakeLauncher]:
+    """A pool of one container whose requests took `seconds` each, after a start refused for room."""
+    clock, launcher = Clock(), FakeLauncher()
+    pool = make_pool(log, clock, launcher)
+    await one_container_and_no_room(pool, launcher, clock, seconds)
+    await refused_once(pool)
+    return pool, clock, launcher
+
+
 @pytest.mark.parametrize(("seconds", "ahead"), [(0.001, STANDBY_MAX), (0.02, 2), (0.03, 1), (1.0, 0)])
 def test_requests_go_ahead_to_a_busy_container_as_many_as_fit_the_budget_and_only_when_none_can_start(
         log: AppLog, seconds: float, ahead: int) -> None:
@@ -382,10 +391,7 @@ def test_no_request_goes_ahead_to_a_container_whose_input_runs_long(log: AppLog)
 
 def test_no_request_goes_ahead_to_a_container_holding_a_websocket(log: AppLog) -> None:
     async def body() -> None:
-        clock, launcher = Clock(), FakeLauncher()
-        pool = make_pool(log, clock, launcher)
-        await one_container_and_no_room(pool, launcher, clock, 0.001)
-        await refused_once(pool)
+        pool, _, _ = await no_room_yet(log, 0.001)
         socket = pool.try_acquire()
         assert socket is not None
         socket.long_lived()  # the gateway says so as the lease arrives
@@ -404,10 +410,7 @@ def test_requests_handed_ahead_count_their_running_time_not_their_wait(log: AppL
     """Requests of 15 ms: 3 fit the budget. Timed from when they were handed, the ones ahead
     would average 37.5 ms, and the slots would shrink to 1."""
     async def body() -> None:
-        clock, launcher = Clock(), FakeLauncher()
-        pool = make_pool(log, clock, launcher)
-        await one_container_and_no_room(pool, launcher, clock, 0.015)
-        await refused_once(pool)
+        pool, clock, _ = await no_room_yet(log, 0.015)
         for _ in range(50):
             leases = [pool.try_acquire() for _ in range(STANDBY_MAX + 2)]
             assert [lease is not None for lease in leases] == [True] * (1 + STANDBY_MAX) + [False]
@@ -421,10 +424,7 @@ def test_requests_handed_ahead_count_their_running_time_not_their_wait(log: AppL
 
 def test_requests_ahead_in_busy_containers_ask_another_function_for_room(log: AppLog) -> None:
     async def body() -> None:
-        clock, launcher = Clock(), FakeLauncher()
-        pool = make_pool(log, clock, launcher)
-        await one_container_and_no_room(pool, launcher, clock, 0.001)
-        await refused_once(pool)
+        pool, _, launcher = await no_room_yet(log, 0.001)
         busy, ahead = pool.try_acquire(), pool.try_acquire()  # the queue stays empty
         assert busy is not None and ahead is not None
         launcher.asked_for_room.clear()

@@ -76,7 +76,7 @@ class Container:
     # When it last ended a request, or became busy: when it runs one input at a time, when the
     # one running now began (a request handed ahead starts as the one before it ends).
     progressed: float = 0.0
-    long_lived: int = 0  # requests it holds that may last (WebSockets): none is handed ahead to it
+    long_lived: int = 0  # requests it holds that may last (WebSockets, streams): none is handed ahead to it
     process: ContainerProcess | None = None
     recent: deque[str] = field(default_factory=lambda: deque(maxlen=20))
 
